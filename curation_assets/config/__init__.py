@@ -1,0 +1,166 @@
+"""Declarative configuration: sources, recipe and thresholds, as YAML validated by pydantic (`extra="forbid"`).
+
+The bundled YAML files next to this module are the embedded default. Paths inside a sources file are resolved
+relative to that file, so a config directory can be moved as a whole. Nothing here reads the environment: the
+caller (definitions.py, through `resources.Settings`) says which files to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONFIG_DIR = Path(__file__).parent
+DEFAULT_SOURCES = CONFIG_DIR / "sources.yaml"
+DEFAULT_RECIPE = CONFIG_DIR / "recipe.yaml"
+DEFAULT_THRESHOLDS = CONFIG_DIR / "thresholds.yaml"
+
+Format = Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def version_of(*models: Any) -> str:
+    """Short content hash of config objects: the `code_version` of the assets they drive."""
+    payload = json.dumps(
+        [m.model_dump(mode="json") if isinstance(m, BaseModel) else m for m in models], sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class Location(Strict):
+    """Where a source's bytes live. `zone` is the availability zone of the bucket (None = same zone as compute,
+    e.g. a local disk); the cost guard compares it with the zone of the pod that reads it."""
+
+    region: str | None = None
+    zone: str | None = None
+
+
+class Source(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    uris: list[str] = Field(min_length=1, description="local paths, globs or s3:// URIs; relative = to the YAML file")
+    format: Format = "auto"
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+    html: bool = False  # every record is HTML; otherwise a record is HTML when meta.content_type says so
+    licence: str
+    location: Location = Location()
+
+    @field_validator("uris", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class SourcesFile(Strict):
+    sources: list[Source] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesFile:
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate source names: {names}")
+        return self
+
+
+class Recipe(Strict):
+    """A mixture: token weights per source, and how the mixture is tokenized."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    weights: dict[str, float] = Field(min_length=1)
+    target_tokens: int | None = Field(
+        default=None, gt=0, description="None = the largest mixture that honours the weights within max_epochs"
+    )
+    max_epochs: float = Field(default=1.0, gt=0, description="cap on how often one source's tokens may repeat")
+    seed: int = 0
+    tokenizer: Literal["cl100k_base"] = "cl100k_base"
+    sequence_length: int = Field(default=2048, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w <= 0 for w in v.values()):
+            raise ValueError("weights must be > 0 (leave a source out instead)")
+        return v
+
+    def normalised_weights(self) -> dict[str, float]:
+        total = sum(self.weights.values())
+        return {s: w / total for s, w in sorted(self.weights.items())}
+
+
+class RecipeFile(Strict):
+    recipe: Recipe
+
+
+class StepThresholds(Strict):
+    """Params of one step: `default` for every source, `per_source` overrides merged key by key on top."""
+
+    default: dict[str, Any] = {}
+    per_source: dict[str, dict[str, Any]] = {}
+
+    def for_source(self, source: str) -> dict[str, Any]:
+        return {**self.default, **self.per_source.get(source, {})}
+
+
+class ThresholdsFile(Strict):
+    raw: StepThresholds = StepThresholds()
+    filtered: StepThresholds = StepThresholds()
+    deduped: StepThresholds = StepThresholds()
+    synthetic: StepThresholds = StepThresholds()
+
+
+class CurationConfig(Strict):
+    sources: SourcesFile
+    recipe: Recipe
+    thresholds: ThresholdsFile
+    sources_path: Path
+
+    @model_validator(mode="after")
+    def _recipe_sources_exist(self) -> CurationConfig:
+        unknown = set(self.recipe.weights) - set(self.source_names)
+        if unknown:
+            raise ValueError(f"recipe {self.recipe.name!r} weights unknown sources: {sorted(unknown)}")
+        unknown = {
+            s for step in ("raw", "filtered", "deduped", "synthetic") for s in getattr(self.thresholds, step).per_source
+        } - set(self.source_names)
+        if unknown:
+            raise ValueError(f"thresholds override unknown sources: {sorted(unknown)}")
+        return self
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.sources.sources]
+
+    def source(self, name: str) -> Source:
+        return next(s for s in self.sources.sources if s.name == name)
+
+    def resolve_uri(self, uri: str) -> str:
+        if "://" in uri or Path(uri).is_absolute():
+            return uri
+        return str((self.sources_path.parent / uri).resolve())
+
+
+def _read_yaml(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_config(
+    sources: str | Path | None = None, recipe: str | Path | None = None, thresholds: str | Path | None = None
+) -> CurationConfig:
+    """Load and cross-validate the three YAML files (bundled defaults where a path is None)."""
+    sources_path = Path(sources or DEFAULT_SOURCES).resolve()
+    return CurationConfig(
+        sources=SourcesFile.model_validate(_read_yaml(sources_path)),
+        recipe=RecipeFile.model_validate(_read_yaml(Path(recipe or DEFAULT_RECIPE))).recipe,
+        thresholds=ThresholdsFile.model_validate(_read_yaml(Path(thresholds or DEFAULT_THRESHOLDS))),
+        sources_path=sources_path,
+    )

@@ -1,0 +1,131 @@
+"""Column contracts shared by every step, and the one place that marks, splits and counts dropped rows.
+
+Pure polars: no Dagster, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+# Canonical document row. `meta` is a JSON object serialised as a string, so heterogeneous per-source keys
+# never force a schema union across shards.
+DOC_SCHEMA: dict[str, pl.DataType] = {
+    "doc_id": pl.String(),
+    "source": pl.String(),
+    "text": pl.String(),
+    "url": pl.String(),
+    "shard": pl.String(),
+    "meta": pl.String(),
+}
+
+# A record or file that could not become a document. `location` is `line:N` (1-based), `row:N` (0-based,
+# Parquet), `record:N` (1-based WARC response record), `frame:N` or `file`.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "shard": pl.String(),
+    "location": pl.String(),
+    "drop_reason": pl.String(),
+    "detail": pl.String(),
+    "record_id": pl.String(),
+}
+
+DROP_REASON = "drop_reason"
+
+
+def empty_frame(schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=dict(schema))
+
+
+def stable_id(*parts: object) -> str:
+    """A 32-hex-digit id that depends only on `parts` (blake2b-128 over their unit-separated text)."""
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+def mark_dropped(df: pl.DataFrame, rules: Mapping[str, pl.Expr]) -> pl.DataFrame:
+    """Add `drop_reason` (null = kept): the name of the first rule, in order, whose expression is true.
+
+    This is the polars form of datatrove's `(False, reason)`: rules are evaluated column-wise, the first failure wins.
+    """
+    if not rules:
+        return df.with_columns(pl.lit(None, pl.String).alias(DROP_REASON))
+    reason = pl.coalesce(
+        [pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in rules.items()]
+    ).cast(pl.String)
+    return df.with_columns(reason.alias(DROP_REASON))
+
+
+def split_kept(marked: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a frame with `drop_reason` into (kept rows without the column, dropped rows with it)."""
+    dropped = marked.filter(pl.col(DROP_REASON).is_not_null())
+    kept = marked.filter(pl.col(DROP_REASON).is_null()).drop(DROP_REASON)
+    return kept, dropped
+
+
+def drop_counts(dropped: pl.DataFrame) -> dict[str, int]:
+    if dropped.is_empty():
+        return {}
+    counts = dropped.group_by(DROP_REASON).len().sort(DROP_REASON)
+    return {str(r): int(n) for r, n in counts.iter_rows()}
+
+
+def meta_json(meta: Mapping[str, object]) -> str:
+    """Serialise a meta mapping deterministically (sorted keys, UTF-8 kept)."""
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@dataclass
+class StepOutput:
+    """What a step wrapper returns; the IO manager persists it and reports it through `step_metadata`.
+
+    `kept` is one frame or an iterator of frames (one Parquet part each, so a step can stream shard by shard).
+    `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
+    rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
+    After persistence the IO manager fills `written` (rows_out, rows_dropped, bytes_written, uris).
+    """
+
+    kept: pl.DataFrame | Iterable[pl.DataFrame]
+    dropped: pl.DataFrame | Callable[[], pl.DataFrame]
+    rows_in: int | Callable[[], int]
+    bytes_in: int | Callable[[], int]
+    config_version: str
+    extra: dict[str, object] = field(default_factory=dict)
+    written: dict[str, object] = field(default_factory=dict)
+
+    def kept_parts(self) -> Iterator[pl.DataFrame]:
+        yield from ([self.kept] if isinstance(self.kept, pl.DataFrame) else self.kept)
+
+    def dropped_frame(self) -> pl.DataFrame:
+        return self.dropped() if callable(self.dropped) else self.dropped
+
+    def resolve(self, value: int | Callable[[], int]) -> int:
+        return int(value() if callable(value) else value)
+
+
+def step_metadata(
+    *,
+    rows_in: int,
+    rows_out: int,
+    drops: Mapping[str, int],
+    bytes_in: int,
+    bytes_out: int,
+    config_version: str,
+    extra: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """The metadata every step emits, with the same keys: the only builder of step metadata."""
+    md: dict[str, object] = {
+        "rows_in": int(rows_in),
+        "rows_out": int(rows_out),
+        "rows_dropped": int(sum(drops.values())),
+        "drop_rate": round(1 - rows_out / rows_in, 6) if rows_in else 0.0,
+        "bytes_in": int(bytes_in),
+        "bytes_out": int(bytes_out),
+        "config_version": config_version,
+    }
+    md.update({f"dropped_{reason}": int(n) for reason, n in sorted(drops.items())})
+    md.update(extra or {})
+    return md

@@ -1,0 +1,257 @@
+"""Persistence: object access for local paths and `s3://`, and the Parquet IO manager that owns every write.
+
+Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://bucket/prefix`)::
+
+    <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
+    <root>/<asset>/<partition>/<version>/part-NNNNN.parquet      kept rows, one file per streamed part
+    <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
+    <root>/tokenized/_all/<version>/tokens.bin, index.parquet, header.json   (see curation_assets/tokenized.py)
+
+Unpartitioned assets use the partition folder `_all`. A version folder is never modified after its manifest is
+published, and readers only follow `_latest.json`, so a reader never sees a half-written output: locally the
+manifest is written to a temp file and renamed; on S3 a PUT is atomic per object. The two previous versions are kept
+for rollback; older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+MANIFEST = "_latest.json"
+UNPARTITIONED = "_all"
+KEEP_VERSIONS = 3
+
+
+@dataclass(frozen=True)
+class TokenizedOutput:
+    """Flat token stream plus its index; persisted as tokens.bin / index.parquet / header.json."""
+
+    tokens: np.ndarray  # 1-D, dtype from header["dtype"]
+    index: pl.DataFrame
+    header: dict[str, Any]
+    written: dict[str, Any]
+
+
+class ObjectStore(dg.ConfigurableResource):
+    """Byte-level access to local paths and s3:// URIs with one API (boto3 for S3, polars `storage_options`)."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+    def storage_options(self, uri: str) -> dict[str, str] | None:
+        if not uri.startswith("s3://"):
+            return None
+        so = {"aws_region": self.region}
+        if self.endpoint_url:
+            so |= {"aws_endpoint_url": self.endpoint_url, "aws_allow_http": str(self.endpoint_url.startswith("http:")).lower()}
+        return so
+
+    def _s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
+
+    @staticmethod
+    def _split(uri: str) -> tuple[str, str]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def expand(self, pattern: str) -> list[tuple[str, int]]:
+        """(uri, size) of every object matching a path, glob or s3:// glob, sorted by uri."""
+        if not pattern.startswith("s3://"):
+            return sorted((p, os.path.getsize(p)) for p in glob.glob(pattern) if os.path.isfile(p))
+        bucket, key = self._split(pattern)
+        prefix = key.split("*")[0].split("?")[0].split("[")[0]
+        out = []
+        for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out += [(f"s3://{bucket}/{o['Key']}", o["Size"]) for o in page.get("Contents", [])
+                    if fnmatch.fnmatchcase(o["Key"], key)]
+        return sorted(out)
+
+    def open(self, uri: str) -> BinaryIO:
+        if uri.startswith("s3://"):
+            bucket, key = self._split(uri)
+            return self._s3().get_object(Bucket=bucket, Key=key)["Body"]
+        return open(uri, "rb")
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.open(uri) as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Atomic publish: temp file + rename locally, a single PUT on S3."""
+        if uri.startswith("s3://"):
+            bucket, key = self._split(uri)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=Path(uri).parent, delete=False, prefix=".tmp-") as f:
+            f.write(data)
+        os.replace(f.name, uri)
+
+    def exists(self, uri: str) -> bool:
+        if not uri.startswith("s3://"):
+            return os.path.exists(uri)
+        bucket, key = self._split(uri)
+        return self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
+
+    def delete_prefix(self, uri: str) -> None:
+        if not uri.startswith("s3://"):
+            shutil.rmtree(uri, ignore_errors=True)
+            return
+        bucket, key = self._split(uri.rstrip("/") + "/")
+        s3 = self._s3()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objs:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": objs})
+
+    def write_parquet(self, df: pl.DataFrame, uri: str) -> int:
+        """Write one Parquet file (zstd) and return its size in bytes."""
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True)
+        data = buf.getvalue()
+        self.write_bytes(uri, data)
+        return len(data)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Persists step outputs under `base_uri` (layout in the module docstring) and loads them back as polars frames.
+
+    Inputs: a partitioned upstream loads as a `pl.LazyFrame` over its kept parts; a fan-in (an unpartitioned asset
+    reading a partitioned one) loads as `{partition: LazyFrame}` over the partitions that exist (a source that was
+    never materialized is reported and skipped, so one broken source does not block a recipe).
+    """
+
+    base_uri: str
+    store: ObjectStore
+    keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def _dir(self, asset_key: dg.AssetKey, partition: str | None) -> str:
+        return "/".join([self.base_uri.rstrip("/"), *asset_key.path, partition or UNPARTITIONED])
+
+    def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
+        uri = f"{self._dir(asset_key, partition)}/{MANIFEST}"
+        if not self.store.exists(uri):
+            return None
+        return json.loads(self.store.read_bytes(uri))
+
+    # -- output --------------------------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        from curation_assets.frames import StepOutput, drop_counts, step_metadata
+
+        partition = context.partition_key if context.has_partition_key else None
+        root = self._dir(context.asset_key, partition)
+        version = f"{context.run_id[:8]}-{uuid.uuid4().hex[:8]}"
+        vdir = f"{root}/{version}"
+        if isinstance(obj, TokenizedOutput):
+            files = self._write_tokenized(obj, vdir)
+        elif isinstance(obj, StepOutput):
+            files = self._write_step(obj, vdir)
+            drops = drop_counts(pl.concat(files.pop("_dropped_frames"), how="diagonal_relaxed")) if files["dropped"] else {}
+            obj.written.update(rows_out=files["rows"], rows_dropped=sum(drops.values()), bytes_out=files["bytes"],
+                               uri=root, version=version)
+            context.add_output_metadata(step_metadata(
+                rows_in=obj.resolve(obj.rows_in), rows_out=files["rows"], drops=drops,
+                bytes_in=obj.resolve(obj.bytes_in), bytes_out=files["bytes"], config_version=obj.config_version,
+                extra={**obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}")}))
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
+        manifest = {"version": version, "run_id": context.run_id, **files}
+        self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
+        self._prune(root, keep=version)
+
+    def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
+        parts, rows, nbytes = [], 0, 0
+        for i, frame in enumerate(out.kept_parts()):
+            if frame.height == 0 and parts:
+                continue
+            uri = f"{vdir}/part-{i:05d}.parquet"
+            nbytes += self.store.write_parquet(frame, uri)
+            parts.append(uri)
+            rows += frame.height
+        dropped = out.dropped_frame()
+        dropped_files = []
+        if dropped.height:
+            uri = f"{vdir}/dropped-00000.parquet"
+            nbytes += self.store.write_parquet(dropped, uri)
+            dropped_files.append(uri)
+        return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
+                "bytes": nbytes, "_dropped_frames": [dropped]}
+
+    def _write_tokenized(self, out: TokenizedOutput, vdir: str) -> dict[str, Any]:
+        tokens = np.ascontiguousarray(out.tokens, dtype=np.dtype(out.header["dtype"]).newbyteorder("<"))
+        self.store.write_bytes(f"{vdir}/tokens.bin", tokens.tobytes())
+        nbytes = tokens.nbytes + self.store.write_parquet(out.index, f"{vdir}/index.parquet")
+        header = json.dumps(out.header, indent=1, sort_keys=True).encode()
+        self.store.write_bytes(f"{vdir}/header.json", header)
+        out.written.update(tokens=int(tokens.size), bytes_out=nbytes + len(header), uri=vdir)
+        return {"tokens": f"{vdir}/tokens.bin", "index": f"{vdir}/index.parquet", "header": f"{vdir}/header.json",
+                "bytes": nbytes + len(header)}
+
+    def _prune(self, root: str, keep: str) -> None:
+        if root.startswith("s3://"):
+            return  # S3 retention belongs to a bucket lifecycle rule, not to the writer
+        versions = sorted((p for p in Path(root).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in versions[: -self.keep_versions]:
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    # -- input ---------------------------------------------------------------------------------------------
+    def scan(self, asset_key: dg.AssetKey, partition: str | None, dropped: bool = False) -> pl.LazyFrame | None:
+        m = self.manifest(asset_key, partition)
+        if m is None:
+            return None
+        files = m["dropped"] if dropped else m["parts"]
+        if not files:
+            return None
+        return pl.scan_parquet(files, storage_options=self.store.storage_options(files[0]))
+
+    def load_tokenized(self, asset_key: dg.AssetKey) -> tuple[np.ndarray, pl.DataFrame, dict[str, Any]]:
+        m = self.manifest(asset_key, None)
+        if m is None:
+            raise FileNotFoundError(f"{asset_key.to_user_string()} has not been materialized")
+        header = json.loads(self.store.read_bytes(m["header"]))
+        tokens = np.frombuffer(self.store.read_bytes(m["tokens"]), dtype=np.dtype(header["dtype"]).newbyteorder("<"))
+        index = pl.read_parquet(m["index"], storage_options=self.store.storage_options(m["index"]))
+        return tokens, index, header
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            if key.path[-1] == "tokenized":
+                return self.load_tokenized(key)
+            return self._require(key, None)
+        keys = context.asset_partition_keys
+        if context.has_partition_key and len(keys) == 1:
+            return self._require(key, keys[0])
+        out = {}
+        for pk in keys:
+            frame = self.scan(key, pk)
+            if frame is None and self.manifest(key, pk) is None:
+                context.log.warning(f"{key.to_user_string()}[{pk}] has not been materialized: left out")
+                continue
+            out[pk] = frame if frame is not None else pl.LazyFrame()
+        return out
+
+    def _require(self, key: dg.AssetKey, partition: str | None) -> pl.LazyFrame:
+        m = self.manifest(key, partition)
+        if m is None:
+            raise FileNotFoundError(f"{key.to_user_string()}[{partition or UNPARTITIONED}] has not been materialized")
+        return self.scan(key, partition) if m["parts"] else pl.LazyFrame()
