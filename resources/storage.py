@@ -170,7 +170,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata(step_metadata(
                 rows_in=obj.resolve(obj.rows_in), rows_out=files["rows"], drops=drops,
                 bytes_in=obj.resolve(obj.bytes_in), bytes_out=files["bytes"], config_version=obj.config_version,
-                extra={**obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}")}))
+                extra={"tokens": files["tokens"], **obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}")}))
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
         manifest = {"version": version, "run_id": context.run_id, **files}
@@ -178,14 +178,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         self._prune(root, keep=version)
 
     def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
-        parts, rows, nbytes = [], 0, 0
-        for i, frame in enumerate(out.kept_parts()):
+        parts, rows, nbytes, tokens = [], 0, 0, 0
+        for frame in out.kept_parts():
             if frame.height == 0 and parts:
                 continue
-            uri = f"{vdir}/part-{i:05d}.parquet"
+            uri = f"{vdir}/part-{len(parts):05d}.parquet"
             nbytes += self.store.write_parquet(frame, uri)
             parts.append(uri)
             rows += frame.height
+            tokens += int(frame["n_tokens"].sum()) if "n_tokens" in frame.columns else 0
         dropped = out.dropped_frame()
         dropped_files = []
         if dropped.height:
@@ -193,7 +194,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             nbytes += self.store.write_parquet(dropped, uri)
             dropped_files.append(uri)
         return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
-                "bytes": nbytes, "_dropped_frames": [dropped]}
+                "tokens": tokens, "bytes": nbytes, "_dropped_frames": [dropped]}
 
     def _write_tokenized(self, out: TokenizedOutput, vdir: str) -> dict[str, Any]:
         tokens = np.ascontiguousarray(out.tokens, dtype=np.dtype(out.header["dtype"]).newbyteorder("<"))

@@ -101,8 +101,13 @@ class RecipeFile(Strict):
 
 
 class StepThresholds(Strict):
-    """Params of one step: `default` for every source, `per_source` overrides merged key by key on top."""
+    """Params of one step: `default` for every source, `per_source` overrides merged key by key on top.
 
+    `max_drop_rate` is the blocking `drop_rate` check's bound: a step that suddenly drops more than this share of its
+    input is far more likely broken (a bad model, a schema change) than right, so the run stops before it spends more.
+    """
+
+    max_drop_rate: float = Field(default=1.0, ge=0, le=1)
     default: dict[str, Any] = {}
     per_source: dict[str, dict[str, Any]] = {}
 
@@ -115,6 +120,8 @@ class ThresholdsFile(Strict):
     filtered: StepThresholds = StepThresholds()
     deduped: StepThresholds = StepThresholds()
     synthetic: StepThresholds = StepThresholds()
+    mixed: StepThresholds = StepThresholds()
+    tokenized: StepThresholds = StepThresholds()
 
 
 class CurationConfig(Strict):

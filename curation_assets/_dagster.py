@@ -1,0 +1,51 @@
+"""Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from curation_assets.frames import StepOutput
+from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
+from resources.tokenizer import TokenizerResource
+
+# One partition per source, registered from the sources config (`make run`, the `register_sources` sensor or the UI).
+source_partitions = dg.DynamicPartitionsDefinition(name="source")
+
+# A recipe is rebuilt daily by the schedule; warn after a day and a half, fail after two without a materialization.
+DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=36))
+
+
+def pod(cpu: str, memory: str) -> dict[str, dict]:
+    """op_tags sizing the step's pod under the k8s executor (dagster-k8s reads op tags, never asset tags)."""
+    res = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
+    return {"dagster-k8s/config": {"container_config": {"resources": res}}}
+
+
+def drop_rate_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec("drop_rate", asset=asset, blocking=True,
+                             description="share of input rows dropped is within the step's max_drop_rate")
+
+
+def drop_rate_result(out: StepOutput, max_drop_rate: float) -> dg.AssetCheckResult:
+    rows_in = out.resolve(out.rows_in)
+    rate = 1 - out.written["rows_out"] / rows_in if rows_in else 0.0
+    return dg.AssetCheckResult(check_name="drop_rate", passed=rate <= max_drop_rate,
+                               metadata={"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate})
+
+
+def enforce_transfers(guard: CostGuard, transfers: list[Transfer]) -> dict[str, object]:
+    """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary."""
+    try:
+        return guard.enforce(transfers).metadata()
+    except CrossZoneTransferError as e:
+        plan = guard.plan(transfers)
+        raise dg.Failure(description=str(e), metadata=plan.metadata(), allow_retries=False) from e
+
+
+def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:
+    """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once, in `raw`; later steps carry it, so
+    per-step token metadata and the token-weighted mixture never re-tokenize."""
+    return docs.with_columns(pl.Series("n_tokens", tokenizer.count_tokens(docs["text"].to_list()), pl.Int64))

@@ -1,0 +1,89 @@
+"""The code location: six assets, their checks, jobs, schedules, sensors, resources and the executor.
+
+Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads the location, not at import time.
+"""
+
+import dagster as dg
+
+from curation_assets import deduped, filtered, mixed, raw, synthetic, tokenized
+from curation_assets._dagster import source_partitions
+from curation_assets.config import CurationConfig, load_config, version_of
+from resources import Settings, build_resources
+
+CURATE_SOURCE = "curate_source"
+BUILD_MIXTURE = "build_mixture"
+
+
+def versions(cfg: CurationConfig) -> dict[str, str]:
+    """code_version per asset: the hash of the config that drives it, so a threshold edit marks it stale."""
+    t = cfg.thresholds
+    return {
+        "raw": version_of(cfg.sources, t.raw, "readers-v1"),
+        "filtered": version_of(t.filtered, "filtered-v1"),
+        "deduped": version_of(t.deduped, "deduped-v1"),
+        "synthetic": version_of(t.synthetic, "synthetic-v1"),
+        "mixed": version_of(cfg.recipe, t.mixed, "mixed-v1"),
+        "tokenized": version_of(cfg.recipe, t.tokenized, tokenized.FORMAT),
+    }
+
+
+def executor(settings: Settings) -> dg.ExecutorDefinition:
+    if settings.env == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({
+            "job_namespace": settings.namespace,
+            "service_account_name": "curation-dagster",
+            "env_config_maps": ["curation-env"],
+            "env_secrets": ["curation-aws"],
+            "max_concurrent": 16,
+        })
+    return dg.multiprocess_executor
+
+
+def register_sources_sensor(cfg: CurationConfig, job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="adds a `source` partition for every source in the sources config and curates new ones")
+    def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        known = set(context.instance.get_dynamic_partitions(source_partitions.name))
+        new = [s for s in cfg.source_names if s not in known]
+        if not new:
+            return dg.SkipReason("every configured source is registered")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[source_partitions.build_add_request(new)],
+            run_requests=[dg.RunRequest(run_key=f"register:{s}", partition_key=s) for s in new])
+
+    return register_sources
+
+
+def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions:
+    v = versions(cfg)
+    assets = [raw.build(cfg, v["raw"]), filtered.build(cfg, v["filtered"]), deduped.build(cfg, v["deduped"]),
+              synthetic.build(cfg, v["synthetic"]), mixed.build(cfg, v["mixed"]), tokenized.build(cfg, v["tokenized"])]
+    curate = dg.define_asset_job(CURATE_SOURCE, selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
+                                 description="raw -> filtered -> deduped -> synthetic for one source partition")
+    mixture = dg.define_asset_job(BUILD_MIXTURE, selection=dg.AssetSelection.assets("mixed", "tokenized"),
+                                  description="the recipe's mixture and its token stream, over every source")
+
+    @dg.schedule(job=curate, cron_schedule="0 2 * * *", execution_timezone="UTC")
+    def curate_sources_daily(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        for s in context.instance.get_dynamic_partitions(source_partitions.name):
+            yield dg.RunRequest(run_key=f"{s}:{day}", partition_key=s)
+
+    mixture_daily = dg.ScheduleDefinition(job=mixture, cron_schedule="0 5 * * *", execution_timezone="UTC",
+                                          name="build_mixture_daily")
+    return dg.Definitions(
+        assets=assets,
+        jobs=[curate, mixture],
+        schedules=[curate_sources_daily, mixture_daily],
+        sensors=[register_sources_sensor(cfg, curate)],
+        resources=build_resources(settings),
+        executor=executor(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    return build_definitions(load_config(settings.sources, settings.recipe, settings.thresholds), settings)
