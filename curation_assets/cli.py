@@ -52,7 +52,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
         if not force and last_fingerprint(instance, CURATE_SOURCE, source) == fp:
             print(f"{CURATE_SOURCE}[{source}]: unchanged since its last successful run, skipped")
         else:
-            res = defs.get_job_def(CURATE_SOURCE).execute_in_process(
+            res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
                 partition_key=source, instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False)
             ok &= res.success
             print(f"{CURATE_SOURCE}[{source}]: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
@@ -62,7 +62,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
         if not force and last_fingerprint(instance, BUILD_MIXTURE, None) == fp:
             print(f"{BUILD_MIXTURE}: unchanged since its last successful run, skipped")
         else:
-            res = defs.get_job_def(BUILD_MIXTURE).execute_in_process(instance=instance, tags={FINGERPRINT: fp},
+            res = defs.resolve_job_def(BUILD_MIXTURE).execute_in_process(instance=instance, tags={FINGERPRINT: fp},
                                                                       raise_on_error=False)
             ok &= res.success
             print(f"{BUILD_MIXTURE}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")

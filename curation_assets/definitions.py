@@ -41,7 +41,7 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
     return dg.multiprocess_executor
 
 
-def register_sources_sensor(cfg: CurationConfig, job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
     @dg.sensor(job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
                description="adds a `source` partition for every source in the sources config and curates new ones")
     def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:

@@ -22,6 +22,17 @@ def _order_key(seed: int, *cols: str) -> pl.Expr:
         lambda s: hashlib.sha256(s.encode()).hexdigest()[:16], return_dtype=pl.String)
 
 
+def fill_quota(n_tokens: list[int], quota: float) -> list[bool]:
+    """Greedy fill in the given order: take a document when that brings the total closer to the quota, skip it
+    otherwise and keep scanning, so one long document cannot overshoot or starve a source's share (the error is at
+    most half of the smallest document that did not fit)."""
+    taken, keep = 0, []
+    for n in n_tokens:
+        keep.append(taken + n / 2 < quota)
+        taken += n if keep[-1] else 0
+    return keep
+
+
 def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Sample documents so that each source's share of tokens matches the recipe weights.
 
@@ -30,7 +41,7 @@ def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.Dat
     or the largest N such that no source repeats more than `max_epochs` (N = min_s T_s * max_epochs / w_s).
     Weights are over tokens, not documents (NeMo Curator's `blend_datasets` weights documents, which lets a source
     of long documents dominate). Whole epochs are repeated in full; the last partial epoch takes documents in a seeded
-    order until its token quota is reached (nearest document boundary).
+    order, greedily filled to its token quota (`fill_quota`).
     """
     weights = recipe.normalised_weights()
     missing = sorted(set(weights) - set(frames))
@@ -52,8 +63,7 @@ def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.Dat
         full = int(epochs)
         picked += [docs.with_columns(pl.lit(e, pl.Int32).alias("epoch")) for e in range(full)]
         rest = quota - full * totals[source]
-        # a document is in when at least half of it fits the remaining quota: the error is at most half a document
-        part = docs.filter(pl.col("n_tokens").cum_sum() - pl.col("n_tokens") / 2 < rest)
+        part = docs.filter(pl.Series(fill_quota(docs["n_tokens"].to_list(), rest), dtype=pl.Boolean))
         picked.append(part.with_columns(pl.lit(full, pl.Int32).alias("epoch")))
         if full == 0:
             unpicked.append(docs.join(part, on="doc_id", how="anti").select(

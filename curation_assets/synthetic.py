@@ -60,7 +60,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         docs = deduped.collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
         params = SynthParams(**cfg.thresholds.synthetic.for_source(context.partition_key))
-        made = with_tokens(synthesize(docs.select(DOC_SCHEMA), params, synth_backend.generator, synth_backend.generate),
+        made = with_tokens(synthesize(docs.select(list(DOC_SCHEMA)), params, synth_backend.generator, synth_backend.generate),
                            tokenizer)
         out = StepOutput(kept=pl.concat([docs, made], how="diagonal_relaxed"),
                          dropped=empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()}),

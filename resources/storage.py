@@ -164,7 +164,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             files = self._write_tokenized(obj, vdir)
         elif isinstance(obj, StepOutput):
             files = self._write_step(obj, vdir)
-            drops = drop_counts(pl.concat(files.pop("_dropped_frames"), how="diagonal_relaxed")) if files["dropped"] else {}
+            drops = drop_counts(files.pop("dropped_frame"))
             obj.written.update(rows_out=files["rows"], rows_dropped=sum(drops.values()), bytes_out=files["bytes"],
                                uri=root, version=version)
             context.add_output_metadata(step_metadata(
@@ -194,7 +194,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             nbytes += self.store.write_parquet(dropped, uri)
             dropped_files.append(uri)
         return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
-                "tokens": tokens, "bytes": nbytes, "_dropped_frames": [dropped]}
+                "tokens": tokens, "bytes": nbytes, "dropped_frame": dropped}
 
     def _write_tokenized(self, out: TokenizedOutput, vdir: str) -> dict[str, Any]:
         tokens = np.ascontiguousarray(out.tokens, dtype=np.dtype(out.header["dtype"]).newbyteorder("<"))

@@ -2,7 +2,7 @@ import polars as pl
 import pytest
 
 from curation_assets.config import Recipe
-from curation_assets.mixed import MixtureError, mix_sources, token_shares
+from curation_assets.mixed import MixtureError, fill_quota, mix_sources, token_shares
 
 
 def docs(source: str, n: int, tokens: int) -> pl.DataFrame:
@@ -35,3 +35,8 @@ def test_missing_source_fails_loudly_and_output_is_deterministic():
     r = Recipe(name="r", weights={"a": 1, "b": 2}, seed=7)
     assert mix_sources(frames, r)[0].equals(mix_sources(frames, r)[0])
     assert not mix_sources(frames, r)[0].equals(mix_sources(frames, Recipe(name="r", weights={"a": 1, "b": 2}))[0])
+
+
+def test_fill_quota_skips_a_long_document_instead_of_overshooting():
+    assert fill_quota([100, 900, 50, 50, 50], quota=250) == [True, False, True, True, True]
+    assert fill_quota([10] * 10, quota=0) == [False] * 10
