@@ -48,7 +48,8 @@ class TokenizedOutput:
 
 
 class ObjectStore(dg.ConfigurableResource):
-    """Byte-level access to local paths and s3:// URIs with one API (boto3 for S3, polars `storage_options`)."""
+    """Byte-level access to local paths and s3:// URIs with one API (dagster-aws `S3Resource` clients for S3,
+    polars `storage_options` for Parquet scans)."""
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -62,9 +63,9 @@ class ObjectStore(dg.ConfigurableResource):
         return so
 
     def _s3(self):
-        import boto3
+        from dagster_aws.s3 import S3Resource
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region)
+        return S3Resource(endpoint_url=self.endpoint_url, region_name=self.region).get_client()
 
     @staticmethod
     def _split(uri: str) -> tuple[str, str]:

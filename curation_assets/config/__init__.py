@@ -103,6 +103,9 @@ class RecipeFile(Strict):
 class StepThresholds(Strict):
     """Params of one step: `default` for every source, `per_source` overrides merged key by key on top.
 
+    Overrides for sources absent from the sources file are ignored, so one thresholds file can serve several
+    source lists; the params themselves are validated (unknown keys fail) when a step builds them.
+
     `max_drop_rate` is the blocking `drop_rate` check's bound: a step that suddenly drops more than this share of its
     input is far more likely broken (a bad model, a schema change) than right, so the run stops before it spends more.
     """
@@ -135,11 +138,6 @@ class CurationConfig(Strict):
         unknown = set(self.recipe.weights) - set(self.source_names)
         if unknown:
             raise ValueError(f"recipe {self.recipe.name!r} weights unknown sources: {sorted(unknown)}")
-        unknown = {
-            s for step in ("raw", "filtered", "deduped", "synthetic") for s in getattr(self.thresholds, step).per_source
-        } - set(self.source_names)
-        if unknown:
-            raise ValueError(f"thresholds override unknown sources: {sorted(unknown)}")
         return self
 
     @property

@@ -1,0 +1,57 @@
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from curation_assets.config import load_config
+from curation_assets.definitions import build_definitions
+from resources import Settings
+
+ASSETS = ["raw", "filtered", "deduped", "synthetic", "mixed", "tokenized"]
+
+
+def defs_for(**settings) -> dg.Definitions:
+    return build_definitions(load_config(), Settings(**settings))
+
+
+def test_graph_is_the_six_assets_in_order_with_versions_checks_and_pod_sizes():
+    graph = defs_for().resolve_asset_graph()
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSETS)
+    for up, down in zip(ASSETS, ASSETS[1:]):
+        assert dg.AssetKey(up) in graph.get(dg.AssetKey(down)).parent_keys
+    for name in ASSETS:
+        node = graph.get(dg.AssetKey(name))
+        assert node.code_version and len(node.code_version) == 12
+        assert graph.get_check_keys_for_assets([node.key]), f"{name} has no asset check"
+        spec = graph.assets_def_for_key(node.key).op.tags
+        assert '"container_config"' in spec["dagster-k8s/config"]  # k8s sizing is an op tag, JSON-encoded
+    assert graph.get(dg.AssetKey("raw")).partitions_def.name == "source"
+    assert graph.get(dg.AssetKey("mixed")).partitions_def is None
+    assert graph.get(dg.AssetKey("tokenized")).freshness_policy is not None
+
+
+def test_executor_follows_the_environment():
+    assert defs_for().executor.name == "multiprocess"
+    assert defs_for(env="k8s").executor.name == "k8s"
+
+
+def test_register_sources_sensor_adds_partitions_then_skips():
+    defs = defs_for()
+    sensor = defs.resolve_sensor_def("register_sources")
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance))
+        (request,) = result.dynamic_partitions_requests
+        assert list(request.partition_keys) == ["web", "code", "books", "multilingual"]
+        assert [r.partition_key for r in result.run_requests] == ["web", "code", "books", "multilingual"]
+        instance.add_dynamic_partitions("source", list(request.partition_keys))
+        again = sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_daily_schedule_curates_every_registered_source():
+    defs = defs_for()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                        scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+        requests = defs.resolve_schedule_def("curate_sources_daily").evaluate_tick(ctx).run_requests
+        assert [(r.partition_key, r.run_key) for r in requests] == [("web", "web:2026-11-26"), ("books", "books:2026-11-26")]

@@ -1,0 +1,98 @@
+"""End to end: the whole graph through the CLI's runner, on a real (temporary) instance and real files."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
+from curation_assets.config import load_config
+from resources import Settings
+from resources.storage import ObjectStore, ParquetIOManager
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def latest(instance: dg.DagsterInstance, asset: str, partition: str | None) -> dict:
+    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
+    (rec,) = instance.fetch_materializations(flt, limit=1).records
+    return {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+
+
+def check_results(instance: dg.DagsterInstance) -> list[tuple[str, str, bool]]:
+    out = []
+    for run_rec in instance.get_run_records():
+        for ev in instance.get_records_for_run(run_rec.dagster_run.run_id,
+                                               of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+            data = ev.event_log_entry.dagster_event.event_specific_data
+            out.append((data.asset_key.to_user_string(), data.check_name, data.passed))
+    return out
+
+
+def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_no_op(tmp_path, capsys):
+    settings = Settings(data_root=str(tmp_path / "data"))
+    cfg = load_config()
+    with dg.instance_for_test() as instance:
+        assert run(instance, settings, force=False)
+        for asset in ALL_ASSETS:
+            for part in cfg.source_names if asset in SOURCE_ASSETS else [None]:
+                md = latest(instance, asset, part)
+                assert md["rows_out"] > 0 and md["tokens"] > 0, (asset, part, md)
+                assert {"rows_in", "bytes_in", "bytes_out", "config_version", "drop_rate"} <= set(md)
+        checks = check_results(instance)
+        assert {(a, c) for a, c, _ in checks} >= {("raw", "records_accounted"), ("mixed", "weights_honoured"),
+                                                 ("tokenized", "index_matches_tokens")}
+        assert all(passed for _, _, passed in checks), [c for c in checks if not c[2]]
+        table = capsys.readouterr().out
+        assert "tokenized  default" in table
+
+        runs = len(instance.get_run_records())
+        sha = json.loads((tmp_path / "data/tokenized/_all").joinpath(
+            json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["version"], "header.json").read_text())["sha256"]
+        assert run(instance, settings, force=False)
+        assert len(instance.get_run_records()) == runs  # nothing changed: nothing recomputed
+        assert run(instance, settings, force=True)
+        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["header"]
+        assert json.loads(Path(header).read_text())["sha256"] == sha  # recomputed: byte-identical tokens
+
+
+def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, tmp_path):
+    settings = Settings(data_root=str(tmp_path / "data"), sources=str(FIXTURES / "torture_sources.yaml"),
+                        recipe=str(FIXTURES / "torture_recipe.yaml"))
+    with dg.instance_for_test() as instance:
+        assert run(instance, settings, force=False)  # the whole graph finishes
+        md = latest(instance, "raw", "torture")
+    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore())
+    docs = io.scan(dg.AssetKey("raw"), "torture").collect()
+    quarantine = io.scan(dg.AssetKey("raw"), "torture", dropped=True).collect()
+    ids = docs.with_columns(pl.col("meta").str.json_path_match("$.id").alias("id"))
+    expected = json.loads((shared_corpus / "torture" / "expected.json").read_text())["files"]
+    for f in expected:
+        yielded = set(ids.filter(pl.col("shard") == f["file"])["id"])
+        assert set(f["must_yield"]) <= yielded, f["file"]
+        assert not set(f["must_not_yield"]) & yielded, f["file"]
+        counted = [b for b in f.get("bad", []) if "blank" not in b["reason"] and "whitespace-only line" not in b["reason"]
+                   and not b["reason"].startswith(("single 50 MB", "text contains U+0000", "16 MiB", "2 MiB", "1 MiB",
+                                                   "'meta' is a string"))]
+        got = quarantine.filter(pl.col("shard") == f["file"])
+        assert got.height == len(counted), (f["file"], got.select("location", "drop_reason").rows(), counted)
+    assert md["rows_out"] == docs.height and md["rows_dropped"] == quarantine.height
+    assert md["rows_in"] == docs.height + quarantine.height
+    assert quarantine["drop_reason"].str.contains(r"^[a-z0-9_]+$").all()
+    assert quarantine["location"].str.contains(r"^(line|row|record|frame):\d+$|^file$").all()
+
+
+@pytest.mark.slow
+def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus, tmp_path):
+    settings = Settings(data_root=str(tmp_path / "data"), sources=str(FIXTURES / "shared_corpus_sources.yaml"),
+                        recipe=str(FIXTURES / "shared_corpus_recipe.yaml"))
+    with dg.instance_for_test() as instance:
+        assert run(instance, settings, force=False)
+        raw = {s: latest(instance, "raw", s) for s in ["web", "web-warc", "code", "books", "multilingual"]}
+        assert latest(instance, "tokenized", None)["tokens"] > 10_000_000
+    assert raw["web"]["rows_out"] == raw["web-warc"]["rows_out"] == 1904  # JSONL.zst + Parquet == WARC
+    assert raw["web"]["tokens"] == raw["web-warc"]["tokens"]  # the same extraction from both containers
+    assert sum(r["rows_out"] for r in raw.values()) == 15_409 + 1904
+    assert all(r["rows_dropped"] == 0 for r in raw.values())
