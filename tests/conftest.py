@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+# The shared development corpus: $CURATION_SHARED_CORPUS, else ../shared/corpus next to the checkout, else the
+# workplace's /work/shared/corpus (CI clones main elsewhere).
+SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("CURATION_SHARED_CORPUS"),) if p] + [
+    Path(__file__).resolve().parents[2] / "shared" / "corpus", Path("/work/shared/corpus")]
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def free_port() -> int:
@@ -35,8 +39,23 @@ def s3_endpoint():
             os.environ[k] = v
 
 
+def find_shared_corpus() -> Path | None:
+    return next((p for p in SHARED_CANDIDATES if (p / "manifest.json").is_file()), None)
+
+
 @pytest.fixture
 def shared_corpus() -> Path:
-    if not SHARED.is_dir():
+    path = find_shared_corpus()
+    if path is None:
         pytest.skip("the shared development corpus (../shared/corpus) is not on this machine")
-    return SHARED
+    return path
+
+
+@pytest.fixture
+def corpus_yaml(shared_corpus, tmp_path):
+    """A copy of a tests/fixtures YAML whose `../../../shared/corpus` URIs point at the corpus actually found."""
+    def copy(name: str) -> str:
+        out = tmp_path / name
+        out.write_text((FIXTURES / name).read_text().replace("../../../shared/corpus", str(shared_corpus)))
+        return str(out)
+    return copy

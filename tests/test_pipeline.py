@@ -58,8 +58,8 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
         assert json.loads(Path(header).read_text())["sha256"] == sha  # recomputed: byte-identical tokens
 
 
-def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, tmp_path):
-    settings = Settings(data_root=str(tmp_path / "data"), sources=str(FIXTURES / "torture_sources.yaml"),
+def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, corpus_yaml, tmp_path):
+    settings = Settings(data_root=str(tmp_path / "data"), sources=corpus_yaml("torture_sources.yaml"),
                         recipe=str(FIXTURES / "torture_recipe.yaml"))
     with dg.instance_for_test() as instance:
         assert run(instance, settings, force=False)  # the whole graph finishes
@@ -85,8 +85,8 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
 
 
 @pytest.mark.slow
-def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus, tmp_path):
-    settings = Settings(data_root=str(tmp_path / "data"), sources=str(FIXTURES / "shared_corpus_sources.yaml"),
+def test_shared_corpus_in_every_format_runs_the_whole_graph(corpus_yaml, tmp_path):
+    settings = Settings(data_root=str(tmp_path / "data"), sources=corpus_yaml("shared_corpus_sources.yaml"),
                         recipe=str(FIXTURES / "shared_corpus_recipe.yaml"))
     with dg.instance_for_test() as instance:
         assert run(instance, settings, force=False)

@@ -11,7 +11,9 @@ import pytest
 from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, stable_id
 from curation_assets.readers import ShardResult, detect_format, html_to_text, read_shard
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from conftest import find_shared_corpus
+
+CORPUS = find_shared_corpus() or Path("/nonexistent/shared/corpus")
 TORTURE = CORPUS / "torture"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent")
 
