@@ -11,6 +11,8 @@ Format, written by the IO manager under `<root>/tokenized/_all/<version>/`:
 """
 
 import hashlib
+import io
+import json
 from collections.abc import Callable
 
 import dagster as dg
@@ -19,7 +21,7 @@ import polars as pl
 from curation_assets._dagster import DAILY, enforce_transfers, pod
 from curation_assets.frames import step_metadata
 from resources.cost_guard import CostGuard
-from resources.storage import TokenizedOutput
+from resources.storage import FileSetOutput
 from resources.tokenizer import TokenizerResource
 
 FORMAT = "curation-tokens-v1"
@@ -44,6 +46,13 @@ def tokenize_docs(docs: pl.DataFrame, encode_batch: Callable[[list[str]], list[l
     index = docs.select("doc_id", "source", "epoch").with_columns(
         pl.Series("offset", offsets, dtype=pl.UInt64), pl.Series("n_tokens", n, dtype=pl.UInt32))
     return tokens, index
+
+
+def read_tokens(store, files: dict[str, str]) -> tuple[np.ndarray, pl.DataFrame, dict]:
+    """Load a published `curation-tokens-v1` file set (name -> URI) back into (tokens, index, header)."""
+    header = json.loads(store.read_bytes(files["header.json"]))
+    tokens = np.frombuffer(store.read_bytes(files["tokens.bin"]), dtype=np.dtype(header["dtype"]))
+    return tokens, pl.read_parquet(io.BytesIO(store.read_bytes(files["index.parquet"]))), header
 
 
 def verify(tokens: np.ndarray, index: pl.DataFrame, eot_id: int) -> dict[str, object]:
@@ -73,13 +82,16 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                   "dtype": tokens.dtype.str, "eot_id": tokenizer.eot_id, "sequence_length": recipe.sequence_length,
                   "documents": index.height, "tokens": int(tokens.size), "recipe": recipe.name,
                   "sha256": hashlib.sha256(tokens.tobytes()).hexdigest()}
-        out = TokenizedOutput(tokens=tokens, index=index, header=header, written={})
+        index_bytes = io.BytesIO()
+        index.write_parquet(index_bytes, compression="zstd")
+        out = FileSetOutput(files=iter([("tokens.bin", tokens.tobytes()), ("index.parquet", index_bytes.getvalue()),
+                                        ("header.json", json.dumps(header, indent=1, sort_keys=True).encode())]))
         yield dg.Output(out, metadata=step_metadata(
             rows_in=docs.height, rows_out=index.height, drops={}, bytes_in=docs.estimated_size(),
-            bytes_out=tokens.nbytes, config_version=version,
+            bytes_out=tokens.nbytes + len(index_bytes.getvalue()), config_version=version,
             extra={"tokens": int(tokens.size), "sequences": int(tokens.size) // (recipe.sequence_length + 1), **transfer}))
         # re-read what the IO manager wrote, so the check covers persistence, not just the in-memory arrays
-        facts = verify(*context.resources.io_manager.load_tokenized(context.asset_key)[:2], tokenizer.eot_id)
+        facts = verify(*read_tokens(context.resources.io_manager.store, out.written["files"])[:2], tokenizer.eot_id)
         yield dg.AssetCheckResult(
             check_name="index_matches_tokens",
             passed=facts["tokens_in_data"] == facts["tokens_in_index"] and bool(facts["spans_end_in_eot"]),

@@ -5,7 +5,7 @@ Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://buc
     <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
     <root>/<asset>/<partition>/<version>/part-NNNNN.parquet      kept rows, one file per streamed part
     <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
-    <root>/tokenized/_all/<version>/tokens.bin, index.parquet, header.json   (see curation_assets/tokenized.py)
+    <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
 
 Unpartitioned assets use the partition folder `_all`. A version folder is never modified after its manifest is
 published, and readers only follow `_latest.json`, so a reader never sees a half-written output: locally the
@@ -23,7 +23,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,13 +39,15 @@ KEEP_VERSIONS = 3
 
 
 @dataclass(frozen=True)
-class TokenizedOutput:
-    """Flat token stream plus its index; persisted as tokens.bin / index.parquet / header.json."""
+class FileSetOutput:
+    """Named files written into one version directory (e.g. a token format's data and index shards).
 
-    tokens: np.ndarray  # 1-D, dtype from header["dtype"]
-    index: pl.DataFrame
-    header: dict[str, Any]
-    written: dict[str, Any]
+    `files` yields (name, bytes) one at a time, so a writer streams shard by shard; the IO manager publishes the
+    manifest (name -> URI) after the last file and fills `written` (files, bytes_out, uri).
+    """
+
+    files: Iterable[tuple[str, bytes]]
+    written: dict[str, Any] = field(default_factory=dict)
 
 
 class ObjectStore(dg.ConfigurableResource):
@@ -111,17 +114,6 @@ class ObjectStore(dg.ConfigurableResource):
         bucket, key = self._split(uri)
         return self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
 
-    def delete_prefix(self, uri: str) -> None:
-        if not uri.startswith("s3://"):
-            shutil.rmtree(uri, ignore_errors=True)
-            return
-        bucket, key = self._split(uri.rstrip("/") + "/")
-        s3 = self._s3()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objs:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": objs})
-
     def write_parquet(self, df: pl.DataFrame, uri: str) -> int:
         """Write one Parquet file (zstd) and return its size in bytes."""
         buf = io.BytesIO()
@@ -161,8 +153,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         root = self._dir(context.asset_key, partition)
         version = f"{context.run_id[:8]}-{uuid.uuid4().hex[:8]}"
         vdir = f"{root}/{version}"
-        if isinstance(obj, TokenizedOutput):
-            files = self._write_tokenized(obj, vdir)
+        if isinstance(obj, FileSetOutput):
+            files = self._write_files(obj, vdir)
         elif isinstance(obj, StepOutput):
             files = self._write_step(obj, vdir)
             drops = drop_counts(files.pop("dropped_frame"))
@@ -197,15 +189,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
                 "tokens": tokens, "bytes": nbytes, "dropped_frame": dropped}
 
-    def _write_tokenized(self, out: TokenizedOutput, vdir: str) -> dict[str, Any]:
-        tokens = np.ascontiguousarray(out.tokens, dtype=np.dtype(out.header["dtype"]).newbyteorder("<"))
-        self.store.write_bytes(f"{vdir}/tokens.bin", tokens.tobytes())
-        nbytes = tokens.nbytes + self.store.write_parquet(out.index, f"{vdir}/index.parquet")
-        header = json.dumps(out.header, indent=1, sort_keys=True).encode()
-        self.store.write_bytes(f"{vdir}/header.json", header)
-        out.written.update(tokens=int(tokens.size), bytes_out=nbytes + len(header), uri=vdir)
-        return {"tokens": f"{vdir}/tokens.bin", "index": f"{vdir}/index.parquet", "header": f"{vdir}/header.json",
-                "bytes": nbytes + len(header)}
+    def _write_files(self, out: FileSetOutput, vdir: str) -> dict[str, Any]:
+        names, nbytes = {}, 0
+        for name, data in out.files:
+            self.store.write_bytes(f"{vdir}/{name}", data)
+            names[name] = f"{vdir}/{name}"
+            nbytes += len(data)
+        out.written.update(files=names, bytes_out=nbytes, uri=vdir)
+        return {"files": names, "bytes": nbytes}
 
     def _prune(self, root: str, keep: str) -> None:
         if root.startswith("s3://"):
@@ -225,20 +216,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return None
         return pl.scan_parquet(files, storage_options=self.store.storage_options(files[0]))
 
-    def load_tokenized(self, asset_key: dg.AssetKey) -> tuple[np.ndarray, pl.DataFrame, dict[str, Any]]:
-        m = self.manifest(asset_key, None)
-        if m is None:
-            raise FileNotFoundError(f"{asset_key.to_user_string()} has not been materialized")
-        header = json.loads(self.store.read_bytes(m["header"]))
-        tokens = np.frombuffer(self.store.read_bytes(m["tokens"]), dtype=np.dtype(header["dtype"]).newbyteorder("<"))
-        index = pl.read_parquet(m["index"], storage_options=self.store.storage_options(m["index"]))
-        return tokens, index, header
+    def load_files(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict[str, str]:
+        """name -> URI of the files of a FileSetOutput's current version."""
+        m = self.manifest(asset_key, partition)
+        if m is None or "files" not in m:
+            raise FileNotFoundError(f"{asset_key.to_user_string()} has no published file set")
+        return m["files"]
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
         if not context.has_asset_partitions:
-            if key.path[-1] == "tokenized":
-                return self.load_tokenized(key)
+            m = self.manifest(key, None)
+            if m is not None and "files" in m:
+                return m["files"]  # a file set loads as name -> URI; its reader knows the format
             return self._require(key, None)
         keys = context.asset_partition_keys
         if context.has_partition_key and len(keys) == 1:

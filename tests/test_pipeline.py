@@ -49,12 +49,12 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
         assert "tokenized  default" in table
 
         runs = len(instance.get_run_records())
-        sha = json.loads((tmp_path / "data/tokenized/_all").joinpath(
-            json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["version"], "header.json").read_text())["sha256"]
+        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["header.json"]
+        sha = json.loads(Path(header).read_text())["sha256"]
         assert run(instance, settings, force=False)
         assert len(instance.get_run_records()) == runs  # nothing changed: nothing recomputed
         assert run(instance, settings, force=True)
-        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["header"]
+        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["header.json"]
         assert json.loads(Path(header).read_text())["sha256"] == sha  # recomputed: byte-identical tokens
 
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame
-from resources.storage import MANIFEST, ObjectStore, ParquetIOManager, TokenizedOutput
+from resources.storage import MANIFEST, FileSetOutput, ObjectStore, ParquetIOManager
 
 
 def docs(n: int, source: str = "s") -> pl.DataFrame:
@@ -65,12 +65,13 @@ def test_s3_roundtrip_on_a_real_s3_api(s3_endpoint):
 
 
 @pytest.mark.s3
-def test_tokenized_output_roundtrip_on_s3(s3_endpoint):
+def test_file_set_roundtrip_on_s3(s3_endpoint):
     io = ParquetIOManager(base_uri="s3://curation/tok", store=ObjectStore(endpoint_url=s3_endpoint))
-    tokens = np.array([1, 2, 100257, 70000, 100257], dtype="<u4")
-    index = pl.DataFrame({"doc_id": ["a", "b"], "offset": pl.Series([0, 3], dtype=pl.UInt64),
-                          "n_tokens": pl.Series([2, 1], dtype=pl.UInt32)})
-    out = TokenizedOutput(tokens=tokens, index=index, header={"dtype": "<u4"}, written={})
+    tokens = np.array([1, 2, 100257, 70000, 100257], dtype="<u4").tobytes()
+    out = FileSetOutput(files=iter([("tokens.bin", tokens), ("header.json", b"{}")]))
     io.handle_output(dg.build_output_context(asset_key=dg.AssetKey("tokenized"), run_id="r" * 36), out)
-    got, got_index, header = io.load_tokenized(dg.AssetKey("tokenized"))
-    assert got.tolist() == tokens.tolist() and got_index.equals(index) and out.written["tokens"] == 5
+    files = io.load_files(dg.AssetKey("tokenized"))
+    assert files == out.written["files"] and set(files) == {"tokens.bin", "header.json"}
+    assert io.store.read_bytes(files["tokens.bin"]) == tokens and out.written["bytes_out"] == len(tokens) + 2
+    loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("tokenized")))
+    assert loaded == files  # a downstream asset gets name -> URI
