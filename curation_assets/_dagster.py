@@ -1,6 +1,5 @@
 """Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
 
-from __future__ import annotations
 
 from datetime import timedelta
 
@@ -9,6 +8,7 @@ import polars as pl
 
 from curation_assets.frames import StepOutput
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
+from resources.storage import OVERRIDE_TAG
 from resources.tokenizer import TokenizerResource
 
 # One partition per source, registered from the sources config (`make run`, the `register_sources` sensor or the UI).
@@ -36,16 +36,41 @@ def drop_rate_result(out: StepOutput, max_drop_rate: float) -> dg.AssetCheckResu
                                metadata={"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate})
 
 
-def enforce_transfers(guard: CostGuard, transfers: list[Transfer]) -> dict[str, object]:
-    """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary."""
+def enforce_transfers(guard: CostGuard, transfers: list[Transfer], context: dg.AssetExecutionContext | None = None,
+                      step: str | None = None) -> dict[str, object]:
+    """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary or its budget, unless the
+    run carries the override tag (then the reason is logged and recorded). Returns the plan's metadata."""
+    override = context.run.tags.get(OVERRIDE_TAG) if context else None
     try:
-        return guard.enforce(transfers).metadata()
+        plan = guard.enforce(transfers, override=override, step=step)
     except CrossZoneTransferError as e:
-        plan = guard.plan(transfers)
-        raise dg.Failure(description=str(e), metadata=plan.metadata(), allow_retries=False) from e
+        raise dg.Failure(description=str(e), metadata=guard.plan(transfers).metadata(), allow_retries=False) from e
+    if override and plan.offenders:
+        context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
+    return plan.metadata()
 
 
 def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:
     """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once, in `raw`; later steps carry it, so
     per-step token metadata and the token-weighted mixture never re-tokenize."""
     return docs.with_columns(pl.Series("n_tokens", tokenizer.count_tokens(docs["text"].to_list()), pl.Int64))
+
+
+def transfer_check(asset: str) -> dg.AssetChecksDefinition:
+    """Blocking check on what the step actually moved (recorded in its materialization by the IO manager and, for
+    raw, by the source reader): any cross-AZ or cross-region byte fails it, override or not."""
+
+    @dg.asset_check(asset=asset, name="no_cross_zone_bytes", blocking=True,
+                    description="the step moved no byte across an AZ or region (measured, not estimated)")
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        partition = context.run.tags.get("dagster/partition")
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
+        rec = next(iter(context.instance.fetch_materializations(flt, limit=1).records), None)
+        if rec is None or rec.run_id != context.run.run_id:
+            return dg.AssetCheckResult(passed=False, metadata={"error": "no materialization in this run"})
+        md = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+        crossed = {k: md[k] for k in md if k.endswith(("cross_az_bytes", "cross_region_bytes"))}
+        return dg.AssetCheckResult(passed=not any(crossed.values()),
+                                   metadata={**crossed, "transfer_override": md.get("transfer_override", "")})
+
+    return _check

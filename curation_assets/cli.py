@@ -15,8 +15,8 @@ import sys
 import dagster as dg
 
 from curation_assets._dagster import source_partitions
-from curation_assets.config import CurationConfig, load_config
-from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, versions
+from curation_assets.config import CurationConfig
+from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
 from resources import Settings
 from resources.storage import ObjectStore
 
@@ -41,7 +41,7 @@ def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | No
 
 
 def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
-    cfg = load_config(settings.sources, settings.recipe, settings.thresholds)
+    cfg = config_for(settings)
     defs = build_definitions(cfg, settings)
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
     known = set(instance.get_dynamic_partitions(source_partitions.name))
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         if args.command == "run":
             return 0 if run(instance, settings, args.force) else 1
-        print(table(instance, load_config(settings.sources, settings.recipe, settings.thresholds)))
+        print(table(instance, config_for(settings)))
     return 0
 
 

@@ -6,10 +6,11 @@ Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads th
 import dagster as dg
 
 from curation_assets import deduped, filtered, mixed, raw, synthetic, tokenized
-from curation_assets._dagster import source_partitions
+from curation_assets._dagster import source_partitions, transfer_check
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
 
+ASSETS = ("raw", "filtered", "deduped", "synthetic", "mixed", "tokenized")
 CURATE_SOURCE = "curate_source"
 BUILD_MIXTURE = "build_mixture"
 
@@ -38,7 +39,10 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
             "env_secrets": ["curation-aws"],
             "max_concurrent": 16,
         })
-    return dg.multiprocess_executor
+    # forkserver with the location preloaded: each step (and check step) forks from a warm server instead of
+    # importing dagster, polars and the step modules again in a fresh interpreter
+    return dg.multiprocess_executor.configured(
+        {"start_method": {"forkserver": {"preload_modules": ["curation_assets.definitions"]}}})
 
 
 def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
@@ -75,15 +79,20 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
                                           name="build_mixture_daily")
     return dg.Definitions(
         assets=assets,
+        asset_checks=[transfer_check(name) for name in ASSETS],
         jobs=[curate, mixture],
         schedules=[curate_sources_daily, mixture_daily],
         sensors=[register_sources_sensor(cfg, curate)],
-        resources=build_resources(settings),
+        resources=build_resources(settings, cfg.costs.model_dump()),
         executor=executor(settings),
     )
+
+
+def config_for(settings: Settings) -> CurationConfig:
+    return load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    return build_definitions(load_config(settings.sources, settings.recipe, settings.thresholds), settings)
+    return build_definitions(config_for(settings), settings)

@@ -40,9 +40,9 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         files = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
         if not files:
             raise dg.Failure(f"source {source.name!r}: no files match {source.uris}")
-        transfer = enforce_transfers(cost_guard, [
-            Transfer(uri, size, source.location.region, cost_guard.locate(uri, zone=source.location.zone).zone)
-            for uri, size in files])
+        loc = source.location
+        reads = [Transfer(uri, size, loc.region, loc.zone, loc.via, label=f"source {source.name}") for uri, size in files]
+        transfer = enforce_transfers(cost_guard, reads, context, step="raw")
         quarantine: list[pl.DataFrame] = []
         seen = {"records": 0, "bytes": 0}
 
@@ -62,7 +62,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
 
         out = StepOutput(kept=shards(), dropped=lambda: pl.concat([empty_frame(QUARANTINE_SCHEMA), *quarantine]),
                          rows_in=lambda: seen["records"], bytes_in=lambda: seen["bytes"], config_version=version,
-                         extra={"shards": len(files), **transfer})
+                         extra={"shards": len(files), **{f"source_{k}": v for k, v in transfer.items()}})
         yield dg.Output(out)
         yield drop_rate_result(out, cfg.thresholds.raw.max_drop_rate)
         accounted = out.written["rows_out"] + out.written["rows_dropped"]

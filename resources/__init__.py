@@ -29,11 +29,13 @@ class Settings:
     sources: str | None = None
     recipe: str | None = None
     thresholds: str | None = None
+    costs: str | None = None
     s3_endpoint: str | None = None
     region: str = "us-east-1"
     pod_zone: str | None = None
     data_region: str | None = None
     data_zone: str | None = None
+    data_via: str = "gateway"
     namespace: str = "curation"
 
     @classmethod
@@ -48,26 +50,26 @@ class Settings:
             sources=e.get("CURATION_SOURCES") or None,
             recipe=e.get("CURATION_RECIPE") or None,
             thresholds=e.get("CURATION_THRESHOLDS") or None,
+            costs=e.get("CURATION_COSTS") or None,
             s3_endpoint=e.get("CURATION_S3_ENDPOINT") or None,
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or cls.region,
             pod_zone=e.get("CURATION_POD_ZONE") or None,
             data_region=e.get("CURATION_DATA_REGION") or None,
             data_zone=e.get("CURATION_DATA_ZONE") or None,
+            data_via=e.get("CURATION_DATA_VIA") or cls.data_via,
             namespace=e.get("CURATION_NAMESPACE") or cls.namespace,
         )
 
 
-def build_resources(settings: Settings) -> dict[str, object]:
-    """Resource instances by key; the only branch on the environment."""
+def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str, object]:
+    """Resource instances by key; the only branch on the environment. `costs`: the price table and budgets."""
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
-    guard = (
-        CostGuard(pod_region=settings.region, pod_zone=settings.pod_zone, data_uri=settings.data_root,
-                  data_region=settings.data_region, data_zone=settings.data_zone)
-        if settings.env == "k8s"
-        else CostGuard(data_uri=settings.data_root)  # a laptop has no zones: everything is co-located
-    )
+    # On a laptop there are no zones (pod_region None: every path is `local`); in the cluster the guard is armed.
+    placement = {"pod_region": settings.region, "pod_zone": settings.pod_zone} if settings.env == "k8s" else {}
+    guard = CostGuard(**placement, data_uri=settings.data_root, data_region=settings.data_region,
+                      data_zone=settings.data_zone, data_via=settings.data_via, **costs)
     return {
-        "io_manager": ParquetIOManager(base_uri=settings.data_root, store=store),
+        "io_manager": ParquetIOManager(base_uri=settings.data_root, store=store, cost_guard=guard),
         "store": store,
         "tokenizer": TokenizerResource(),
         "lid": LanguageIdResource(),

@@ -1,54 +1,81 @@
-"""Cost guard: refuses a step before it moves data across availability zones or regions.
+"""Cost guard: prices the bytes a step will move and refuses the step before it moves any across an AZ or region.
 
-Pricing model (AWS list prices, checked 2026-11; see ../shared/notes/k8s.md §3.1):
-- regional S3 -> compute in the same region: free, whatever the AZ;
-- zonal storage (S3 Express One Zone directory buckets `name--<az-id>--x-s3`, EBS/EFS one-zone, a pod-to-pod hop) in
-  another AZ of the same region: $0.01/GB in each direction, both billed, so $0.02 per GB moved;
-- another region: about $0.02/GB out of the source region between US regions, up to $0.09 elsewhere.
-Zones are compared as given; use AZ IDs (`use1-az4`) rather than names (`us-east-1a`): names map to different
-physical zones in different accounts.
+Path classes and list prices (AWS, checked 2026-11; ../shared/notes/k8s.md §3.1; the table lives in costs.yaml):
+- `local`: a local disk or a pod-local volume: free;
+- `same_zone`: zonal storage (S3 Express One Zone directory bucket `name--<az-id>--x-s3`, one-zone EFS) in the pod's
+  zone: free;
+- `regional_gateway`: regional S3 in the compute region through a gateway VPC endpoint: free, whatever the AZ;
+- `regional_nat`: the same through a NAT gateway: NAT processing, about $0.045/GB;
+- `cross_az`: zonal storage in another AZ of the region: $0.01/GB in each direction, both billed, so $0.02/GB;
+- `cross_region`: another region: about $0.02/GB out of US regions (up to $0.09 elsewhere), plus NAT if any.
+Zones are AZ IDs (`use1-az4`), never names (`us-east-1a`): names map to different physical zones per account.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dagster as dg
 
 S3_EXPRESS = re.compile(r"^s3://(?P<base>[a-z0-9][a-z0-9-]*?)--(?P<zone_id>[a-z0-9]+-az\d+)--x-s3(/|$)")
 GB = 1e9
+PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
+REFUSED: tuple[PathClass, ...] = ("cross_az", "cross_region")
 
 
 class CrossZoneTransferError(Exception):
-    """Raised before a transfer whose cross-AZ or cross-region bytes exceed the configured allowance."""
+    """Raised before a transfer that crosses an AZ or region, or whose estimated cost exceeds the step's budget."""
 
 
 @dataclass(frozen=True)
 class Transfer:
+    """`bytes` moved between the step's pod and `uri`. `region`/`zone` say where the bytes live (None = the
+    compute region / no zone affinity); `via` is the network path for remote storage."""
+
     uri: str
     bytes: int
-    region: str | None = None  # None: the compute region
-    zone: str | None = None  # None: regional (or local) storage, no zone affinity
+    region: str | None = None
+    zone: str | None = None
+    via: Literal["gateway", "nat"] = "gateway"
+    label: str = ""  # e.g. the source name, for error messages
 
 
 @dataclass
 class TransferPlan:
-    cross_az_bytes: int = 0
-    cross_region_bytes: int = 0
+    bytes_by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     usd: float = 0.0
     offenders: list[str] = field(default_factory=list)
 
-    def metadata(self) -> dict[str, object]:
-        return {"cross_az_bytes": self.cross_az_bytes, "cross_region_bytes": self.cross_region_bytes,
-                "transfer_usd_estimate": round(self.usd, 6)}
+    @property
+    def cross_az_bytes(self) -> int:
+        return self.bytes_by_class.get("cross_az", 0)
+
+    @property
+    def cross_region_bytes(self) -> int:
+        return self.bytes_by_class.get("cross_region", 0)
+
+    def metadata(self, prefix: str = "") -> dict[str, object]:
+        md: dict[str, object] = {f"{prefix}bytes_{c}": int(n) for c, n in sorted(self.bytes_by_class.items())}
+        md |= {f"{prefix}cross_az_bytes": self.cross_az_bytes, f"{prefix}cross_region_bytes": self.cross_region_bytes,
+               f"{prefix}transfer_usd": round(self.usd, 6)}
+        return md
+
+
+def zone_of(uri: str) -> str | None:
+    """The AZ ID of an S3 Express One Zone directory bucket, read off its name; None for anything else."""
+    m = S3_EXPRESS.match(uri)
+    return m["zone_id"] if m else None
 
 
 class CostGuard(dg.ConfigurableResource):
-    """Plans the bytes a step will move and raises `CrossZoneTransferError` when they cross a paid boundary.
+    """Plans transfers and enforces: no cross-AZ/region byte and no step above `budget_usd` without an override.
 
-    `pod_zone`/`pod_region`: where this step runs (on Kubernetes the overlay pins the zone with nodeAffinity and sets
-    the same value in the environment; locally both are None and everything counts as co-located).
+    `pod_region`/`pod_zone` are where steps run (on Kubernetes the overlay pins the zone with nodeAffinity on
+    `topology.k8s.aws/zone-id` and exports the same value); locally both are None and every path is `local`.
+    `data_*` describe the data root (CURATION_DATA_ROOT) that every step reads and writes.
     """
 
     pod_region: str | None = None
@@ -56,39 +83,51 @@ class CostGuard(dg.ConfigurableResource):
     data_uri: str = ""
     data_region: str | None = None
     data_zone: str | None = None
-    max_cross_az_bytes: int = 0
-    max_cross_region_bytes: int = 0
-    usd_per_gb_cross_az: float = 0.02
-    usd_per_gb_cross_region: float = 0.02
-
-    def locate(self, uri: str, region: str | None = None, zone: str | None = None) -> Transfer:
-        """A transfer with the zone of an S3 Express directory bucket read off its name when not given."""
-        m = S3_EXPRESS.match(uri)
-        return Transfer(uri=uri, bytes=0, region=region, zone=zone or (m["zone_id"] if m else None))
+    data_via: Literal["gateway", "nat"] = "gateway"
+    usd_per_gb: dict[str, float] = {"local": 0.0, "same_zone": 0.0, "regional_gateway": 0.0, "regional_nat": 0.045,
+                                     "cross_az": 0.02, "cross_region": 0.02}
+    nat_usd_per_gb: float = 0.045  # added on top of cross_region when the path goes through a NAT gateway
+    budget_usd: float = 10.0
+    step_budgets_usd: dict[str, float] = {}
 
     def data_root(self, nbytes: int) -> Transfer:
-        """Reading `nbytes` of step outputs from the data root (CURATION_DATA_ROOT)."""
-        t = self.locate(self.data_uri, self.data_region, self.data_zone)
-        return Transfer(uri=t.uri, bytes=nbytes, region=t.region, zone=t.zone)
+        """Reading or writing `nbytes` of step outputs under the data root."""
+        return Transfer(self.data_uri, int(nbytes), self.data_region, self.data_zone or zone_of(self.data_uri),
+                        self.data_via, label="data root")
+
+    def classify(self, t: Transfer) -> PathClass:
+        if "://" not in t.uri or self.pod_region is None:
+            return "local"
+        zone = t.zone or zone_of(t.uri)
+        if t.region and t.region != self.pod_region:
+            return "cross_region"
+        if zone:
+            return "same_zone" if self.pod_zone is None or zone == self.pod_zone else "cross_az"
+        return "regional_gateway" if t.via == "gateway" else "regional_nat"
 
     def plan(self, transfers: list[Transfer]) -> TransferPlan:
         plan = TransferPlan()
         for t in transfers:
-            if t.region and self.pod_region and t.region != self.pod_region:
-                plan.cross_region_bytes += t.bytes
-                plan.usd += t.bytes / GB * self.usd_per_gb_cross_region
-                plan.offenders.append(f"{t.uri} ({t.region} -> {self.pod_region}, {t.bytes} B)")
-            elif t.zone and self.pod_zone and t.zone != self.pod_zone:
-                plan.cross_az_bytes += t.bytes
-                plan.usd += t.bytes / GB * self.usd_per_gb_cross_az
-                plan.offenders.append(f"{t.uri} ({t.zone} -> {self.pod_zone}, {t.bytes} B)")
+            c = self.classify(t)
+            plan.bytes_by_class[c] += t.bytes
+            plan.usd += t.bytes / GB * (self.usd_per_gb[c] + (self.nat_usd_per_gb if c == "cross_region" and
+                                                              t.via == "nat" else 0.0))
+            if c in REFUSED:
+                where = f"{t.region or self.pod_region}/{t.zone or zone_of(t.uri)}"
+                plan.offenders.append(f"{t.label or t.uri}: {t.bytes} B {c} ({where} -> {self.pod_region}/"
+                                      f"{self.pod_zone}), about ${t.bytes / GB * self.usd_per_gb[c]:.4f}")
         return plan
 
-    def enforce(self, transfers: list[Transfer]) -> TransferPlan:
+    def budget(self, step: str | None) -> float:
+        return self.step_budgets_usd.get(step or "", self.budget_usd)
+
+    def enforce(self, transfers: list[Transfer], override: str | None = None, step: str | None = None) -> TransferPlan:
+        """Raise `CrossZoneTransferError` unless the plan is free of cross-zone bytes and within the step's budget,
+        or an explicit `override` (a reason, logged by the caller) is given."""
         plan = self.plan(transfers)
-        if plan.cross_az_bytes > self.max_cross_az_bytes or plan.cross_region_bytes > self.max_cross_region_bytes:
-            raise CrossZoneTransferError(
-                f"refusing to move {plan.cross_az_bytes} B across AZs and {plan.cross_region_bytes} B across regions "
-                f"(about ${plan.usd:.2f}); allowed {self.max_cross_az_bytes} / {self.max_cross_region_bytes} B: "
-                + "; ".join(plan.offenders[:5]))
+        problems = list(plan.offenders)
+        if plan.usd > self.budget(step):
+            problems.append(f"estimated ${plan.usd:.2f} exceeds the {step or 'step'} budget ${self.budget(step):.2f}")
+        if problems and not override:
+            raise CrossZoneTransferError("refusing to start: " + "; ".join(problems[:5]))
         return plan

@@ -31,9 +31,13 @@ from typing import Any, BinaryIO
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, PrivateAttr
+
+from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer, TransferPlan
 
 MANIFEST = "_latest.json"
+# A run tag whose value (a reason) lets a run move data across zones or over budget; it is logged and recorded.
+OVERRIDE_TAG = "curation/allow-transfer"
 UNPARTITIONED = "_all"
 KEEP_VERSIONS = 3
 
@@ -129,11 +133,44 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     Inputs: a partitioned upstream loads as a `pl.LazyFrame` over its kept parts; a fan-in (an unpartitioned asset
     reading a partitioned one) loads as `{partition: LazyFrame}` over the partitions that exist (a source that was
     never materialized is reported and skipped, so one broken source does not block a recipe).
+
+    Every read and write under the data root goes through the cost guard first: a step whose data root sits in
+    another AZ or region fails before its first byte moves (unless the run carries OVERRIDE_TAG), and each
+    materialization records the bytes it moved by path class and their estimated cost.
     """
 
     base_uri: str
     store: ObjectStore
+    cost_guard: CostGuard
     keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
+    _reads: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)
+
+    # -- cost guard ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _step_context(context: dg.InputContext | dg.OutputContext):
+        try:
+            return context.step_context
+        except dg.DagsterInvariantViolationError:  # a context built by hand (unit tests) has no step
+            return None
+
+    def _run_tags(self, context: dg.InputContext | dg.OutputContext) -> dict[str, str]:
+        sc = self._step_context(context)
+        return dict(sc.run_tags) if sc else {}
+
+    def _preflight(self, context: dg.InputContext | dg.OutputContext, nbytes: int) -> TransferPlan:
+        override = self._run_tags(context).get(OVERRIDE_TAG)
+        try:
+            plan = self.cost_guard.enforce([self.cost_guard.data_root(nbytes)], override=override,
+                                           step=context.asset_key.path[-1])
+        except CrossZoneTransferError as e:
+            raise dg.Failure(description=f"{context.asset_key.to_user_string()}: {e}", allow_retries=False) from e
+        if override and (plan.offenders or plan.usd > self.cost_guard.budget(context.asset_key.path[-1])):
+            context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
+        return plan
+
+    def _step(self, context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+        sc = self._step_context(context)
+        return (sc.run_id, sc.step.key) if sc else ("", "")
 
     # -- paths ---------------------------------------------------------------------------------------------
     def _dir(self, asset_key: dg.AssetKey, partition: str | None) -> str:
@@ -150,6 +187,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         from curation_assets.frames import StepOutput, drop_counts, step_metadata
 
         partition = context.partition_key if context.has_partition_key else None
+        self._preflight(context, 0)  # a data root in another zone is refused before the first write
         root = self._dir(context.asset_key, partition)
         version = f"{context.run_id[:8]}-{uuid.uuid4().hex[:8]}"
         vdir = f"{root}/{version}"
@@ -169,15 +207,20 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         manifest = {"version": version, "run_id": context.run_id, **files}
         self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
         self._prune(root, keep=version)
+        moved = [self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
+                 self.cost_guard.data_root(files["bytes"])]
+        context.add_output_metadata({**self.cost_guard.plan(moved).metadata("data_"),
+                                     "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, "")})
 
     def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
-        parts, rows, nbytes, tokens = [], 0, 0, 0
+        parts, rows, nbytes, tokens, part_bytes = [], 0, 0, 0, 0
         for frame in out.kept_parts():
             if frame.height == 0 and parts:
                 continue
             uri = f"{vdir}/part-{len(parts):05d}.parquet"
             nbytes += self.store.write_parquet(frame, uri)
             parts.append(uri)
+            part_bytes = nbytes
             rows += frame.height
             tokens += int(frame["n_tokens"].sum()) if "n_tokens" in frame.columns else 0
         dropped = out.dropped_frame()
@@ -187,7 +230,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             nbytes += self.store.write_parquet(dropped, uri)
             dropped_files.append(uri)
         return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
-                "tokens": tokens, "bytes": nbytes, "dropped_frame": dropped}
+                "tokens": tokens, "bytes": nbytes, "part_bytes": part_bytes, "dropped_frame": dropped}
 
     def _write_files(self, out: FileSetOutput, vdir: str) -> dict[str, Any]:
         names, nbytes = {}, 0
@@ -225,6 +268,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
+        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        nbytes = sum(m.get("part_bytes", m["bytes"]) for pk in partitions if (m := self.manifest(key, pk)))
+        self._preflight(context, nbytes)  # before the first byte is read
+        self._reads[self._step(context)] = self._reads.get(self._step(context), 0) + nbytes
         if not context.has_asset_partitions:
             m = self.manifest(key, None)
             if m is not None and "files" in m:

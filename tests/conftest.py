@@ -59,3 +59,42 @@ def corpus_yaml(shared_corpus, tmp_path):
         out.write_text((FIXTURES / name).read_text().replace("../../../shared/corpus", str(shared_corpus)))
         return str(out)
     return copy
+
+
+@pytest.fixture
+def s3_request_log(s3_endpoint):
+    """(endpoint, log): a loopback HTTP proxy in front of the S3 server recording every request as (method, path),
+    so a test can prove which S3 calls were (not) made."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    target = urlsplit(s3_endpoint)
+    log: list[tuple[str, str]] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self):
+            log.append((self.command, self.path))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+            resp = conn.getresponse()
+            data = resp.read()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", log
+    server.shutdown()

@@ -9,6 +9,7 @@ import pytest
 
 from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
 from curation_assets.config import load_config
+from resources.cost_guard import CostGuard
 from resources import Settings
 from resources.storage import ObjectStore, ParquetIOManager
 
@@ -64,7 +65,7 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
     with dg.instance_for_test() as instance:
         assert run(instance, settings, force=False)  # the whole graph finishes
         md = latest(instance, "raw", "torture")
-    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore())
+    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(), cost_guard=CostGuard())
     docs = io.scan(dg.AssetKey("raw"), "torture").collect()
     quarantine = io.scan(dg.AssetKey("raw"), "torture", dropped=True).collect()
     ids = docs.with_columns(pl.col("meta").str.json_path_match("$.id").alias("id"))
@@ -96,3 +97,16 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(corpus_yaml, tmp_pat
     assert raw["web"]["tokens"] == raw["web-warc"]["tokens"]  # the same extraction from both containers
     assert sum(r["rows_out"] for r in raw.values()) == 15_409 + 1904
     assert all(r["rows_dropped"] == 0 for r in raw.values())
+
+
+@pytest.mark.s3
+def test_whole_graph_with_the_data_root_on_s3(s3_endpoint):
+    settings = Settings(data_root="s3://curation/e2e", s3_endpoint=s3_endpoint)
+    with dg.instance_for_test() as instance:
+        assert run(instance, settings, force=False)
+        assert latest(instance, "tokenized", None)["tokens"] > 0
+        md = latest(instance, "raw", "web")
+        assert md["data_bytes_local"] > 0 and md["data_cross_az_bytes"] == 0  # a local guard sees no zones
+    store = ObjectStore(endpoint_url=s3_endpoint)
+    manifest = json.loads(store.read_bytes("s3://curation/e2e/tokenized/_all/_latest.json"))
+    assert manifest["files"] and all(u.startswith("s3://curation/e2e/") for u in manifest["files"].values())

@@ -9,6 +9,7 @@ import yaml
 from curation_assets.config import load_config
 from curation_assets.definitions import CURATE_SOURCE, build_definitions
 from curation_assets.raw import shard_names
+from resources.cost_guard import CostGuard
 from resources import Settings
 from resources.storage import ObjectStore, ParquetIOManager
 
@@ -38,30 +39,41 @@ def test_shard_names_are_relative_to_the_common_directory():
     assert shard_names(["/only/one.warc.gz"]) == ["one.warc.gz"]
 
 
-def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path):
-    settings = Settings(env="k8s", data_root=str(tmp_path / "data"), pod_zone="use1-az1",
-                        sources=sources_yaml(tmp_path, [f"{SAMPLE_BOOKS}/*"], region="us-east-1", zone="use1-az4"),
+def upload_books(endpoint: str, prefix: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for name in ("part-00000.jsonl.zst", "part-00001.parquet"):
+        s3.upload_file(f"{SAMPLE_BOOKS}/{name}", "curation", f"{prefix}/{name}")
+
+
+@pytest.mark.s3
+def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, s3_request_log):
+    endpoint, log = s3_request_log
+    upload_books(endpoint, "zonal/books")
+    settings = Settings(env="k8s", data_root=str(tmp_path / "data"), pod_zone="use1-az1", s3_endpoint=endpoint,
+                        sources=sources_yaml(tmp_path, ["s3://curation/zonal/books/part-*"], zone="use1-az4"),
                         recipe=str(tmp_path / "recipe.yaml"))
+    log.clear()
     with dg.instance_for_test() as instance:
         result = curate(settings, instance, selection=[dg.AssetKey("raw")])
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    err = failure.step_failure_data.error
-    assert "refusing to move" in str(err) and "use1-az4 -> use1-az1" in str(err)
-    assert not (tmp_path / "data" / "raw").exists()  # nothing was read, nothing was written
+    err = str(failure.step_failure_data.error)
+    assert "source books" in err and "cross_az (us-east-1/use1-az4 -> us-east-1/use1-az1)" in err and "$" in err
+    assert log and all("list-type=2" in path for _, path in log)  # only the listing that sized the plan
+    assert not [p for m, p in log if m == "GET" and "zonal/books/part-" in p.split("?")[0]]  # no object was read
+    assert not (tmp_path / "data" / "raw").exists()  # nothing was written
 
 
 @pytest.mark.s3
 def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
+    upload_books(s3_endpoint, "incoming/books")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    for name in ("part-00000.jsonl.zst", "part-00001.parquet"):
-        s3.upload_file(f"{SAMPLE_BOOKS}/{name}", "curation", f"incoming/books/{name}")
     settings = Settings(data_root="s3://curation/out", s3_endpoint=s3_endpoint,
                         sources=sources_yaml(tmp_path, ["s3://curation/incoming/books/part-*"]),
                         recipe=str(tmp_path / "recipe.yaml"))
     with dg.instance_for_test() as instance:
         assert curate(settings, instance).success
-    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint))
+    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard())
     raw = io.scan(dg.AssetKey("raw"), "books").collect()
     local = pl.concat([pl.read_parquet(f"{SAMPLE_BOOKS}/part-00001.parquet").select("id")])
     assert raw.height > local.height and raw["shard"].unique().sort().to_list() == ["part-00000.jsonl.zst",
@@ -69,3 +81,29 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     assert io.scan(dg.AssetKey("synthetic"), "books").collect().height > 0
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curation", Prefix="out/")["Contents"]]
     assert {k.split("/")[1] for k in keys} == {"raw", "filtered", "deduped", "synthetic"}
+
+
+@pytest.mark.s3
+def test_override_is_logged_and_the_blocking_check_fails_on_measured_cross_az_bytes(tmp_path, s3_endpoint):
+    zonal = dict(env="k8s", pod_zone="use1-az1", data_zone="use1-az4", data_root="s3://curation/zonal-root",
+                 s3_endpoint=s3_endpoint, sources=sources_yaml(tmp_path, [f"{SAMPLE_BOOKS}/*"]),
+                 recipe=str(tmp_path / "recipe.yaml"))
+    with dg.instance_for_test() as instance:
+        refused = curate(Settings(**zonal), instance)
+        assert not refused.success and "cross_az" in str(
+            next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error)
+        assert instance.get_latest_materialization_event(dg.AssetKey("raw")) is None  # refused before writing
+
+        cfg = load_config(zonal["sources"], zonal["recipe"])
+        job = build_definitions(cfg, Settings(**zonal)).resolve_job_def(CURATE_SOURCE)
+        result = job.execute_in_process(partition_key="books", instance=instance, raise_on_error=False,
+                                        tags={"curation/allow-transfer": "migration, ticket 42"})
+        assert not result.success
+        (check,) = [e.event_specific_data for e in result.all_events
+                    if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                    and e.event_specific_data.check_name == "no_cross_zone_bytes"]
+        assert not check.passed and check.metadata["data_cross_az_bytes"].value > 0
+        assert check.metadata["transfer_override"].value == "migration, ticket 42"
+        assert any("cost guard overridden" in e.user_message and "ticket 42" in e.user_message
+                   for e in instance.all_logs(result.run_id))
+        assert instance.get_latest_materialization_event(dg.AssetKey("filtered")) is None  # blocked downstream

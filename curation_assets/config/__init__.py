@@ -19,6 +19,7 @@ CONFIG_DIR = Path(__file__).parent
 DEFAULT_SOURCES = CONFIG_DIR / "sources.yaml"
 DEFAULT_RECIPE = CONFIG_DIR / "recipe.yaml"
 DEFAULT_THRESHOLDS = CONFIG_DIR / "thresholds.yaml"
+DEFAULT_COSTS = CONFIG_DIR / "costs.yaml"
 
 Format = Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"]
 
@@ -36,11 +37,13 @@ def version_of(*models: Any) -> str:
 
 
 class Location(Strict):
-    """Where a source's bytes live. `zone` is the availability zone of the bucket (None = same zone as compute,
-    e.g. a local disk); the cost guard compares it with the zone of the pod that reads it."""
+    """Where a source's bytes live, for the cost guard: `region` (None = the compute region), `zone` (AZ ID of zonal
+    storage; S3 Express directory buckets carry it in their name, so it can stay None for them) and `via`, the
+    network path from the pods (`gateway`: an S3 gateway VPC endpoint, free; `nat`: a NAT gateway, billed per GB)."""
 
     region: str | None = None
-    zone: str | None = None
+    zone: str | None = Field(default=None, pattern=r"^[a-z0-9]+-az\d+$")
+    via: Literal["gateway", "nat"] = "gateway"
 
 
 class Source(Strict):
@@ -127,10 +130,31 @@ class ThresholdsFile(Strict):
     tokenized: StepThresholds = StepThresholds()
 
 
+PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
+
+
+class Costs(Strict):
+    """Price table (USD per GB by path class) and budgets of the cost guard."""
+
+    usd_per_gb: dict[PathClass, float]
+    nat_usd_per_gb: float = Field(ge=0)
+    budget_usd: float = Field(gt=0)
+    step_budgets_usd: dict[str, float] = {}
+
+    @field_validator("usd_per_gb")
+    @classmethod
+    def _complete(cls, v: dict[str, float]) -> dict[str, float]:
+        missing = set(PathClass.__args__) - set(v)
+        if missing:
+            raise ValueError(f"price missing for path classes {sorted(missing)}")
+        return v
+
+
 class CurationConfig(Strict):
     sources: SourcesFile
     recipe: Recipe
     thresholds: ThresholdsFile
+    costs: Costs
     sources_path: Path
 
     @model_validator(mode="after")
@@ -159,13 +183,17 @@ def _read_yaml(path: Path) -> Any:
 
 
 def load_config(
-    sources: str | Path | None = None, recipe: str | Path | None = None, thresholds: str | Path | None = None
+    sources: str | Path | None = None,
+    recipe: str | Path | None = None,
+    thresholds: str | Path | None = None,
+    costs: str | Path | None = None,
 ) -> CurationConfig:
-    """Load and cross-validate the three YAML files (bundled defaults where a path is None)."""
+    """Load and cross-validate the YAML files (bundled defaults where a path is None)."""
     sources_path = Path(sources or DEFAULT_SOURCES).resolve()
     return CurationConfig(
         sources=SourcesFile.model_validate(_read_yaml(sources_path)),
         recipe=RecipeFile.model_validate(_read_yaml(Path(recipe or DEFAULT_RECIPE))).recipe,
         thresholds=ThresholdsFile.model_validate(_read_yaml(Path(thresholds or DEFAULT_THRESHOLDS))),
+        costs=Costs.model_validate(_read_yaml(Path(costs or DEFAULT_COSTS))),
         sources_path=sources_path,
     )

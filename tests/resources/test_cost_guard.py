@@ -1,31 +1,44 @@
 import pytest
 
-from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
+from curation_assets.config import load_config
+from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer, zone_of
+
+PRICES = load_config().costs.model_dump()  # the bundled price table
 
 
-def test_regional_s3_in_the_same_region_is_free_from_any_zone():
-    guard = CostGuard(pod_region="us-east-1", pod_zone="use1-az1")
-    plan = guard.enforce([Transfer("s3://corpus/web/part-0.jsonl.zst", 5 * 10**9, region="us-east-1")])
-    assert plan.cross_az_bytes == 0 and plan.usd == 0
+def guard(**kw) -> CostGuard:
+    return CostGuard(pod_region="us-east-1", pod_zone="use1-az1", **{**PRICES, **kw})
 
 
-def test_zonal_bucket_in_another_zone_is_refused_before_any_byte_moves():
-    guard = CostGuard(pod_region="us-east-1", pod_zone="use1-az1")
-    t = guard.locate("s3://shards--use1-az4--x-s3/web/part-0.parquet")
-    assert t.zone == "use1-az4"  # read off the S3 Express directory bucket name
-    big = Transfer(t.uri, 10**10, zone=t.zone)
-    with pytest.raises(CrossZoneTransferError, match="use1-az4 -> use1-az1"):
-        guard.enforce([big])
-    assert guard.plan([big]).usd == pytest.approx(0.2)  # $0.01/GB each way, both billed
-    assert CostGuard(pod_zone="use1-az4").enforce([big]).cross_az_bytes == 0
+def test_same_zone_and_regional_s3_through_a_gateway_are_free():
+    plan = guard().enforce([Transfer("s3://shards--use1-az1--x-s3/a", 10**10),
+                            Transfer("s3://corpus/web/part-0.jsonl.zst", 5 * 10**9, region="us-east-1")])
+    assert dict(plan.bytes_by_class) == {"same_zone": 10**10, "regional_gateway": 5 * 10**9} and plan.usd == 0
 
 
-def test_cross_region_counts_separately_and_an_allowance_lets_small_moves_through():
-    guard = CostGuard(pod_region="us-east-1", max_cross_region_bytes=10**6)
-    assert guard.enforce([Transfer("s3://eu/x", 10**5, region="eu-west-1")]).cross_region_bytes == 10**5
-    with pytest.raises(CrossZoneTransferError):
-        guard.enforce([Transfer("s3://eu/x", 10**7, region="eu-west-1")])
+def test_directory_bucket_in_another_zone_is_refused_with_source_zones_bytes_and_dollars():
+    uri = "s3://shards--use1-az4--x-s3/web/part-0.parquet"
+    assert zone_of(uri) == "use1-az4"
+    with pytest.raises(CrossZoneTransferError) as e:
+        guard().enforce([Transfer(uri, 10**10, label="source web")])
+    assert "source web: 10000000000 B cross_az (us-east-1/use1-az4 -> us-east-1/use1-az1), about $0.2000" in str(e.value)
+    assert guard().plan([Transfer(uri, 10**10)]).usd == pytest.approx(0.2)  # $0.01/GB each way, both billed
+
+
+def test_inter_region_is_refused_and_nat_is_priced():
+    with pytest.raises(CrossZoneTransferError, match="cross_region"):
+        guard().enforce([Transfer("s3://eu-bucket/x", 10**9, region="eu-west-1")])
+    nat = guard().enforce([Transfer("s3://corpus/x", 10**10, via="nat")])
+    assert nat.bytes_by_class["regional_nat"] == 10**10 and nat.usd == pytest.approx(0.45)
+
+
+def test_budget_and_override():
+    with pytest.raises(CrossZoneTransferError, match="exceeds the raw budget"):
+        guard(step_budgets_usd={"raw": 0.1}).enforce([Transfer("s3://corpus/x", 10**10, via="nat")], step="raw")
+    plan = guard().enforce([Transfer("s3://b--use1-az4--x-s3/x", 10**9)], override="one-off migration, ticket 42")
+    assert plan.cross_az_bytes == 10**9  # allowed, and still measured
 
 
 def test_local_guard_sees_no_zones():
-    assert CostGuard().enforce([Transfer("/data/x", 10**12, zone="use1-az4")]).cross_az_bytes == 0
+    assert CostGuard(**PRICES).enforce([Transfer("s3://b--use1-az4--x-s3/x", 10**12)]).cross_az_bytes == 0
+    assert guard().classify(Transfer("/data/x", 10)) == "local"

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame
+from resources.cost_guard import CostGuard
 from resources.storage import MANIFEST, FileSetOutput, ObjectStore, ParquetIOManager
 
 
@@ -35,7 +36,7 @@ def roundtrip(io: ParquetIOManager, partition: str | None):
 
 
 def test_local_parts_are_published_by_an_atomic_manifest(tmp_path):
-    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore())
+    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore(), cost_guard=CostGuard())
     roundtrip(io, "web")
     root = tmp_path / "filtered" / "web"
     manifest = json.loads((root / MANIFEST).read_text())
@@ -47,7 +48,7 @@ def test_local_parts_are_published_by_an_atomic_manifest(tmp_path):
 
 
 def test_fan_in_skips_partitions_that_were_never_materialized(tmp_path):
-    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore())
+    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore(), cost_guard=CostGuard())
     roundtrip(io, "web")
     ctx = dg.build_input_context(asset_key=dg.AssetKey("filtered"), asset_partitions_def=dg.StaticPartitionsDefinition(["web", "code"]),
                                  asset_partition_key_range=dg.PartitionKeyRange("web", "code"))
@@ -58,7 +59,7 @@ def test_fan_in_skips_partitions_that_were_never_materialized(tmp_path):
 @pytest.mark.s3
 def test_s3_roundtrip_on_a_real_s3_api(s3_endpoint):
     store = ObjectStore(endpoint_url=s3_endpoint)
-    io = ParquetIOManager(base_uri="s3://curation/data", store=store)
+    io = ParquetIOManager(base_uri="s3://curation/data", store=store, cost_guard=CostGuard())
     roundtrip(io, "code")
     keys = [u for u, _ in store.expand("s3://curation/data/filtered/code/*")]
     assert any(k.endswith("/_latest.json") for k in keys) and sum(k.endswith(".parquet") for k in keys) == 3
@@ -66,7 +67,7 @@ def test_s3_roundtrip_on_a_real_s3_api(s3_endpoint):
 
 @pytest.mark.s3
 def test_file_set_roundtrip_on_s3(s3_endpoint):
-    io = ParquetIOManager(base_uri="s3://curation/tok", store=ObjectStore(endpoint_url=s3_endpoint))
+    io = ParquetIOManager(base_uri="s3://curation/tok", store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard())
     tokens = np.array([1, 2, 100257, 70000, 100257], dtype="<u4").tobytes()
     out = FileSetOutput(files=iter([("tokens.bin", tokens), ("header.json", b"{}")]))
     io.handle_output(dg.build_output_context(asset_key=dg.AssetKey("tokenized"), run_id="r" * 36), out)
