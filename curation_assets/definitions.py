@@ -7,6 +7,7 @@ import dagster as dg
 
 from curation_assets import deduped, filtered, mixed, raw, synthetic, tokenized
 from curation_assets._dagster import source_partitions, transfer_check
+from curation_assets.automation import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
 
@@ -21,9 +22,9 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     return {
         "raw": version_of(cfg.sources, t.raw, "readers-v1"),
         "filtered": version_of(t.filtered, "filtered-v1"),
-        "deduped": version_of(t.deduped, "deduped-v1"),
-        "synthetic": version_of(t.synthetic, "synthetic-v1"),
-        "mixed": version_of(cfg.recipe, t.mixed, "mixed-v1"),
+        "deduped": version_of(t.deduped, "deduped-v2"),
+        "synthetic": version_of(t.synthetic, "synthetic-v2"),
+        "mixed": version_of(cfg.recipe, t.mixed, "mixed-v2"),
         "tokenized": version_of(cfg.recipe, t.tokenized, tokenized.FORMAT),
     }
 
@@ -62,8 +63,9 @@ def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
 
 def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions:
     v = versions(cfg)
-    assets = [raw.build(cfg, v["raw"]), filtered.build(cfg, v["filtered"]), deduped.build(cfg, v["deduped"]),
-              synthetic.build(cfg, v["synthetic"]), mixed.build(cfg, v["mixed"]), tokenized.build(cfg, v["tokenized"])]
+    assets = with_automation([
+        raw.build(cfg, v["raw"]), filtered.build(cfg, v["filtered"]), deduped.build(cfg, v["deduped"]),
+        synthetic.build(cfg, v["synthetic"]), mixed.build(cfg, v["mixed"]), tokenized.build(cfg, v["tokenized"])])
     curate = dg.define_asset_job(CURATE_SOURCE, selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
                                  description="raw -> filtered -> deduped -> synthetic for one source partition")
     mixture = dg.define_asset_job(BUILD_MIXTURE, selection=dg.AssetSelection.assets("mixed", "tokenized"),
@@ -82,7 +84,7 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         asset_checks=[transfer_check(name) for name in ASSETS],
         jobs=[curate, mixture],
         schedules=[curate_sources_daily, mixture_daily],
-        sensors=[register_sources_sensor(cfg, curate)],
+        sensors=[register_sources_sensor(cfg, curate), *landing_sensors(cfg, curate), automation_sensor],
         resources=build_resources(settings, cfg.costs.model_dump()),
         executor=executor(settings),
     )

@@ -1,39 +1,34 @@
-"""`filtered`: raw docs -> docs passing fastText language ID and the Gopher repetition + quality heuristics.
+"""`filtered`: raw docs -> docs passing fastText language ID, datatrove's Gopher repetition + Gopher quality + C4
+quality + FineWeb quality rules, and (optionally) a DCLM-style fastText quality classifier.
 
-Pure polars core (no Dagster, no I/O): per-document statistics are computed once, vectorised (words are exploded into
-one long frame and aggregated; no per-row Python), then every rule is a column comparison and `mark_dropped` keeps the
-first failing rule. Rule order is datatrove's FineWeb recipe (`examples/fineweb.py`): LanguageFilter ->
-GopherRepetitionFilter -> GopherQualityFilter, with datatrove 0.10.1's definitions and reason names.
-
-Known deviations from datatrove:
-- Words are whitespace runs (`\\S+`). datatrove uses a language-aware word tokenizer (spaCy for English, which splits
-  punctuation off words; jieba, sudachi, ... for CJK). In CJK text a whole sentence is one "word", so
-  `gopher_short_doc` / `gopher_above_avg_threshold` fire on most zh/ja documents: set those params to None for such
-  sources until a CJK-aware splitter exists. For stop words, punctuation around a word is stripped ("the," is "the").
-- "Symbol-only" words are words made only of Unicode punctuation, symbol or control chars (datatrove: PUNCTUATION_SET).
-- Not implemented: the sequential `duplicated_{5..10}_n_grams` scan (it jumps ahead after every hit: not vectorisable).
+Pure polars core (no Dagster, no I/O) on top; statistics come from `filter_rules.features` (vectorised); every rule is
+a (condition, measured value) pair, and `mark_dropped` keeps the first failing rule. Rule order is datatrove's FineWeb
+recipe (`examples/fineweb.py`): LanguageFilter -> GopherRepetition -> GopherQuality -> C4Quality -> FineWebQuality,
+then the quality classifier. Reasons are datatrove's (C4 and FineWeb ones prefixed `c4_` / `fineweb_`, since
+datatrove reuses names such as `empty` across filters). A threshold of None disables its rule (datatrove: 0/None).
+Parity with datatrove 0.10.1 is measured by tests/test_filtered_parity.py (words: see filter_rules' docstring).
 """
 
-
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dagster as dg
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from curation_assets._dagster import drop_rate_result, drop_rate_spec, enforce_transfers, pod, source_partitions
-from curation_assets.frames import StepOutput, mark_dropped, split_kept, stable_id
+from curation_assets.filter_rules import features
+from curation_assets.frames import DROP_REASON, StepOutput, mark_dropped, split_kept, stable_id
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
 
 # Gopher (Rae et al. 2021, Table A1) stop words, as in datatrove's GopherQualityFilter.
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-# A word that contains any char outside punctuation/symbols/controls is a "non-symbol word".
-_NON_SYMBOL_CHAR = r"[^\p{P}\p{S}\p{Cc}]"
-_STRIP_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„…–—¡¿。，、；：？！（）「」"
-# Python's str.splitlines() boundaries; normalised to "\n" before counting lines.
-_LINE_BREAK = r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
 LANG_MAX_CHARS = 10_000
+BATCH_DOCS = 4096
+# our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
+DATATROVE_REASON = {"fineweb_empty": "empty", **{f"c4_{r}": r for r in ("lorem_ipsum", "curly_bracket",
+                    "too_few_sentences")}, **{f"fineweb_{r}": r for r in ("line_punct_ratio", "short_line_ratio",
+                                                                          "char_dup_ratio", "list_ratio")}}
 
 
 class FilterParams(BaseModel):
@@ -50,6 +45,8 @@ class FilterParams(BaseModel):
     dup_line_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
     top_n_grams: tuple[tuple[int, float], ...] | None = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] | None = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
+                                                         (10, 0.10))
     # datatrove GopherQualityFilter defaults (Gopher §A.1).
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000
@@ -61,10 +58,54 @@ class FilterParams(BaseModel):
     max_non_alpha_words_ratio: float | None = 0.8  # drop if share of words with a letter < this (name is datatrove's)
     min_stop_words: int | None = 2
     stop_words: tuple[str, ...] = STOP_WORDS
+    # datatrove C4QualityFilter (split_paragraph=True, min_words_per_line=3, max_word_length=1000, remove_citations,
+    # javascript and policy lines dropped). FineWeb runs it with filter_no_terminal_punct=False: the default here.
+    c4_quality: bool = True
+    c4_filter_no_terminal_punct: bool = False
+    c4_min_num_sentences: int | None = 5
+    c4_filter_lorem_ipsum: bool = True
+    c4_filter_curly_bracket: bool = True
+    c4_remove_lines: bool = False  # the line-removing variant: kept docs' text becomes C4's kept lines
+    # datatrove FineWebQualityFilter defaults
+    fineweb_quality: bool = True
+    line_punct_thr: float | None = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float | None = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float | None = 0.01
+    new_line_ratio: float | None = 0.3
+    # DCLM-style quality classifier (needs the `quality_model` asset): keep the top fraction of the documents that
+    # pass every heuristic, by hq probability, and/or those scoring >= min_quality_score
+    quality_keep_fraction: float | None = None
+    min_quality_score: float | None = None
+    lang_max_chars: int = LANG_MAX_CHARS
+
+    @property
+    def needs_quality_model(self) -> bool:
+        return self.quality_keep_fraction is not None or self.min_quality_score is not None
 
     @property
     def version(self) -> str:
         return stable_id(self.model_dump_json())[:12]
+
+
+_OFF = {
+    "lid": dict(languages=None, min_lang_score=None),
+    "gopher_repetition": dict(dup_para_frac=None, dup_para_char_frac=None, dup_line_frac=None, dup_line_char_frac=None,
+                              top_n_grams=None, dup_n_grams=None),
+    "gopher_quality": dict(min_doc_words=None, max_doc_words=None, min_avg_word_length=None, max_avg_word_length=None,
+                           max_symbol_word_ratio=None, max_bullet_lines_ratio=None, max_ellipsis_lines_ratio=None,
+                           max_non_alpha_words_ratio=None, min_stop_words=None),
+    "c4": dict(c4_quality=False),
+    "fineweb": dict(fineweb_quality=False),
+}
+
+
+def family_params(family: str, **overrides) -> FilterParams:
+    """Params with only one rule family of datatrove's (`lid`, `gopher_repetition`, `gopher_quality`, `c4`,
+    `fineweb`) at its defaults and every other family off: one datatrove filter on its own (parity test, bench)."""
+    off = {k: v for fam, kv in _OFF.items() if fam != family for k, v in kv.items()}
+    return FilterParams(**{**off, **overrides})
 
 
 def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -179,6 +220,12 @@ def _rules(p: FilterParams) -> dict[str, pl.Expr]:
     return rules
 
 
+def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
+    """`drop_reason` of `params`' rules over a frame that already holds `features` (+ lang columns): lets one feature
+    computation serve several rule sets (the parity test evaluates each datatrove filter on its own)."""
+    return mark_dropped(frame, {k: cond for k, (cond, _) in _rules(params).items()})[DROP_REASON]
+
+
 def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame) -> pl.DataFrame:
     """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise) + `drop_reason` (null = kept).
 
@@ -194,6 +241,121 @@ def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame) ->
     features = _features(docs, params)
     marked = mark_dropped(pl.concat([scored, features], how="horizontal"), _rules(params))
     return marked.drop(features.columns)
+
+
+def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    # null (rule not triggered) instead of NaN/inf: polars orders NaN above every number.
+    return pl.when(den > 0).then(num.cast(pl.Float64) / den)
+
+
+def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """reason -> (drop condition, the measured value behind it), in evaluation order."""
+    c = pl.col
+    rules: dict[str, tuple[pl.Expr, pl.Expr]] = {}
+    if p.languages is not None:
+        rules["lang_not_allowed"] = (~c("lang").is_in(list(p.languages)).fill_null(False), c("lang_score"))
+    if p.min_lang_score is not None:  # datatrove keeps iff score > threshold (strict)
+        rules["low_lang_score"] = (c("lang_score").fill_null(0.0) <= p.min_lang_score, c("lang_score"))
+    rules["empty"] = (c("_chars") == 0, c("_chars").cast(pl.Float64))
+    checks: list[tuple[str, float | None, pl.Expr, bool]] = [
+        # (reason, threshold, value, drop when value > threshold (else <))
+        ("dup_para_frac", p.dup_para_frac, _ratio(c("_para_dups"), c("_para_n")), True),
+        ("dup_para_char_frac", p.dup_para_char_frac, _ratio(c("_para_dup_chars"), c("_chars")), True),
+        ("dup_line_frac", p.dup_line_frac, _ratio(c("_line_dups"), c("_line_n")), True),
+        ("dup_line_char_frac", p.dup_line_char_frac, _ratio(c("_line_dup_chars"), c("_chars")), True),
+        *((f"top_{n}_gram", frac, _ratio(c(f"_top{n}"), c("_chars")), True) for n, frac in p.top_n_grams or ()),
+        *((f"duplicated_{n}_n_grams", frac, _ratio(c(f"_dup{n}"), c("_chars")), True)
+          for n, frac in p.dup_n_grams or ()),
+        ("gopher_short_doc", p.min_doc_words, c("_n_nsw").fill_null(0).cast(pl.Float64), False),
+        ("gopher_long_doc", p.max_doc_words, c("_n_nsw").cast(pl.Float64), True),
+        ("gopher_below_avg_threshold", p.min_avg_word_length, _ratio(c("_nsw_chars"), c("_n_nsw")), False),
+        ("gopher_above_avg_threshold", p.max_avg_word_length, _ratio(c("_nsw_chars"), c("_n_nsw")), True),
+        ("gopher_too_many_hashes", p.max_symbol_word_ratio, _ratio(c("_hashes"), c("_n_words")), True),
+        ("gopher_too_many_ellipsis", p.max_symbol_word_ratio, _ratio(c("_ellipsis"), c("_n_words")), True),
+        ("gopher_too_many_bullets", p.max_bullet_lines_ratio, _ratio(c("_bullet_lines"), c("_lines")), True),
+        ("gopher_too_many_end_ellipsis", p.max_ellipsis_lines_ratio, _ratio(c("_end_lines"), c("_lines")), True),
+        ("gopher_below_alpha_threshold", p.max_non_alpha_words_ratio, _ratio(c("_alpha_words"), c("_n_words")),
+         False),
+        ("gopher_enough_stop_words", p.min_stop_words, c("_stop_words").fill_null(0).cast(pl.Float64), False),
+    ]
+    for name, thr, value, drop_if_above in checks:
+        if thr is not None:
+            rules[name] = (value > thr if drop_if_above else value < thr, value)
+    if p.c4_quality:
+        one = pl.lit(1.0)
+        if p.c4_filter_lorem_ipsum:
+            rules["c4_lorem_ipsum"] = (c("_c4_event") == "lorem_ipsum", one)
+        if p.c4_filter_curly_bracket:
+            rules["c4_curly_bracket"] = (c("_c4_event") == "curly_bracket", one)
+        if p.c4_min_num_sentences is not None:
+            sentences = c("_c4_sentences").fill_null(0).cast(pl.Float64)
+            rules["c4_too_few_sentences"] = (sentences < p.c4_min_num_sentences, sentences)
+    if p.fineweb_quality:
+        fw = "_fw" if p.c4_quality and p.c4_remove_lines else ""  # FineWeb reads the text C4 rewrote
+        lines = c(f"{fw}_fw_lines").fill_null(0)
+        rules["fineweb_empty"] = (lines == 0, lines.cast(pl.Float64))
+        punct = _ratio(c(f"{fw}_fw_punct_lines"), lines)
+        if p.line_punct_thr is not None:
+            exempt = (punct == 0) & p.line_punct_exclude_zero
+            rules["fineweb_line_punct_ratio"] = ((punct < p.line_punct_thr) & ~exempt, punct)
+        for name, thr, value in [
+            ("fineweb_short_line_ratio", p.short_line_thr, _ratio(c(f"{fw}_fw_short_lines"), lines)),
+            ("fineweb_char_dup_ratio", p.char_duplicates_ratio,
+             _ratio(c(f"{fw}_fw_dup_chars"), c(f"{fw}_chars") - c(f"{fw}_newlines"))),
+            ("fineweb_list_ratio", p.new_line_ratio, _ratio(c(f"{fw}_newlines"), c(f"{fw}_n_words"))),
+        ]:
+            if thr is not None:
+                rules[name] = (value > thr, value)
+    if p.min_quality_score is not None:
+        rules["low_quality_score"] = (c("quality_score") < p.min_quality_score, c("quality_score"))
+    return rules
+
+
+def _features(texts: pl.Series, p: FilterParams, *, fineweb: bool) -> pl.DataFrame:
+    rules = _rules(p)
+    before = list(rules)[:next((i for i, k in enumerate(rules) if k.startswith("duplicated_")), len(rules))]
+    before = [rules[k][0] for k in before if k not in ("lang_not_allowed", "low_lang_score")]
+    return features(texts, top_n_grams=p.top_n_grams or (), dup_n_grams=p.dup_n_grams or (),
+                    stop_words=p.stop_words, c4=p.c4_quality, c4_terminal_punct=p.c4_filter_no_terminal_punct,
+                    fineweb=fineweb, short_line_length=p.short_line_length,
+                    dropped_before_dup=pl.any_horizontal(before) if before else None)
+
+
+def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
+    """`drop_reason` of `params`' rules over a frame that already holds `features` (+ lang columns): lets one feature
+    computation serve several rule sets (the parity test evaluates each datatrove filter on its own)."""
+    return mark_dropped(frame, {k: cond for k, (cond, _) in _rules(params).items()})[DROP_REASON]
+
+
+def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame,
+                quality: pl.Series | None = None) -> pl.DataFrame:
+    """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise), `quality_score` (when given) +
+    `drop_reason` (null = kept) + `drop_value` (the measured value behind the first failing rule) + `values` (a struct
+    of every rule's measured value, for the ledger and the funnel's distributions).
+
+    Requires `text`. Rules run in datatrove's FineWeb order and the first failing rule wins (see `_rules`). With
+    `c4_remove_lines`, kept documents' `text` becomes C4's kept lines and FineWeb's rules read that text.
+    """
+    if lang.height != docs.height:
+        raise ValueError(f"lang has {lang.height} rows, docs has {docs.height}")
+    scored = docs.with_columns(lang["lang"].cast(pl.String).alias("lang"),
+                               lang["lang_score"].cast(pl.Float64).alias("lang_score"))
+    if quality is not None:
+        scored = scored.with_columns(quality.cast(pl.Float64).alias("quality_score"))
+    rewrite = params.c4_quality and params.c4_remove_lines
+    feats = _features(docs["text"], params, fineweb=params.fineweb_quality and not rewrite)
+    if rewrite and params.fineweb_quality:
+        again = features(feats["_c4_text"].fill_null(""), fineweb=True, short_line_length=params.short_line_length)
+        feats = feats.hstack(again.select(pl.all().name.prefix("_fw")))
+    rules = _rules(params)
+    marked = mark_dropped(pl.concat([scored, feats], how="horizontal"), {k: cond for k, (cond, _) in rules.items()})
+    value = pl.coalesce([pl.when(pl.col(DROP_REASON) == k).then(v.cast(pl.Float64)) for k, (_, v) in rules.items()])
+    values = pl.struct([v.cast(pl.Float64).alias(k) for k, (_, v) in rules.items()]) if rules else pl.lit(None)
+    marked = marked.with_columns(value.alias("drop_value"), values.alias("values"))
+    if rewrite:
+        marked = marked.with_columns(pl.when(pl.col(DROP_REASON).is_null()).then(pl.col("_c4_text"))
+                                     .otherwise(pl.col("text")).alias("text"))
+    return marked.drop(feats.columns)
 
 
 def lang_labels(
@@ -219,20 +381,133 @@ def lang_labels(
     return pl.DataFrame({"lang": langs, "lang_score": probs}, schema={"lang": pl.String, "lang_score": pl.Float64})
 
 
-# --- asset wrapper (added by lead) ---
+def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
+    """Mark `low_quality_score` on the documents that passed every other rule but are outside the top `fraction` of
+    them by `quality_score` (ties broken by position, so exactly round(fraction * n) stay: the configured share)."""
+    alive = pl.col(DROP_REASON).is_null()
+    n_alive = ledger.select(alive.sum()).item()
+    rank = pl.when(alive).then(pl.col("quality_score").fill_null(-1.0).rank("ordinal", descending=True))
+    cut = rank > round(fraction * n_alive)
+    return ledger.with_columns(
+        pl.when(alive & cut).then(pl.lit("low_quality_score")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON),
+        pl.when(alive & cut).then(pl.col("quality_score")).otherwise(pl.col("drop_value")).alias("drop_value"))
+
+
+LEDGER_COLUMNS = ["doc_id", "kept", DROP_REASON, "drop_value", "lang", "lang_score", "quality_score", "values"]
+
+
+def ledger_of(marked: pl.DataFrame) -> pl.DataFrame:
+    """The per-document decision ledger: doc_id, kept, first failing rule, its measured value, the scores and every
+    rule's measured value (`values`, a struct; null where a rule was not reached or does not apply)."""
+    frame = marked if "quality_score" in marked.columns else marked.with_columns(
+        pl.lit(None, pl.Float64).alias("quality_score"))
+    return frame.with_columns(pl.col(DROP_REASON).is_null().alias("kept")).select(LEDGER_COLUMNS)
+
+
+def funnel_markdown(ledger: pl.DataFrame) -> str:
+    """Drops per rule, in rule order of first appearance, with the share of the input each removed."""
+    n = max(ledger.height, 1)
+    counts = ledger.filter(pl.col(DROP_REASON).is_not_null()).group_by(DROP_REASON).len().sort("len", descending=True)
+    rows = [f"| {r} | {k} | {k / n:.1%} |" for r, k in counts.iter_rows()]
+    kept = int(ledger["kept"].sum())
+    return "\n".join(["| rule | dropped | share of input |", "|---|---:|---:|", *rows,
+                      f"| **kept** | {kept} | {kept / n:.1%} |"])
+
+
+def distributions_markdown(ledger: pl.DataFrame) -> str:
+    """Quantiles of every rule's measured value over the documents that reached it (a histogram table)."""
+    qs = (0.01, 0.1, 0.5, 0.9, 0.99)
+    head = "| rule value | n | " + " | ".join(f"p{int(q * 100)}" for q in qs) + " |"
+    rows = []
+    if ledger.height and ledger.schema["values"] != pl.Null:
+        values = ledger.select(pl.col("values").struct.unnest())
+        for name in values.columns:
+            col = values[name].drop_nulls()
+            if col.len():
+                rows.append(f"| {name} | {col.len()} | " + " | ".join(f"{col.quantile(q):.3g}" for q in qs) + " |")
+    return "\n".join([head, "|---|---:|" + "---:|" * len(qs), *rows])
+
+
+def run_filter(batches: Iterable[pl.DataFrame], params: FilterParams, predict_lang: Callable,
+               score_quality: Callable[[list[str]], list[float]] | None, spill_dir: str) -> pl.DataFrame:
+    """Pass 1 of the streaming filter: mark each batch, spill it to `spill_dir` (one Parquet per batch, memory stays
+    one batch), return the ledger (with the partition-wide quality cut applied). `iter_decided` is pass 2."""
+    ledgers = []
+    for k, batch in enumerate(batches):
+        lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
+        quality = None
+        if score_quality is not None:
+            quality = pl.Series(score_quality(batch["text"].fill_null("").to_list()), dtype=pl.Float64)
+        marked = filter_docs(batch, params, lang, quality)
+        marked.write_parquet(f"{spill_dir}/batch-{k:05d}.parquet")
+        ledgers.append(ledger_of(marked))
+    ledger = pl.concat(ledgers, how="diagonal_relaxed") if ledgers else pl.DataFrame(
+        schema={c: pl.String if c in ("doc_id", DROP_REASON, "lang") else pl.Float64 for c in LEDGER_COLUMNS})
+    if params.quality_keep_fraction is not None and ledger.height:
+        ledger = keep_top_fraction(ledger, params.quality_keep_fraction).with_columns(
+            pl.col(DROP_REASON).is_null().alias("kept"))
+    return ledger
+
+
+def iter_decided(spill_dir: str, ledger: pl.DataFrame, dropped: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """Pass 2: yield each spilled batch's kept rows (without rule columns); append its dropped rows to `dropped`."""
+    import glob
+
+    offset = 0
+    for path in sorted(glob.glob(f"{spill_dir}/batch-*.parquet")):
+        marked = pl.read_parquet(path).drop("values", "drop_value", DROP_REASON)
+        decided = marked.with_columns(ledger[DROP_REASON].slice(offset, marked.height).alias(DROP_REASON))
+        offset += marked.height
+        kept, gone = split_kept(decided)
+        dropped.append(gone)
+        yield kept
+
+
+# --- asset wrapper ---
+def _batches(raw: pl.LazyFrame, size: int = BATCH_DOCS) -> Iterator[pl.DataFrame]:
+    n = raw.select(pl.len()).collect().item()
+    for start in range(0, n, size):
+        yield raw.slice(start, size).collect()
+
+
+def _materialize(cfg, version: str, context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource,
+                 cost_guard: CostGuard):
+    import tempfile
+
+    settings = dict(cfg.thresholds.filtered.for_source(context.partition_key))
+    settings.pop("quality_training", None)  # the quality_model asset's recipe, not a filter param
+    params = FilterParams(**settings)
+    if params.needs_quality_model:  # the DCLM-style quality_model asset is not built yet (issue 3)
+        raise dg.Failure(f"{context.partition_key}: quality thresholds are configured but no quality model exists")
+    size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
+    transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
+    spill = tempfile.TemporaryDirectory(prefix="filtered-")
+    ledger = run_filter(_batches(raw), params, lid.predict, None, spill.name)
+    dropped: list[pl.DataFrame] = []
+
+    def dropped_frame() -> pl.DataFrame:
+        frame = pl.concat(dropped, how="diagonal_relaxed") if dropped else pl.DataFrame(
+            schema={"doc_id": pl.String, DROP_REASON: pl.String})
+        spill.cleanup()
+        return frame
+
+    extra = {**transfer, "funnel": dg.MetadataValue.md(funnel_markdown(ledger)),
+             "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger))}
+    out = StepOutput(kept=iter_decided(spill.name, ledger, dropped), dropped=dropped_frame, rows_in=ledger.height,
+                     bytes_in=size, config_version=version, extra=extra, side={"ledger": ledger})
+    yield dg.Output(out)
+    yield drop_rate_result(out, cfg.thresholds.filtered.max_drop_rate)
+
+
 def build(cfg, version: str) -> dg.AssetsDefinition:
+    """One asset `filtered` per source partition. Streams batches of raw (two passes over spilled batches); the
+    per-document decision ledger is persisted beside the output (side table `ledger`)."""
+
     @dg.asset(partitions_def=source_partitions, code_version=version, op_tags=pod("2", "4Gi"), group_name="curation",
               check_specs=[drop_rate_spec("filtered")])
     def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
-        """Raw documents that pass language ID and the Gopher rules, + `lang`, `lang_score`; dropped rows keep
-        every column and their `drop_reason`."""
-        docs = raw.collect()
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
-        params = FilterParams(**cfg.thresholds.filtered.for_source(context.partition_key))
-        kept, dropped = split_kept(filter_docs(docs, params, lang_labels(lid.predict, docs["text"])))
-        out = StepOutput(kept=kept, dropped=dropped, rows_in=docs.height, bytes_in=docs.estimated_size(),
-                         config_version=version, extra=transfer)
-        yield dg.Output(out)
-        yield drop_rate_result(out, cfg.thresholds.filtered.max_drop_rate)
+        """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality, + `lang`,
+        `lang_score`; dropped rows keep every column and their `drop_reason`."""
+        yield from _materialize(cfg, version, context, raw, lid, cost_guard)
 
     return filtered

@@ -85,6 +85,7 @@ class StepOutput:
     `kept` is one frame or an iterator of frames (one Parquet part each, so a step can stream shard by shard).
     `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
     rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
+    `side` holds named tables persisted next to the output (e.g. filtered's per-document decision ledger).
     After persistence the IO manager fills `written` (rows_out, rows_dropped, bytes_written, uris).
     """
 
@@ -94,6 +95,7 @@ class StepOutput:
     bytes_in: int | Callable[[], int]
     config_version: str
     extra: dict[str, object] = field(default_factory=dict)
+    side: dict[str, pl.DataFrame] = field(default_factory=dict)
     written: dict[str, object] = field(default_factory=dict)
 
     def kept_parts(self) -> Iterator[pl.DataFrame]:

@@ -1,4 +1,4 @@
-"""mixed: the recipe's token-weighted mixture over every source's synthetic output."""
+"""mixed: the recipe's token-weighted mixture over components (each source's curated docs and its synthetic set)."""
 
 import hashlib
 import math
@@ -6,7 +6,7 @@ import math
 import dagster as dg
 import polars as pl
 
-from curation_assets.config import Recipe
+from curation_assets.config import Recipe, version_of
 from curation_assets.frames import DROP_REASON, StepOutput
 from curation_assets._dagster import DAILY, enforce_transfers, pod
 from resources.cost_guard import CostGuard
@@ -22,9 +22,51 @@ def _order_key(seed: int, *cols: str) -> pl.Expr:
         lambda s: hashlib.sha256(s.encode()).hexdigest()[:16], return_dtype=pl.String)
 
 
+def split_components(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """`synthetic` partitions (source -> docs) as components: `<source>` = rows without a `generator`, and
+    `<source>.synthetic` = the rows a generator made. Adds the `component` column."""
+    out = {}
+    for source, df in frames.items():
+        gen = pl.col("generator") if "generator" in df.columns else pl.lit(None, pl.String)
+        df = df.with_columns(pl.when(gen.is_null()).then(pl.lit(source)).otherwise(pl.lit(f"{source}.synthetic"))
+                             .alias("component"))
+        for (name,), part in df.partition_by("component", as_dict=True, maintain_order=True).items():
+            out[name] = part
+    return out
+
+
+def unimax(available: dict[str, int], caps: dict[str, float], budget: int) -> dict[str, float]:
+    """UniMax (Chung et al. 2023, Algorithm 1): visit components from the smallest; each gets an equal split of the
+    remaining budget, capped at caps[c] epochs of its tokens; what a small one cannot take goes to the larger ones."""
+    order = sorted(available, key=lambda c: (available[c], c))
+    left, alloc = float(budget), {}
+    for i, c in enumerate(order):
+        alloc[c] = min(left / (len(order) - i), caps[c] * available[c])
+        left -= alloc[c]
+    if left > 0.5:
+        raise MixtureError(f"budget of {budget} tokens exceeds every component at its epoch cap ({budget - left:.0f})")
+    return alloc
+
+
+def quotas(recipe: Recipe, available: dict[str, int]) -> dict[str, float]:
+    """Token quota per component: the recipe's shares times the target."""
+    caps = {c: recipe.epoch_cap(c) for c in available}
+    if recipe.sampling == "unimax":
+        return unimax(available, caps, recipe.target_tokens)
+    if recipe.sampling == "temperature":
+        raw = {c: t ** recipe.alpha for c, t in available.items()}
+        shares = {c: r / sum(raw.values()) for c, r in raw.items()}
+    else:
+        shares = recipe.normalised_weights()
+    # no target: the largest mixture that needs no repetition (the scarcest component, relative to its share, is
+    # used exactly once); repeating up to the caps is something a recipe asks for with target_tokens
+    target = recipe.target_tokens or math.floor(min(min(caps[c], 1.0) * available[c] / w for c, w in shares.items()))
+    return {c: w * target for c, w in shares.items()}
+
+
 def fill_quota(n_tokens: list[int], quota: float) -> list[bool]:
     """Greedy fill in the given order: take a document when that brings the total closer to the quota, skip it
-    otherwise and keep scanning, so one long document cannot overshoot or starve a source's share (the error is at
+    otherwise and keep scanning, so one long document cannot overshoot or starve a component's share (the error is at
     most half of the smallest document that did not fit)."""
     taken, keep = 0, []
     for n in n_tokens:
@@ -33,52 +75,84 @@ def fill_quota(n_tokens: list[int], quota: float) -> list[bool]:
     return keep
 
 
-def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sample documents so that each source's share of tokens matches the recipe weights.
+def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Sample documents so that each component's share of tokens matches the recipe.
 
-    Each frame has DOC_SCHEMA + `n_tokens`. Returns (mixed: inputs + `epoch`, globally shuffled by a seeded hash;
-    not_sampled: doc_id, source, n_tokens, drop_reason=`not_sampled`). The target size N is `recipe.target_tokens`,
-    or the largest N such that no source repeats more than `max_epochs` (N = min_s T_s * max_epochs / w_s).
-    Weights are over tokens, not documents (NeMo Curator's `blend_datasets` weights documents, which lets a source
-    of long documents dominate). Whole epochs are repeated in full; the last partial epoch takes documents in a seeded
-    order, greedily filled to its token quota (`fill_quota`).
+    `frames`: source -> DOC_SCHEMA + `n_tokens` (+ `generator` on synthetic rows). Returns (mixed: inputs +
+    `component`, `epoch`, in a seeded shuffled order; not_sampled: doc_id, source, component, n_tokens, drop_reason;
+    manifest: recipe hash and, per component, available/quota/sampled tokens, epochs, target and realized share).
+    Whole epochs are repeated in full; the last partial epoch takes documents in a seeded order, greedily filled to its
+    quota (`fill_quota`). Weights are over tokens (NeMo Curator's `blend_datasets` weights documents, which lets a
+    component of long documents dominate).
     """
-    weights = recipe.normalised_weights()
-    missing = sorted(set(weights) - set(frames))
-    if missing:
-        raise MixtureError(f"recipe {recipe.name!r} needs sources that are not materialized: {missing}")
-    totals = {s: int(frames[s]["n_tokens"].sum()) for s in weights}
-    empty = sorted(s for s, t in totals.items() if t == 0)
+    comps = split_components({s: f for s, f in frames.items() if s in recipe.sources()})
+    names = recipe.component_names()
+    available = {c: int(comps[c]["n_tokens"].sum()) if c in comps else 0 for c in names}
+    empty = sorted(c for c, t in available.items() if t == 0)
     if empty:
-        raise MixtureError(f"sources with no tokens left after curation: {empty}")
-    target = recipe.target_tokens or math.floor(min(totals[s] * recipe.max_epochs / w for s, w in weights.items()))
+        raise MixtureError(f"recipe {recipe.name!r} needs components with no tokens (not materialized, or nothing "
+                           f"left after curation): {empty}")
+    quota = quotas(recipe, available)
     picked, unpicked = [], []
-    for source, w in weights.items():
-        quota = w * target
-        epochs = quota / totals[source]
-        if epochs > recipe.max_epochs + 1e-9:
-            raise MixtureError(f"{source}: {quota:.0f} tokens requested, {totals[source]} available "
-                               f"({epochs:.2f} epochs > max_epochs {recipe.max_epochs})")
-        docs = frames[source].with_columns(_order_key(recipe.seed, "doc_id").alias("_k")).sort("_k")
+    for c in names:
+        epochs = quota[c] / available[c]
+        if epochs > recipe.epoch_cap(c) + 1e-9:
+            raise MixtureError(f"{c}: {quota[c]:.0f} tokens requested, {available[c]} available "
+                               f"({epochs:.2f} epochs > cap {recipe.epoch_cap(c)})")
+        docs = comps[c].with_columns(_order_key(recipe.seed, "doc_id").alias("_k")).sort("_k")
         full = int(epochs)
         picked += [docs.with_columns(pl.lit(e, pl.Int32).alias("epoch")) for e in range(full)]
-        rest = quota - full * totals[source]
-        part = docs.filter(pl.Series(fill_quota(docs["n_tokens"].to_list(), rest), dtype=pl.Boolean))
+        part = docs.filter(pl.Series(fill_quota(docs["n_tokens"].to_list(), quota[c] - full * available[c]),
+                                     dtype=pl.Boolean))
         picked.append(part.with_columns(pl.lit(full, pl.Int32).alias("epoch")))
         if full == 0:
             unpicked.append(docs.join(part, on="doc_id", how="anti").select(
-                "doc_id", "source", "n_tokens", pl.lit("not_sampled").alias(DROP_REASON)))
-    mixed = pl.concat(picked, how="vertical_relaxed")
-    mixed = mixed.with_columns(_order_key(recipe.seed, "source", "doc_id", pl.col("epoch").cast(pl.String)).alias("_k"))
-    dropped = pl.concat(unpicked) if unpicked else pl.DataFrame(
-        schema={"doc_id": pl.String, "source": pl.String, "n_tokens": pl.Int64, DROP_REASON: pl.String})
-    return mixed.sort("_k").drop("_k"), dropped
+                "doc_id", "source", "component", "n_tokens", pl.lit("not_sampled").alias(DROP_REASON)))
+    mixed = pl.concat(picked, how="diagonal_relaxed")
+    mixed = mixed.with_columns(_order_key(recipe.seed, "component", "doc_id", pl.col("epoch").cast(pl.String)).alias("_k"))
+    mixed = mixed.sort("_k").drop("_k")
+    dropped = pl.concat(unpicked) if unpicked else pl.DataFrame(schema={
+        "doc_id": pl.String, "source": pl.String, "component": pl.String, "n_tokens": pl.Int64, DROP_REASON: pl.String})
+    return mixed, dropped, manifest_of(recipe, mixed, comps, quota)
 
 
-def token_shares(mixed: pl.DataFrame) -> dict[str, float]:
-    per = mixed.group_by("source").agg(pl.col("n_tokens").sum()).sort("source")
-    total = per["n_tokens"].sum() or 1
-    return {s: n / total for s, n in per.iter_rows()}
+def manifest_of(recipe: Recipe, mixed: pl.DataFrame, comps: dict[str, pl.DataFrame], quota: dict[str, float]) -> dict:
+    total_quota = sum(quota.values())
+    sampled = dict(mixed.group_by("component").agg(pl.col("n_tokens").sum()).iter_rows())
+    docs = dict(mixed.group_by("component").len().iter_rows())
+    total = sum(sampled.values()) or 1
+    rows = {}
+    for c in recipe.component_names():
+        avail = int(comps[c]["n_tokens"].sum())
+        rows[c] = {"available_tokens": avail, "available_docs": comps[c].height, "quota_tokens": round(quota[c]),
+                   "sampled_tokens": int(sampled.get(c, 0)), "sampled_docs": int(docs.get(c, 0)),
+                   "epochs": round(sampled.get(c, 0) / avail, 4), "epoch_cap": recipe.epoch_cap(c),
+                   "target_share": round(quota[c] / total_quota, 6), "realized_share": round(sampled.get(c, 0) / total, 6)}
+    return {"recipe": recipe.name, "recipe_hash": version_of(recipe), "sampling": recipe.sampling, "seed": recipe.seed,
+            "tolerance": recipe.tolerance, "tokens": int(total), "documents": mixed.height, "components": rows,
+            "unused_components": sorted(set(comps) - set(rows))}
+
+
+def check_mixture(manifest: dict) -> dict[str, object]:
+    """Facts the blocking checks assert: realized shares within tolerance of the targets; epochs within the caps."""
+    comps = manifest["components"]
+    off = {c: round(r["realized_share"] - r["target_share"], 6) for c, r in comps.items()}
+    over = sorted(c for c, r in comps.items() if r["epochs"] > r["epoch_cap"] + 1e-9)
+    return {"shares_ok": all(abs(d) <= manifest["tolerance"] for d in off.values()), "deviation": off,
+            "over_cap": over, "epochs_ok": not over}
+
+
+def mixture_table(manifest: dict, width: int = 24) -> str:
+    """Markdown table of the mixture with a bar chart of the realized shares."""
+    lines = ["| component | available tokens | sampled tokens | epochs (cap) | target | realized | chart |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for c, r in manifest["components"].items():
+        bar = "█" * max(round(r["realized_share"] * width), r["realized_share"] > 0)
+        lines.append(f"| {c} | {r['available_tokens']:,} | {r['sampled_tokens']:,} | {r['epochs']:.2f} ({r['epoch_cap']:g})"
+                     f" | {r['target_share']:.1%} | {r['realized_share']:.1%} | `{bar:<{width}}` |")
+    lines.append(f"\nrecipe `{manifest['recipe']}` ({manifest['sampling']}, seed {manifest['seed']}, hash "
+                 f"`{manifest['recipe_hash']}`): {manifest['tokens']:,} tokens in {manifest['documents']:,} documents")
+    return "\n".join(lines)
 
 
 # --- asset wrapper ---------------------------------------------------------------------------------------------
@@ -89,21 +163,30 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     @dg.asset(code_version=version, op_tags=pod("2", "8Gi"), group_name="curation", freshness_policy=DAILY,
               ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
               check_specs=[dg.AssetCheckSpec("weights_honoured", asset="mixed", blocking=True,
-                                             description="token share of every source within 2 % of the recipe")],
+                                             description="realized token share of every component within the "
+                                                         "recipe's tolerance of its target"),
+                           dg.AssetCheckSpec("epochs_within_cap", asset="mixed", blocking=True,
+                                             description="no component repeated more than its epoch cap")],
               metadata={"recipe": recipe.name})
     def mixed(context: dg.AssetExecutionContext, synthetic: dict[str, pl.LazyFrame], cost_guard: CostGuard):
-        """The recipe's mixture: synthetic rows of every recipe source + `n_tokens`, `epoch`, in a seeded order."""
-        frames = {s: synthetic[s].collect() for s in recipe.weights if s in synthetic}
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(sum(f.estimated_size() for f in frames.values()))])
-        mix, dropped = mix_sources(frames, recipe)
-        shares = token_shares(mix)
-        out = StepOutput(kept=mix, dropped=dropped, rows_in=sum(f.height for f in frames.values()),
-                         bytes_in=sum(f.estimated_size() for f in frames.values()), config_version=version,
-                         extra={"recipe": recipe.name, **transfer,
-                                **{f"share_{s}": round(v, 4) for s, v in shares.items()}})
+        """The recipe's mixture: rows of every recipe component + `n_tokens`, `component`, `epoch`, in a seeded order."""
+        frames = {s: synthetic[s].collect() for s in sorted(recipe.sources()) if s in synthetic}
+        size = sum(f.estimated_size() for f in frames.values())
+        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
+        mix, dropped, manifest = mix_sources(frames, recipe)
+        facts = check_mixture(manifest)
+        out = StepOutput(kept=mix, dropped=dropped, rows_in=sum(f.height for f in frames.values()), bytes_in=size,
+                         config_version=version,
+                         extra={"recipe": recipe.name, "recipe_hash": manifest["recipe_hash"], **transfer,
+                                "mixture": dg.MetadataValue.md(mixture_table(manifest)),
+                                "manifest": dg.MetadataValue.json(manifest),
+                                **{f"share_{c}": r["realized_share"] for c, r in manifest["components"].items()}})
         yield dg.Output(out)
-        off = {s: round(shares.get(s, 0.0) - w, 4) for s, w in recipe.normalised_weights().items()}
-        yield dg.AssetCheckResult(check_name="weights_honoured", passed=all(abs(d) <= 0.02 for d in off.values()),
-                                  metadata={f"deviation_{s}": d for s, d in off.items()})
+        yield dg.AssetCheckResult(check_name="weights_honoured", passed=facts["shares_ok"],
+                                  metadata={"tolerance": recipe.tolerance,
+                                            **{f"deviation_{c}": d for c, d in facts["deviation"].items()}})
+        yield dg.AssetCheckResult(check_name="epochs_within_cap", passed=facts["epochs_ok"],
+                                  metadata={"over_cap": ", ".join(facts["over_cap"]) or "none",
+                                            **{f"epochs_{c}": r["epochs"] for c, r in manifest["components"].items()}})
 
     return mixed

@@ -15,6 +15,16 @@ from resources.storage import ObjectStore
 from resources.tokenizer import TokenizerResource
 
 
+def resolve_source(cfg, store: ObjectStore, name: str):
+    """The configured source `name`, or the landing zone subdirectory `name` in the first zone that has it."""
+    if name in cfg.source_names:
+        return cfg.source(name)
+    for zone in cfg.sources.landing_zones:
+        if store.expand(f"{cfg.resolve_uri(zone.uri).rstrip('/')}/{name}/*"):
+            return cfg.source(name, landed_in=zone.name)
+    raise dg.Failure(f"source {name!r} is not configured and is in no landing zone")
+
+
 def shard_names(uris: list[str]) -> list[str]:
     """Stable shard names: each URI relative to the deepest directory common to all of a source's files.
 
@@ -36,7 +46,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""
-        source = cfg.source(context.partition_key)
+        source = resolve_source(cfg, store, context.partition_key)
         files = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
         if not files:
             raise dg.Failure(f"source {source.name!r}: no files match {source.uris}")

@@ -1,100 +1,250 @@
-"""tokenized: the mixture as one flat token stream with an index (format `curation-tokens-v1`).
+"""tokenized: the mixture as Megatron-compatible token shards (`.bin` + `.idx`) with a manifest.
 
-Format, written by the IO manager under `<root>/tokenized/_all/<version>/`:
-- `tokens.bin`: little-endian unsigned ints (`header.dtype`: `<u2` when the vocabulary fits 16 bits, else `<u4`),
-  the documents in mixture order, each followed by the end-of-text id `header.eot_id` (as nanoGPT/datatrove do);
-- `index.parquet`: one row per document: `doc_id`, `source`, `epoch`, `offset` (u64, first token), `n_tokens` (u32,
-  without the EOT) - document i spans `tokens[offset : offset + n_tokens]` and `tokens[offset + n_tokens] == eot_id`;
-- `header.json`: format, tokenizer, vocab_size, dtype, eot_id, sequence_length, documents, tokens, sha256 of
-  tokens.bin. A trainer packs `sequence_length + 1`-token windows from the flat stream (or reads per-document
-  spans from the index); `np.memmap(path, dtype=header["dtype"])` reads it without copying.
+Written by the IO manager under `<root>/tokenized/_all/<version>/`:
+- `shard-NNNNN.bin` / `shard-NNNNN.idx`: a Megatron-LM `MMIDIDX` indexed dataset per shard (layout in
+  `curation_assets/megatron.py`; the prefix `.../shard-NNNNN` loads with Megatron's `IndexedDataset`). Each
+  document of the mixture, in mixture order, is one sequence: its `encode_ordinary` ids followed by the EOT id.
+  A shard is closed before the document that would take it past `shard_tokens` (documents never straddle shards).
+- `documents.parquet`: one row per document: doc_id, source, component, epoch, shard, sequence (index in its
+  shard), n_tokens (without the EOT).
+- `manifest.json`: format, tokenizer, vocab_size, dtype (+ Megatron dtype code), eot_id, sequence_length, recipe +
+  recipe hash, token and document counts (total, per component, per shard) and the sha256 of every file.
 """
 
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation_assets import megatron
+from curation_assets.config import version_of
 from curation_assets._dagster import DAILY, enforce_transfers, pod
 from curation_assets.frames import step_metadata
 from resources.cost_guard import CostGuard
 from resources.storage import FileSetOutput
 from resources.tokenizer import TokenizerResource
 
-FORMAT = "curation-tokens-v1"
-BATCH = 2048
+FORMAT = "curation-megatron-v1"
+BATCH = 1024
 
 
-def tokenize_docs(docs: pl.DataFrame, encode_batch: Callable[[list[str]], list[list[int]]], eot_id: int,
-                  vocab_size: int) -> tuple[np.ndarray, pl.DataFrame]:
-    """Encode `docs.text` in order (batches of BATCH docs, so memory is bounded by the output plus one batch).
+class TokenizeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    Requires: doc_id, source, epoch, text. Returns (flat token array, index frame as in the module docstring).
+    # tokens per shard; 2^28 int32 tokens = 1 GiB, a size object stores and Megatron's mmap handle well
+    shard_tokens: int = Field(default=1 << 28, gt=0)
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str  # Megatron prefix: `<name>.bin`, `<name>.idx`
+    data: bytes
+    index: bytes
+    lengths: np.ndarray  # tokens per sequence, EOT included
+
+
+def tokenize_docs(texts: Iterator[list[str]], encode: Callable[[list[str]], list[np.ndarray]], eot_id: int,
+                  vocab_size: int, shard_tokens: int) -> Iterator[Shard]:
+    """Encode batches of texts (in mixture order) and yield full shards, so memory is one shard plus one batch.
+
+    `encode` maps texts to uint32 id arrays (`TokenizerResource.encode_arrays`: batched, multi-threaded).
     """
-    dtype = np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
-    chunks, lengths = [], []
-    for start in range(0, docs.height, BATCH):
-        for ids in encode_batch(docs["text"].slice(start, BATCH).to_list()):
-            chunks.append(np.asarray([*ids, eot_id], dtype=dtype))
-            lengths.append(len(ids))
-    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
-    n = np.asarray(lengths, dtype=np.uint32)
-    offsets = np.concatenate([[0], np.cumsum(n.astype(np.uint64) + 1)[:-1]]).astype(np.uint64) if len(n) else n.astype(np.uint64)
-    index = docs.select("doc_id", "source", "epoch").with_columns(
-        pl.Series("offset", offsets, dtype=pl.UInt64), pl.Series("n_tokens", n, dtype=pl.UInt32))
-    return tokens, index
+    dtype = megatron.optimal_dtype(vocab_size)
+    eot = np.array([eot_id], dtype=np.uint32)
+    parts: list[np.ndarray] = []
+    lengths: list[int] = []
+    size = 0
+
+    def close() -> Shard:
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+        data = (flat.view("<i4") if dtype.itemsize == 4 else flat.astype(dtype)).tobytes()
+        n = np.asarray(lengths, dtype=np.int32)
+        return Shard(f"shard-{n_shards:05d}", data, megatron.index_bytes(n, dtype), n)
+
+    n_shards = 0
+    for batch in texts:
+        for ids in encode(batch):
+            if size and size + ids.size + 1 > shard_tokens:
+                yield close()
+                n_shards, parts, lengths, size = n_shards + 1, [], [], 0
+            parts += [ids, eot]
+            lengths.append(ids.size + 1)
+            size += ids.size + 1
+    if lengths or n_shards == 0:
+        yield close()
 
 
-def read_tokens(store, files: dict[str, str]) -> tuple[np.ndarray, pl.DataFrame, dict]:
-    """Load a published `curation-tokens-v1` file set (name -> URI) back into (tokens, index, header)."""
-    header = json.loads(store.read_bytes(files["header.json"]))
-    tokens = np.frombuffer(store.read_bytes(files["tokens.bin"]), dtype=np.dtype(header["dtype"]))
-    return tokens, pl.read_parquet(io.BytesIO(store.read_bytes(files["index.parquet"]))), header
+def text_batches(docs: pl.DataFrame, batch: int = BATCH) -> Iterator[list[str]]:
+    for start in range(0, docs.height, batch):
+        yield docs["text"].slice(start, batch).to_list()
 
 
-def verify(tokens: np.ndarray, index: pl.DataFrame, eot_id: int) -> dict[str, object]:
-    """Facts the `index_matches_tokens` check asserts: the index accounts for every token and every span ends in EOT."""
-    ends = (index["offset"] + index["n_tokens"].cast(pl.UInt64)).to_numpy()
-    indexed = int(index["n_tokens"].sum() or 0) + index.height
-    return {"tokens_in_data": int(tokens.size), "tokens_in_index": indexed,
-            "spans_end_in_eot": bool(index.height == 0 or (ends < tokens.size).all() and (tokens[ends] == eot_id).all())}
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_shards(manifest: dict, read: Callable[[str], bytes]) -> dict[str, object]:
+    """Re-read every shard and check it against its index and the manifest: checksums, pointers and counts agree,
+    every sequence ends in EOT and no other token is EOT, every id is below the vocabulary size."""
+    problems, tokens, sequences, max_id = [], 0, 0, -1
+    eot, vocab = manifest["eot_id"], manifest["vocab_size"]
+    for s in manifest["shards"]:
+        data, idx_bytes = read(s["bin"]), read(s["idx"])
+        if sha256(data) != s["bin_sha256"] or sha256(idx_bytes) != s["idx_sha256"]:
+            problems.append(f"{s['name']}: checksum mismatch")
+        try:
+            idx = megatron.read_index(idx_bytes)
+        except megatron.MegatronIndexError as e:
+            problems.append(f"{s['name']}: {e}")
+            continue
+        problems += [f"{s['name']}: {p}" for p in megatron.check_shard(idx, len(data))]
+        ids = np.frombuffer(data, dtype=idx.dtype)
+        ends = np.cumsum(idx.lengths.astype(np.int64)) - 1
+        if ids.size and (ends[-1] >= ids.size or (ids[ends[ends < ids.size]] != eot).any()):
+            problems.append(f"{s['name']}: a sequence does not end in EOT")
+        if int((ids == eot).sum()) != len(idx.lengths):
+            problems.append(f"{s['name']}: EOT inside a document")
+        max_id = max(max_id, int(ids.max()) if ids.size else -1)
+        if ids.size and int(ids.min()) < 0:
+            problems.append(f"{s['name']}: negative id")
+        tokens += idx.tokens
+        sequences += len(idx.lengths)
+    if tokens != manifest["tokens"] or sequences != manifest["documents"]:
+        problems.append(f"manifest says {manifest['tokens']} tokens / {manifest['documents']} documents, "
+                        f"the shards hold {tokens} / {sequences}")
+    return {"tokens_in_data": tokens, "sequences_in_data": sequences, "max_id": max_id,
+            "ids_in_range": max_id < vocab, "index_ok": not problems, "problems": "; ".join(problems[:10]) or "none"}
+
+
+def decode_sample(manifest: dict, documents: pl.DataFrame, texts: pl.Series, read: Callable[[str], bytes],
+                  decode: Callable[[np.ndarray], str], k: int = 16, seed: int = 0) -> list[int]:
+    """Positions (mixture order) of up to `k` sampled documents whose tokens do NOT decode back to their text."""
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(documents.height, size=min(k, documents.height), replace=False).tolist())
+    shards = {s["name"]: s for s in manifest["shards"]}
+    bad, cache = [], {}
+    for i in picks:
+        row = documents.row(i, named=True)
+        if row["shard"] not in cache:
+            s = shards[row["shard"]]
+            idx = megatron.read_index(read(s["idx"]))
+            cache = {row["shard"]: (idx, np.frombuffer(read(s["bin"]), dtype=idx.dtype))}
+        idx, ids = cache[row["shard"]]
+        start = int(idx.pointers[row["sequence"]]) // idx.dtype.itemsize
+        if decode(ids[start:start + row["n_tokens"]]) != texts[i]:
+            bad.append(i)
+    return bad
 
 
 # --- asset wrapper ---------------------------------------------------------------------------------------------
 def build(cfg, version: str) -> dg.AssetsDefinition:
 
     recipe = cfg.recipe
+    shard_tokens = TokenizeParams(**cfg.thresholds.tokenized.default).shard_tokens
 
     @dg.asset(code_version=version, op_tags=pod("2", "8Gi"), group_name="curation", freshness_policy=DAILY,
               check_specs=[dg.AssetCheckSpec("index_matches_tokens", asset="tokenized", blocking=True,
-                                             description="tokens in the index == tokens in tokens.bin; spans end in EOT")],
+                                             description="every .idx agrees with its .bin and the manifest; "
+                                                         "every sequence ends in EOT"),
+                           dg.AssetCheckSpec("ids_in_range", asset="tokenized", blocking=True,
+                                             description="every token id is below the vocabulary size"),
+                           dg.AssetCheckSpec("sample_decodes", asset="tokenized", blocking=True,
+                                             description="a seeded sample of documents decodes back to its text")],
               metadata={"recipe": recipe.name, "format": FORMAT})
     def tokenized(context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource,
                   cost_guard: CostGuard):
-        """`curation-tokens-v1` token stream of the mixture (layout in curation_assets/tokenized.py)."""
-        docs = mixed.select("doc_id", "source", "epoch", "text").collect()
+        """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see the module)."""
+        docs = mixed.select("doc_id", "source", "component", "epoch", "text", "n_tokens").collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
-        tokens, index = tokenize_docs(docs, tokenizer.encode_batch, tokenizer.eot_id, tokenizer.vocab_size)
-        header = {"format": FORMAT, "tokenizer": recipe.tokenizer, "vocab_size": tokenizer.vocab_size,
-                  "dtype": tokens.dtype.str, "eot_id": tokenizer.eot_id, "sequence_length": recipe.sequence_length,
-                  "documents": index.height, "tokens": int(tokens.size), "recipe": recipe.name,
-                  "sha256": hashlib.sha256(tokens.tobytes()).hexdigest()}
-        index_bytes = io.BytesIO()
-        index.write_parquet(index_bytes, compression="zstd")
-        out = FileSetOutput(files=iter([("tokens.bin", tokens.tobytes()), ("index.parquet", index_bytes.getvalue()),
-                                        ("header.json", json.dumps(header, indent=1, sort_keys=True).encode())]))
+        tok = tokenizer if tokenizer.encoding == recipe.tokenizer else TokenizerResource(
+            encoding=recipe.tokenizer, num_threads=tokenizer.num_threads)
+        # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
+        # predicted from `n_tokens` (counted by the same encoding in `raw`); the check asserts the shards match.
+        lengths = (docs["n_tokens"].to_numpy() if tok is tokenizer else
+                   np.array(tok.count_tokens(docs["text"].to_list()), dtype=np.int64)) + 1
+        dtype = megatron.optimal_dtype(tok.vocab_size)
+        manifest = {"format": FORMAT, "tokenizer": recipe.tokenizer, "vocab_size": tok.vocab_size, "dtype": dtype.str,
+                    "megatron_dtype_code": megatron.DTYPE_CODES[dtype.newbyteorder("=")], "eot_id": tok.eot_id,
+                    "sequence_length": recipe.sequence_length, "shard_tokens": shard_tokens, "recipe": recipe.name,
+                    "recipe_hash": version_of(recipe), "shards": []}
+        written_lengths: list[np.ndarray] = []
+
+        def files():
+            for shard in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, shard_tokens):
+                manifest["shards"].append({"name": shard.name, "bin": f"{shard.name}.bin", "idx": f"{shard.name}.idx",
+                                           "documents": len(shard.lengths), "tokens": int(shard.lengths.sum()),
+                                           "bin_sha256": sha256(shard.data), "idx_sha256": sha256(shard.index)})
+                written_lengths.append(shard.lengths)
+                yield f"{shard.name}.bin", shard.data
+                yield f"{shard.name}.idx", shard.index
+            documents = documents_frame(docs, manifest["shards"], written_lengths)
+            buf = io.BytesIO()
+            documents.write_parquet(buf, compression="zstd")
+            per = documents.group_by("component").agg(pl.len().alias("documents"),
+                                                      (pl.col("n_tokens").sum() + pl.len()).alias("tokens"))
+            manifest.update(documents=documents.height, tokens=int(sum(int(x.sum()) for x in written_lengths)),
+                            documents_sha256=sha256(buf.getvalue()),
+                            components={c: {"documents": d, "tokens": t} for c, d, t in per.sort("component").iter_rows()})
+            yield "documents.parquet", buf.getvalue()
+            yield "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+        predicted = {"tokens": int(lengths.sum()), "documents": docs.height,
+                     "shards": len(shard_sizes(lengths, shard_tokens))}
+        out = FileSetOutput(files=files())
         yield dg.Output(out, metadata=step_metadata(
-            rows_in=docs.height, rows_out=index.height, drops={}, bytes_in=docs.estimated_size(),
-            bytes_out=tokens.nbytes + len(index_bytes.getvalue()), config_version=version,
-            extra={"tokens": int(tokens.size), "sequences": int(tokens.size) // (recipe.sequence_length + 1), **transfer}))
-        # re-read what the IO manager wrote, so the check covers persistence, not just the in-memory arrays
-        facts = verify(*read_tokens(context.resources.io_manager.store, out.written["files"])[:2], tokenizer.eot_id)
+            rows_in=docs.height, rows_out=docs.height, drops={}, bytes_in=docs.estimated_size(),
+            bytes_out=predicted["tokens"] * dtype.itemsize, config_version=version,
+            extra={**predicted, **transfer, "sequences": predicted["tokens"] // recipe.sequence_length,
+                   "dtype": dtype.str, "eot_id": tok.eot_id, "recipe_hash": manifest["recipe_hash"]}))
+        written, store = out.written["files"], context.resources.io_manager.store
+        read = lambda name: store.read_bytes(written[name])  # noqa: E731 - re-read what was persisted
+        facts = verify_shards(json.loads(read("manifest.json")), read)
+        documents = pl.read_parquet(io.BytesIO(read("documents.parquet")))
+        bad = decode_sample(manifest, documents, docs["text"], read, tok.decode, seed=recipe.seed)
+        as_predicted = all(manifest[k] == v for k, v in predicted.items() if k != "shards") and \
+            len(manifest["shards"]) == predicted["shards"]
         yield dg.AssetCheckResult(
-            check_name="index_matches_tokens",
-            passed=facts["tokens_in_data"] == facts["tokens_in_index"] and bool(facts["spans_end_in_eot"]),
-            metadata=facts)
+            check_name="index_matches_tokens", passed=bool(facts["index_ok"]) and as_predicted,
+            metadata={"tokens_in_data": facts["tokens_in_data"], "sequences_in_data": facts["sequences_in_data"],
+                      "tokens_in_metadata": predicted["tokens"], "problems": facts["problems"],
+                      "bytes_written": out.written["bytes_out"],
+                      "manifest": dg.MetadataValue.json({k: v for k, v in manifest.items() if k != "shards"}),
+                      "shards": dg.MetadataValue.md(shard_table(manifest))})
+        yield dg.AssetCheckResult(check_name="ids_in_range", passed=bool(facts["ids_in_range"]),
+                                  metadata={"max_id": facts["max_id"], "vocab_size": tok.vocab_size})
+        yield dg.AssetCheckResult(check_name="sample_decodes", passed=not bad,
+                                  metadata={"sampled": min(16, docs.height), "mismatched_positions": str(bad)})
 
     return tokenized
+
+
+def shard_sizes(lengths: np.ndarray, shard_tokens: int) -> list[int]:
+    """Documents per shard under `tokenize_docs`'s rule (close a shard before the sequence that would overflow it)."""
+    sizes, size, n = [], 0, 0
+    for length in lengths.tolist():
+        if size and size + length > shard_tokens:
+            sizes.append(n)
+            size, n = 0, 0
+        size, n = size + length, n + 1
+    return sizes + [n] if n or not sizes else sizes
+
+
+def documents_frame(docs: pl.DataFrame, shards: list[dict], lengths: list[np.ndarray]) -> pl.DataFrame:
+    """documents.parquet: provenance of every sequence (its shard and position there) in mixture order."""
+    return docs.select("doc_id", "source", "component", "epoch").with_columns(
+        pl.Series("shard", np.repeat([s["name"] for s in shards], [len(x) for x in lengths]), dtype=pl.String),
+        pl.Series("sequence", np.concatenate([np.arange(len(x)) for x in lengths]), dtype=pl.UInt32),
+        pl.Series("n_tokens", np.concatenate(lengths) - 1, dtype=pl.UInt32))
+
+
+def shard_table(manifest: dict) -> str:
+    lines = ["| shard | documents | tokens | bin sha256 |", "|---|---:|---:|---|"]
+    lines += [f"| {s['name']} | {s['documents']:,} | {s['tokens']:,} | `{s['bin_sha256'][:16]}` |" for s in manifest["shards"]]
+    return "\n".join(lines) + f"\n\n{manifest['tokens']:,} tokens ({manifest['tokenizer']}, {manifest['dtype']}, EOT " \
+                              f"{manifest['eot_id']}) in {manifest['documents']:,} documents"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
 from resources.storage import ObjectStore, ParquetIOManager
@@ -36,6 +38,9 @@ class Settings:
     data_region: str | None = None
     data_zone: str | None = None
     data_via: str = "gateway"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: bool = False
     namespace: str = "curation"
 
     @classmethod
@@ -57,6 +62,9 @@ class Settings:
             data_region=e.get("CURATION_DATA_REGION") or None,
             data_zone=e.get("CURATION_DATA_ZONE") or None,
             data_via=e.get("CURATION_DATA_VIA") or cls.data_via,
+            llm_base_url=e.get("CURATION_LLM_BASE_URL") or None,
+            llm_model=e.get("CURATION_LLM_MODEL") or None,
+            llm_api_key="CURATION_LLM_API_KEY" in e,
             namespace=e.get("CURATION_NAMESPACE") or cls.namespace,
         )
 
@@ -74,5 +82,8 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
         "tokenizer": TokenizerResource(),
         "lid": LanguageIdResource(),
         "cost_guard": guard,
-        "synth_backend": SyntheticBackend(),
+        "synth_backend": SyntheticBackend(
+            base_url=settings.llm_base_url, model=settings.llm_model,
+            api_key=dg.EnvVar("CURATION_LLM_API_KEY") if settings.llm_api_key else None,  # a secret: never in config
+            cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache"),
     }

@@ -32,3 +32,29 @@ class LanguageIdResource(dg.ConfigurableResource):
         return [lab[0].removeprefix("__label__") if lab else "unknown" for lab in labels], [
             float(min(p[0], 1.0)) if len(p) else 0.0 for p in probs
         ]
+
+
+class QualityModel:
+    """A DCLM-style fastText quality classifier (`__label__hq` vs `__label__cc`) loaded from a published file set
+    (`model.bin`); `score(texts)` is the hq probability, computed as DCLM does (lines joined by spaces, k=1)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def from_files(cls, files: dict[str, str], store) -> QualityModel:
+        import tempfile
+
+        import fasttext
+
+        with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+            f.write(store.read_bytes(files["model.bin"]))
+            f.flush()
+            return cls(fasttext.load_model(f.name))
+
+    def score(self, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        labels, probs = self.model.predict([" ".join(t.strip().splitlines()) for t in texts], k=1)
+        return [float(min(p[0], 1.0)) if lab and lab[0] == "__label__hq" else float(1 - min(p[0], 1.0)) if lab
+                else 0.0 for lab, p in zip(labels, probs, strict=True)]

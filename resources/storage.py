@@ -5,6 +5,7 @@ Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://buc
     <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
     <root>/<asset>/<partition>/<version>/part-NNNNN.parquet      kept rows, one file per streamed part
     <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
+    <root>/<asset>/<partition>/<version>/<name>.parquet          a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
 
 Unpartitioned assets use the partition folder `_all`. A version folder is never modified after its manifest is
@@ -143,6 +144,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     store: ObjectStore
     cost_guard: CostGuard
     keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
+    # expensive outputs (LLM generations) are never deleted by the pipeline; retention is an operator's decision
+    never_prune: list[str] = ["synthetic"]
     _reads: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)
 
     # -- cost guard ----------------------------------------------------------------------------------------
@@ -201,12 +204,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata(step_metadata(
                 rows_in=obj.resolve(obj.rows_in), rows_out=files["rows"], drops=drops,
                 bytes_in=obj.resolve(obj.bytes_in), bytes_out=files["bytes"], config_version=obj.config_version,
-                extra={"tokens": files["tokens"], **obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}")}))
+                extra={"tokens": files["tokens"], **obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}"),
+                       **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()}}))
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
         manifest = {"version": version, "run_id": context.run_id, **files}
         self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
-        self._prune(root, keep=version)
+        if context.asset_key.to_user_string() not in self.never_prune:
+            self._prune(root, keep=version)
         moved = [self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
                  self.cost_guard.data_root(files["bytes"])]
         context.add_output_metadata({**self.cost_guard.plan(moved).metadata("data_"),
@@ -229,7 +234,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             uri = f"{vdir}/dropped-00000.parquet"
             nbytes += self.store.write_parquet(dropped, uri)
             dropped_files.append(uri)
-        return {"parts": parts, "dropped": dropped_files, "rows": rows, "rows_dropped": dropped.height,
+        side = {}
+        for name, table in out.side.items():
+            side[name] = f"{vdir}/{name}.parquet"
+            nbytes += self.store.write_parquet(table, side[name])
+        return {"parts": parts, "dropped": dropped_files, "side": side, "rows": rows, "rows_dropped": dropped.height,
                 "tokens": tokens, "bytes": nbytes, "part_bytes": part_bytes, "dropped_frame": dropped}
 
     def _write_files(self, out: FileSetOutput, vdir: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from curation_assets.filtered import FilterParams
 def test_bundled_config_is_valid_and_every_source_has_files():
     cfg = load_config()
     assert cfg.source_names == ["web", "code", "books", "multilingual"]
-    assert set(cfg.recipe.weights) == set(cfg.source_names)
+    assert cfg.recipe.sources() == set(cfg.source_names)
     for s in cfg.source_names:
         FilterParams(**cfg.thresholds.filtered.for_source(s))  # per-source overrides are valid params
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation_assets.filtered import FilterParams, filter_docs, lang_labels
+from curation_assets.filtered import FilterParams, family_params, filter_docs, lang_labels
 
 LID_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "lid.176.ftz"
 
@@ -23,8 +23,12 @@ def tokens(n: int, stem: str = "term") -> list[str]:
 
 
 def reason(text: str, lang: str = "en", score: float = 0.99, **params) -> str | None:
+    """First failing rule; C4 and FineWeb are off unless a case turns them on (the Gopher cases are not prose)."""
+    family = params.pop("family", None)
+    p = family_params(family, **params) if family else FilterParams(**{"c4_quality": False, "fineweb_quality": False,
+                                                                       **params})
     docs = pl.DataFrame({"doc_id": ["d"], "text": [text]})
-    marked = filter_docs(docs, FilterParams(**params), pl.DataFrame({"lang": [lang], "lang_score": [score]}))
+    marked = filter_docs(docs, p, pl.DataFrame({"lang": [lang], "lang_score": [score]}))
     return marked["drop_reason"][0]
 
 
@@ -57,8 +61,8 @@ CASES = [
     ("gopher_long_doc", dict(text=" ".join(f"w{i}" for i in range(100_001)))),
     ("gopher_below_avg_threshold", dict(text=" ".join(a + b for a in "abcdef" for b in "ghijklmnop"))),
     ("gopher_above_avg_threshold", dict(text=" ".join(tokens(60, "extraordinarily")))),
-    ("gopher_too_many_hashes", dict(text=PROSE + " " + " ".join(f"#topic{i}" for i in range(10)))),
-    ("gopher_too_many_ellipsis", dict(text=PROSE + " " + " ".join(f"wait{i}..." for i in range(10)))),
+    ("gopher_too_many_hashes", dict(text=PROSE + " " + " ".join(f"#topic{i}" for i in range(16)))),
+    ("gopher_too_many_ellipsis", dict(text=PROSE + " " + " ".join(f"wait{i}..." for i in range(16)))),
     ("gopher_too_many_bullets", dict(text="\n".join(f"  - alpha{i} beta{i} gamma{i}" for i in range(60)))),
     (
         "gopher_too_many_end_ellipsis",
@@ -66,6 +70,19 @@ CASES = [
     ),
     ("gopher_below_alpha_threshold", dict(text=PROSE + " " + " ".join(str(1000 + i) for i in range(25)))),
     ("gopher_enough_stop_words", dict(text=" ".join(tokens(60)))),
+    # a 12-word phrase repeated with distinct filler: top n-grams stay low, repeated 5..10-grams cover > 15 %
+    ("duplicated_5_n_grams", dict(text=" ".join(f"{' '.join(tokens(15, 'rep'))} {' '.join(tokens(30, f'u{i}x'))}"
+                                                for i in range(3)), family="gopher_repetition")),
+    ("c4_lorem_ipsum", dict(text=PROSE + "\nLorem ipsum dolor sit amet, consectetur.", c4_quality=True)),
+    ("c4_curly_bracket", dict(text=PROSE + "\nThe config is { a: 1 } in braces.", c4_quality=True)),
+    ("c4_too_few_sentences", dict(text=PROSE, c4_quality=True)),  # 4 sentences < 5
+    ("fineweb_line_punct_ratio", dict(text="\n".join(f"Heading number {i} without a full stop at all" for i in range(9)),
+                                      family="fineweb")),
+    ("fineweb_short_line_ratio", dict(text="\n".join([f"Short line {i}." for i in range(3)] + [PROSE]),
+                                      family="fineweb")),
+    ("fineweb_char_dup_ratio", dict(text=PROSE + "\n" + LONG_LINE + "\n" + LONG_LINE, family="fineweb")),
+    ("fineweb_list_ratio", dict(text="\n".join(f"W{i}." for i in range(80)) + "\n" + PROSE,
+                                family="fineweb", short_line_thr=None)),
 ]
 
 
@@ -78,8 +95,8 @@ def test_each_rule_fires_with_its_datatrove_reason(expected, case):
 def test_real_prose_is_kept_and_columns_are_added():
     docs = pl.DataFrame({"doc_id": ["a", "b"], "text": [PROSE, PROSE.replace("The filters", "Our filters")]})
     lang = pl.DataFrame({"lang": ["en", "en"], "lang_score": [0.93, 0.91]})
-    marked = filter_docs(docs, FilterParams(languages=("en",)), lang)
-    assert marked.columns == ["doc_id", "text", "lang", "lang_score", "drop_reason"]
+    marked = filter_docs(docs, FilterParams(languages=("en",), c4_quality=False), lang)
+    assert marked.columns == ["doc_id", "text", "lang", "lang_score", "drop_reason", "drop_value", "values"]
     assert marked["drop_reason"].to_list() == [None, None]
     assert marked["lang_score"].to_list() == [0.93, 0.91]
 
@@ -94,7 +111,7 @@ def test_first_failing_rule_wins_and_disabled_rules_never_fire():
     assert reason(" ".join(f"New York {w}" for w in tokens(30)), top_n_grams=None, min_stop_words=None) is None
 
 
-def test_stop_words_are_unique_case_sensitive_and_ignore_surrounding_punctuation():
+def test_stop_words_are_unique_case_sensitive_and_punctuation_is_split_off_like_spacy():
     words = tokens(60)
     assert reason(" ".join(words + ["the,", "(and)"])) is None
     assert reason(" ".join(words + ["the", "the", "the"])) == "gopher_enough_stop_words"  # one unique stop word
@@ -120,7 +137,8 @@ def test_sixteen_mib_texts_without_whitespace_stay_fast():
     lang = pl.DataFrame({"lang": ["en"] * 3, "lang_score": [0.9] * 3})
     start = time.perf_counter()
     marked = filter_docs(docs, FilterParams(), lang)
-    assert marked["drop_reason"].to_list() == ["gopher_short_doc"] * 3
+    # the top-2-gram of "x"*n... has no second word; "ab.-#…" repeats: datatrove's order puts repetition first
+    assert marked["drop_reason"].to_list() == ["gopher_short_doc", "gopher_short_doc", "top_2_gram"]
     assert time.perf_counter() - start < 30  # linear: a few seconds; quadratic would not finish
 
 
@@ -164,3 +182,42 @@ def test_lid176_labels_english_german_japanese():
     frame = lang_labels(lambda batch: model.predict(batch, k=1), texts)
     assert frame["lang"].to_list() == ["en", "de", "ja"]
     assert all(score > 0.65 for score in frame["lang_score"])
+
+
+def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_fraction(tmp_path):
+    from curation_assets.filtered import distributions_markdown, funnel_markdown, iter_decided, run_filter
+
+    texts = [PROSE.replace("Curation", f"Curation{i}") for i in range(40)] + [" ".join(PROSE.split()[:20])] * 2
+    docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    params = FilterParams(quality_keep_fraction=0.25, c4_quality=False, top_n_grams=None)  # a 20-word doc: 1 gram > 18 %
+    predict = lambda batch: (["en"] * len(batch), [0.9] * len(batch))  # noqa: E731
+    score = lambda batch: [len(t) % 97 / 97 for t in batch]  # noqa: E731  deterministic, spread
+    ledger = run_filter([docs.slice(0, 20), docs.slice(20)], params, predict, score, str(tmp_path))
+    assert ledger.columns == ["doc_id", "kept", "drop_reason", "drop_value", "lang", "lang_score", "quality_score",
+                              "values"]
+    short = ledger.filter(pl.col("doc_id") == "d40").row(0, named=True)
+    assert short["drop_reason"] == "gopher_short_doc" and short["drop_value"] == 20 and not short["kept"]
+    assert short["values"]["gopher_short_doc"] == 20 and short["lang_score"] == 0.9
+    passed = 40  # every prose doc passes the heuristics; the classifier keeps round(0.25 * 40) of them
+    assert ledger["kept"].sum() == 10
+    cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
+    assert cut.height == passed - 10
+    assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
+    dropped: list[pl.DataFrame] = []
+    kept = pl.concat(list(iter_decided(str(tmp_path), ledger, dropped)))
+    assert sorted(kept["doc_id"]) == sorted(ledger.filter("kept")["doc_id"])
+    assert "drop_reason" not in kept.columns and pl.concat(dropped).height == 32
+    funnel = funnel_markdown(ledger)
+    assert "| low_quality_score | 30 | 71.4% |" in funnel and "| **kept** | 10 | 23.8% |" in funnel
+    assert "| gopher_short_doc | 42 |" in distributions_markdown(ledger)
+
+
+def test_c4_line_removing_variant_rewrites_kept_text():
+    text = "\n".join([PROSE.split(". ")[0] + ".", "Click here to enable JavaScript now.", "menu", *PROSE.split(". ")[1:]])
+    docs = pl.DataFrame({"doc_id": ["a"], "text": [text + " One more. And another. Then a last one."]})
+    lang = pl.DataFrame({"lang": ["en"], "lang_score": [0.9]})
+    p = family_params("c4", c4_remove_lines=True, c4_min_num_sentences=3)
+    out = filter_docs(docs, p, lang)
+    assert out["drop_reason"][0] is None
+    assert "JavaScript" not in out["text"][0] and "menu" not in out["text"][0]
+    assert out["text"][0].startswith("Curation pipelines turn raw crawled text into training data.")

@@ -50,13 +50,13 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
         assert "tokenized  default" in table
 
         runs = len(instance.get_run_records())
-        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["header.json"]
-        sha = json.loads(Path(header).read_text())["sha256"]
+        manifest = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["manifest.json"]
+        sha = [s["bin_sha256"] for s in json.loads(Path(manifest).read_text())["shards"]]
         assert run(instance, settings, force=False)
         assert len(instance.get_run_records()) == runs  # nothing changed: nothing recomputed
         assert run(instance, settings, force=True)
-        header = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["header.json"]
-        assert json.loads(Path(header).read_text())["sha256"] == sha  # recomputed: byte-identical tokens
+        manifest = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["manifest.json"]
+        assert [s["bin_sha256"] for s in json.loads(Path(manifest).read_text())["shards"]] == sha  # byte-identical
 
 
 def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, corpus_yaml, tmp_path):

@@ -1,28 +1,103 @@
+import json
+import struct
+
 import numpy as np
 import polars as pl
+import pytest
 
-from curation_assets.tokenized import tokenize_docs, verify
+from curation_assets import megatron
+from curation_assets.tokenized import (decode_sample, documents_frame, sha256, shard_sizes, text_batches, tokenize_docs,
+                                       verify_shards)
 from resources.tokenizer import TokenizerResource
 
-
-def test_token_stream_and_index_agree_with_tiktoken_cl100k():
-    tok = TokenizerResource()
-    docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "source": ["s"] * 3, "epoch": [0, 0, 0],
-                         "text": ["hello world", "", "<|endoftext|> is plain text here"]})
-    tokens, index = tokenize_docs(docs, tok.encode_batch, tok.eot_id, tok.vocab_size)
-    assert tokens.dtype == np.dtype("<u4")  # cl100k has 100 277 ids: does not fit 16 bits
-    assert tokens[:3].tolist() == [15339, 1917, tok.eot_id]
-    assert index["n_tokens"].to_list() == [2, 0, len(tok.encode_batch([docs["text"][2]])[0])]
-    assert index["offset"].to_list() == [0, 3, 4]
-    assert tok.eot_id not in tokens[4:-1].tolist()  # special tokens in text are never encoded as control ids
-    facts = verify(tokens, index, tok.eot_id)
-    assert facts["tokens_in_data"] == facts["tokens_in_index"] and facts["spans_end_in_eot"]
+TOK = TokenizerResource()
+TEXTS = ["hello world", "", "<|endoftext|> is plain text here", "naïve café – 東京 🚀", "x" * 3000,
+         "def f(x):\n    return x  # code\n"]
 
 
-def test_verify_detects_a_corrupted_index():
-    tokens = np.array([5, 6, 99, 7, 99], dtype="<u4")
-    index = pl.DataFrame({"doc_id": ["a", "b"], "offset": pl.Series([0, 3], dtype=pl.UInt64),
-                          "n_tokens": pl.Series([2, 2], dtype=pl.UInt32)})
-    facts = verify(tokens, index, eot_id=99)
-    assert facts["tokens_in_index"] == 6 != facts["tokens_in_data"]
-    assert not facts["spans_end_in_eot"]
+def read_idx_like_megatron(path):
+    """megatron/core/datasets/indexed_dataset.py `_IndexReader`, transcribed: header fields, then memmapped arrays."""
+    with open(path, "rb") as f:
+        assert f.read(9) == b"MMIDIDX\x00\x00"
+        (version,) = struct.unpack("<Q", f.read(8))
+        (code,) = struct.unpack("<B", f.read(1))
+        (sequence_count,) = struct.unpack("<Q", f.read(8))
+        (document_count,) = struct.unpack("<Q", f.read(8))
+        offset = f.tell()
+    buf = np.memmap(path, mode="r", order="C")
+    lengths = np.frombuffer(buf, dtype=np.int32, count=sequence_count, offset=offset)
+    pointers = np.frombuffer(buf, dtype=np.int64, count=sequence_count, offset=offset + lengths.nbytes)
+    docs = np.frombuffer(buf, dtype=np.int64, count=document_count, offset=offset + lengths.nbytes + pointers.nbytes)
+    return version, code, lengths, pointers, docs
+
+
+def build(texts, shard_tokens, batch=3):
+    docs = pl.DataFrame({"text": texts})
+    return list(tokenize_docs(text_batches(docs, batch), TOK.encode_arrays, TOK.eot_id, TOK.vocab_size, shard_tokens))
+
+
+def manifest_for(shards, vocab=TOK.vocab_size):
+    return {"eot_id": TOK.eot_id, "vocab_size": vocab, "documents": sum(len(s.lengths) for s in shards),
+            "tokens": sum(int(s.lengths.sum()) for s in shards),
+            "shards": [{"name": s.name, "bin": f"{s.name}.bin", "idx": f"{s.name}.idx", "tokens": int(s.lengths.sum()),
+                        "documents": len(s.lengths), "bin_sha256": sha256(s.data), "idx_sha256": sha256(s.index)}
+                       for s in shards]}
+
+
+def test_encode_arrays_is_encode_ordinary_batch_for_any_text():
+    texts = (TEXTS + ["lone surrogate \ud800 here"]) * 5  # tiktoken's own fallback for what polars cannot hold
+    arrays = TOK.encode_arrays(texts)
+    assert [a.tolist() for a in arrays] == TOK.enc.encode_ordinary_batch(texts)
+    assert TOK.eot_id not in np.concatenate(arrays)  # special-token text is plain text, never the control id
+
+
+def test_shards_are_megatron_indexed_datasets_read_back_by_megatrons_reader(tmp_path):
+    shards = build(TEXTS * 4, shard_tokens=400)
+    assert [len(s.lengths) for s in shards] == shard_sizes(np.concatenate([s.lengths for s in shards]), 400)
+    assert len(shards) > 2 and all(s.lengths.sum() <= 400 or len(s.lengths) == 1 for s in shards)
+    expected = [a.tolist() + [TOK.eot_id] for a in TOK.encode_arrays(TEXTS * 4)]
+    got = []
+    for s in shards:
+        (tmp_path / f"{s.name}.idx").write_bytes(s.index)
+        (tmp_path / f"{s.name}.bin").write_bytes(s.data)
+        version, code, lengths, pointers, docs = read_idx_like_megatron(tmp_path / f"{s.name}.idx")
+        assert (version, code) == (1, 4)  # int32: cl100k needs more than 16 bits
+        assert docs.tolist() == list(range(len(lengths) + 1))
+        data = np.memmap(tmp_path / f"{s.name}.bin", dtype=np.int32, mode="r")
+        got += [data[p // 4: p // 4 + n].tolist() for p, n in zip(pointers, lengths)]
+    assert got == expected  # every document, in order, each followed by EOT
+    small = megatron.read_index(megatron.index_bytes(np.array([3, 2]), megatron.optimal_dtype(50257)))
+    assert small.dtype == np.dtype("<u2") and small.pointers.tolist() == [0, 6]  # uint16 (code 8) for gpt2-size
+
+
+def test_verify_detects_corruption_and_ids_out_of_range():
+    shards = build(TEXTS, shard_tokens=10_000)
+    files = {f"{s.name}.{ext}": getattr(s, attr) for s in shards for ext, attr in (("bin", "data"), ("idx", "index"))}
+    facts = verify_shards(manifest_for(shards), files.__getitem__)
+    assert facts["index_ok"] and facts["ids_in_range"], facts["problems"]
+    data = bytearray(files["shard-00000.bin"])
+    data[-4:] = struct.pack("<i", 7)  # the last EOT overwritten
+    broken = {**files, "shard-00000.bin": bytes(data)}
+    facts = verify_shards(manifest_for(shards), broken.__getitem__)
+    assert not facts["index_ok"] and "EOT" in facts["problems"] and "checksum" in facts["problems"]
+    idx = bytearray(files["shard-00000.idx"])
+    idx[34:38] = struct.pack("<i", 1)  # first sequence length wrong
+    facts = verify_shards(manifest_for(shards), {**files, "shard-00000.idx": bytes(idx)}.__getitem__)
+    assert not facts["index_ok"] and "pointers" in facts["problems"]
+    assert not verify_shards(manifest_for(shards, vocab=1000), files.__getitem__)["ids_in_range"]
+    with pytest.raises(megatron.MegatronIndexError):
+        megatron.read_index(b"NOTMEGA" + bytes(40))
+
+
+def test_sample_decodes_back_to_text_and_a_mismatch_is_found():
+    texts = TEXTS * 3
+    shards = build(texts, shard_tokens=200)
+    files = {f"{s.name}.{ext}": getattr(s, attr) for s in shards for ext, attr in (("bin", "data"), ("idx", "index"))}
+    docs = pl.DataFrame({"doc_id": [str(i) for i in range(len(texts))], "source": "s", "component": "s", "epoch": 0})
+    documents = documents_frame(docs, manifest_for(shards)["shards"], [s.lengths for s in shards])
+    assert documents["n_tokens"].to_list() == [len(a) for a in TOK.encode_arrays(texts)]
+    m = manifest_for(shards)
+    assert decode_sample(m, documents, pl.Series(texts), files.__getitem__, TOK.decode, k=len(texts)) == []
+    wrong = pl.Series(texts[:4] + ["something else"] + texts[5:])
+    assert decode_sample(m, documents, wrong, files.__getitem__, TOK.decode, k=len(texts)) == [4]
+    assert json.dumps(m)  # the manifest is plain JSON

@@ -63,8 +63,31 @@ class Source(Strict):
         return [v] if isinstance(v, str) else v
 
 
+class LandingZone(Strict):
+    """A directory or `s3://bucket/prefix` where new sources land as subdirectories: `<uri>/<source>/<shard>`.
+
+    The `landing_<name>` sensor registers each new subdirectory as a `source` partition and re-curates a source when
+    new shards land in it; the source's other settings come from this template.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    uri: str
+    format: Format = "auto"
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+    html: bool = False
+    licence: str
+    location: Location = Location()
+
+    def source(self, name: str, uri: str) -> "Source":
+        fields = self.model_dump(exclude={"name", "uri"})
+        return Source(name=name, uris=[f"{uri.rstrip('/')}/{name}/*"], **fields)
+
+
 class SourcesFile(Strict):
     sources: list[Source] = Field(min_length=1)
+    landing_zones: list[LandingZone] = []
 
     @model_validator(mode="after")
     def _unique(self) -> SourcesFile:
@@ -75,28 +98,83 @@ class SourcesFile(Strict):
 
 
 class Recipe(Strict):
-    """A mixture: token weights per source, and how the mixture is tokenized."""
+    """A mixture: components, how their token weights are chosen, how big it is, and how it is tokenized.
+
+    A component is a source's curated documents (`web`) or the synthetic set generated from it (`web.synthetic`).
+    Weights are token shares, never document shares. `sampling`:
+    - `manual`: `weights` gives each component's token share (normalised to 1);
+    - `temperature`: share ∝ available_tokens ** `alpha` over `components` (mT5 used alpha = 0.3);
+    - `unimax`: the `target_tokens` budget spread as uniformly as possible over `components`, each capped at its
+      epoch cap, leftovers going to the larger ones (Chung et al. 2023, arXiv 2304.09151).
+    No component repeats more than its epoch cap (`epoch_caps`, else `max_epochs`; default 4: up to ~4 epochs are
+    worth about as much as fresh data, Muennighoff et al. 2023).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    weights: dict[str, float] = Field(min_length=1)
+    sampling: Literal["manual", "temperature", "unimax"] = "manual"
+    # YAML key `weights`; the attribute `weights` is the per-source view (see the property)
+    component_weights: dict[str, float] = Field(default_factory=dict, alias="weights")
+    components: list[str] = Field(default_factory=list, description="temperature / unimax: the components to mix")
+    alpha: float = Field(default=0.3, gt=0, description="temperature exponent: share ∝ tokens ** alpha")
     target_tokens: int | None = Field(
-        default=None, gt=0, description="None = the largest mixture that honours the weights within max_epochs"
+        default=None, gt=0, description="None = the largest mixture that honours the weights without repeating a component"
     )
-    max_epochs: float = Field(default=1.0, gt=0, description="cap on how often one source's tokens may repeat")
+    max_epochs: float = Field(default=4.0, gt=0, description="default cap on how often one component's tokens repeat")
+    epoch_caps: dict[str, float] = Field(default_factory=dict, description="per-component epoch caps")
+    tolerance: float = Field(default=0.01, gt=0, lt=1, description="allowed |realized - target| token share")
     seed: int = 0
-    tokenizer: Literal["cl100k_base"] = "cl100k_base"
+    tokenizer: str = Field(default="cl100k_base", description="any tiktoken encoding name")
     sequence_length: int = Field(default=2048, gt=0)
 
-    @field_validator("weights")
+    @field_validator("component_weights")
     @classmethod
     def _positive(cls, v: dict[str, float]) -> dict[str, float]:
         if any(w <= 0 for w in v.values()):
-            raise ValueError("weights must be > 0 (leave a source out instead)")
+            raise ValueError("weights must be > 0 (leave a component out instead)")
         return v
 
+    @model_validator(mode="after")
+    def _components(self) -> Recipe:
+        names = self.component_names()
+        if self.sampling == "manual" and (not self.component_weights or self.components):
+            raise ValueError("sampling: manual takes `weights` (token share per component), not `components`")
+        if self.sampling != "manual" and (self.component_weights or not self.components):
+            raise ValueError(f"sampling: {self.sampling} takes `components` (weights come from the data), not `weights`")
+        if self.sampling == "unimax" and self.target_tokens is None:
+            raise ValueError("sampling: unimax needs target_tokens (the budget it spreads)")
+        import re
+
+        bad = [c for c in names if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*(\.synthetic)?", c)]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"components are `<source>` or `<source>.synthetic`, once each: {names}")
+        if set(self.epoch_caps) - set(names) or any(v <= 0 for v in self.epoch_caps.values()):
+            raise ValueError(f"epoch_caps must be > 0 and name components of the recipe: {self.epoch_caps}")
+        return self
+
+    def component_names(self) -> list[str]:
+        return sorted(self.component_weights) if self.sampling == "manual" else sorted(self.components)
+
+    def sources(self) -> set[str]:
+        return {c.split(".", 1)[0] for c in self.component_names()}
+
+    def epoch_cap(self, component: str) -> float:
+        return self.epoch_caps.get(component, self.max_epochs)
+
     def normalised_weights(self) -> dict[str, float]:
-        total = sum(self.weights.values())
-        return {s: w / total for s, w in sorted(self.weights.items())}
+        """Manual token share per component, summing to 1 (empty for data-driven sampling)."""
+        total = sum(self.component_weights.values())
+        return {c: w / total for c, w in sorted(self.component_weights.items())}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Per-source view: each source's manual share (its components summed), NaN where sampling decides the share
+        from the data. Its keys are the sources the recipe needs (what the cross-file validation reads)."""
+        out = dict.fromkeys(sorted(self.sources()), float("nan") if self.sampling != "manual" else 0.0)
+        for c, w in self.normalised_weights().items():
+            out[c.split(".", 1)[0]] += w
+        return out
 
 
 class RecipeFile(Strict):
@@ -159,7 +237,7 @@ class CurationConfig(Strict):
 
     @model_validator(mode="after")
     def _recipe_sources_exist(self) -> CurationConfig:
-        unknown = set(self.recipe.weights) - set(self.source_names)
+        unknown = self.recipe.sources() - set(self.source_names)
         if unknown:
             raise ValueError(f"recipe {self.recipe.name!r} weights unknown sources: {sorted(unknown)}")
         return self
@@ -168,8 +246,15 @@ class CurationConfig(Strict):
     def source_names(self) -> list[str]:
         return [s.name for s in self.sources.sources]
 
-    def source(self, name: str) -> Source:
-        return next(s for s in self.sources.sources if s.name == name)
+    def source(self, name: str, landed_in: str | None = None) -> Source:
+        """A configured source, or one that landed in the landing zone `landed_in` (see LandingZone)."""
+        for s in self.sources.sources:
+            if s.name == name:
+                return s
+        zone = next((z for z in self.sources.landing_zones if z.name == landed_in), None)
+        if zone is None:
+            raise KeyError(f"source {name!r} is neither configured nor in a landing zone")
+        return zone.source(name, self.resolve_uri(zone.uri))
 
     def resolve_uri(self, uri: str) -> str:
         if "://" in uri or Path(uri).is_absolute():

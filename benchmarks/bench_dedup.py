@@ -1,0 +1,193 @@
+"""Dedup throughput, peak memory and quality: ours vs datatrove's MinHash, in one run, one core each.
+
+Usage:
+  python benchmarks/bench_dedup.py --input '../shared/corpus/data/books/*' [--input ...] [--scale 4]
+         [--html] [--truth ../shared/corpus/truth/planted.csv] [--datatrove-python /path/to/python]
+
+Every case runs in a fresh subprocess pinned to one thread (POLARS_MAX_THREADS=1, OMP/OPENBLAS/MKL 1), so its peak
+RSS (ru_maxrss) is its own and MB/s is per core. Timed: the dedup work only (reading the shards is not timed; both
+read the same documents). MB = UTF-8 bytes of the document text.
+
+- `ours`: shards streamed batch by batch -> `deduped.signatures` -> Parquet parts in a temp dir (the map stage) ->
+  `deduped.cluster` over the parts (the band join and components) -> ledger.
+- `ours_xN` (`--scale N`): the same documents N times over, each copy with its own doc_id and one salt word prepended
+  (so every copy is a near-duplicate, not an exact one): peak memory should stay flat (the map stage streams).
+- `datatrove`: datatrove 0.10.x `MinhashDedupSignature` -> `MinhashDedupBuckets` (14 tasks) -> `MinhashDedupCluster`
+  -> `MinhashDedupFilter`, defaults (word 5-grams, 14x8 = 112 hashes, xxhash64, seed 1), i.e. no Jaccard check.
+  Needs a Python with datatrove (not a project dependency): `--datatrove-python`, else skipped.
+Quality (`--truth`): recall at true Jaccard >= 0.85 and precision (false positive = true Jaccard < 0.7) on the planted
+pairs of the input, for ours and for datatrove (its `save_cluster_id` clusters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "RAYON_NUM_THREADS": "1"}
+
+
+def read_docs(files: list[str], html: bool):
+    sys.path.insert(0, str(ROOT))
+    from curation_assets.dedup_eval import read_shard
+
+    for f in files:
+        yield from read_shard(Path(f), html=html)
+
+
+def case_ours(files: list[str], html: bool, scale: int, truth: str | None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import polars as pl
+
+    from curation_assets.dedup_eval import score
+    from curation_assets.deduped import DedupParams, cluster, signatures
+
+    params = DedupParams()
+    elapsed = docs = mb = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = 0
+        for copy in range(scale):
+            for batch in read_docs(files, html):
+                if copy:
+                    batch = batch.with_columns(doc_id=pl.col("doc_id") + f"~{copy}", text=f"salt{copy} " + pl.col("text"))
+                docs += batch.height
+                mb += batch["text"].str.len_bytes().sum() / 1e6
+                t0 = time.perf_counter()
+                for sig in signatures(batch, params):
+                    sig.write_parquet(f"{tmp}/sig-{parts:05d}.parquet")
+                    parts += 1
+                elapsed += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ledger = cluster(pl.read_parquet(f"{tmp}/sig-*.parquet"), params)
+        elapsed += time.perf_counter() - t0
+    out = {"docs": int(docs), "mb": mb, "seconds": elapsed, "removed": int((~ledger["kept"]).sum())}
+    if truth:
+        out["quality"] = score(ledger, truth_for(truth, files))
+    return out
+
+
+def case_datatrove(docs_jsonl: str, clusters_out: str) -> dict:
+    """Runs under the datatrove Python: reads the documents the parent wrote, writes (doc_id, cluster_id) pairs."""
+    import struct
+
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from loguru import logger
+
+    logger.remove()
+    with open(docs_jsonl, encoding="utf-8") as f:
+        docs = [Document(text=r["text"], id=r["doc_id"]) for r in map(json.loads, f)]
+    mb = sum(len(d.text.encode()) for d in docs) / 1e6
+    cfg = MinhashConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for _ in MinhashDedupSignature(f"{tmp}/sigs", config=cfg).run(iter(docs), 0, 1) or []:
+            pass
+        buckets = MinhashDedupBuckets(f"{tmp}/sigs", f"{tmp}/buckets", config=cfg)
+        for rank in range(cfg.num_buckets):
+            for _ in buckets.run(None, rank, cfg.num_buckets) or []:
+                pass
+        cluster = MinhashDedupCluster(f"{tmp}/buckets", f"{tmp}/remove", config=cfg, save_cluster_id=True)
+        for _ in cluster.run(None, 0, 1) or []:
+            pass
+        kept = sum(1 for _ in MinhashDedupFilter(f"{tmp}/remove").run(iter(docs), 0, 1))
+        elapsed = time.perf_counter() - t0
+        path = Path(f"{tmp}/remove/000000.clusters")
+        pairs = list(struct.iter_unpack("<II", path.read_bytes())) if path.exists() else []
+    with open(clusters_out, "w") as f:
+        json.dump({"doc_id": [docs[d].id for d, _ in pairs], "cluster_id": [str(c) for _, c in pairs]}, f)
+    return {"docs": len(docs), "mb": mb, "seconds": elapsed, "removed": len(docs) - kept}
+
+
+def truth_for(truth: str, files: list[str]):
+    """The planted pairs of the sources read (a source not in the input has no pair to find)."""
+    import polars as pl
+
+    sources = {Path(f).parent.name for f in files}
+    return pl.read_csv(truth).filter(pl.col("source").is_in(sorted(sources)))
+
+
+def run_case(python: str, name: str, args: argparse.Namespace, files: list[str], scale: int = 1,
+             extra: list[str] = ()) -> dict | None:
+    cmd = [python, __file__, "--case", name, "--scale", str(scale), "--files", json.dumps(files), *extra]
+    cmd += ["--html"] if args.html else []
+    cmd += ["--truth", args.truth] if args.truth and scale == 1 else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_CORE, "PYTHONPATH": str(ROOT)})
+    if proc.returncode:
+        print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_datatrove(args: argparse.Namespace, files: list[str]) -> dict | None:
+    import polars as pl
+
+    from curation_assets.dedup_eval import score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/docs.jsonl", "w", encoding="utf-8") as f:
+            for batch in read_docs(files, args.html):
+                for row in batch.select("doc_id", "text").iter_rows(named=True):
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out = run_case(args.datatrove_python, "datatrove", args, files,
+                       extra=["--docs", f"{tmp}/docs.jsonl", "--clusters", f"{tmp}/clusters.json"])
+        if out and args.truth:
+            clusters = pl.DataFrame(json.loads(Path(f"{tmp}/clusters.json").read_text()),
+                                    schema={"doc_id": pl.String, "cluster_id": pl.String})
+            out["quality"] = score(clusters, truth_for(args.truth, files))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--input", action="append", default=[], help="shard paths or globs (JSONL.zst / Parquet)")
+    ap.add_argument("--scale", type=int, default=4, help="also run ours on the input this many times over")
+    ap.add_argument("--html", action="store_true", help="the shards hold HTML (web): extract text first")
+    ap.add_argument("--truth", help="planted.csv: report recall/precision")
+    ap.add_argument("--datatrove-python", help="a Python with datatrove installed (the baseline)")
+    ap.add_argument("--case"), ap.add_argument("--files"), ap.add_argument("--docs"), ap.add_argument("--clusters")
+    args = ap.parse_args()
+    if args.case:  # inside the subprocess
+        files = json.loads(args.files)
+        out = (case_ours(files, args.html, args.scale, args.truth) if args.case == "ours"
+               else case_datatrove(args.docs, args.clusters))
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+        return
+    sys.path.insert(0, str(ROOT))
+    files = sorted({f for pattern in args.input for f in glob.glob(pattern)})
+    results = {"ours": run_case(sys.executable, "ours", args, files)}
+    if args.scale > 1:
+        results[f"ours_x{args.scale}"] = run_case(sys.executable, "ours", args, files, args.scale)
+    if args.datatrove_python:
+        results["datatrove"] = run_datatrove(args, files)
+    print(f"input: {len(files)} shards; one core per case")
+    print(f"{'case':<12} {'docs':>7} {'MB':>7} {'s':>8} {'docs/s':>8} {'MB/s':>7} {'peak RSS MB':>11}  quality")
+    for name, r in results.items():
+        if r:
+            q = r.get("quality", {})
+            qs = f"recall {q['recall']} precision {q['precision']} (fp {q['false_positives']})" if q else ""
+            print(f"{name:<12} {r['docs']:>7} {r['mb']:>7.1f} {r['seconds']:>8.2f} {r['docs'] / r['seconds']:>8.0f} "
+                  f"{r['mb'] / r['seconds']:>7.2f} {r['peak_rss_mb']:>11.0f}  {qs}")
+    ours, dt, big = results["ours"], results.get("datatrove"), results.get(f"ours_x{args.scale}")
+    if ours and dt:
+        print(f"speed-up vs datatrove (MB/s per core): {(ours['mb'] / ours['seconds']) / (dt['mb'] / dt['seconds']):.1f}x")
+    if ours and big:
+        print(f"peak RSS x{args.scale} input / x1 input: {big['peak_rss_mb'] / ours['peak_rss_mb']:.2f}")
+    out = ROOT / "benchmarks" / "results" / "dedup_latest.json"
+    out.write_text(json.dumps({"files": files, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""MinHash near-duplicate detection as three independent, data-parallel stages (pure numpy/polars: no Dagster, no I/O).
+
+1. map, `signature_frame(docs)`: per document `exact_key`, `n_words`, `sig` (the datasketch `MinHash` hash values).
+   Runs per shard or partition; its output is data (Parquet), so an unchanged partition's signatures are reused.
+2. shuffle, `band_edges(sigs, band, part, n_parts)`: the documents of one LSH band whose band key falls in hash
+   partition `part`; candidate edges are a star (every member to the bucket's best-ranked member) plus a chain (every
+   member to the previous one), so a bucket of k documents gives < 2k edges, never k^2. Every (band, part) is its own
+   task and holds only its slice. `verify_edges` keeps the edges whose estimated Jaccard (share of equal signature
+   values over all `num_perm`) reaches the threshold: a join of the (small) edge list with the signatures.
+3. reduce, `components(edges)`: connected components by min-label propagation with pointer jumping (a polars join and
+   group-by per round over the edges only, O(log diameter) rounds); the label is the best-ranked node.
+
+Hash scheme (pinned as `poly64_fmix64_fold`, part of `DedupParams.version`): words are the `\\w+` runs (Rust regex,
+Unicode) of the NFKC-normalised, case-folded text; a word's 64-bit hash is fmix64 of the polynomial
+sum((byte_j + 1) * K^j) mod 2^64 over its UTF-8 bytes (K = 0x100000001B3), or for a word of more than 256 bytes fmix64
+of its blake2b-64 (little-endian); a shingle (n consecutive words) folds its words' hashes,
+h = w0, h = fmix64(h * 0x9E3779B97F4A7C15 + w_k); a text of fewer than n words has one shingle, all of its words.
+All of it is numpy over the concatenated bytes of a batch: no Python object per word. The low 32 bits of a shingle hash
+go into `datasketch.MinHash(num_perm, seed, hashfunc=int, scheme="affine32")`: `sig` equals its `hashvalues`, so the
+signatures can be loaded into datasketch (`LeanMinHash(seed=..., hashvalues=sig, scheme="affine32")`) and its indexes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+import numpy as np
+import polars as pl
+from datasketch import MinHash
+
+HASH_SCHEME = "poly64_fmix64_fold"
+_K = np.uint64(0x100000001B3)  # polynomial base (FNV-64 prime, odd)
+_FOLD = np.uint64(0x9E3779B97F4A7C15)
+_FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+_LONG = 256  # words of more bytes are hashed with blake2b-64 instead
+_K_POW = np.cumprod(np.concatenate([[np.uint64(1)], np.full(_LONG - 1, _K, np.uint64)]), dtype=np.uint64)
+_CHUNK = 8192  # shingles per (num_perm x chunk) uint32 block: 4 MiB at 128 permutations
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    shift, m1, m2 = _FMIX64
+    h = (h ^ (h >> shift)) * m1
+    h = (h ^ (h >> shift)) * m2
+    return h ^ (h >> shift)
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2 = _FMIX32
+    h = (h ^ (h >> s1)) * m1
+    h = (h ^ (h >> s2)) * m2
+    return h ^ (h >> s1)
+
+
+def normalize(text: str, enabled: bool = True) -> str:
+    return unicodedata.normalize("NFKC", text).casefold() if enabled else text
+
+
+def exact_key(normalized: str, enabled: bool = True) -> bytes:
+    """blake2b-128 of the text with whitespace runs collapsed (CRLF, tabs, trailing spaces are exact duplicates)."""
+    key = " ".join(normalized.split()) if enabled else normalized
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def word_hashes(normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash of every `\\w+` word of every text, in order; word count per text)."""
+    words = pl.Series(normalized, dtype=pl.String).str.extract_all(r"\w+")
+    counts = words.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = words.explode().drop_nulls()
+    if flat.is_empty():
+        return np.zeros(0, np.uint64), counts
+    arrow = flat.to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string: int64 offsets + one byte buffer
+    offsets = np.frombuffer(arrow.buffers()[1], np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
+    data = np.frombuffer(arrow.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    lens = np.diff(offsets)
+    out = np.empty(lens.size, np.uint64)
+    long = lens > _LONG
+    if long.any():  # a "word" of thousands of bytes (base64, a 16 MiB run of one letter): hashlib, not per-byte arrays
+        for i in np.flatnonzero(long):
+            chunk = data[offsets[i] - offsets[0] : offsets[i + 1] - offsets[0]].tobytes()
+            out[i] = int.from_bytes(hashlib.blake2b(chunk, digest_size=8).digest(), "little")
+        data, lens = data[np.repeat(~long, lens)], lens[~long]
+    if lens.size:
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        step = np.ones(data.size, np.int32)  # position of each byte inside its word: a cumsum restarting per word
+        step[starts[1:]] = 1 - lens[:-1]
+        terms = data.astype(np.uint64)
+        terms += np.uint64(1)
+        terms *= _K_POW[np.cumsum(step, dtype=np.int32) - 1]
+        out[~long] = np.add.reduceat(terms, starts)
+    return fmix64(out), counts
+
+
+def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fold hash of every word n-gram of every text, index of its text); a text of 1..n-1 words has one shingle."""
+    total = words.size
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    padded = np.concatenate([words, np.zeros(n - 1, np.uint64)])
+    h = padded[:total].copy()
+    short = (counts > 0) & (counts < n)
+    short_hash = np.zeros(counts.size, np.uint64)
+    for k in range(1, n):
+        sel = short & (counts == k)
+        short_hash[sel] = h[starts[sel]]
+        h = fmix64(h * _FOLD + padded[k : k + total])
+    doc_of = np.repeat(np.arange(counts.size), counts)
+    pos = np.arange(total) - np.repeat(starts, counts)
+    full = pos <= np.repeat(counts, counts) - n
+    hashes = np.concatenate([h[full], short_hash[short]])
+    docs = np.concatenate([doc_of[full], np.flatnonzero(short)])
+    order = np.argsort(docs, kind="stable")
+    return hashes[order], docs[order]
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters (a odd, b) for `num_perm` and `seed`."""
+    a, b = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme="affine32").permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int, seed: int) -> np.ndarray:
+    """(n_docs, num_perm) uint32: per text, min over its shingles of a * fmix32(low32(h)) + b mod 2^32 (datasketch
+    affine32); a text without shingles keeps datasketch's empty value 2^32 - 1."""
+    a, b = permutations(num_perm, seed)
+    at, bt = a[:, None], b[:, None]
+    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, np.uint32)
+    hv = fmix32((hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    buf = np.empty((num_perm, _CHUNK), np.uint32)  # permutation-major: the per-text min runs over contiguous memory
+    for lo in range(0, hv.size, _CHUNK):
+        x = hv[lo : lo + _CHUNK]
+        block = buf[:, : x.size]
+        np.multiply(at, x[None, :], out=block)
+        block += bt
+        d = docs[lo : lo + _CHUNK]
+        cut = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
+        sig[d[cut]] = np.minimum(sig[d[cut]], np.minimum.reduceat(block, cut, axis=1).T)
+    return sig
+
+
+def signature_frame(docs: pl.DataFrame, *, num_perm: int, seed: int, ngram: int, normalize_text: bool = True,
+                    source: str | None = None) -> pl.DataFrame:
+    """`doc_id, source, exact_key, n_words, sig` (Array[UInt32, num_perm]) per row of `docs` (needs `doc_id`, `text`;
+    `source` from the column if present, else the argument)."""
+    texts = [normalize(t or "", normalize_text) for t in docs.get_column("text").to_list()]
+    words, counts = word_hashes(texts)
+    hashes, owner = shingle_hashes(words, counts, ngram)
+    sig = minhash(hashes, owner, len(texts), num_perm, seed)
+    src = docs.get_column("source") if "source" in docs.columns else pl.Series([source] * docs.height, dtype=pl.String)
+    return pl.DataFrame({
+        "doc_id": docs.get_column("doc_id"),
+        "source": src.cast(pl.String),
+        "exact_key": pl.Series([exact_key(t, normalize_text) for t in texts], dtype=pl.Binary),
+        "n_words": pl.Series(counts, dtype=pl.Int64),
+        "sig": pl.Series(sig, dtype=pl.Array(pl.UInt32, num_perm)),
+    })
+
+
+# --- shuffle: band buckets -> candidate edges ----------------------------------------------------------------------
+def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """64-bit key of rows `band*rows .. band*rows+rows-1` of each signature (folded like shingles)."""
+    cols = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
+    h = cols[:, 0] + np.uint64(band)
+    for j in range(1, rows):
+        h = fmix64(h * _FOLD + cols[:, j])
+    return h
+
+
+def band_edges(nodes: np.ndarray, sig: np.ndarray, band: int, rows: int, part: int = 0, n_parts: int = 1) -> pl.DataFrame:
+    """Candidate edges `a, b` (a < b, node ranks) among `nodes` from one band, restricted to hash partition `part`."""
+    keys = band_keys(sig, band, rows)
+    mine = keys % np.uint64(n_parts) == np.uint64(part)
+    frame = pl.DataFrame({"key": keys[mine], "node": nodes[mine]}).sort("key", "node")
+    grouped = frame.with_columns(
+        first=pl.col("node").first().over("key"), prev=pl.col("node").shift(1).over("key"))
+    star = grouped.filter(pl.col("node") != pl.col("first")).select(a="first", b="node")
+    chain = grouped.filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("first"))).select(a="prev", b="node")
+    return pl.concat([star, chain]).unique()
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    return (sig_a == sig_b).mean(axis=1) if len(sig_a) else np.zeros(0)
+
+
+def components(edges: pl.DataFrame) -> pl.DataFrame:
+    """`node, label` for every node of `edges` (`a`, `b`): label = smallest node of its connected component."""
+    e = pl.concat([edges.select("a", "b"), edges.select(a="b", b="a")]).unique()
+    label = e.group_by("a").agg(label=pl.min("b")).select(node="a", label=pl.min_horizontal("a", "label"))
+    while True:
+        # each node takes the smallest label among its neighbours, then jumps to its label's label
+        nxt = (e.join(label, left_on="b", right_on="node").group_by("a").agg(pl.min("label"))
+               .rename({"a": "node", "label": "nb"}).join(label, on="node")
+               .select("node", label=pl.min_horizontal("label", "nb")))
+        nxt = nxt.join(nxt.rename({"node": "label", "label": "jump"}), on="label", how="left").select(
+            "node", label=pl.min_horizontal("label", "jump"))
+        if nxt.sort("node").equals(label.sort("node")):
+            return label.sort("node")
+        label = nxt
+
+
+# --- the whole clustering over one signature frame (a partition, or every source with a priority order) -------------
+def rank(sigs: pl.DataFrame, priority: list[str] | tuple[str, ...] = ()) -> pl.DataFrame:
+    """`sigs` + `node`: 0.. in keep order (source priority, sources not listed last, then `doc_id`): deterministic,
+    independent of row order and sharding. Within a cluster the smallest node is kept."""
+    prio = pl.col("source").replace_strict(list(priority), list(range(len(priority))), default=len(priority),
+                                           return_dtype=pl.Int64)
+    return sigs.with_columns(_prio=prio).sort("_prio", "doc_id").drop("_prio").with_row_index("node")
+
+
+def cluster_signatures(sigs: pl.DataFrame, *, bands: int, rows: int, threshold: float | None, exact: bool = True,
+                       near: bool = True, priority: list[str] | tuple[str, ...] = (), n_parts: int = 1) -> pl.DataFrame:
+    """Cluster ledger: one row per document in a cluster of two or more.
+
+    Columns: `doc_id, source, cluster_id` (= `kept_doc_id`, the kept representative), `cluster_size, kept,
+    kept_doc_id, kept_source, drop_reason` (`exact_duplicate`: the same exact key as a better-ranked document, else
+    `near_duplicate`; null when kept), `jaccard` (estimated from the signatures, vs the kept representative).
+    """
+    ranked = rank(sigs, priority)
+    sig = ranked.get_column("sig").to_numpy()
+    edges = [pl.DataFrame(schema={"a": pl.UInt32, "b": pl.UInt32})]
+    reps, exact_copies = ranked, pl.DataFrame(schema={"node": pl.UInt32})
+    if exact:
+        first = ranked.group_by("exact_key").agg(a=pl.min("node"))
+        paired = ranked.join(first, on="exact_key").filter(pl.col("node") != pl.col("a"))
+        edges.append(paired.select("a", b="node"))
+        exact_copies = paired.select("node")
+        reps = ranked.join(exact_copies, on="node", how="anti")
+    if near:
+        reps = reps.filter(pl.col("n_words") > 0)
+        nodes = reps.get_column("node").to_numpy()
+        cand = pl.concat([band_edges(nodes, sig[nodes], b, rows, p, n_parts)
+                          for b in range(bands) for p in range(n_parts)]).unique()
+        if threshold is not None and cand.height:
+            est = estimated_jaccard(sig[cand["a"].to_numpy()], sig[cand["b"].to_numpy()])
+            cand = cand.filter(pl.Series(est >= threshold))
+        edges.append(cand.cast(pl.UInt32))
+    labels = components(pl.concat(edges).cast(pl.UInt32))
+    if labels.is_empty():
+        return empty_ledger()
+    members = labels.join(ranked.drop("sig"), on="node").join(
+        ranked.select(label="node", kept_doc_id="doc_id", kept_source="source"), on="label").with_columns(
+        exact_copy=pl.col("node").is_in(exact_copies["node"].implode()))
+    jac = estimated_jaccard(sig[members["node"].to_numpy()], sig[members["label"].to_numpy()])
+    return members.with_columns(jaccard=pl.Series(jac, dtype=pl.Float64)).select(
+        "doc_id", "source", cluster_id="kept_doc_id", cluster_size=pl.len().over("label").cast(pl.Int64),
+        kept=pl.col("node") == pl.col("label"), kept_doc_id="kept_doc_id", kept_source="kept_source",
+        drop_reason=pl.when(pl.col("node") == pl.col("label")).then(None)
+        .when(pl.col("exact_copy")).then(pl.lit("exact_duplicate"))
+        .otherwise(pl.lit("near_duplicate")),
+        jaccard=pl.col("jaccard").round(4)).sort("cluster_id", "kept", "doc_id", descending=[False, True, False])
+
+
+LEDGER_SCHEMA = {"doc_id": pl.String, "source": pl.String, "cluster_id": pl.String, "cluster_size": pl.Int64,
+                 "kept": pl.Boolean, "kept_doc_id": pl.String, "kept_source": pl.String, "drop_reason": pl.String,
+                 "jaccard": pl.Float64}
+
+
+def empty_ledger() -> pl.DataFrame:
+    return pl.DataFrame(schema=LEDGER_SCHEMA)

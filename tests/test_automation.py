@@ -1,0 +1,102 @@
+import os
+import time
+from datetime import datetime, timezone
+
+import boto3
+import dagster as dg
+import pytest
+import yaml
+
+from curation_assets.automation import LANDING_TAG, with_automation
+from curation_assets.config import load_config
+from curation_assets.definitions import build_definitions
+from resources import Settings
+from resources.storage import ObjectStore
+
+
+def defs_with_landing(tmp_path, uri: str) -> dg.Definitions:
+    cfg = yaml.safe_load(open(load_config().sources_path))
+    for s in cfg["sources"]:
+        s["uris"] = [str(load_config().sources_path.parent / u) for u in s["uris"]]
+    cfg["landing_zones"] = [{"name": "drop", "uri": uri, "licence": "test"}]
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return build_definitions(load_config(sources=path), Settings(data_root=str(tmp_path / "data")))
+
+
+def tick(defs: dg.Definitions, instance, cursor, endpoint=None):
+    sensor = defs.resolve_sensor_def("landing_drop")
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                  resources={"store": ObjectStore(endpoint_url=endpoint)})
+    return sensor(ctx)
+
+
+def test_local_landing_zone_registers_new_sources_and_misses_nothing_written_in_the_same_second(tmp_path):
+    zone = tmp_path / "landing"
+    (zone / "news").mkdir(parents=True)
+    (zone / "news" / "part-0.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    defs = defs_with_landing(tmp_path, str(zone))
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance, None)
+        assert [r.partition_key for r in first.run_requests] == ["news"]
+        assert first.run_requests[0].tags[LANDING_TAG] == "drop"
+        assert list(first.dynamic_partitions_requests[0].partition_keys) == ["news"]
+        instance.add_dynamic_partitions("source", ["news"])
+        assert isinstance(tick(defs, instance, first.cursor), dg.SkipReason)  # re-listed in the overlap: nothing new
+        # a shard written in the same second as the cursor, after the listing: the overlap re-lists it
+        late = zone / "news" / "part-1.jsonl"
+        late.write_text('{"id": "b", "text": "y"}\n')
+        cursor_time = datetime.fromisoformat(__import__("json").loads(first.cursor)["since"]).timestamp()
+        os.utime(late, (cursor_time, cursor_time))
+        second = tick(defs, instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["news"]
+        assert second.run_requests[0].run_key != first.run_requests[0].run_key  # a new set of shards
+
+
+def test_nothing_new_requests_nothing(tmp_path):
+    zone = tmp_path / "landing"
+    (zone / "news").mkdir(parents=True)
+    shard = zone / "news" / "part-0.jsonl"
+    shard.write_text('{"id": "a", "text": "x"}\n')
+    os.utime(shard, (time.time() - 60, time.time() - 60))
+    defs = defs_with_landing(tmp_path, str(zone))
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance, None)
+        again = tick(defs, instance, first.cursor)
+        assert isinstance(again, dg.SkipReason)
+
+
+@pytest.mark.s3
+def test_s3_landing_zone(tmp_path, s3_endpoint):
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket="curation", Key="landing/papers/part-0.jsonl", Body=b'{"id": "a", "text": "x"}\n')
+    s3.put_object(Bucket="curation", Key="landing/code2/part-0.jsonl", Body=b'{"id": "b", "text": "y"}\n')
+    defs = defs_with_landing(tmp_path, "s3://curation/landing")
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance, None, s3_endpoint)
+        assert sorted(r.partition_key for r in first.run_requests) == ["code2", "papers"]
+        instance.add_dynamic_partitions("source", ["code2", "papers"])
+        s3.put_object(Bucket="curation", Key="landing/papers/part-1.jsonl", Body=b'{"id": "c", "text": "z"}\n')
+        second = tick(defs, instance, first.cursor, s3_endpoint)  # same second as the cursor, most likely
+        assert [r.partition_key for r in second.run_requests] == ["papers"]
+        assert not second.dynamic_partitions_requests
+        assert second.run_requests[0].run_key != [r for r in first.run_requests if r.partition_key == "papers"][0].run_key
+
+
+def test_downstream_follows_an_updated_source_and_mixed_waits_for_blocking_checks(tmp_path):
+    defs = build_definitions(load_config(), Settings(data_root=str(tmp_path / "data")))
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("raw")).automation_condition is None
+    gated = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    assert graph.get(dg.AssetKey("mixed")).automation_condition == gated
+    assert graph.get(dg.AssetKey("filtered")).automation_condition == dg.AutomationCondition.eager()
+    assets = defs
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance)
+        assert result.total_requested == 0  # nothing materialized yet: eager does not start from scratch
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw", partition="books"))
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
+        for key in ("filtered", "deduped", "synthetic"):  # the chain below the updated source, and only it
+            assert result.get_requested_partitions(dg.AssetKey(key)) == {"books"}
+        assert result.get_num_requested(dg.AssetKey("mixed")) == 0  # synthetic[web] is missing: no partial mixture

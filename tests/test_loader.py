@@ -1,0 +1,86 @@
+"""The offline/online dial: pre-tokenized shards and on-the-fly tokenization yield the same sequences."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curation_assets.loader import OfflineSource, OnlineSource, sequences
+from curation_assets.readers import detect_format, read_shard
+from curation_assets.tokenized import sha256, text_batches, tokenize_docs
+from resources.tokenizer import TokenizerResource
+
+SAMPLE = Path(__file__).resolve().parents[1] / "curation_assets" / "sample"
+TOK = TokenizerResource()
+
+
+@pytest.fixture(scope="module")
+def mixture() -> pl.DataFrame:
+    """Real documents (bundled books + code sample) in a shuffled 'mixture order' with their n_tokens."""
+    frames = []
+    for p in sorted(SAMPLE.glob("books/*")) + sorted(SAMPLE.glob("code/*")):
+        with open(p, "rb") as f:
+            frames.append(read_shard(f, fmt=detect_format(p.name), source=p.parent.name, shard=p.name).docs)
+    docs = pl.concat(frames).sample(fraction=1.0, shuffle=True, seed=3).head(300)
+    return docs.with_columns(pl.Series("n_tokens", TOK.count_tokens(docs["text"].to_list()), dtype=pl.Int64))
+
+
+@pytest.fixture(scope="module")
+def offline(mixture, tmp_path_factory) -> OfflineSource:
+    out = tmp_path_factory.mktemp("tokenized")
+    shards = []
+    for s in tokenize_docs(text_batches(mixture, 64), TOK.encode_arrays, TOK.eot_id, TOK.vocab_size, 20_000):
+        (out / f"{s.name}.bin").write_bytes(s.data)
+        (out / f"{s.name}.idx").write_bytes(s.index)
+        shards.append({"name": s.name, "bin": f"{s.name}.bin", "idx": f"{s.name}.idx", "tokens": int(s.lengths.sum()),
+                       "documents": len(s.lengths), "bin_sha256": sha256(s.data)})
+    (out / "manifest.json").write_text(json.dumps({"dtype": "<i4", "shards": shards}))
+    files = {p.name: str(p) for p in out.iterdir()}
+    return OfflineSource(files, lambda uri: Path(uri).read_bytes())
+
+
+@pytest.fixture(scope="module")
+def online(mixture) -> OnlineSource:
+    return OnlineSource(mixture.select("text", "n_tokens"), TOK.encode_arrays, TOK.eot_id, batch=50)
+
+
+def collect(mode, src, **kw):
+    return list(sequences(mode, seq_len=kw.pop("seq_len", 512), **{mode: src}, **kw))
+
+
+def test_offline_and_online_yield_token_identical_sequences(offline, online, mixture):
+    assert len(offline.manifest["shards"]) > 5  # windows cross shard boundaries
+    off, on = collect("offline", offline), collect("online", online)
+    assert [i for i, _ in off] == list(range(len(off))) and len(off) > 500
+    assert len(off) == len(on) and all(np.array_equal(a, b) for (_, a), (_, b) in zip(off, on))
+    stream = np.concatenate([np.append(a, TOK.eot_id) for a in TOK.encode_arrays(mixture["text"].to_list())])
+    assert len(off) == stream.size // 512
+    assert all(np.array_equal(seq, stream[i * 512:(i + 1) * 512]) for i, seq in off)
+
+
+def test_resume_from_a_position_continues_exactly(offline, online):
+    full = collect("offline", offline)
+    for mode, src in (("offline", offline), ("online", online)):
+        resumed = collect(mode, src, start=137)
+        assert [i for i, _ in resumed] == [i for i, _ in full[137:]]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(resumed, full[137:]))
+
+
+def test_data_parallel_ranks_partition_the_sequences(offline, online):
+    full = dict(collect("offline", offline, seq_len=1024))
+    for mode, src in (("offline", offline), ("online", online)):
+        ranks = [collect(mode, src, seq_len=1024, rank=r, world_size=3, start=10) for r in range(3)]
+        seen = [i for r in ranks for i, _ in r]
+        assert sorted(seen) == [i for i in full if i >= 10] and len(seen) == len(set(seen))
+        assert all(i % 3 == r for r, part in enumerate(ranks) for i, _ in part)
+        assert all(np.array_equal(seq, full[i]) for part in ranks for i, seq in part)
+
+
+def test_online_refuses_counts_from_another_tokenizer(mixture):
+    wrong = mixture.select("text", (pl.col("n_tokens") + 1).alias("n_tokens"))
+    with pytest.raises(ValueError, match="different tokenizer"):
+        collect("online", OnlineSource(wrong, TOK.encode_arrays, TOK.eot_id))
+    with pytest.raises(ValueError):
+        collect("offline", None)

@@ -1,0 +1,60 @@
+"""The `synthetic` asset with an LLM template, end to end through Dagster: the client is built from the resource,
+results are cached under the data root, and a re-materialization makes no call."""
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from curation_assets.config import DEFAULT_THRESHOLDS, load_config
+from curation_assets import synthetic
+from curation_assets._dagster import source_partitions
+from curation_assets.definitions import build_definitions, versions
+from curation_assets.frames import DOC_SCHEMA, StepOutput
+from resources import Settings
+from resources.synthetic import SyntheticBackend
+from tests.openai_stub import StubServer
+
+TEXT = "The lighthouse keeper climbed the spiral staircase every evening at dusk, and polished the lens. " * 8
+
+
+def deduped_stand_in(n: int) -> dg.AssetsDefinition:
+    """A `deduped` partition written by the real IO manager (the upstream steps are not under test here)."""
+
+    @dg.asset(name="deduped", partitions_def=source_partitions)
+    def deduped(context: dg.AssetExecutionContext):
+        docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "source": context.partition_key,
+                             "text": [f"Entry {i}. {TEXT}" for i in range(n)], "url": None, "shard": "s",
+                             "meta": "{}"}, schema=DOC_SCHEMA).with_columns(pl.lit(200, pl.Int64).alias("n_tokens"))
+        return StepOutput(kept=docs, dropped=docs.head(0).with_columns(drop_reason=pl.lit(None, pl.String)),
+                          rows_in=n, bytes_in=0, config_version="test")
+
+    return deduped
+
+
+def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_without_calls(tmp_path):
+    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    thresholds["synthetic"]["per_source"]["books"] = {
+        "rate": 0.0, "generators": [], "llm_templates": ["wrap.medium.v1"], "llm_rate": 0.5, "min_chars": 10}
+    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
+    root = tmp_path / "data"
+    cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
+    with StubServer() as server, dg.instance_for_test() as instance:
+        v = versions(cfg)
+        resources = {**build_definitions(cfg, Settings(data_root=str(root))).resources, "synth_backend": SyntheticBackend(
+            base_url=server.base_url, model="stub-model", backoff_s=0.01)}
+        defs = dg.Definitions(assets=[synthetic.build(cfg, v["synthetic"]), deduped_stand_in(40)],
+                              resources=resources)
+        instance.add_dynamic_partitions("source", ["books"])
+        job = defs.resolve_implicit_global_asset_job_def()
+        runs = []
+        for selection in (None, [dg.AssetKey("synthetic")]):
+            res = job.execute_in_process(partition_key="books", instance=instance, asset_selection=selection)
+            assert res.success
+            (mat,) = [e for e in res.get_asset_materialization_events() if e.asset_key == dg.AssetKey("synthetic")]
+            runs.append({k: getattr(v, "value", v) for k, v in mat.materialization.metadata.items()})
+        calls = len(server.prompts())
+    first, second = runs
+    assert first["synthetic_docs"] == calls > 5 and first["llm_completed"] == calls
+    assert second["llm_cache_hits"] == calls and second["llm_calls"] == 0  # nothing recomputed
+    assert len(list((root / "_synthetic_cache").rglob("*.json"))) == calls
+    assert first["llm_spent_tokens"] <= 200_000 and first["llm_budget_stop"] is False
