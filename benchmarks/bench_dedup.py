@@ -33,8 +33,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "RAYON_NUM_THREADS": "1"}
+ONE_CORE = {
+    "POLARS_MAX_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "RAYON_NUM_THREADS": "1",
+}
 
 
 def read_docs(files: list[str], html: bool):
@@ -59,7 +64,9 @@ def case_ours(files: list[str], html: bool, scale: int, truth: str | None) -> di
         for copy in range(scale):
             for batch in read_docs(files, html):
                 if copy:
-                    batch = batch.with_columns(doc_id=pl.col("doc_id") + f"~{copy}", text=f"salt{copy} " + pl.col("text"))
+                    batch = batch.with_columns(
+                        doc_id=pl.col("doc_id") + f"~{copy}", text=f"salt{copy} " + pl.col("text")
+                    )
                 docs += batch.height
                 mb += batch["text"].str.len_bytes().sum() / 1e6
                 t0 = time.perf_counter()
@@ -81,8 +88,13 @@ def case_datatrove(docs_jsonl: str, clusters_out: str) -> dict:
     import struct
 
     from datatrove.data import Document
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from loguru import logger
 
     logger.remove()
@@ -118,8 +130,9 @@ def truth_for(truth: str, files: list[str]):
     return pl.read_csv(truth).filter(pl.col("source").is_in(sorted(sources)))
 
 
-def run_case(python: str, name: str, args: argparse.Namespace, files: list[str], scale: int = 1,
-             extra: list[str] = ()) -> dict | None:
+def run_case(
+    python: str, name: str, args: argparse.Namespace, files: list[str], scale: int = 1, extra: list[str] = ()
+) -> dict | None:
     cmd = [python, __file__, "--case", name, "--scale", str(scale), "--files", json.dumps(files), *extra]
     cmd += ["--html"] if args.html else []
     cmd += ["--truth", args.truth] if args.truth and scale == 1 else []
@@ -140,11 +153,18 @@ def run_datatrove(args: argparse.Namespace, files: list[str]) -> dict | None:
             for batch in read_docs(files, args.html):
                 for row in batch.select("doc_id", "text").iter_rows(named=True):
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        out = run_case(args.datatrove_python, "datatrove", args, files,
-                       extra=["--docs", f"{tmp}/docs.jsonl", "--clusters", f"{tmp}/clusters.json"])
+        out = run_case(
+            args.datatrove_python,
+            "datatrove",
+            args,
+            files,
+            extra=["--docs", f"{tmp}/docs.jsonl", "--clusters", f"{tmp}/clusters.json"],
+        )
         if out and args.truth:
-            clusters = pl.DataFrame(json.loads(Path(f"{tmp}/clusters.json").read_text()),
-                                    schema={"doc_id": pl.String, "cluster_id": pl.String})
+            clusters = pl.DataFrame(
+                json.loads(Path(f"{tmp}/clusters.json").read_text()),
+                schema={"doc_id": pl.String, "cluster_id": pl.String},
+            )
             out["quality"] = score(clusters, truth_for(args.truth, files))
     return out
 
@@ -160,8 +180,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.case:  # inside the subprocess
         files = json.loads(args.files)
-        out = (case_ours(files, args.html, args.scale, args.truth) if args.case == "ours"
-               else case_datatrove(args.docs, args.clusters))
+        out = (
+            case_ours(files, args.html, args.scale, args.truth)
+            if args.case == "ours"
+            else case_datatrove(args.docs, args.clusters)
+        )
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return
@@ -178,11 +201,15 @@ def main() -> None:
         if r:
             q = r.get("quality", {})
             qs = f"recall {q['recall']} precision {q['precision']} (fp {q['false_positives']})" if q else ""
-            print(f"{name:<12} {r['docs']:>7} {r['mb']:>7.1f} {r['seconds']:>8.2f} {r['docs'] / r['seconds']:>8.0f} "
-                  f"{r['mb'] / r['seconds']:>7.2f} {r['peak_rss_mb']:>11.0f}  {qs}")
+            print(
+                f"{name:<12} {r['docs']:>7} {r['mb']:>7.1f} {r['seconds']:>8.2f} {r['docs'] / r['seconds']:>8.0f} "
+                f"{r['mb'] / r['seconds']:>7.2f} {r['peak_rss_mb']:>11.0f}  {qs}"
+            )
     ours, dt, big = results["ours"], results.get("datatrove"), results.get(f"ours_x{args.scale}")
     if ours and dt:
-        print(f"speed-up vs datatrove (MB/s per core): {(ours['mb'] / ours['seconds']) / (dt['mb'] / dt['seconds']):.1f}x")
+        print(
+            f"speed-up vs datatrove (MB/s per core): {(ours['mb'] / ours['seconds']) / (dt['mb'] / dt['seconds']):.1f}x"
+        )
     if ours and big:
         print(f"peak RSS x{args.scale} input / x1 input: {big['peak_rss_mb'] / ours['peak_rss_mb']:.2f}")
     out = ROOT / "benchmarks" / "results" / "dedup_latest.json"

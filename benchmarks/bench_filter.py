@@ -60,17 +60,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/docs.parquet"
         docs.write_parquet(path)
-        out = subprocess.run(pinned([sys.executable, "-c", OURS, path, str(ROOT / "resources/models/lid.176.ftz")]),
-                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            pinned([sys.executable, "-c", OURS, path, str(ROOT / "resources/models/lid.176.ftz")]),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results["ours (polars + lid.176)"] = json.loads(out.stdout.strip().splitlines()[-1])
         if Path(args.dt_python).exists():
-            subprocess.run(pinned([args.dt_python, str(ROOT / "benchmarks/datatrove_baseline.py"), "chain", path,
-                                   f"{tmp}/dt.json"]), env=env, check=True, capture_output=True)
+            subprocess.run(
+                pinned(
+                    [args.dt_python, str(ROOT / "benchmarks/datatrove_baseline.py"), "chain", path, f"{tmp}/dt.json"]
+                ),
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             results["datatrove 0.10.1 FineWeb chain"] = json.loads(Path(f"{tmp}/dt.json").read_text())
     print(f"{'chain':<34} {'docs':>6} {'MB':>7} {'s':>8} {'docs/s':>8} {'MB/s/core':>9} {'RSS MB':>7}")
     for name, r in results.items():
-        print(f"{name:<34} {r['docs']:>6} {r['mb']:>7.2f} {r['seconds']:>8.2f} {r['docs'] / r['seconds']:>8.1f} "
-              f"{r['mb'] / r['seconds']:>9.2f} {r['peak_rss_mb']:>7.0f}")
+        print(
+            f"{name:<34} {r['docs']:>6} {r['mb']:>7.2f} {r['seconds']:>8.2f} {r['docs'] / r['seconds']:>8.1f} "
+            f"{r['mb'] / r['seconds']:>9.2f} {r['peak_rss_mb']:>7.0f}"
+        )
     if len(results) == 2:
         ours, dt = results.values()
         agree = sum((a is None) == (b is None) for a, b in zip(ours["reasons"], dt["reasons"])) / len(ours["reasons"])

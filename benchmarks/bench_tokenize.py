@@ -78,10 +78,16 @@ def main() -> None:
 
             cases = {
                 "bare.encode_ordinary_batch": lambda: enc.encode_ordinary_batch(texts, num_threads=threads),
-                "tokenized.tokenize_docs": lambda: sum(len(s.data) for s in tokenize_docs(
-                    text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, 1 << 24)),
-                "loader.online": lambda: sum(1 for _ in sequences(
-                    "online", seq_len=SEQ, online=OnlineSource(mixed, tok.encode_arrays, tok.eot_id, batch=1024))),
+                "tokenized.tokenize_docs": lambda: sum(
+                    len(s.data)
+                    for s in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, 1 << 24)
+                ),
+                "loader.online": lambda: sum(
+                    1
+                    for _ in sequences(
+                        "online", seq_len=SEQ, online=OnlineSource(mixed, tok.encode_arrays, tok.eot_id, batch=1024)
+                    )
+                ),
                 "loader.offline": lambda: sum(1 for _ in sequences("offline", seq_len=SEQ, offline=offline)),
             }
             times = {name: [] for name in cases}
@@ -94,14 +100,20 @@ def main() -> None:
                 med = statistics.median(ts)
                 ratio = statistics.median(b / t for b, t in zip(times["bare.encode_ordinary_batch"], ts))
                 results[f"{name}@{threads}"] = {
-                    "threads": threads, "seconds": round(med, 3), "tokens": tokens,
-                    "tokens_per_s_per_core": round(tokens / med / threads), "mb_per_s_per_core": round(mb / med / threads, 2),
-                    "ratio_to_bare": round(ratio, 3)}
+                    "threads": threads,
+                    "seconds": round(med, 3),
+                    "tokens": tokens,
+                    "tokens_per_s_per_core": round(tokens / med / threads),
+                    "mb_per_s_per_core": round(mb / med / threads, 2),
+                    "ratio_to_bare": round(ratio, 3),
+                }
     print(f"{len(texts)} documents, {mb:.1f} MB, cl100k_base")
     print(f"{'case':<34} {'s (median)':>10} {'tok/s/core':>12} {'MB/s/core':>10} {'x bare':>7}")
     for name, r in results.items():
-        print(f"{name:<34} {r['seconds']:>10.3f} {r['tokens_per_s_per_core']:>12,} {r['mb_per_s_per_core']:>10} "
-              f"{r['ratio_to_bare']:>7}")
+        print(
+            f"{name:<34} {r['seconds']:>10.3f} {r['tokens_per_s_per_core']:>12,} {r['mb_per_s_per_core']:>10} "
+            f"{r['ratio_to_bare']:>7}"
+        )
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "tokenize.json").write_text(json.dumps({"mb": mb, "results": results}, indent=1))
 

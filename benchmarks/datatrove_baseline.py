@@ -23,8 +23,13 @@ from pathlib import Path
 
 import polars as pl
 from datatrove.data import Document
-from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                        GopherRepetitionFilter, LanguageFilter)
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageFilter,
+)
 
 LID = Path(__file__).resolve().parents[1] / "resources" / "models" / "lid.176.ftz"
 
@@ -59,14 +64,20 @@ def decisions(inp: str, out: str) -> None:
     best = [lid.predict(Document(text=t, id="x"))[0] for t in df["text"]]
     df.drop("text").with_columns(
         *(pl.Series(k, v, pl.String) for k, v in cols.items()),
-        pl.Series("dt_lang", [b[0] for b in best]), pl.Series("dt_lang_score", [float(b[1]) for b in best]),
+        pl.Series("dt_lang", [b[0] for b in best]),
+        pl.Series("dt_lang_score", [float(b[1]) for b in best]),
     ).write_parquet(out)
 
 
 def chain(inp: str, out: str) -> None:
     df = pl.read_parquet(inp)
-    steps = [language_filter(languages=["en"]), GopherRepetitionFilter(), GopherQualityFilter(),
-             C4QualityFilter(filter_no_terminal_punct=False), FineWebQualityFilter()]
+    steps = [
+        language_filter(languages=["en"]),
+        GopherRepetitionFilter(),
+        GopherQualityFilter(),
+        C4QualityFilter(filter_no_terminal_punct=False),
+        FineWebQualityFilter(),
+    ]
     for f in steps[1:]:  # warm up spaCy and the model outside the clock, as a long-running worker would be
         run(f, "Warm up the tokenizer. It is loaded lazily.", 0)
     run(steps[0], "warm up", 0)
@@ -83,9 +94,17 @@ def chain(inp: str, out: str) -> None:
                 break
         reasons.append(reason)
     seconds = time.perf_counter() - t0
-    Path(out).write_text(json.dumps({
-        "seconds": seconds, "docs": len(texts), "mb": sum(len(t.encode()) for t in texts) / 1e6,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "reasons": reasons}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "docs": len(texts),
+                "mb": sum(len(t.encode()) for t in texts) / 1e6,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "reasons": reasons,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs.parquet"
         parity_docs(Path(args.corpus)).write_parquet(docs)
-        subprocess.run([args.dt_python, str(ROOT / "benchmarks" / "datatrove_baseline.py"), "decisions", str(docs),
-                        str(FIXTURE)], check=True)
+        subprocess.run(
+            [args.dt_python, str(ROOT / "benchmarks" / "datatrove_baseline.py"), "decisions", str(docs), str(FIXTURE)],
+            check=True,
+        )
     print(pl.read_parquet(FIXTURE).shape, "->", FIXTURE)
 
 

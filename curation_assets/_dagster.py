@@ -1,11 +1,11 @@
 """Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
 
-
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
+from curation_assets.config import PodSize
 from curation_assets.frames import StepOutput
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
 from resources.storage import OVERRIDE_TAG
@@ -18,26 +18,38 @@ source_partitions = dg.DynamicPartitionsDefinition(name="source")
 DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=36))
 
 
-def pod(cpu: str, memory: str) -> dict[str, dict]:
-    """op_tags sizing the step's pod under the k8s executor (dagster-k8s reads op tags, never asset tags)."""
-    res = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}}
+def pod(size: PodSize) -> dict[str, dict]:
+    """op_tags sizing the step's pod under the k8s executor from the step's `pod` in thresholds.yaml (dagster-k8s
+    reads op tags, never asset tags)."""
+    res = {"requests": {"cpu": size.cpu, "memory": size.memory}, "limits": {"memory": size.memory}}
     return {"dagster-k8s/config": {"container_config": {"resources": res}}}
 
 
 def drop_rate_spec(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec("drop_rate", asset=asset, blocking=True,
-                             description="share of input rows dropped is within the step's max_drop_rate")
+    return dg.AssetCheckSpec(
+        "drop_rate",
+        asset=asset,
+        blocking=True,
+        description="share of input rows dropped is within the step's max_drop_rate",
+    )
 
 
 def drop_rate_result(out: StepOutput, max_drop_rate: float) -> dg.AssetCheckResult:
     rows_in = out.resolve(out.rows_in)
     rate = 1 - out.written["rows_out"] / rows_in if rows_in else 0.0
-    return dg.AssetCheckResult(check_name="drop_rate", passed=rate <= max_drop_rate,
-                               metadata={"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate})
+    return dg.AssetCheckResult(
+        check_name="drop_rate",
+        passed=rate <= max_drop_rate,
+        metadata={"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate},
+    )
 
 
-def enforce_transfers(guard: CostGuard, transfers: list[Transfer], context: dg.AssetExecutionContext | None = None,
-                      step: str | None = None) -> dict[str, object]:
+def enforce_transfers(
+    guard: CostGuard,
+    transfers: list[Transfer],
+    context: dg.AssetExecutionContext | None = None,
+    step: str | None = None,
+) -> dict[str, object]:
     """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary or its budget, unless the
     run carries the override tag (then the reason is logged and recorded). Returns the plan's metadata."""
     override = context.run.tags.get(OVERRIDE_TAG) if context else None
@@ -60,8 +72,12 @@ def transfer_check(asset: str) -> dg.AssetChecksDefinition:
     """Blocking check on what the step actually moved (recorded in its materialization by the IO manager and, for
     raw, by the source reader): any cross-AZ or cross-region byte fails it, override or not."""
 
-    @dg.asset_check(asset=asset, name="no_cross_zone_bytes", blocking=True,
-                    description="the step moved no byte across an AZ or region (measured, not estimated)")
+    @dg.asset_check(
+        asset=asset,
+        name="no_cross_zone_bytes",
+        blocking=True,
+        description="the step moved no byte across an AZ or region (measured, not estimated)",
+    )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         partition = context.run.tags.get("dagster/partition")
         flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
@@ -70,7 +86,8 @@ def transfer_check(asset: str) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=False, metadata={"error": "no materialization in this run"})
         md = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
         crossed = {k: md[k] for k in md if k.endswith(("cross_az_bytes", "cross_region_bytes"))}
-        return dg.AssetCheckResult(passed=not any(crossed.values()),
-                                   metadata={**crossed, "transfer_override": md.get("transfer_override", "")})
+        return dg.AssetCheckResult(
+            passed=not any(crossed.values()), metadata={**crossed, "transfer_override": md.get("transfer_override", "")}
+        )
 
     return _check

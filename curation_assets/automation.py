@@ -34,7 +34,7 @@ def list_landing(zone_uri: str, since: datetime | None, store: ObjectStore) -> l
         bucket, _, prefix = zone_uri.removeprefix("s3://").partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         for o in get_objects(bucket, prefix, since_last_modified=since, client=store._s3()):
-            source, _, shard = o["Key"][len(prefix):].partition("/")
+            source, _, shard = o["Key"][len(prefix) :].partition("/")
             if shard:
                 out.append((source, f"{o['Key']}@{o['ETag']}", o["LastModified"]))
         return out
@@ -52,9 +52,13 @@ def list_landing(zone_uri: str, since: datetime | None, store: ObjectStore) -> l
 
 
 def landing_sensor(zone: LandingZone, zone_uri: str, job) -> dg.SensorDefinition:
-    @dg.sensor(name=f"landing_{zone.name}", job=job, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"curates the sources that receive new shards under {zone.uri}")
+    @dg.sensor(
+        name=f"landing_{zone.name}",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"curates the sources that receive new shards under {zone.uri}",
+    )
     def _sensor(context: dg.SensorEvaluationContext, store: ObjectStore):
         cursor = json.loads(context.cursor) if context.cursor else {}
         since = datetime.fromisoformat(cursor["since"]) - OVERLAP if "since" in cursor else None
@@ -68,15 +72,21 @@ def landing_sensor(zone: LandingZone, zone_uri: str, job) -> dg.SensorDefinition
             by_source.setdefault(source, []).append(key)
         known = set(context.instance.get_dynamic_partitions(source_partitions.name))
         new = sorted(set(by_source) - known)
-        requests = [dg.RunRequest(
-            run_key=f"{source}:{hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]}",
-            partition_key=source, tags={LANDING_TAG: zone.name}) for source, keys in sorted(by_source.items())]
+        requests = [
+            dg.RunRequest(
+                run_key=f"{source}:{hashlib.sha256(json.dumps(sorted(keys)).encode()).hexdigest()[:16]}",
+                partition_key=source,
+                tags={LANDING_TAG: zone.name},
+            )
+            for source, keys in sorted(by_source.items())
+        ]
         newest = max(m for _, _, m in listed)
         window = [k for _, k, m in listed if m >= newest - OVERLAP]
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[source_partitions.build_add_request(new)] if new else [],
-            cursor=json.dumps({"since": newest.isoformat(), "seen": sorted(window)}))
+            cursor=json.dumps({"since": newest.isoformat(), "seen": sorted(window)}),
+        )
 
     return _sensor
 
@@ -100,5 +110,9 @@ def with_automation(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefiniti
 
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
-    "curation_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30, description="evaluates the assets' automation conditions")
+    "curation_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="evaluates the assets' automation conditions",
+)

@@ -31,8 +31,12 @@ def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> 
     files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
     stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if "://" not in f else ())) for f in files]
     v = versions(cfg)
-    payload = [cfg.source(source).model_dump(mode="json"), [v[a] for a in SOURCE_ASSETS], stats,
-               cfg.thresholds.model_dump(mode="json")]
+    payload = [
+        cfg.source(source).model_dump(mode="json"),
+        [v[a] for a in SOURCE_ASSETS],
+        stats,
+        cfg.thresholds.model_dump(mode="json"),
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -55,17 +59,21 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
             print(f"{CURATE_SOURCE}[{source}]: unchanged since its last successful run, skipped")
         else:
             res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
-                partition_key=source, instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False)
+                partition_key=source, instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False
+            )
             ok &= res.success
             print(f"{CURATE_SOURCE}[{source}]: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
         prints.append(fp)
     if ok:
-        fp = hashlib.sha256(json.dumps([prints, versions(cfg)["mixed"], versions(cfg)["tokenized"]]).encode()).hexdigest()[:16]
+        fp = hashlib.sha256(
+            json.dumps([prints, versions(cfg)["mixed"], versions(cfg)["tokenized"]]).encode()
+        ).hexdigest()[:16]
         if not force and last_fingerprint(instance, BUILD_MIXTURE, None) == fp:
             print(f"{BUILD_MIXTURE}: unchanged since its last successful run, skipped")
         else:
-            res = defs.resolve_job_def(BUILD_MIXTURE).execute_in_process(instance=instance, tags={FINGERPRINT: fp},
-                                                                      raise_on_error=False)
+            res = defs.resolve_job_def(BUILD_MIXTURE).execute_in_process(
+                instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False
+            )
             ok &= res.success
             print(f"{BUILD_MIXTURE}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
     print(table(instance, cfg))
@@ -82,8 +90,10 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
             rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
             val = {k: getattr(md.get(k), "value", "-") for k in ("rows_in", "rows_out", "rows_dropped", "tokens")}
-            lines.append(f"{asset:<10} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
-                         f"{val['rows_dropped']:>8} {val['tokens']:>11}")
+            lines.append(
+                f"{asset:<10} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
+                f"{val['rows_dropped']:>8} {val['tokens']:>11}"
+            )
     return "\n".join(lines)
 
 

@@ -29,7 +29,9 @@ def corpus_params(cfg) -> DedupParams:
     for source in cfg.source_names:
         own = DedupParams(**cfg.thresholds.deduped.for_source(source))
         if own.signature_version != params.signature_version:
-            raise ValueError(f"deduped.per_source.{source} changes the signature params: cross-source dedup needs one set")
+            raise ValueError(
+                f"deduped.per_source.{source} changes the signature params: cross-source dedup needs one set"
+            )
     return params if params.priority else params.model_copy(update={"priority": tuple(cfg.source_names)})
 
 
@@ -51,8 +53,13 @@ def ledger_metadata(ledger: pl.DataFrame, n_docs: int) -> dict[str, object]:
 
 
 def build_signatures(cfg, version: str) -> dg.AssetsDefinition:
-    @dg.asset(partitions_def=source_partitions, code_version=version, op_tags=pod("1", "4Gi"), group_name="curation",
-              check_specs=[drop_rate_spec("dedup_signatures")])
+    @dg.asset(
+        partitions_def=source_partitions,
+        code_version=version,
+        op_tags=pod(cfg.thresholds.deduped.pod),
+        group_name="curation",
+        check_specs=[drop_rate_spec("dedup_signatures")],
+    )
     def dedup_signatures(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
         """MinHash signatures (datasketch affine32 hash values) and exact keys of one source's filtered documents."""
         params = corpus_params(cfg)
@@ -67,9 +74,14 @@ def build_signatures(cfg, version: str) -> dg.AssetsDefinition:
                 seen["bytes"] += batch.estimated_size()
                 yield from signatures(batch, params, source=source)
 
-        out = StepOutput(kept=parts(), dropped=empty_frame({"doc_id": pl.String(), "drop_reason": pl.String()}),
-                         rows_in=lambda: seen["rows"], bytes_in=lambda: seen["bytes"], config_version=version,
-                         extra={"signature_version": params.signature_version, **transfer})
+        out = StepOutput(
+            kept=parts(),
+            dropped=empty_frame({"doc_id": pl.String(), "drop_reason": pl.String()}),
+            rows_in=lambda: seen["rows"],
+            bytes_in=lambda: seen["bytes"],
+            config_version=version,
+            extra={"signature_version": params.signature_version, **transfer},
+        )
         yield dg.Output(out)
         yield drop_rate_result(out, 0.0)
 
@@ -77,10 +89,20 @@ def build_signatures(cfg, version: str) -> dg.AssetsDefinition:
 
 
 def build_clusters(cfg, version: str) -> dg.AssetsDefinition:
-    @dg.asset(code_version=version, op_tags=pod("2", "16Gi"), group_name="curation",
-              ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
-              check_specs=[dg.AssetCheckSpec("removal_rate", asset="dedup_clusters", blocking=True,
-                                             description="share of all documents removed is within removal_band")])
+    @dg.asset(
+        code_version=version,
+        op_tags=pod(cfg.thresholds.deduped.pod),
+        group_name="curation",
+        ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "removal_rate",
+                asset="dedup_clusters",
+                blocking=True,
+                description="share of all documents removed is within removal_band",
+            )
+        ],
+    )
     def dedup_clusters(context: dg.AssetExecutionContext, dedup_signatures: dict[str, pl.LazyFrame]):
         """Cluster ledger over every source: doc_id, source, cluster_id, cluster_size, kept, kept_doc_id, kept_source,
         drop_reason, jaccard (estimated vs the kept representative). Keep rule: source priority, then doc_id."""
@@ -90,13 +112,19 @@ def build_clusters(cfg, version: str) -> dg.AssetsDefinition:
         ledger = cluster(sigs, params) if sigs is not None and sigs.height else empty_ledger()
         sigs = sigs if sigs is not None else pl.DataFrame()
         md = ledger_metadata(ledger, sigs.height)
-        out = StepOutput(kept=ledger, dropped=empty_frame({"doc_id": pl.String(), "drop_reason": pl.String()}),
-                         rows_in=ledger.height, bytes_in=sigs.estimated_size(), config_version=version,
-                         extra={**md, "priority": ", ".join(params.priority)})
+        out = StepOutput(
+            kept=ledger,
+            dropped=empty_frame({"doc_id": pl.String(), "drop_reason": pl.String()}),
+            rows_in=ledger.height,
+            bytes_in=sigs.estimated_size(),
+            config_version=version,
+            extra={**md, "priority": ", ".join(params.priority)},
+        )
         yield dg.Output(out)
         lo, hi = params.removal_band
         rate = md["removal_rate"]
-        yield dg.AssetCheckResult(check_name="removal_rate", passed=lo <= rate <= hi,
-                                  metadata={"removal_rate": rate, "min": lo, "max": hi})
+        yield dg.AssetCheckResult(
+            check_name="removal_rate", passed=lo <= rate <= hi, metadata={"removal_rate": rate, "min": lo, "max": hi}
+        )
 
     return dedup_clusters

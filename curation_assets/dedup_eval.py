@@ -19,7 +19,9 @@ import zstandard
 def read_shard(path: Path, html: bool = False, batch_rows: int = 4096) -> Iterator[pl.DataFrame]:
     """`doc_id, source, text` of a corpus shard (JSONL.zst or Parquet) in batches; `html` extracts web pages."""
     if path.suffix == ".parquet":
-        frames = pl.read_parquet(path, columns=["id", "source", "text"]).rename({"id": "doc_id"}).iter_slices(batch_rows)
+        frames = (
+            pl.read_parquet(path, columns=["id", "source", "text"]).rename({"id": "doc_id"}).iter_slices(batch_rows)
+        )
     else:
         frames = _jsonl_batches(path, batch_rows)
     for frame in frames:
@@ -52,13 +54,20 @@ def score(clusters: pl.DataFrame, planted: pl.DataFrame) -> dict[str, float | in
     `cluster_id`: null or absent = a cluster of its own) on the planted pairs whose copy and original are both in
     `clusters` or absent from it (absent docs are singletons)."""
     ids = clusters.select("doc_id", "cluster_id")
-    pairs = (planted.join(ids.rename({"doc_id": "copy_id", "cluster_id": "c"}), on="copy_id", how="left")
-             .join(ids.rename({"doc_id": "original_id", "cluster_id": "o"}), on="original_id", how="left")
-             .with_columns(found=(pl.col("c") == pl.col("o")).fill_null(False)))
+    pairs = (
+        planted.join(ids.rename({"doc_id": "copy_id", "cluster_id": "c"}), on="copy_id", how="left")
+        .join(ids.rename({"doc_id": "original_id", "cluster_id": "o"}), on="original_id", how="left")
+        .with_columns(found=(pl.col("c") == pl.col("o")).fill_null(False))
+    )
     pos = pairs.filter(pl.col("jaccard_5gram") >= 0.85)
     found = pairs.filter("found")
     fp = found.filter(pl.col("jaccard_5gram") < 0.7).height
-    return {"pairs": pairs.height, "positives": pos.height, "recall": round(pos["found"].mean() or 0.0, 4),
-            "found": found.height, "false_positives": fp,
-            "precision": round(1 - fp / found.height, 4) if found.height else 1.0,
-            "recall_at_0.8": round(pairs.filter(pl.col("dup_at_0.8") == 1)["found"].mean() or 0.0, 4)}
+    return {
+        "pairs": pairs.height,
+        "positives": pos.height,
+        "recall": round(pos["found"].mean() or 0.0, 4),
+        "found": found.height,
+        "false_positives": fp,
+        "precision": round(1 - fp / found.height, 4) if found.height else 1.0,
+        "recall_at_0.8": round(pairs.filter(pl.col("dup_at_0.8") == 1)["found"].mean() or 0.0, 4),
+    }

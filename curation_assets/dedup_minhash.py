@@ -139,8 +139,9 @@ def minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int, se
     return sig
 
 
-def signature_frame(docs: pl.DataFrame, *, num_perm: int, seed: int, ngram: int, normalize_text: bool = True,
-                    source: str | None = None) -> pl.DataFrame:
+def signature_frame(
+    docs: pl.DataFrame, *, num_perm: int, seed: int, ngram: int, normalize_text: bool = True, source: str | None = None
+) -> pl.DataFrame:
     """`doc_id, source, exact_key, n_words, sig` (Array[UInt32, num_perm]) per row of `docs` (needs `doc_id`, `text`;
     `source` from the column if present, else the argument)."""
     texts = [normalize(t or "", normalize_text) for t in docs.get_column("text").to_list()]
@@ -148,13 +149,15 @@ def signature_frame(docs: pl.DataFrame, *, num_perm: int, seed: int, ngram: int,
     hashes, owner = shingle_hashes(words, counts, ngram)
     sig = minhash(hashes, owner, len(texts), num_perm, seed)
     src = docs.get_column("source") if "source" in docs.columns else pl.Series([source] * docs.height, dtype=pl.String)
-    return pl.DataFrame({
-        "doc_id": docs.get_column("doc_id"),
-        "source": src.cast(pl.String),
-        "exact_key": pl.Series([exact_key(t, normalize_text) for t in texts], dtype=pl.Binary),
-        "n_words": pl.Series(counts, dtype=pl.Int64),
-        "sig": pl.Series(sig, dtype=pl.Array(pl.UInt32, num_perm)),
-    })
+    return pl.DataFrame(
+        {
+            "doc_id": docs.get_column("doc_id"),
+            "source": src.cast(pl.String),
+            "exact_key": pl.Series([exact_key(t, normalize_text) for t in texts], dtype=pl.Binary),
+            "n_words": pl.Series(counts, dtype=pl.Int64),
+            "sig": pl.Series(sig, dtype=pl.Array(pl.UInt32, num_perm)),
+        }
+    )
 
 
 # --- shuffle: band buckets -> candidate edges ----------------------------------------------------------------------
@@ -167,15 +170,18 @@ def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     return h
 
 
-def band_edges(nodes: np.ndarray, sig: np.ndarray, band: int, rows: int, part: int = 0, n_parts: int = 1) -> pl.DataFrame:
+def band_edges(
+    nodes: np.ndarray, sig: np.ndarray, band: int, rows: int, part: int = 0, n_parts: int = 1
+) -> pl.DataFrame:
     """Candidate edges `a, b` (a < b, node ranks) among `nodes` from one band, restricted to hash partition `part`."""
     keys = band_keys(sig, band, rows)
     mine = keys % np.uint64(n_parts) == np.uint64(part)
     frame = pl.DataFrame({"key": keys[mine], "node": nodes[mine]}).sort("key", "node")
-    grouped = frame.with_columns(
-        first=pl.col("node").first().over("key"), prev=pl.col("node").shift(1).over("key"))
+    grouped = frame.with_columns(first=pl.col("node").first().over("key"), prev=pl.col("node").shift(1).over("key"))
     star = grouped.filter(pl.col("node") != pl.col("first")).select(a="first", b="node")
-    chain = grouped.filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("first"))).select(a="prev", b="node")
+    chain = grouped.filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("first"))).select(
+        a="prev", b="node"
+    )
     return pl.concat([star, chain]).unique()
 
 
@@ -189,11 +195,17 @@ def components(edges: pl.DataFrame) -> pl.DataFrame:
     label = e.group_by("a").agg(label=pl.min("b")).select(node="a", label=pl.min_horizontal("a", "label"))
     while True:
         # each node takes the smallest label among its neighbours, then jumps to its label's label
-        nxt = (e.join(label, left_on="b", right_on="node").group_by("a").agg(pl.min("label"))
-               .rename({"a": "node", "label": "nb"}).join(label, on="node")
-               .select("node", label=pl.min_horizontal("label", "nb")))
+        nxt = (
+            e.join(label, left_on="b", right_on="node")
+            .group_by("a")
+            .agg(pl.min("label"))
+            .rename({"a": "node", "label": "nb"})
+            .join(label, on="node")
+            .select("node", label=pl.min_horizontal("label", "nb"))
+        )
         nxt = nxt.join(nxt.rename({"node": "label", "label": "jump"}), on="label", how="left").select(
-            "node", label=pl.min_horizontal("label", "jump"))
+            "node", label=pl.min_horizontal("label", "jump")
+        )
         if nxt.sort("node").equals(label.sort("node")):
             return label.sort("node")
         label = nxt
@@ -203,13 +215,23 @@ def components(edges: pl.DataFrame) -> pl.DataFrame:
 def rank(sigs: pl.DataFrame, priority: list[str] | tuple[str, ...] = ()) -> pl.DataFrame:
     """`sigs` + `node`: 0.. in keep order (source priority, sources not listed last, then `doc_id`): deterministic,
     independent of row order and sharding. Within a cluster the smallest node is kept."""
-    prio = pl.col("source").replace_strict(list(priority), list(range(len(priority))), default=len(priority),
-                                           return_dtype=pl.Int64)
+    prio = pl.col("source").replace_strict(
+        list(priority), list(range(len(priority))), default=len(priority), return_dtype=pl.Int64
+    )
     return sigs.with_columns(_prio=prio).sort("_prio", "doc_id").drop("_prio").with_row_index("node")
 
 
-def cluster_signatures(sigs: pl.DataFrame, *, bands: int, rows: int, threshold: float | None, exact: bool = True,
-                       near: bool = True, priority: list[str] | tuple[str, ...] = (), n_parts: int = 1) -> pl.DataFrame:
+def cluster_signatures(
+    sigs: pl.DataFrame,
+    *,
+    bands: int,
+    rows: int,
+    threshold: float | None,
+    exact: bool = True,
+    near: bool = True,
+    priority: list[str] | tuple[str, ...] = (),
+    n_parts: int = 1,
+) -> pl.DataFrame:
     """Cluster ledger: one row per document in a cluster of two or more.
 
     Columns: `doc_id, source, cluster_id` (= `kept_doc_id`, the kept representative), `cluster_size, kept,
@@ -229,8 +251,9 @@ def cluster_signatures(sigs: pl.DataFrame, *, bands: int, rows: int, threshold: 
     if near:
         reps = reps.filter(pl.col("n_words") > 0)
         nodes = reps.get_column("node").to_numpy()
-        cand = pl.concat([band_edges(nodes, sig[nodes], b, rows, p, n_parts)
-                          for b in range(bands) for p in range(n_parts)]).unique()
+        cand = pl.concat(
+            [band_edges(nodes, sig[nodes], b, rows, p, n_parts) for b in range(bands) for p in range(n_parts)]
+        ).unique()
         if threshold is not None and cand.height:
             est = estimated_jaccard(sig[cand["a"].to_numpy()], sig[cand["b"].to_numpy()])
             cand = cand.filter(pl.Series(est >= threshold))
@@ -238,22 +261,44 @@ def cluster_signatures(sigs: pl.DataFrame, *, bands: int, rows: int, threshold: 
     labels = components(pl.concat(edges).cast(pl.UInt32))
     if labels.is_empty():
         return empty_ledger()
-    members = labels.join(ranked.drop("sig"), on="node").join(
-        ranked.select(label="node", kept_doc_id="doc_id", kept_source="source"), on="label").with_columns(
-        exact_copy=pl.col("node").is_in(exact_copies["node"].implode()))
+    members = (
+        labels.join(ranked.drop("sig"), on="node")
+        .join(ranked.select(label="node", kept_doc_id="doc_id", kept_source="source"), on="label")
+        .with_columns(exact_copy=pl.col("node").is_in(exact_copies["node"].implode()))
+    )
     jac = estimated_jaccard(sig[members["node"].to_numpy()], sig[members["label"].to_numpy()])
-    return members.with_columns(jaccard=pl.Series(jac, dtype=pl.Float64)).select(
-        "doc_id", "source", cluster_id="kept_doc_id", cluster_size=pl.len().over("label").cast(pl.Int64),
-        kept=pl.col("node") == pl.col("label"), kept_doc_id="kept_doc_id", kept_source="kept_source",
-        drop_reason=pl.when(pl.col("node") == pl.col("label")).then(None)
-        .when(pl.col("exact_copy")).then(pl.lit("exact_duplicate"))
-        .otherwise(pl.lit("near_duplicate")),
-        jaccard=pl.col("jaccard").round(4)).sort("cluster_id", "kept", "doc_id", descending=[False, True, False])
+    return (
+        members.with_columns(jaccard=pl.Series(jac, dtype=pl.Float64))
+        .select(
+            "doc_id",
+            "source",
+            cluster_id="kept_doc_id",
+            cluster_size=pl.len().over("label").cast(pl.Int64),
+            kept=pl.col("node") == pl.col("label"),
+            kept_doc_id="kept_doc_id",
+            kept_source="kept_source",
+            drop_reason=pl.when(pl.col("node") == pl.col("label"))
+            .then(None)
+            .when(pl.col("exact_copy"))
+            .then(pl.lit("exact_duplicate"))
+            .otherwise(pl.lit("near_duplicate")),
+            jaccard=pl.col("jaccard").round(4),
+        )
+        .sort("cluster_id", "kept", "doc_id", descending=[False, True, False])
+    )
 
 
-LEDGER_SCHEMA = {"doc_id": pl.String, "source": pl.String, "cluster_id": pl.String, "cluster_size": pl.Int64,
-                 "kept": pl.Boolean, "kept_doc_id": pl.String, "kept_source": pl.String, "drop_reason": pl.String,
-                 "jaccard": pl.Float64}
+LEDGER_SCHEMA = {
+    "doc_id": pl.String,
+    "source": pl.String,
+    "cluster_id": pl.String,
+    "cluster_size": pl.Int64,
+    "kept": pl.Boolean,
+    "kept_doc_id": pl.String,
+    "kept_source": pl.String,
+    "drop_reason": pl.String,
+    "jaccard": pl.Float64,
+}
 
 
 def empty_ledger() -> pl.DataFrame:

@@ -60,8 +60,9 @@ class DedupParams(BaseModel):
     @property
     def signature_version(self) -> str:
         """Signatures depend only on these fields: signatures of different versions are never compared."""
-        return stable_id(self.model_dump_json(include={"normalize", "num_perm", "ngram", "seed", "hashfunc",
-                                                       "scheme"}))[:12]
+        return stable_id(
+            self.model_dump_json(include={"normalize", "num_perm", "ngram", "seed", "hashfunc", "scheme"})
+        )[:12]
 
 
 def batches(docs: pl.DataFrame, max_bytes: int) -> Iterator[pl.DataFrame]:
@@ -79,21 +80,39 @@ def batches(docs: pl.DataFrame, max_bytes: int) -> Iterator[pl.DataFrame]:
 def signatures(docs: pl.DataFrame, params: DedupParams, source: str | None = None) -> Iterator[pl.DataFrame]:
     """Signature frames (`dedup_minhash.signature_frame`), one per batch of about `batch_bytes` of text."""
     for batch in batches(docs, params.batch_bytes):
-        yield signature_frame(batch, num_perm=params.num_perm, seed=params.seed, ngram=params.ngram,
-                              normalize_text=params.normalize, source=source)
+        yield signature_frame(
+            batch,
+            num_perm=params.num_perm,
+            seed=params.seed,
+            ngram=params.ngram,
+            normalize_text=params.normalize,
+            source=source,
+        )
 
 
 def cluster(sigs: pl.DataFrame, params: DedupParams, n_parts: int = 1) -> pl.DataFrame:
     """The cluster ledger of `sigs` (see `dedup_minhash.cluster_signatures`)."""
-    return cluster_signatures(sigs, bands=params.bands, rows=params.rows, threshold=params.threshold,
-                              exact=params.exact, near=params.near, priority=params.priority, n_parts=n_parts)
+    return cluster_signatures(
+        sigs,
+        bands=params.bands,
+        rows=params.rows,
+        threshold=params.threshold,
+        exact=params.exact,
+        near=params.near,
+        priority=params.priority,
+        n_parts=n_parts,
+    )
 
 
 def apply_ledger(docs: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
     """`docs` + `dup_cluster` (kept representative's `doc_id` for every member of a cluster, itself included; null for
     unique docs) + `drop_reason` (`exact_duplicate`, `near_duplicate`, null = kept), in the order of `docs`."""
-    return docs.join(ledger.select("doc_id", dup_cluster="cluster_id", drop_reason="drop_reason"), on="doc_id",
-                     how="left", maintain_order="left")
+    return docs.join(
+        ledger.select("doc_id", dup_cluster="cluster_id", drop_reason="drop_reason"),
+        on="doc_id",
+        how="left",
+        maintain_order="left",
+    )
 
 
 def dedup_docs(docs: pl.DataFrame, params: DedupParams) -> pl.DataFrame:
@@ -106,33 +125,54 @@ def dedup_docs(docs: pl.DataFrame, params: DedupParams) -> pl.DataFrame:
 def build(cfg, version: str, scope: Literal["source", "corpus"] = "source") -> dg.AssetsDefinition:
     """`scope="source"`: dedup within the partition (MinHash computed here). `scope="corpus"`: apply the
     `dedup_clusters` ledger (within- and cross-source clusters; see `dedup_corpus`) to this source's documents."""
-    spec = dict(partitions_def=source_partitions, code_version=version, op_tags=pod("1", "8Gi"), group_name="curation",
-                check_specs=[drop_rate_spec("deduped")])
+    spec = dict(
+        partitions_def=source_partitions,
+        code_version=version,
+        op_tags=pod(cfg.thresholds.deduped.pod),
+        group_name="curation",
+        check_specs=[drop_rate_spec("deduped")],
+    )
 
-    def run(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard,
-            clusters: pl.LazyFrame | None):
+    def run(
+        context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard, clusters: pl.LazyFrame | None
+    ):
         docs = filtered.collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
         if clusters is not None:
-            mine = clusters.filter(pl.col("source") == context.partition_key).collect() if clusters.collect_schema().len() else None
+            mine = (
+                clusters.filter(pl.col("source") == context.partition_key).collect()
+                if clusters.collect_schema().len()
+                else None
+            )
             marked = apply_ledger(docs, mine if mine is not None else empty_ledger())
         else:
             marked = dedup_docs(docs, DedupParams(**cfg.thresholds.deduped.for_source(context.partition_key)))
         kept, dropped = split_kept(marked)
-        out = StepOutput(kept=kept.drop("dup_cluster"), dropped=dropped, rows_in=docs.height,
-                         bytes_in=docs.estimated_size(), config_version=version,
-                         extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), "scope": scope, **transfer})
+        out = StepOutput(
+            kept=kept.drop("dup_cluster"),
+            dropped=dropped,
+            rows_in=docs.height,
+            bytes_in=docs.estimated_size(),
+            config_version=version,
+            extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), "scope": scope, **transfer},
+        )
         yield dg.Output(out)
         yield drop_rate_result(out, cfg.thresholds.deduped.max_drop_rate)
 
     if scope == "corpus":
+
         @dg.asset(**spec)
-        def deduped(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, dedup_clusters: pl.LazyFrame,
-                    cost_guard: CostGuard):
+        def deduped(
+            context: dg.AssetExecutionContext,
+            filtered: pl.LazyFrame,
+            dedup_clusters: pl.LazyFrame,
+            cost_guard: CostGuard,
+        ):
             """Filtered documents minus those the corpus-wide `dedup_clusters` ledger drops (within and across
             sources; keep rule: source priority, then smallest doc_id); `dup_cluster` names the kept representative."""
             yield from run(context, filtered, cost_guard, dedup_clusters)
     else:
+
         @dg.asset(**spec)
         def deduped(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
             """Filtered documents without exact and near duplicates within the source (keep rule: smallest doc_id);

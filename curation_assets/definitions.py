@@ -20,12 +20,12 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     """code_version per asset: the hash of the config that drives it, so a threshold edit marks it stale."""
     t = cfg.thresholds
     return {
-        "raw": version_of(cfg.sources, t.raw, "readers-v1"),
-        "filtered": version_of(t.filtered, "filtered-v1"),
-        "deduped": version_of(t.deduped, "deduped-v2"),
-        "synthetic": version_of(t.synthetic, "synthetic-v2"),
-        "mixed": version_of(cfg.recipe, t.mixed, "mixed-v2"),
-        "tokenized": version_of(cfg.recipe, t.tokenized, tokenized.FORMAT),
+        "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
+        "filtered": version_of(t.filtered.data_params(), "filtered-v2"),
+        "deduped": version_of(t.deduped.data_params(), "deduped-v2"),
+        "synthetic": version_of(t.synthetic.data_params(), "synthetic-v2"),
+        "mixed": version_of(cfg.recipe, t.mixed.data_params(), "mixed-v2"),
+        "tokenized": version_of(cfg.recipe, t.tokenized.data_params(), tokenized.FORMAT),
     }
 
 
@@ -33,22 +33,29 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
     if settings.env == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured({
-            "job_namespace": settings.namespace,
-            "service_account_name": "curation-dagster",
-            "env_config_maps": ["curation-env"],
-            "env_secrets": ["curation-aws"],
-            "max_concurrent": 16,
-        })
+        return k8s_job_executor.configured(
+            {
+                "job_namespace": settings.namespace,
+                "service_account_name": "curation-dagster",
+                "env_config_maps": ["curation-env"],
+                "env_secrets": ["curation-aws"],
+                "max_concurrent": 16,
+            }
+        )
     # forkserver with the location preloaded: each step (and check step) forks from a warm server instead of
     # importing dagster, polars and the step modules again in a fresh interpreter
     return dg.multiprocess_executor.configured(
-        {"start_method": {"forkserver": {"preload_modules": ["curation_assets.definitions"]}}})
+        {"start_method": {"forkserver": {"preload_modules": ["curation_assets.definitions"]}}}
+    )
 
 
 def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
-    @dg.sensor(job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="adds a `source` partition for every source in the sources config and curates new ones")
+    @dg.sensor(
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="adds a `source` partition for every source in the sources config and curates new ones",
+    )
     def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         known = set(context.instance.get_dynamic_partitions(source_partitions.name))
         new = [s for s in cfg.source_names if s not in known]
@@ -56,20 +63,34 @@ def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
             return dg.SkipReason("every configured source is registered")
         return dg.SensorResult(
             dynamic_partitions_requests=[source_partitions.build_add_request(new)],
-            run_requests=[dg.RunRequest(run_key=f"register:{s}", partition_key=s) for s in new])
+            run_requests=[dg.RunRequest(run_key=f"register:{s}", partition_key=s) for s in new],
+        )
 
     return register_sources
 
 
 def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions:
     v = versions(cfg)
-    assets = with_automation([
-        raw.build(cfg, v["raw"]), filtered.build(cfg, v["filtered"]), deduped.build(cfg, v["deduped"]),
-        synthetic.build(cfg, v["synthetic"]), mixed.build(cfg, v["mixed"]), tokenized.build(cfg, v["tokenized"])])
-    curate = dg.define_asset_job(CURATE_SOURCE, selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
-                                 description="raw -> filtered -> deduped -> synthetic for one source partition")
-    mixture = dg.define_asset_job(BUILD_MIXTURE, selection=dg.AssetSelection.assets("mixed", "tokenized"),
-                                  description="the recipe's mixture and its token stream, over every source")
+    assets = with_automation(
+        [
+            raw.build(cfg, v["raw"]),
+            filtered.build(cfg, v["filtered"]),
+            deduped.build(cfg, v["deduped"]),
+            synthetic.build(cfg, v["synthetic"]),
+            mixed.build(cfg, v["mixed"]),
+            tokenized.build(cfg, v["tokenized"]),
+        ]
+    )
+    curate = dg.define_asset_job(
+        CURATE_SOURCE,
+        selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
+        description="raw -> filtered -> deduped -> synthetic for one source partition",
+    )
+    mixture = dg.define_asset_job(
+        BUILD_MIXTURE,
+        selection=dg.AssetSelection.assets("mixed", "tokenized"),
+        description="the recipe's mixture and its token stream, over every source",
+    )
 
     @dg.schedule(job=curate, cron_schedule="0 2 * * *", execution_timezone="UTC")
     def curate_sources_daily(context: dg.ScheduleEvaluationContext):
@@ -77,8 +98,9 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         for s in context.instance.get_dynamic_partitions(source_partitions.name):
             yield dg.RunRequest(run_key=f"{s}:{day}", partition_key=s)
 
-    mixture_daily = dg.ScheduleDefinition(job=mixture, cron_schedule="0 5 * * *", execution_timezone="UTC",
-                                          name="build_mixture_daily")
+    mixture_daily = dg.ScheduleDefinition(
+        job=mixture, cron_schedule="0 5 * * *", execution_timezone="UTC", name="build_mixture_daily"
+    )
     return dg.Definitions(
         assets=assets,
         asset_checks=[transfer_check(name) for name in ASSETS],

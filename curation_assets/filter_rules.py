@@ -68,16 +68,21 @@ def _grams(words: pl.LazyFrame, n: int, sep: str) -> pl.LazyFrame:
     key = pl.sum_horizontal([pl.col("_h").shift(-k) * pl.lit(_MULT[k], pl.UInt64) for k in range(n)])
     chars = pl.sum_horizontal([pl.col("_len").shift(-k) for k in range(n)]) + len(sep) * (n - 1)
     return words.select("_i", "_pos", key.alias("_g"), chars.alias("_chars")).filter(
-        pl.col("_i").shift(-(n - 1)) == pl.col("_i"))
+        pl.col("_i").shift(-(n - 1)) == pl.col("_i")
+    )
 
 
 def _top_ngram_chars(words: pl.LazyFrame, n: int) -> pl.LazyFrame:
     """datatrove `find_top_duplicate`: len(top n-gram) * its count; ties -> the first occurring (Counter order).
     n-grams are grouped by a 64-bit hash of their text, within one document and one call (never persisted)."""
-    counts = _grams(words, n, " ").group_by("_i", "_g").agg(
-        pl.len().alias("_c"), pl.col("_pos").min(), pl.col("_chars").first())
+    counts = (
+        _grams(words, n, " ")
+        .group_by("_i", "_g")
+        .agg(pl.len().alias("_c"), pl.col("_pos").min(), pl.col("_chars").first())
+    )
     top = counts.filter(pl.col("_c") == pl.col("_c").max().over("_i")).filter(
-        pl.col("_pos") == pl.col("_pos").min().over("_i"))
+        pl.col("_pos") == pl.col("_pos").min().over("_i")
+    )
     return top.select("_i", (pl.col("_c") * pl.col("_chars")).alias(f"_top{n}"))
 
 
@@ -105,8 +110,7 @@ def _dup_ngram_chars(words: pl.LazyFrame, docs: pl.DataFrame, n: int, frac: floa
     exact = grams.filter(pl.col("_i").is_in(hot.implode())).group_by("_i", maintain_order=True).agg("_g", "_chars")
     values = [greedy_dup_chars(g, c, n) for g, c in exact.select("_g", "_chars").iter_rows()]
     exact = pl.DataFrame({"_i": exact["_i"], "_x": pl.Series(values, dtype=pl.Int64)})
-    return bound.join(exact, on="_i", how="left").select(
-        "_i", pl.coalesce("_x", "_b").cast(pl.Int64).alias(f"_dup{n}"))
+    return bound.join(exact, on="_i", how="left").select("_i", pl.coalesce("_x", "_b").cast(pl.Int64).alias(f"_dup{n}"))
 
 
 def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
@@ -115,21 +119,29 @@ def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
     c = pl.col
     lines = base.select("_i", c("text").str.replace_all(LINE_BREAK, "\n").str.split("\n").alias("_l")).explode("_l")
     lines = lines.with_columns(c("_l").str.strip_chars()).with_columns(
-        c("_l").str.replace_all(_CITATION, "").alias("_c"))  # intermediate columns: each computed once
-    lines = lines.with_columns(c("_c").str.to_lowercase().alias("_low"), (
-        c("_l").str.contains(r"\S{1001}")  # a word longer than 1000 chars
-        | (~c("_c").str.contains(r"[.?!\"']$") | c("_c").str.ends_with("...") if terminal_punct else pl.lit(False))
-        | (c("_l").str.count_matches(r"\S+") < 3)).alias("_skip"))
+        c("_l").str.replace_all(_CITATION, "").alias("_c")
+    )  # intermediate columns: each computed once
+    lines = lines.with_columns(
+        c("_c").str.to_lowercase().alias("_low"),
+        (
+            c("_l").str.contains(r"\S{1001}")  # a word longer than 1000 chars
+            | (~c("_c").str.contains(r"[.?!\"']$") | c("_c").str.ends_with("...") if terminal_punct else pl.lit(False))
+            | (c("_l").str.count_matches(r"\S+") < 3)
+        ).alias("_skip"),
+    )
     lines = lines.with_columns(
         (~c("_skip") & c("_low").str.contains("lorem ipsum", literal=True)).alias("_lorem"),
         c("_low").str.contains("javascript", literal=True).alias("_js"),
-        c("_low").str.contains_any(list(POLICY)).alias("_policy"))
+        c("_low").str.contains_any(list(POLICY)).alias("_policy"),
+    )
     lines = lines.with_columns(
-        (~c("_skip") & ~c("_lorem") & ~c("_js") & c("_c").str.contains("{", literal=True)).alias("_curly"))
+        (~c("_skip") & ~c("_lorem") & ~c("_js") & c("_c").str.contains("{", literal=True)).alias("_curly")
+    )
     kept = ~c("_skip") & ~c("_lorem") & ~c("_js") & ~c("_curly") & ~c("_policy")
     event = pl.when(c("_lorem")).then(pl.lit("lorem_ipsum")).when(c("_curly")).then(pl.lit("curly_bracket"))
-    per_line = lines.select("_i", "_c", event.alias("_ev"), kept.alias("_k"),
-                            (c("_c").str.count_matches(_SENT_BREAK) + 1).alias("_s"))
+    per_line = lines.select(
+        "_i", "_c", event.alias("_ev"), kept.alias("_k"), (c("_c").str.count_matches(_SENT_BREAK) + 1).alias("_s")
+    )
     return per_line.group_by("_i").agg(
         pl.col("_ev").drop_nulls().first().alias("_c4_event"),
         pl.col("_s").filter("_k").sum().alias("_c4_sentences"),
@@ -139,10 +151,17 @@ def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
 
 def fineweb_lines(base: pl.LazyFrame, short_line_length: int) -> pl.LazyFrame:
     """FineWebQualityFilter's line statistics over the non-blank `\\n`-separated lines."""
-    lines = base.select("_i", pl.col("text").str.split("\n").alias("_l")).explode("_l").filter(
-        pl.col("_l").str.strip_chars() != "")
-    dups = lines.group_by("_i", "_l").len().group_by("_i").agg(
-        ((pl.col("len") - 1) * pl.col("_l").str.len_chars()).sum().alias("_fw_dup_chars"))
+    lines = (
+        base.select("_i", pl.col("text").str.split("\n").alias("_l"))
+        .explode("_l")
+        .filter(pl.col("_l").str.strip_chars() != "")
+    )
+    dups = (
+        lines.group_by("_i", "_l")
+        .len()
+        .group_by("_i")
+        .agg(((pl.col("len") - 1) * pl.col("_l").str.len_chars()).sum().alias("_fw_dup_chars"))
+    )
     stats = lines.group_by("_i").agg(
         pl.len().alias("_fw_lines"),
         pl.col("_l").str.contains(_TERMINAL_END).sum().alias("_fw_punct_lines"),
@@ -151,19 +170,37 @@ def fineweb_lines(base: pl.LazyFrame, short_line_length: int) -> pl.LazyFrame:
     return stats.join(dups, on="_i", how="left")
 
 
-def features(texts: pl.Series, *, top_n_grams=(), dup_n_grams=(), stop_words=(), c4: bool = False,
-             c4_terminal_punct: bool = False, fineweb: bool = False, short_line_length: int = 30,
-             dropped_before_dup: pl.Expr | None = None) -> pl.DataFrame:
+def features(
+    texts: pl.Series,
+    *,
+    top_n_grams=(),
+    dup_n_grams=(),
+    stop_words=(),
+    c4: bool = False,
+    c4_terminal_punct: bool = False,
+    fineweb: bool = False,
+    short_line_length: int = 30,
+    dropped_before_dup: pl.Expr | None = None,
+) -> pl.DataFrame:
     """One row per text: every statistic the rules compare (see filtered._rules). Null = not defined for the doc.
 
     `dropped_before_dup` (over these features) marks docs that a rule before the duplicated-n-gram rules already
     drops: the sequential n-gram scan skips them, and a doc whose n-gram rule fired skips the larger n."""
     text = pl.col("text")
     base = pl.DataFrame({"text": texts.cast(pl.String).fill_null("")}).lazy().with_row_index("_i")
-    words = (base.select("_i", words_expr(text).alias("_w")).explode("_w").drop_nulls("_w").with_row_index("_pos")
-             .with_columns(pl.col("_w").str.len_chars().alias("_len"),
-                           pl.col("_w").str.contains(_NON_SYMBOL).alias("_nsw"), pl.col("_w").hash().alias("_h"))
-             .collect().lazy())
+    words = (
+        base.select("_i", words_expr(text).alias("_w"))
+        .explode("_w")
+        .drop_nulls("_w")
+        .with_row_index("_pos")
+        .with_columns(
+            pl.col("_w").str.len_chars().alias("_len"),
+            pl.col("_w").str.contains(_NON_SYMBOL).alias("_nsw"),
+            pl.col("_w").hash().alias("_h"),
+        )
+        .collect()
+        .lazy()
+    )
     word_stats = words.group_by("_i").agg(
         pl.len().alias("_n_words"),
         pl.col("_nsw").sum().alias("_n_nsw"),
@@ -176,8 +213,9 @@ def features(texts: pl.Series, *, top_n_grams=(), dup_n_grams=(), stop_words=(),
     per_doc = base.select(
         "_i",
         n_chars.alias("_chars"),
-        (lines.str.count_matches("\n", literal=True) + ((n_chars > 0) & ~lines.str.ends_with("\n")).cast(pl.UInt32))
-        .alias("_lines"),
+        (
+            lines.str.count_matches("\n", literal=True) + ((n_chars > 0) & ~lines.str.ends_with("\n")).cast(pl.UInt32)
+        ).alias("_lines"),
         lines.str.count_matches(r"(?m)^[^\S\n]*[•\-]").alias("_bullet_lines"),
         lines.str.count_matches(r"(?m)(?:\.\.\.|…)[^\S\n]*$").alias("_end_lines"),
         text.str.count_matches("#", literal=True).alias("_hashes"),
@@ -203,5 +241,6 @@ def features(texts: pl.Series, *, top_n_grams=(), dup_n_grams=(), stop_words=(),
         dup = _dup_ngram_chars(words, docs, n, frac)
         out = out.join(dup, on="_i", how="left")
         docs = docs.join(dup, on="_i", how="left").select(
-            "_i", "_chars", pl.col("_skip") | (pl.col(f"_dup{n}").fill_null(0) > frac * pl.col("_chars")))
+            "_i", "_chars", pl.col("_skip") | (pl.col(f"_dup{n}").fill_null(0) > frac * pl.col("_chars"))
+        )
     return out.sort("_i").drop("_i")

@@ -26,9 +26,11 @@ STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 LANG_MAX_CHARS = 10_000
 BATCH_DOCS = 4096
 # our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
-DATATROVE_REASON = {"fineweb_empty": "empty", **{f"c4_{r}": r for r in ("lorem_ipsum", "curly_bracket",
-                    "too_few_sentences")}, **{f"fineweb_{r}": r for r in ("line_punct_ratio", "short_line_ratio",
-                                                                          "char_dup_ratio", "list_ratio")}}
+DATATROVE_REASON = {
+    "fineweb_empty": "empty",
+    **{f"c4_{r}": r for r in ("lorem_ipsum", "curly_bracket", "too_few_sentences")},
+    **{f"fineweb_{r}": r for r in ("line_punct_ratio", "short_line_ratio", "char_dup_ratio", "list_ratio")},
+}
 
 
 class FilterParams(BaseModel):
@@ -45,8 +47,14 @@ class FilterParams(BaseModel):
     dup_line_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
     top_n_grams: tuple[tuple[int, float], ...] | None = ((2, 0.2), (3, 0.18), (4, 0.16))
-    dup_n_grams: tuple[tuple[int, float], ...] | None = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
-                                                         (10, 0.10))
+    dup_n_grams: tuple[tuple[int, float], ...] | None = (
+        (5, 0.15),
+        (6, 0.14),
+        (7, 0.13),
+        (8, 0.12),
+        (9, 0.11),
+        (10, 0.10),
+    )
     # datatrove GopherQualityFilter defaults (Gopher §A.1).
     min_doc_words: int | None = 50
     max_doc_words: int | None = 100_000
@@ -91,11 +99,25 @@ class FilterParams(BaseModel):
 
 _OFF = {
     "lid": dict(languages=None, min_lang_score=None),
-    "gopher_repetition": dict(dup_para_frac=None, dup_para_char_frac=None, dup_line_frac=None, dup_line_char_frac=None,
-                              top_n_grams=None, dup_n_grams=None),
-    "gopher_quality": dict(min_doc_words=None, max_doc_words=None, min_avg_word_length=None, max_avg_word_length=None,
-                           max_symbol_word_ratio=None, max_bullet_lines_ratio=None, max_ellipsis_lines_ratio=None,
-                           max_non_alpha_words_ratio=None, min_stop_words=None),
+    "gopher_repetition": dict(
+        dup_para_frac=None,
+        dup_para_char_frac=None,
+        dup_line_frac=None,
+        dup_line_char_frac=None,
+        top_n_grams=None,
+        dup_n_grams=None,
+    ),
+    "gopher_quality": dict(
+        min_doc_words=None,
+        max_doc_words=None,
+        min_avg_word_length=None,
+        max_avg_word_length=None,
+        max_symbol_word_ratio=None,
+        max_bullet_lines_ratio=None,
+        max_ellipsis_lines_ratio=None,
+        max_non_alpha_words_ratio=None,
+        min_stop_words=None,
+    ),
     "c4": dict(c4_quality=False),
     "fineweb": dict(fineweb_quality=False),
 }
@@ -106,141 +128,6 @@ def family_params(family: str, **overrides) -> FilterParams:
     `fineweb`) at its defaults and every other family off: one datatrove filter on its own (parity test, bench)."""
     off = {k: v for fam, kv in _OFF.items() if fam != family for k, v in kv.items()}
     return FilterParams(**{**off, **overrides})
-
-
-def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
-    # null (rule not triggered) instead of NaN/inf: polars orders NaN above every number.
-    return pl.when(den > 0).then(num / den)
-
-
-def _part_dups(docs: pl.LazyFrame, parts: pl.Expr, name: str) -> pl.LazyFrame:
-    """datatrove `find_duplicates` per doc: (# parts seen before in the doc, # chars of those parts)."""
-    counts = docs.select("_i", parts.alias("_p")).explode("_p").group_by("_i", "_p").len()
-    extra = pl.col("len") - 1
-    return counts.group_by("_i").agg(
-        pl.len().alias(f"_{name}_unique"),
-        extra.sum().alias(f"_{name}_dups"),
-        (extra * pl.col("_p").str.len_chars()).sum().alias(f"_{name}_dup_chars"),
-    )
-
-
-def _top_ngram_chars(words: pl.LazyFrame, n: int) -> pl.LazyFrame:
-    """datatrove `find_top_duplicate`: len(top n-gram) * its count; ties -> first occurring (Counter order).
-
-    n-grams are grouped by a polars hash of their text: used only within this call, never persisted, and a 64-bit
-    collision inside one document is negligible.
-    """
-    gram = pl.concat_str([pl.col("_w").shift(-k) for k in range(n)], separator=" ")
-    chars = pl.sum_horizontal([pl.col("_len").shift(-k) for k in range(n)]) + (n - 1)
-    grams = words.select("_i", "_pos", gram.hash().alias("_g"), chars.alias("_chars")).filter(
-        pl.col("_i").shift(-(n - 1)) == pl.col("_i")
-    )
-    counts = grams.group_by("_i", "_g").agg(pl.len().alias("_c"), pl.col("_pos").min(), pl.col("_chars").first())
-    top = counts.filter(pl.col("_c") == pl.col("_c").max().over("_i")).filter(
-        pl.col("_pos") == pl.col("_pos").min().over("_i")
-    )
-    return top.select("_i", (pl.col("_c") * pl.col("_chars")).alias(f"_top{n}"))
-
-
-def _features(docs: pl.DataFrame, p: FilterParams) -> pl.DataFrame:
-    """One row per doc (aligned with `docs`) holding every statistic the rules compare, as `_`-prefixed columns."""
-    text = pl.col("text").fill_null("")
-    base = docs.lazy().select(text.alias("text")).with_row_index("_i")
-    words = (
-        base.select("_i", text.str.extract_all(r"\S+").alias("_w"))
-        .explode("_w")
-        .drop_nulls("_w")
-        .with_row_index("_pos")
-        .with_columns(
-            pl.col("_w").str.len_chars().alias("_len"), pl.col("_w").str.contains(_NON_SYMBOL_CHAR).alias("_nsw")
-        )
-        .collect()  # materialised once: four queries below read it
-        .lazy()
-    )
-    stripped = pl.col("_w").str.strip_chars(_STRIP_PUNCT)
-    word_stats = words.group_by("_i").agg(
-        pl.len().alias("_n_words"),
-        pl.col("_nsw").sum().alias("_n_nsw"),
-        pl.col("_len").filter("_nsw").sum().alias("_nsw_chars"),
-        pl.col("_w").str.contains(r"\p{L}").sum().alias("_alpha_words"),
-        stripped.filter(stripped.is_in(list(p.stop_words))).n_unique().alias("_stop_words"),
-    )
-    lines = text.str.replace_all(_LINE_BREAK, "\n")
-    n_chars = text.str.len_chars()
-    per_doc = base.select(
-        "_i",
-        n_chars.alias("_chars"),
-        (lines.str.count_matches("\n", literal=True) + ((n_chars > 0) & ~lines.str.ends_with("\n")).cast(pl.UInt32))
-        .alias("_lines"),
-        lines.str.count_matches(r"(?m)^[^\S\n]*[•\-]").alias("_bullet_lines"),
-        lines.str.count_matches(r"(?m)(?:\.\.\.|…)[^\S\n]*$").alias("_end_lines"),
-        text.str.count_matches("#", literal=True).alias("_hashes"),
-        (text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)).alias("_ellipsis"),
-    )
-    parts = [
-        _part_dups(base, text.str.strip_chars().str.replace_all(r"\n{2,}", "\n\n").str.split("\n\n"), "para"),
-        _part_dups(base, text.str.replace_all(r"\n+", "\n").str.split("\n"), "line"),  # re.split("\n+", text)
-        word_stats,
-        *(_top_ngram_chars(words, n) for n, _ in p.top_n_grams or ()),
-    ]
-    for part in parts:
-        per_doc = per_doc.join(part, on="_i", how="left")
-    return per_doc.sort("_i").drop("_i").collect()
-
-
-def _rules(p: FilterParams) -> dict[str, pl.Expr]:
-    c = pl.col
-    rules: dict[str, pl.Expr] = {}
-    if p.languages is not None:
-        rules["lang_not_allowed"] = ~c("lang").is_in(list(p.languages)).fill_null(False)
-    if p.min_lang_score is not None:  # datatrove keeps iff score > threshold (strict)
-        rules["low_lang_score"] = c("lang_score").fill_null(0.0) <= p.min_lang_score
-    rules["empty"] = c("_chars") == 0
-    checks: list[tuple[str, float | None, pl.Expr, bool]] = [
-        # (reason, threshold, value, drop when value > threshold (else <))
-        ("dup_para_frac", p.dup_para_frac, _ratio(c("_para_dups"), c("_para_dups") + c("_para_unique")), True),
-        ("dup_para_char_frac", p.dup_para_char_frac, _ratio(c("_para_dup_chars"), c("_chars")), True),
-        ("dup_line_frac", p.dup_line_frac, _ratio(c("_line_dups"), c("_line_dups") + c("_line_unique")), True),
-        ("dup_line_char_frac", p.dup_line_char_frac, _ratio(c("_line_dup_chars"), c("_chars")), True),
-        *((f"top_{n}_gram", frac, _ratio(c(f"_top{n}"), c("_chars")), True) for n, frac in p.top_n_grams or ()),
-        ("gopher_short_doc", p.min_doc_words, c("_n_nsw").fill_null(0), False),
-        ("gopher_long_doc", p.max_doc_words, c("_n_nsw"), True),
-        ("gopher_below_avg_threshold", p.min_avg_word_length, _ratio(c("_nsw_chars"), c("_n_nsw")), False),
-        ("gopher_above_avg_threshold", p.max_avg_word_length, _ratio(c("_nsw_chars"), c("_n_nsw")), True),
-        ("gopher_too_many_hashes", p.max_symbol_word_ratio, _ratio(c("_hashes"), c("_n_words")), True),
-        ("gopher_too_many_ellipsis", p.max_symbol_word_ratio, _ratio(c("_ellipsis"), c("_n_words")), True),
-        ("gopher_too_many_bullets", p.max_bullet_lines_ratio, _ratio(c("_bullet_lines"), c("_lines")), True),
-        ("gopher_too_many_end_ellipsis", p.max_ellipsis_lines_ratio, _ratio(c("_end_lines"), c("_lines")), True),
-        ("gopher_below_alpha_threshold", p.max_non_alpha_words_ratio, _ratio(c("_alpha_words"), c("_n_words")), False),
-        ("gopher_enough_stop_words", p.min_stop_words, c("_stop_words").fill_null(0), False),
-    ]
-    for name, thr, value, drop_if_above in checks:
-        if thr is not None:
-            rules[name] = value > thr if drop_if_above else value < thr
-    return rules
-
-
-def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
-    """`drop_reason` of `params`' rules over a frame that already holds `features` (+ lang columns): lets one feature
-    computation serve several rule sets (the parity test evaluates each datatrove filter on its own)."""
-    return mark_dropped(frame, {k: cond for k, (cond, _) in _rules(params).items()})[DROP_REASON]
-
-
-def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame) -> pl.DataFrame:
-    """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise) + `drop_reason` (null = kept).
-
-    Requires `text`. Rules run in datatrove's FineWeb order and the first failure wins: `lang_not_allowed`,
-    `low_lang_score`, `empty`, `dup_para_frac`, `dup_para_char_frac`, `dup_line_frac`, `dup_line_char_frac`,
-    `top_{n}_gram`, then the `gopher_*` quality reasons.
-    """
-    if lang.height != docs.height:
-        raise ValueError(f"lang has {lang.height} rows, docs has {docs.height}")
-    scored = docs.with_columns(
-        lang["lang"].cast(pl.String).alias("lang"), lang["lang_score"].cast(pl.Float64).alias("lang_score")
-    )
-    features = _features(docs, params)
-    marked = mark_dropped(pl.concat([scored, features], how="horizontal"), _rules(params))
-    return marked.drop(features.columns)
 
 
 def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -264,8 +151,10 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
         ("dup_line_frac", p.dup_line_frac, _ratio(c("_line_dups"), c("_line_n")), True),
         ("dup_line_char_frac", p.dup_line_char_frac, _ratio(c("_line_dup_chars"), c("_chars")), True),
         *((f"top_{n}_gram", frac, _ratio(c(f"_top{n}"), c("_chars")), True) for n, frac in p.top_n_grams or ()),
-        *((f"duplicated_{n}_n_grams", frac, _ratio(c(f"_dup{n}"), c("_chars")), True)
-          for n, frac in p.dup_n_grams or ()),
+        *(
+            (f"duplicated_{n}_n_grams", frac, _ratio(c(f"_dup{n}"), c("_chars")), True)
+            for n, frac in p.dup_n_grams or ()
+        ),
         ("gopher_short_doc", p.min_doc_words, c("_n_nsw").fill_null(0).cast(pl.Float64), False),
         ("gopher_long_doc", p.max_doc_words, c("_n_nsw").cast(pl.Float64), True),
         ("gopher_below_avg_threshold", p.min_avg_word_length, _ratio(c("_nsw_chars"), c("_n_nsw")), False),
@@ -274,8 +163,7 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
         ("gopher_too_many_ellipsis", p.max_symbol_word_ratio, _ratio(c("_ellipsis"), c("_n_words")), True),
         ("gopher_too_many_bullets", p.max_bullet_lines_ratio, _ratio(c("_bullet_lines"), c("_lines")), True),
         ("gopher_too_many_end_ellipsis", p.max_ellipsis_lines_ratio, _ratio(c("_end_lines"), c("_lines")), True),
-        ("gopher_below_alpha_threshold", p.max_non_alpha_words_ratio, _ratio(c("_alpha_words"), c("_n_words")),
-         False),
+        ("gopher_below_alpha_threshold", p.max_non_alpha_words_ratio, _ratio(c("_alpha_words"), c("_n_words")), False),
         ("gopher_enough_stop_words", p.min_stop_words, c("_stop_words").fill_null(0).cast(pl.Float64), False),
     ]
     for name, thr, value, drop_if_above in checks:
@@ -300,8 +188,11 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
             rules["fineweb_line_punct_ratio"] = ((punct < p.line_punct_thr) & ~exempt, punct)
         for name, thr, value in [
             ("fineweb_short_line_ratio", p.short_line_thr, _ratio(c(f"{fw}_fw_short_lines"), lines)),
-            ("fineweb_char_dup_ratio", p.char_duplicates_ratio,
-             _ratio(c(f"{fw}_fw_dup_chars"), c(f"{fw}_chars") - c(f"{fw}_newlines"))),
+            (
+                "fineweb_char_dup_ratio",
+                p.char_duplicates_ratio,
+                _ratio(c(f"{fw}_fw_dup_chars"), c(f"{fw}_chars") - c(f"{fw}_newlines")),
+            ),
             ("fineweb_list_ratio", p.new_line_ratio, _ratio(c(f"{fw}_newlines"), c(f"{fw}_n_words"))),
         ]:
             if thr is not None:
@@ -313,12 +204,19 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
 
 def _features(texts: pl.Series, p: FilterParams, *, fineweb: bool) -> pl.DataFrame:
     rules = _rules(p)
-    before = list(rules)[:next((i for i, k in enumerate(rules) if k.startswith("duplicated_")), len(rules))]
+    before = list(rules)[: next((i for i, k in enumerate(rules) if k.startswith("duplicated_")), len(rules))]
     before = [rules[k][0] for k in before if k not in ("lang_not_allowed", "low_lang_score")]
-    return features(texts, top_n_grams=p.top_n_grams or (), dup_n_grams=p.dup_n_grams or (),
-                    stop_words=p.stop_words, c4=p.c4_quality, c4_terminal_punct=p.c4_filter_no_terminal_punct,
-                    fineweb=fineweb, short_line_length=p.short_line_length,
-                    dropped_before_dup=pl.any_horizontal(before) if before else None)
+    return features(
+        texts,
+        top_n_grams=p.top_n_grams or (),
+        dup_n_grams=p.dup_n_grams or (),
+        stop_words=p.stop_words,
+        c4=p.c4_quality,
+        c4_terminal_punct=p.c4_filter_no_terminal_punct,
+        fineweb=fineweb,
+        short_line_length=p.short_line_length,
+        dropped_before_dup=pl.any_horizontal(before) if before else None,
+    )
 
 
 def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
@@ -327,8 +225,9 @@ def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
     return mark_dropped(frame, {k: cond for k, (cond, _) in _rules(params).items()})[DROP_REASON]
 
 
-def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame,
-                quality: pl.Series | None = None) -> pl.DataFrame:
+def filter_docs(
+    docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame, quality: pl.Series | None = None
+) -> pl.DataFrame:
     """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise), `quality_score` (when given) +
     `drop_reason` (null = kept) + `drop_value` (the measured value behind the first failing rule) + `values` (a struct
     of every rule's measured value, for the ledger and the funnel's distributions).
@@ -338,8 +237,9 @@ def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame,
     """
     if lang.height != docs.height:
         raise ValueError(f"lang has {lang.height} rows, docs has {docs.height}")
-    scored = docs.with_columns(lang["lang"].cast(pl.String).alias("lang"),
-                               lang["lang_score"].cast(pl.Float64).alias("lang_score"))
+    scored = docs.with_columns(
+        lang["lang"].cast(pl.String).alias("lang"), lang["lang_score"].cast(pl.Float64).alias("lang_score")
+    )
     if quality is not None:
         scored = scored.with_columns(quality.cast(pl.Float64).alias("quality_score"))
     rewrite = params.c4_quality and params.c4_remove_lines
@@ -353,8 +253,9 @@ def filter_docs(docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame,
     values = pl.struct([v.cast(pl.Float64).alias(k) for k, (_, v) in rules.items()]) if rules else pl.lit(None)
     marked = marked.with_columns(value.alias("drop_value"), values.alias("values"))
     if rewrite:
-        marked = marked.with_columns(pl.when(pl.col(DROP_REASON).is_null()).then(pl.col("_c4_text"))
-                                     .otherwise(pl.col("text")).alias("text"))
+        marked = marked.with_columns(
+            pl.when(pl.col(DROP_REASON).is_null()).then(pl.col("_c4_text")).otherwise(pl.col("text")).alias("text")
+        )
     return marked.drop(feats.columns)
 
 
@@ -390,7 +291,8 @@ def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
     cut = rank > round(fraction * n_alive)
     return ledger.with_columns(
         pl.when(alive & cut).then(pl.lit("low_quality_score")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON),
-        pl.when(alive & cut).then(pl.col("quality_score")).otherwise(pl.col("drop_value")).alias("drop_value"))
+        pl.when(alive & cut).then(pl.col("quality_score")).otherwise(pl.col("drop_value")).alias("drop_value"),
+    )
 
 
 LEDGER_COLUMNS = ["doc_id", "kept", DROP_REASON, "drop_value", "lang", "lang_score", "quality_score", "values"]
@@ -399,8 +301,11 @@ LEDGER_COLUMNS = ["doc_id", "kept", DROP_REASON, "drop_value", "lang", "lang_sco
 def ledger_of(marked: pl.DataFrame) -> pl.DataFrame:
     """The per-document decision ledger: doc_id, kept, first failing rule, its measured value, the scores and every
     rule's measured value (`values`, a struct; null where a rule was not reached or does not apply)."""
-    frame = marked if "quality_score" in marked.columns else marked.with_columns(
-        pl.lit(None, pl.Float64).alias("quality_score"))
+    frame = (
+        marked
+        if "quality_score" in marked.columns
+        else marked.with_columns(pl.lit(None, pl.Float64).alias("quality_score"))
+    )
     return frame.with_columns(pl.col(DROP_REASON).is_null().alias("kept")).select(LEDGER_COLUMNS)
 
 
@@ -410,8 +315,9 @@ def funnel_markdown(ledger: pl.DataFrame) -> str:
     counts = ledger.filter(pl.col(DROP_REASON).is_not_null()).group_by(DROP_REASON).len().sort("len", descending=True)
     rows = [f"| {r} | {k} | {k / n:.1%} |" for r, k in counts.iter_rows()]
     kept = int(ledger["kept"].sum())
-    return "\n".join(["| rule | dropped | share of input |", "|---|---:|---:|", *rows,
-                      f"| **kept** | {kept} | {kept / n:.1%} |"])
+    return "\n".join(
+        ["| rule | dropped | share of input |", "|---|---:|---:|", *rows, f"| **kept** | {kept} | {kept / n:.1%} |"]
+    )
 
 
 def distributions_markdown(ledger: pl.DataFrame) -> str:
@@ -428,8 +334,13 @@ def distributions_markdown(ledger: pl.DataFrame) -> str:
     return "\n".join([head, "|---|---:|" + "---:|" * len(qs), *rows])
 
 
-def run_filter(batches: Iterable[pl.DataFrame], params: FilterParams, predict_lang: Callable,
-               score_quality: Callable[[list[str]], list[float]] | None, spill_dir: str) -> pl.DataFrame:
+def run_filter(
+    batches: Iterable[pl.DataFrame],
+    params: FilterParams,
+    predict_lang: Callable,
+    score_quality: Callable[[list[str]], list[float]] | None,
+    spill_dir: str,
+) -> pl.DataFrame:
     """Pass 1 of the streaming filter: mark each batch, spill it to `spill_dir` (one Parquet per batch, memory stays
     one batch), return the ledger (with the partition-wide quality cut applied). `iter_decided` is pass 2."""
     ledgers = []
@@ -441,11 +352,17 @@ def run_filter(batches: Iterable[pl.DataFrame], params: FilterParams, predict_la
         marked = filter_docs(batch, params, lang, quality)
         marked.write_parquet(f"{spill_dir}/batch-{k:05d}.parquet")
         ledgers.append(ledger_of(marked))
-    ledger = pl.concat(ledgers, how="diagonal_relaxed") if ledgers else pl.DataFrame(
-        schema={c: pl.String if c in ("doc_id", DROP_REASON, "lang") else pl.Float64 for c in LEDGER_COLUMNS})
+    ledger = (
+        pl.concat(ledgers, how="diagonal_relaxed")
+        if ledgers
+        else pl.DataFrame(
+            schema={c: pl.String if c in ("doc_id", DROP_REASON, "lang") else pl.Float64 for c in LEDGER_COLUMNS}
+        )
+    )
     if params.quality_keep_fraction is not None and ledger.height:
         ledger = keep_top_fraction(ledger, params.quality_keep_fraction).with_columns(
-            pl.col(DROP_REASON).is_null().alias("kept"))
+            pl.col(DROP_REASON).is_null().alias("kept")
+        )
     return ledger
 
 
@@ -470,8 +387,14 @@ def _batches(raw: pl.LazyFrame, size: int = BATCH_DOCS) -> Iterator[pl.DataFrame
         yield raw.slice(start, size).collect()
 
 
-def _materialize(cfg, version: str, context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource,
-                 cost_guard: CostGuard):
+def _materialize(
+    cfg,
+    version: str,
+    context: dg.AssetExecutionContext,
+    raw: pl.LazyFrame,
+    lid: LanguageIdResource,
+    cost_guard: CostGuard,
+):
     import tempfile
 
     settings = dict(cfg.thresholds.filtered.for_source(context.partition_key))
@@ -486,15 +409,28 @@ def _materialize(cfg, version: str, context: dg.AssetExecutionContext, raw: pl.L
     dropped: list[pl.DataFrame] = []
 
     def dropped_frame() -> pl.DataFrame:
-        frame = pl.concat(dropped, how="diagonal_relaxed") if dropped else pl.DataFrame(
-            schema={"doc_id": pl.String, DROP_REASON: pl.String})
+        frame = (
+            pl.concat(dropped, how="diagonal_relaxed")
+            if dropped
+            else pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
+        )
         spill.cleanup()
         return frame
 
-    extra = {**transfer, "funnel": dg.MetadataValue.md(funnel_markdown(ledger)),
-             "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger))}
-    out = StepOutput(kept=iter_decided(spill.name, ledger, dropped), dropped=dropped_frame, rows_in=ledger.height,
-                     bytes_in=size, config_version=version, extra=extra, side={"ledger": ledger})
+    extra = {
+        **transfer,
+        "funnel": dg.MetadataValue.md(funnel_markdown(ledger)),
+        "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
+    }
+    out = StepOutput(
+        kept=iter_decided(spill.name, ledger, dropped),
+        dropped=dropped_frame,
+        rows_in=ledger.height,
+        bytes_in=size,
+        config_version=version,
+        extra=extra,
+        side={"ledger": ledger},
+    )
     yield dg.Output(out)
     yield drop_rate_result(out, cfg.thresholds.filtered.max_drop_rate)
 
@@ -503,8 +439,13 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     """One asset `filtered` per source partition. Streams batches of raw (two passes over spilled batches); the
     per-document decision ledger is persisted beside the output (side table `ledger`)."""
 
-    @dg.asset(partitions_def=source_partitions, code_version=version, op_tags=pod("2", "4Gi"), group_name="curation",
-              check_specs=[drop_rate_spec("filtered")])
+    @dg.asset(
+        partitions_def=source_partitions,
+        code_version=version,
+        op_tags=pod(cfg.thresholds.filtered.pod),
+        group_name="curation",
+        check_specs=[drop_rate_spec("filtered")],
+    )
     def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
         """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality, + `lang`,
         `lang_score`; dropped rows keep every column and their `drop_reason`."""

@@ -53,9 +53,9 @@ def mark_dropped(df: pl.DataFrame, rules: Mapping[str, pl.Expr]) -> pl.DataFrame
     """
     if not rules:
         return df.with_columns(pl.lit(None, pl.String).alias(DROP_REASON))
-    reason = pl.coalesce(
-        [pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in rules.items()]
-    ).cast(pl.String)
+    reason = pl.coalesce([pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in rules.items()]).cast(
+        pl.String
+    )
     return df.with_columns(reason.alias(DROP_REASON))
 
 

@@ -39,8 +39,9 @@ class Position:
     offset: int
 
 
-def _windows(chunks: Iterator[tuple[int, np.ndarray]], seq_len: int, start: int, rank: int, world: int
-             ) -> Iterator[tuple[int, np.ndarray]]:
+def _windows(
+    chunks: Iterator[tuple[int, np.ndarray]], seq_len: int, start: int, rank: int, world: int
+) -> Iterator[tuple[int, np.ndarray]]:
     """Cut a token stream, given as (stream offset, ids) pieces in order, into this rank's windows from `start`."""
     i = start + (rank - start) % world  # first index >= start that belongs to this rank
     buf, buf_start = None, 0  # buf[0] is stream token buf_start
@@ -52,7 +53,7 @@ def _windows(chunks: Iterator[tuple[int, np.ndarray]], seq_len: int, start: int,
             buf = np.concatenate([buf, ids])
         while (i + 1) * seq_len <= buf_start + buf.size:
             lo = i * seq_len - buf_start
-            yield i, np.asarray(buf[lo:lo + seq_len], dtype=np.uint32).copy()
+            yield i, np.asarray(buf[lo : lo + seq_len], dtype=np.uint32).copy()
             i += world
         cut = min(i * seq_len - buf_start, buf.size)
         buf, buf_start = buf[cut:], buf_start + cut
@@ -85,8 +86,13 @@ class OfflineSource:
 class OnlineSource:
     """The `mixed` documents (text + n_tokens, in mixture order) and an encoder (texts -> uint32 arrays)."""
 
-    def __init__(self, docs: pl.LazyFrame | pl.DataFrame, encode: Callable[[list[str]], list[np.ndarray]],
-                 eot_id: int, batch: int = 256):
+    def __init__(
+        self,
+        docs: pl.LazyFrame | pl.DataFrame,
+        encode: Callable[[list[str]], list[np.ndarray]],
+        eot_id: int,
+        batch: int = 256,
+    ):
         self.docs, self.encode, self.eot, self.batch = docs.lazy(), encode, np.array([eot_id], np.uint32), batch
 
     def chunks(self, from_token: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -98,14 +104,24 @@ class OnlineSource:
             texts = self.docs.slice(start, self.batch).select("text").collect().to_series().to_list()
             for j, ids in enumerate(self.encode(texts)):
                 if ids.size + 1 != spans[start + j]:
-                    raise ValueError(f"document {start + j} encodes to {ids.size} tokens, the mixture counted "
-                                     f"{spans[start + j] - 1}: a different tokenizer wrote n_tokens")
+                    raise ValueError(
+                        f"document {start + j} encodes to {ids.size} tokens, the mixture counted "
+                        f"{spans[start + j] - 1}: a different tokenizer wrote n_tokens"
+                    )
                 yield offset, np.concatenate([ids, self.eot])
                 offset += ids.size + 1
 
 
-def sequences(mode: Mode, *, seq_len: int, offline: OfflineSource | None = None, online: OnlineSource | None = None,
-              start: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+def sequences(
+    mode: Mode,
+    *,
+    seq_len: int,
+    offline: OfflineSource | None = None,
+    online: OnlineSource | None = None,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
     """(global sequence index, `seq_len` uint32 ids) for this rank, from `start`. `mode` is the dial."""
     if not 0 <= rank < world_size or seq_len <= 0 or start < 0:
         raise ValueError("need 0 <= rank < world_size, seq_len > 0, start >= 0")

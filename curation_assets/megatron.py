@@ -20,8 +20,16 @@ import numpy as np
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
-DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
-               np.dtype(np.int64): 5, np.dtype(np.float64): 6, np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+DTYPE_CODES = {
+    np.dtype(np.uint8): 1,
+    np.dtype(np.int8): 2,
+    np.dtype(np.int16): 3,
+    np.dtype(np.int32): 4,
+    np.dtype(np.int64): 5,
+    np.dtype(np.float64): 6,
+    np.dtype(np.float32): 7,
+    np.dtype(np.uint16): 8,
+}
 CODE_DTYPES = {c: d for d, c in DTYPE_CODES.items()}
 
 
@@ -79,14 +87,22 @@ def check_shard(index: Index, data_nbytes: int) -> list[str]:
     """What is wrong between an index and its data (empty = consistent)."""
     problems = []
     size = index.dtype.itemsize
-    expected_ptrs = np.concatenate([[0], np.cumsum(index.lengths[:-1].astype(np.int64) * size)]) if len(index.lengths) else index.pointers
+    expected_ptrs = (
+        np.concatenate([[0], np.cumsum(index.lengths[:-1].astype(np.int64) * size)])
+        if len(index.lengths)
+        else index.pointers
+    )
     if not np.array_equal(index.pointers, expected_ptrs):
         problems.append("sequence pointers are not the running sum of the lengths")
     if index.tokens * size != data_nbytes:
         problems.append(f"index holds {index.tokens} tokens, .bin holds {data_nbytes // size}")
     if (index.lengths <= 0).any():
         problems.append("a sequence has no tokens")
-    if index.document_indices.size == 0 or index.document_indices[0] != 0 or index.document_indices[-1] != len(index.lengths) \
-            or (np.diff(index.document_indices) < 0).any():
+    if (
+        index.document_indices.size == 0
+        or index.document_indices[0] != 0
+        or index.document_indices[-1] != len(index.lengths)
+        or (np.diff(index.document_indices) < 0).any()
+    ):
         problems.append("document indices do not run from 0 to the sequence count")
     return problems

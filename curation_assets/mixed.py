@@ -19,7 +19,8 @@ class MixtureError(ValueError):
 def _order_key(seed: int, *cols: str) -> pl.Expr:
     # sha256 over the key columns: a shuffle that is stable across polars versions and machines
     return pl.concat_str([pl.lit(str(seed)), *cols], separator="\x1f").map_elements(
-        lambda s: hashlib.sha256(s.encode()).hexdigest()[:16], return_dtype=pl.String)
+        lambda s: hashlib.sha256(s.encode()).hexdigest()[:16], return_dtype=pl.String
+    )
 
 
 def split_components(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -28,8 +29,9 @@ def split_components(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]
     out = {}
     for source, df in frames.items():
         gen = pl.col("generator") if "generator" in df.columns else pl.lit(None, pl.String)
-        df = df.with_columns(pl.when(gen.is_null()).then(pl.lit(source)).otherwise(pl.lit(f"{source}.synthetic"))
-                             .alias("component"))
+        df = df.with_columns(
+            pl.when(gen.is_null()).then(pl.lit(source)).otherwise(pl.lit(f"{source}.synthetic")).alias("component")
+        )
         for (name,), part in df.partition_by("component", as_dict=True, maintain_order=True).items():
             out[name] = part
     return out
@@ -54,7 +56,7 @@ def quotas(recipe: Recipe, available: dict[str, int]) -> dict[str, float]:
     if recipe.sampling == "unimax":
         return unimax(available, caps, recipe.target_tokens)
     if recipe.sampling == "temperature":
-        raw = {c: t ** recipe.alpha for c, t in available.items()}
+        raw = {c: t**recipe.alpha for c, t in available.items()}
         shares = {c: r / sum(raw.values()) for c, r in raw.items()}
     else:
         shares = recipe.normalised_weights()
@@ -90,29 +92,50 @@ def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.Dat
     available = {c: int(comps[c]["n_tokens"].sum()) if c in comps else 0 for c in names}
     empty = sorted(c for c, t in available.items() if t == 0)
     if empty:
-        raise MixtureError(f"recipe {recipe.name!r} needs components with no tokens (not materialized, or nothing "
-                           f"left after curation): {empty}")
+        raise MixtureError(
+            f"recipe {recipe.name!r} needs components with no tokens (not materialized, or nothing "
+            f"left after curation): {empty}"
+        )
     quota = quotas(recipe, available)
     picked, unpicked = [], []
     for c in names:
         epochs = quota[c] / available[c]
         if epochs > recipe.epoch_cap(c) + 1e-9:
-            raise MixtureError(f"{c}: {quota[c]:.0f} tokens requested, {available[c]} available "
-                               f"({epochs:.2f} epochs > cap {recipe.epoch_cap(c)})")
+            raise MixtureError(
+                f"{c}: {quota[c]:.0f} tokens requested, {available[c]} available "
+                f"({epochs:.2f} epochs > cap {recipe.epoch_cap(c)})"
+            )
         docs = comps[c].with_columns(_order_key(recipe.seed, "doc_id").alias("_k")).sort("_k")
         full = int(epochs)
         picked += [docs.with_columns(pl.lit(e, pl.Int32).alias("epoch")) for e in range(full)]
-        part = docs.filter(pl.Series(fill_quota(docs["n_tokens"].to_list(), quota[c] - full * available[c]),
-                                     dtype=pl.Boolean))
+        part = docs.filter(
+            pl.Series(fill_quota(docs["n_tokens"].to_list(), quota[c] - full * available[c]), dtype=pl.Boolean)
+        )
         picked.append(part.with_columns(pl.lit(full, pl.Int32).alias("epoch")))
         if full == 0:
-            unpicked.append(docs.join(part, on="doc_id", how="anti").select(
-                "doc_id", "source", "component", "n_tokens", pl.lit("not_sampled").alias(DROP_REASON)))
+            unpicked.append(
+                docs.join(part, on="doc_id", how="anti").select(
+                    "doc_id", "source", "component", "n_tokens", pl.lit("not_sampled").alias(DROP_REASON)
+                )
+            )
     mixed = pl.concat(picked, how="diagonal_relaxed")
-    mixed = mixed.with_columns(_order_key(recipe.seed, "component", "doc_id", pl.col("epoch").cast(pl.String)).alias("_k"))
+    mixed = mixed.with_columns(
+        _order_key(recipe.seed, "component", "doc_id", pl.col("epoch").cast(pl.String)).alias("_k")
+    )
     mixed = mixed.sort("_k").drop("_k")
-    dropped = pl.concat(unpicked) if unpicked else pl.DataFrame(schema={
-        "doc_id": pl.String, "source": pl.String, "component": pl.String, "n_tokens": pl.Int64, DROP_REASON: pl.String})
+    dropped = (
+        pl.concat(unpicked)
+        if unpicked
+        else pl.DataFrame(
+            schema={
+                "doc_id": pl.String,
+                "source": pl.String,
+                "component": pl.String,
+                "n_tokens": pl.Int64,
+                DROP_REASON: pl.String,
+            }
+        )
+    )
     return mixed, dropped, manifest_of(recipe, mixed, comps, quota)
 
 
@@ -124,13 +147,28 @@ def manifest_of(recipe: Recipe, mixed: pl.DataFrame, comps: dict[str, pl.DataFra
     rows = {}
     for c in recipe.component_names():
         avail = int(comps[c]["n_tokens"].sum())
-        rows[c] = {"available_tokens": avail, "available_docs": comps[c].height, "quota_tokens": round(quota[c]),
-                   "sampled_tokens": int(sampled.get(c, 0)), "sampled_docs": int(docs.get(c, 0)),
-                   "epochs": round(sampled.get(c, 0) / avail, 4), "epoch_cap": recipe.epoch_cap(c),
-                   "target_share": round(quota[c] / total_quota, 6), "realized_share": round(sampled.get(c, 0) / total, 6)}
-    return {"recipe": recipe.name, "recipe_hash": version_of(recipe), "sampling": recipe.sampling, "seed": recipe.seed,
-            "tolerance": recipe.tolerance, "tokens": int(total), "documents": mixed.height, "components": rows,
-            "unused_components": sorted(set(comps) - set(rows))}
+        rows[c] = {
+            "available_tokens": avail,
+            "available_docs": comps[c].height,
+            "quota_tokens": round(quota[c]),
+            "sampled_tokens": int(sampled.get(c, 0)),
+            "sampled_docs": int(docs.get(c, 0)),
+            "epochs": round(sampled.get(c, 0) / avail, 4),
+            "epoch_cap": recipe.epoch_cap(c),
+            "target_share": round(quota[c] / total_quota, 6),
+            "realized_share": round(sampled.get(c, 0) / total, 6),
+        }
+    return {
+        "recipe": recipe.name,
+        "recipe_hash": version_of(recipe),
+        "sampling": recipe.sampling,
+        "seed": recipe.seed,
+        "tolerance": recipe.tolerance,
+        "tokens": int(total),
+        "documents": mixed.height,
+        "components": rows,
+        "unused_components": sorted(set(comps) - set(rows)),
+    }
 
 
 def check_mixture(manifest: dict) -> dict[str, object]:
@@ -138,20 +176,30 @@ def check_mixture(manifest: dict) -> dict[str, object]:
     comps = manifest["components"]
     off = {c: round(r["realized_share"] - r["target_share"], 6) for c, r in comps.items()}
     over = sorted(c for c, r in comps.items() if r["epochs"] > r["epoch_cap"] + 1e-9)
-    return {"shares_ok": all(abs(d) <= manifest["tolerance"] for d in off.values()), "deviation": off,
-            "over_cap": over, "epochs_ok": not over}
+    return {
+        "shares_ok": all(abs(d) <= manifest["tolerance"] for d in off.values()),
+        "deviation": off,
+        "over_cap": over,
+        "epochs_ok": not over,
+    }
 
 
 def mixture_table(manifest: dict, width: int = 24) -> str:
     """Markdown table of the mixture with a bar chart of the realized shares."""
-    lines = ["| component | available tokens | sampled tokens | epochs (cap) | target | realized | chart |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| component | available tokens | sampled tokens | epochs (cap) | target | realized | chart |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for c, r in manifest["components"].items():
         bar = "█" * max(round(r["realized_share"] * width), r["realized_share"] > 0)
-        lines.append(f"| {c} | {r['available_tokens']:,} | {r['sampled_tokens']:,} | {r['epochs']:.2f} ({r['epoch_cap']:g})"
-                     f" | {r['target_share']:.1%} | {r['realized_share']:.1%} | `{bar:<{width}}` |")
-    lines.append(f"\nrecipe `{manifest['recipe']}` ({manifest['sampling']}, seed {manifest['seed']}, hash "
-                 f"`{manifest['recipe_hash']}`): {manifest['tokens']:,} tokens in {manifest['documents']:,} documents")
+        lines.append(
+            f"| {c} | {r['available_tokens']:,} | {r['sampled_tokens']:,} | {r['epochs']:.2f} ({r['epoch_cap']:g})"
+            f" | {r['target_share']:.1%} | {r['realized_share']:.1%} | `{bar:<{width}}` |"
+        )
+    lines.append(
+        f"\nrecipe `{manifest['recipe']}` ({manifest['sampling']}, seed {manifest['seed']}, hash "
+        f"`{manifest['recipe_hash']}`): {manifest['tokens']:,} tokens in {manifest['documents']:,} documents"
+    )
     return "\n".join(lines)
 
 
@@ -160,14 +208,28 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
 
     recipe = cfg.recipe
 
-    @dg.asset(code_version=version, op_tags=pod("2", "8Gi"), group_name="curation", freshness_policy=DAILY,
-              ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
-              check_specs=[dg.AssetCheckSpec("weights_honoured", asset="mixed", blocking=True,
-                                             description="realized token share of every component within the "
-                                                         "recipe's tolerance of its target"),
-                           dg.AssetCheckSpec("epochs_within_cap", asset="mixed", blocking=True,
-                                             description="no component repeated more than its epoch cap")],
-              metadata={"recipe": recipe.name})
+    @dg.asset(
+        code_version=version,
+        op_tags=pod(cfg.thresholds.mixed.pod),
+        group_name="curation",
+        freshness_policy=DAILY,
+        ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "weights_honoured",
+                asset="mixed",
+                blocking=True,
+                description="realized token share of every component within the recipe's tolerance of its target",
+            ),
+            dg.AssetCheckSpec(
+                "epochs_within_cap",
+                asset="mixed",
+                blocking=True,
+                description="no component repeated more than its epoch cap",
+            ),
+        ],
+        metadata={"recipe": recipe.name},
+    )
     def mixed(context: dg.AssetExecutionContext, synthetic: dict[str, pl.LazyFrame], cost_guard: CostGuard):
         """The recipe's mixture: rows of every recipe component + `n_tokens`, `component`, `epoch`, in a seeded order."""
         frames = {s: synthetic[s].collect() for s in sorted(recipe.sources()) if s in synthetic}
@@ -175,18 +237,34 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
         mix, dropped, manifest = mix_sources(frames, recipe)
         facts = check_mixture(manifest)
-        out = StepOutput(kept=mix, dropped=dropped, rows_in=sum(f.height for f in frames.values()), bytes_in=size,
-                         config_version=version,
-                         extra={"recipe": recipe.name, "recipe_hash": manifest["recipe_hash"], **transfer,
-                                "mixture": dg.MetadataValue.md(mixture_table(manifest)),
-                                "manifest": dg.MetadataValue.json(manifest),
-                                **{f"share_{c}": r["realized_share"] for c, r in manifest["components"].items()}})
+        out = StepOutput(
+            kept=mix,
+            dropped=dropped,
+            rows_in=sum(f.height for f in frames.values()),
+            bytes_in=size,
+            config_version=version,
+            extra={
+                "recipe": recipe.name,
+                "recipe_hash": manifest["recipe_hash"],
+                **transfer,
+                "mixture": dg.MetadataValue.md(mixture_table(manifest)),
+                "manifest": dg.MetadataValue.json(manifest),
+                **{f"share_{c}": r["realized_share"] for c, r in manifest["components"].items()},
+            },
+        )
         yield dg.Output(out)
-        yield dg.AssetCheckResult(check_name="weights_honoured", passed=facts["shares_ok"],
-                                  metadata={"tolerance": recipe.tolerance,
-                                            **{f"deviation_{c}": d for c, d in facts["deviation"].items()}})
-        yield dg.AssetCheckResult(check_name="epochs_within_cap", passed=facts["epochs_ok"],
-                                  metadata={"over_cap": ", ".join(facts["over_cap"]) or "none",
-                                            **{f"epochs_{c}": r["epochs"] for c, r in manifest["components"].items()}})
+        yield dg.AssetCheckResult(
+            check_name="weights_honoured",
+            passed=facts["shares_ok"],
+            metadata={"tolerance": recipe.tolerance, **{f"deviation_{c}": d for c, d in facts["deviation"].items()}},
+        )
+        yield dg.AssetCheckResult(
+            check_name="epochs_within_cap",
+            passed=facts["epochs_ok"],
+            metadata={
+                "over_cap": ", ".join(facts["over_cap"]) or "none",
+                **{f"epochs_{c}": r["epochs"] for c, r in manifest["components"].items()},
+            },
+        )
 
     return mixed

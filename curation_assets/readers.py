@@ -136,10 +136,14 @@ class _Collector:
             meta["nul_stripped"] = text.count("\x00")
             text = text.replace("\x00", "")
         if not text or text.isspace():
-            return self.bad(position, "empty_text", "text is empty" if not text else "text is whitespace-only", record_id)
+            return self.bad(
+                position, "empty_text", "text is empty" if not text else "text is whitespace-only", record_id
+            )
         # chars * 4 bounds the UTF-8 size, so only long texts pay for measuring it
         if len(text) * 4 > self.max_doc_bytes and len(text.encode("utf-8", "surrogatepass")) > self.max_doc_bytes:
-            return self.bad(position, "document_too_large", f"text exceeds max_doc_bytes={self.max_doc_bytes}", record_id)
+            return self.bad(
+                position, "document_too_large", f"text exceeds max_doc_bytes={self.max_doc_bytes}", record_id
+            )
         meta_s = meta_json(meta)
         if not _valid_unicode(text, url, meta_s):
             return self.bad(position, "invalid_utf8", "lone surrogate in a string (not encodable as UTF-8)", record_id)

@@ -49,8 +49,13 @@ class Shard:
     lengths: np.ndarray  # tokens per sequence, EOT included
 
 
-def tokenize_docs(texts: Iterator[list[str]], encode: Callable[[list[str]], list[np.ndarray]], eot_id: int,
-                  vocab_size: int, shard_tokens: int) -> Iterator[Shard]:
+def tokenize_docs(
+    texts: Iterator[list[str]],
+    encode: Callable[[list[str]], list[np.ndarray]],
+    eot_id: int,
+    vocab_size: int,
+    shard_tokens: int,
+) -> Iterator[Shard]:
     """Encode batches of texts (in mixture order) and yield full shards, so memory is one shard plus one batch.
 
     `encode` maps texts to uint32 id arrays (`TokenizerResource.encode_arrays`: batched, multi-threaded).
@@ -116,14 +121,29 @@ def verify_shards(manifest: dict, read: Callable[[str], bytes]) -> dict[str, obj
         tokens += idx.tokens
         sequences += len(idx.lengths)
     if tokens != manifest["tokens"] or sequences != manifest["documents"]:
-        problems.append(f"manifest says {manifest['tokens']} tokens / {manifest['documents']} documents, "
-                        f"the shards hold {tokens} / {sequences}")
-    return {"tokens_in_data": tokens, "sequences_in_data": sequences, "max_id": max_id,
-            "ids_in_range": max_id < vocab, "index_ok": not problems, "problems": "; ".join(problems[:10]) or "none"}
+        problems.append(
+            f"manifest says {manifest['tokens']} tokens / {manifest['documents']} documents, "
+            f"the shards hold {tokens} / {sequences}"
+        )
+    return {
+        "tokens_in_data": tokens,
+        "sequences_in_data": sequences,
+        "max_id": max_id,
+        "ids_in_range": max_id < vocab,
+        "index_ok": not problems,
+        "problems": "; ".join(problems[:10]) or "none",
+    }
 
 
-def decode_sample(manifest: dict, documents: pl.DataFrame, texts: pl.Series, read: Callable[[str], bytes],
-                  decode: Callable[[np.ndarray], str], k: int = 16, seed: int = 0) -> list[int]:
+def decode_sample(
+    manifest: dict,
+    documents: pl.DataFrame,
+    texts: pl.Series,
+    read: Callable[[str], bytes],
+    decode: Callable[[np.ndarray], str],
+    k: int = 16,
+    seed: int = 0,
+) -> list[int]:
     """Positions (mixture order) of up to `k` sampled documents whose tokens do NOT decode back to their text."""
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(documents.height, size=min(k, documents.height), replace=False).tolist())
@@ -137,7 +157,7 @@ def decode_sample(manifest: dict, documents: pl.DataFrame, texts: pl.Series, rea
             cache = {row["shard"]: (idx, np.frombuffer(read(s["bin"]), dtype=idx.dtype))}
         idx, ids = cache[row["shard"]]
         start = int(idx.pointers[row["sequence"]]) // idx.dtype.itemsize
-        if decode(ids[start:start + row["n_tokens"]]) != texts[i]:
+        if decode(ids[start : start + row["n_tokens"]]) != texts[i]:
             bad.append(i)
     return bad
 
@@ -148,78 +168,155 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     recipe = cfg.recipe
     shard_tokens = TokenizeParams(**cfg.thresholds.tokenized.default).shard_tokens
 
-    @dg.asset(code_version=version, op_tags=pod("2", "8Gi"), group_name="curation", freshness_policy=DAILY,
-              check_specs=[dg.AssetCheckSpec("index_matches_tokens", asset="tokenized", blocking=True,
-                                             description="every .idx agrees with its .bin and the manifest; "
-                                                         "every sequence ends in EOT"),
-                           dg.AssetCheckSpec("ids_in_range", asset="tokenized", blocking=True,
-                                             description="every token id is below the vocabulary size"),
-                           dg.AssetCheckSpec("sample_decodes", asset="tokenized", blocking=True,
-                                             description="a seeded sample of documents decodes back to its text")],
-              metadata={"recipe": recipe.name, "format": FORMAT})
-    def tokenized(context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource,
-                  cost_guard: CostGuard):
+    @dg.asset(
+        code_version=version,
+        op_tags=pod(cfg.thresholds.tokenized.pod),
+        group_name="curation",
+        freshness_policy=DAILY,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "index_matches_tokens",
+                asset="tokenized",
+                blocking=True,
+                description="every .idx agrees with its .bin and the manifest; every sequence ends in EOT",
+            ),
+            dg.AssetCheckSpec(
+                "ids_in_range",
+                asset="tokenized",
+                blocking=True,
+                description="every token id is below the vocabulary size",
+            ),
+            dg.AssetCheckSpec(
+                "sample_decodes",
+                asset="tokenized",
+                blocking=True,
+                description="a seeded sample of documents decodes back to its text",
+            ),
+        ],
+        metadata={"recipe": recipe.name, "format": FORMAT},
+    )
+    def tokenized(
+        context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, cost_guard: CostGuard
+    ):
         """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see the module)."""
         docs = mixed.select("doc_id", "source", "component", "epoch", "text", "n_tokens").collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
-        tok = tokenizer if tokenizer.encoding == recipe.tokenizer else TokenizerResource(
-            encoding=recipe.tokenizer, num_threads=tokenizer.num_threads)
+        tok = (
+            tokenizer
+            if tokenizer.encoding == recipe.tokenizer
+            else TokenizerResource(encoding=recipe.tokenizer, num_threads=tokenizer.num_threads)
+        )
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
         # predicted from `n_tokens` (counted by the same encoding in `raw`); the check asserts the shards match.
-        lengths = (docs["n_tokens"].to_numpy() if tok is tokenizer else
-                   np.array(tok.count_tokens(docs["text"].to_list()), dtype=np.int64)) + 1
+        lengths = (
+            docs["n_tokens"].to_numpy()
+            if tok is tokenizer
+            else np.array(tok.count_tokens(docs["text"].to_list()), dtype=np.int64)
+        ) + 1
         dtype = megatron.optimal_dtype(tok.vocab_size)
-        manifest = {"format": FORMAT, "tokenizer": recipe.tokenizer, "vocab_size": tok.vocab_size, "dtype": dtype.str,
-                    "megatron_dtype_code": megatron.DTYPE_CODES[dtype.newbyteorder("=")], "eot_id": tok.eot_id,
-                    "sequence_length": recipe.sequence_length, "shard_tokens": shard_tokens, "recipe": recipe.name,
-                    "recipe_hash": version_of(recipe), "shards": []}
+        manifest = {
+            "format": FORMAT,
+            "tokenizer": recipe.tokenizer,
+            "vocab_size": tok.vocab_size,
+            "dtype": dtype.str,
+            "megatron_dtype_code": megatron.DTYPE_CODES[dtype.newbyteorder("=")],
+            "eot_id": tok.eot_id,
+            "sequence_length": recipe.sequence_length,
+            "shard_tokens": shard_tokens,
+            "recipe": recipe.name,
+            "recipe_hash": version_of(recipe),
+            "shards": [],
+        }
         written_lengths: list[np.ndarray] = []
 
         def files():
             for shard in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, shard_tokens):
-                manifest["shards"].append({"name": shard.name, "bin": f"{shard.name}.bin", "idx": f"{shard.name}.idx",
-                                           "documents": len(shard.lengths), "tokens": int(shard.lengths.sum()),
-                                           "bin_sha256": sha256(shard.data), "idx_sha256": sha256(shard.index)})
+                manifest["shards"].append(
+                    {
+                        "name": shard.name,
+                        "bin": f"{shard.name}.bin",
+                        "idx": f"{shard.name}.idx",
+                        "documents": len(shard.lengths),
+                        "tokens": int(shard.lengths.sum()),
+                        "bin_sha256": sha256(shard.data),
+                        "idx_sha256": sha256(shard.index),
+                    }
+                )
                 written_lengths.append(shard.lengths)
                 yield f"{shard.name}.bin", shard.data
                 yield f"{shard.name}.idx", shard.index
             documents = documents_frame(docs, manifest["shards"], written_lengths)
             buf = io.BytesIO()
             documents.write_parquet(buf, compression="zstd")
-            per = documents.group_by("component").agg(pl.len().alias("documents"),
-                                                      (pl.col("n_tokens").sum() + pl.len()).alias("tokens"))
-            manifest.update(documents=documents.height, tokens=int(sum(int(x.sum()) for x in written_lengths)),
-                            documents_sha256=sha256(buf.getvalue()),
-                            components={c: {"documents": d, "tokens": t} for c, d, t in per.sort("component").iter_rows()})
+            per = documents.group_by("component").agg(
+                pl.len().alias("documents"), (pl.col("n_tokens").sum() + pl.len()).alias("tokens")
+            )
+            manifest.update(
+                documents=documents.height,
+                tokens=int(sum(int(x.sum()) for x in written_lengths)),
+                documents_sha256=sha256(buf.getvalue()),
+                components={c: {"documents": d, "tokens": t} for c, d, t in per.sort("component").iter_rows()},
+            )
             yield "documents.parquet", buf.getvalue()
             yield "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode()
 
-        predicted = {"tokens": int(lengths.sum()), "documents": docs.height,
-                     "shards": len(shard_sizes(lengths, shard_tokens))}
+        predicted = {
+            "tokens": int(lengths.sum()),
+            "documents": docs.height,
+            "shards": len(shard_sizes(lengths, shard_tokens)),
+        }
         out = FileSetOutput(files=files())
-        yield dg.Output(out, metadata=step_metadata(
-            rows_in=docs.height, rows_out=docs.height, drops={}, bytes_in=docs.estimated_size(),
-            bytes_out=predicted["tokens"] * dtype.itemsize, config_version=version,
-            extra={**predicted, **transfer, "sequences": predicted["tokens"] // recipe.sequence_length,
-                   "dtype": dtype.str, "eot_id": tok.eot_id, "recipe_hash": manifest["recipe_hash"]}))
+        yield dg.Output(
+            out,
+            metadata=step_metadata(
+                rows_in=docs.height,
+                rows_out=docs.height,
+                drops={},
+                bytes_in=docs.estimated_size(),
+                bytes_out=predicted["tokens"] * dtype.itemsize,
+                config_version=version,
+                extra={
+                    **predicted,
+                    **transfer,
+                    "sequences": predicted["tokens"] // recipe.sequence_length,
+                    "dtype": dtype.str,
+                    "eot_id": tok.eot_id,
+                    "recipe_hash": manifest["recipe_hash"],
+                },
+            ),
+        )
         written, store = out.written["files"], context.resources.io_manager.store
         read = lambda name: store.read_bytes(written[name])  # noqa: E731 - re-read what was persisted
         facts = verify_shards(json.loads(read("manifest.json")), read)
         documents = pl.read_parquet(io.BytesIO(read("documents.parquet")))
         bad = decode_sample(manifest, documents, docs["text"], read, tok.decode, seed=recipe.seed)
-        as_predicted = all(manifest[k] == v for k, v in predicted.items() if k != "shards") and \
-            len(manifest["shards"]) == predicted["shards"]
+        as_predicted = (
+            all(manifest[k] == v for k, v in predicted.items() if k != "shards")
+            and len(manifest["shards"]) == predicted["shards"]
+        )
         yield dg.AssetCheckResult(
-            check_name="index_matches_tokens", passed=bool(facts["index_ok"]) and as_predicted,
-            metadata={"tokens_in_data": facts["tokens_in_data"], "sequences_in_data": facts["sequences_in_data"],
-                      "tokens_in_metadata": predicted["tokens"], "problems": facts["problems"],
-                      "bytes_written": out.written["bytes_out"],
-                      "manifest": dg.MetadataValue.json({k: v for k, v in manifest.items() if k != "shards"}),
-                      "shards": dg.MetadataValue.md(shard_table(manifest))})
-        yield dg.AssetCheckResult(check_name="ids_in_range", passed=bool(facts["ids_in_range"]),
-                                  metadata={"max_id": facts["max_id"], "vocab_size": tok.vocab_size})
-        yield dg.AssetCheckResult(check_name="sample_decodes", passed=not bad,
-                                  metadata={"sampled": min(16, docs.height), "mismatched_positions": str(bad)})
+            check_name="index_matches_tokens",
+            passed=bool(facts["index_ok"]) and as_predicted,
+            metadata={
+                "tokens_in_data": facts["tokens_in_data"],
+                "sequences_in_data": facts["sequences_in_data"],
+                "tokens_in_metadata": predicted["tokens"],
+                "problems": facts["problems"],
+                "bytes_written": out.written["bytes_out"],
+                "manifest": dg.MetadataValue.json({k: v for k, v in manifest.items() if k != "shards"}),
+                "shards": dg.MetadataValue.md(shard_table(manifest)),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name="ids_in_range",
+            passed=bool(facts["ids_in_range"]),
+            metadata={"max_id": facts["max_id"], "vocab_size": tok.vocab_size},
+        )
+        yield dg.AssetCheckResult(
+            check_name="sample_decodes",
+            passed=not bad,
+            metadata={"sampled": min(16, docs.height), "mismatched_positions": str(bad)},
+        )
 
     return tokenized
 
@@ -240,11 +337,16 @@ def documents_frame(docs: pl.DataFrame, shards: list[dict], lengths: list[np.nda
     return docs.select("doc_id", "source", "component", "epoch").with_columns(
         pl.Series("shard", np.repeat([s["name"] for s in shards], [len(x) for x in lengths]), dtype=pl.String),
         pl.Series("sequence", np.concatenate([np.arange(len(x)) for x in lengths]), dtype=pl.UInt32),
-        pl.Series("n_tokens", np.concatenate(lengths) - 1, dtype=pl.UInt32))
+        pl.Series("n_tokens", np.concatenate(lengths) - 1, dtype=pl.UInt32),
+    )
 
 
 def shard_table(manifest: dict) -> str:
     lines = ["| shard | documents | tokens | bin sha256 |", "|---|---:|---:|---|"]
-    lines += [f"| {s['name']} | {s['documents']:,} | {s['tokens']:,} | `{s['bin_sha256'][:16]}` |" for s in manifest["shards"]]
-    return "\n".join(lines) + f"\n\n{manifest['tokens']:,} tokens ({manifest['tokenizer']}, {manifest['dtype']}, EOT " \
-                              f"{manifest['eot_id']}) in {manifest['documents']:,} documents"
+    lines += [
+        f"| {s['name']} | {s['documents']:,} | {s['tokens']:,} | `{s['bin_sha256'][:16]}` |" for s in manifest["shards"]
+    ]
+    return (
+        "\n".join(lines) + f"\n\n{manifest['tokens']:,} tokens ({manifest['tokenizer']}, {manifest['dtype']}, EOT "
+        f"{manifest['eot_id']}) in {manifest['documents']:,} documents"
+    )

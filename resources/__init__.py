@@ -74,8 +74,14 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
     # On a laptop there are no zones (pod_region None: every path is `local`); in the cluster the guard is armed.
     placement = {"pod_region": settings.region, "pod_zone": settings.pod_zone} if settings.env == "k8s" else {}
-    guard = CostGuard(**placement, data_uri=settings.data_root, data_region=settings.data_region,
-                      data_zone=settings.data_zone, data_via=settings.data_via, **costs)
+    guard = CostGuard(
+        **placement,
+        data_uri=settings.data_root,
+        data_region=settings.data_region,
+        data_zone=settings.data_zone,
+        data_via=settings.data_via,
+        **costs,
+    )
     return {
         "io_manager": ParquetIOManager(base_uri=settings.data_root, store=store, cost_guard=guard),
         "store": store,
@@ -83,7 +89,9 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
         "lid": LanguageIdResource(),
         "cost_guard": guard,
         "synth_backend": SyntheticBackend(
-            base_url=settings.llm_base_url, model=settings.llm_model,
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
             api_key=dg.EnvVar("CURATION_LLM_API_KEY") if settings.llm_api_key else None,  # a secret: never in config
-            cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache"),
+            cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache",
+        ),
     }

@@ -56,5 +56,7 @@ class QualityModel:
         if not texts:
             return []
         labels, probs = self.model.predict([" ".join(t.strip().splitlines()) for t in texts], k=1)
-        return [float(min(p[0], 1.0)) if lab and lab[0] == "__label__hq" else float(1 - min(p[0], 1.0)) if lab
-                else 0.0 for lab, p in zip(labels, probs, strict=True)]
+        return [
+            float(min(p[0], 1.0)) if lab and lab[0] == "__label__hq" else float(1 - min(p[0], 1.0)) if lab else 0.0
+            for lab, p in zip(labels, probs, strict=True)
+        ]

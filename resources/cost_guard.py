@@ -59,8 +59,11 @@ class TransferPlan:
 
     def metadata(self, prefix: str = "") -> dict[str, object]:
         md: dict[str, object] = {f"{prefix}bytes_{c}": int(n) for c, n in sorted(self.bytes_by_class.items())}
-        md |= {f"{prefix}cross_az_bytes": self.cross_az_bytes, f"{prefix}cross_region_bytes": self.cross_region_bytes,
-               f"{prefix}transfer_usd": round(self.usd, 6)}
+        md |= {
+            f"{prefix}cross_az_bytes": self.cross_az_bytes,
+            f"{prefix}cross_region_bytes": self.cross_region_bytes,
+            f"{prefix}transfer_usd": round(self.usd, 6),
+        }
         return md
 
 
@@ -84,16 +87,28 @@ class CostGuard(dg.ConfigurableResource):
     data_region: str | None = None
     data_zone: str | None = None
     data_via: Literal["gateway", "nat"] = "gateway"
-    usd_per_gb: dict[str, float] = {"local": 0.0, "same_zone": 0.0, "regional_gateway": 0.0, "regional_nat": 0.045,
-                                     "cross_az": 0.02, "cross_region": 0.02}
+    usd_per_gb: dict[str, float] = {
+        "local": 0.0,
+        "same_zone": 0.0,
+        "regional_gateway": 0.0,
+        "regional_nat": 0.045,
+        "cross_az": 0.02,
+        "cross_region": 0.02,
+    }
     nat_usd_per_gb: float = 0.045  # added on top of cross_region when the path goes through a NAT gateway
     budget_usd: float = 10.0
     step_budgets_usd: dict[str, float] = {}
 
     def data_root(self, nbytes: int) -> Transfer:
         """Reading or writing `nbytes` of step outputs under the data root."""
-        return Transfer(self.data_uri, int(nbytes), self.data_region, self.data_zone or zone_of(self.data_uri),
-                        self.data_via, label="data root")
+        return Transfer(
+            self.data_uri,
+            int(nbytes),
+            self.data_region,
+            self.data_zone or zone_of(self.data_uri),
+            self.data_via,
+            label="data root",
+        )
 
     def classify(self, t: Transfer) -> PathClass:
         if "://" not in t.uri or self.pod_region is None:
@@ -110,12 +125,17 @@ class CostGuard(dg.ConfigurableResource):
         for t in transfers:
             c = self.classify(t)
             plan.bytes_by_class[c] += t.bytes
-            plan.usd += t.bytes / GB * (self.usd_per_gb[c] + (self.nat_usd_per_gb if c == "cross_region" and
-                                                              t.via == "nat" else 0.0))
+            plan.usd += (
+                t.bytes
+                / GB
+                * (self.usd_per_gb[c] + (self.nat_usd_per_gb if c == "cross_region" and t.via == "nat" else 0.0))
+            )
             if c in REFUSED:
                 where = f"{t.region or self.pod_region}/{t.zone or zone_of(t.uri)}"
-                plan.offenders.append(f"{t.label or t.uri}: {t.bytes} B {c} ({where} -> {self.pod_region}/"
-                                      f"{self.pod_zone}), about ${t.bytes / GB * self.usd_per_gb[c]:.4f}")
+                plan.offenders.append(
+                    f"{t.label or t.uri}: {t.bytes} B {c} ({where} -> {self.pod_region}/"
+                    f"{self.pod_zone}), about ${t.bytes / GB * self.usd_per_gb[c]:.4f}"
+                )
         return plan
 
     def budget(self, step: str | None) -> float:

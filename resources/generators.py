@@ -147,11 +147,14 @@ def gen_glossary_qa(text: str, seed: str, max_items: int = 8) -> list[Synth]:
     qa = []
     for m in GCIDE.finditer(text):
         lines = [ln.strip() for ln in m.group(3).splitlines()]
-        definition = " ".join(ln for ln in lines if ln and not ln.startswith("[") and not ln.startswith("--")
-                              and not ln.startswith("Syn.")).strip()
+        definition = " ".join(
+            ln
+            for ln in lines
+            if ln and not ln.startswith("[") and not ln.startswith("--") and not ln.startswith("Syn.")
+        ).strip()
         definition = re.sub(r"\s*\[[^\]]*\]\s*", " ", definition).strip()
         if len(definition) >= 10:
-            qa.append((f"What does the word \"{m.group(1)}\" ({m.group(2).strip()}) mean?", definition))
+            qa.append((f'What does the word "{m.group(1)}" ({m.group(2).strip()}) mean?', definition))
     if not qa:
         qa = [(f"What is {t.strip()}?", d.strip()) for t, d in GLOSSARY.findall(text)]
     if not qa:
@@ -163,4 +166,8 @@ def gen_glossary_qa(text: str, seed: str, max_items: int = 8) -> list[Synth]:
 
 
 PROGRAMMATIC: dict[str, Callable[[str, str], list[Synth]]] = {
-    "cloze": gen_cloze, "math": gen_math, "code_docs": gen_code_docs, "glossary_qa": gen_glossary_qa}
+    "cloze": gen_cloze,
+    "math": gen_math,
+    "code_docs": gen_code_docs,
+    "glossary_qa": gen_glossary_qa,
+}

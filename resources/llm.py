@@ -28,8 +28,11 @@ class Request:
 
 
 def cache_key(text: str, template_id: str, template: str, model: str, params: dict) -> str:
-    payload = json.dumps({"input": text, "template_id": template_id, "template": template, "model": model,
-                          "params": params}, sort_keys=True, ensure_ascii=False)
+    payload = json.dumps(
+        {"input": text, "template_id": template_id, "template": template, "model": model, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -110,21 +113,39 @@ class Stats:
 class ChatClient:
     """Runs `Request`s against `<base_url>/chat/completions`; results are `{"text", "usage", ...}` or None."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
-                 max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 60.0, timeout_s: float = 120.0,
-                 params: dict | None = None, budget: Budget | None = None, cache: ResultCache | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        timeout_s: float = 120.0,
+        params: dict | None = None,
+        budget: Budget | None = None,
+        cache: ResultCache | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.concurrency = model, api_key, max(1, concurrency)
-        self.max_retries, self.backoff_s, self.max_backoff_s, self.timeout_s = max_retries, backoff_s, max_backoff_s, timeout_s
+        self.max_retries, self.backoff_s, self.max_backoff_s, self.timeout_s = (
+            max_retries,
+            backoff_s,
+            max_backoff_s,
+            timeout_s,
+        )
         self.params, self.budget, self.cache, self.sleep = dict(params or {}), budget or Budget(), cache, sleep
         self.stats = Stats()
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def _post(self, req: Request) -> tuple[dict | None, tuple[int, int] | None, str]:
-        body = json.dumps({"model": self.model, "messages": req.messages, "max_tokens": req.max_tokens,
-                           **self.params}).encode()
+        body = json.dumps(
+            {"model": self.model, "messages": req.messages, "max_tokens": req.max_tokens, **self.params}
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -134,10 +155,14 @@ class ChatClient:
                 self.stats.retries += attempt > 0
             wait = None
             try:
-                with urllib.request.urlopen(urllib.request.Request(self.url, body, headers), timeout=self.timeout_s) as r:
+                with urllib.request.urlopen(
+                    urllib.request.Request(self.url, body, headers), timeout=self.timeout_s
+                ) as r:
                     out = json.loads(r.read())
                 usage = out.get("usage") or {}
-                used = (int(usage["prompt_tokens"]), int(usage["completion_tokens"])) if "prompt_tokens" in usage else None
+                used = (
+                    (int(usage["prompt_tokens"]), int(usage["completion_tokens"])) if "prompt_tokens" in usage else None
+                )
                 return out, used, "ok"
             except urllib.error.HTTPError as e:
                 if e.code not in RETRYABLE:
@@ -147,7 +172,7 @@ class ChatClient:
             except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, KeyError, ValueError):
                 pass  # timeouts, resets, a truncated body: retried
             if attempt < self.max_retries:
-                backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+                backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
                 self.sleep(min(self.max_backoff_s, wait) if wait is not None else backoff)
         return None, None, "retries_exhausted"
 
@@ -169,8 +194,12 @@ class ChatClient:
             self.stats.failed += text is None
         if text is None:
             return None
-        result = {"text": text, "usage": list(used) if used else None, "model": out.get("model", self.model),
-                  "finish_reason": out["choices"][0].get("finish_reason")}
+        result = {
+            "text": text,
+            "usage": list(used) if used else None,
+            "model": out.get("model", self.model),
+            "finish_reason": out["choices"][0].get("finish_reason"),
+        }
         if self.cache is not None:
             self.cache.put(req.key, result)  # persisted before anything else can fail
         return result

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field, PrivateAttr
 
-from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer, TransferPlan
+from resources.cost_guard import CostGuard, CrossZoneTransferError, TransferPlan
 
 MANIFEST = "_latest.json"
 # A run tag whose value (a reason) lets a run move data across zones or over budget; it is logged and recorded.
@@ -67,7 +66,10 @@ class ObjectStore(dg.ConfigurableResource):
             return None
         so = {"aws_region": self.region}
         if self.endpoint_url:
-            so |= {"aws_endpoint_url": self.endpoint_url, "aws_allow_http": str(self.endpoint_url.startswith("http:")).lower()}
+            so |= {
+                "aws_endpoint_url": self.endpoint_url,
+                "aws_allow_http": str(self.endpoint_url.startswith("http:")).lower(),
+            }
         return so
 
     def _s3(self):
@@ -88,8 +90,11 @@ class ObjectStore(dg.ConfigurableResource):
         prefix = key.split("*")[0].split("?")[0].split("[")[0]
         out = []
         for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            out += [(f"s3://{bucket}/{o['Key']}", o["Size"]) for o in page.get("Contents", [])
-                    if fnmatch.fnmatchcase(o["Key"], key)]
+            out += [
+                (f"s3://{bucket}/{o['Key']}", o["Size"])
+                for o in page.get("Contents", [])
+                if fnmatch.fnmatchcase(o["Key"], key)
+            ]
         return sorted(out)
 
     def open(self, uri: str) -> BinaryIO:
@@ -163,8 +168,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _preflight(self, context: dg.InputContext | dg.OutputContext, nbytes: int) -> TransferPlan:
         override = self._run_tags(context).get(OVERRIDE_TAG)
         try:
-            plan = self.cost_guard.enforce([self.cost_guard.data_root(nbytes)], override=override,
-                                           step=context.asset_key.path[-1])
+            plan = self.cost_guard.enforce(
+                [self.cost_guard.data_root(nbytes)], override=override, step=context.asset_key.path[-1]
+            )
         except CrossZoneTransferError as e:
             raise dg.Failure(description=f"{context.asset_key.to_user_string()}: {e}", allow_retries=False) from e
         if override and (plan.offenders or plan.usd > self.cost_guard.budget(context.asset_key.path[-1])):
@@ -199,23 +205,45 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         elif isinstance(obj, StepOutput):
             files = self._write_step(obj, vdir)
             drops = drop_counts(files.pop("dropped_frame"))
-            obj.written.update(rows_out=files["rows"], rows_dropped=sum(drops.values()), bytes_out=files["bytes"],
-                               uri=root, version=version)
-            context.add_output_metadata(step_metadata(
-                rows_in=obj.resolve(obj.rows_in), rows_out=files["rows"], drops=drops,
-                bytes_in=obj.resolve(obj.bytes_in), bytes_out=files["bytes"], config_version=obj.config_version,
-                extra={"tokens": files["tokens"], **obj.extra, "uri": dg.MetadataValue.path(f"{root}/{version}"),
-                       **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()}}))
+            obj.written.update(
+                rows_out=files["rows"],
+                rows_dropped=sum(drops.values()),
+                bytes_out=files["bytes"],
+                uri=root,
+                version=version,
+            )
+            context.add_output_metadata(
+                step_metadata(
+                    rows_in=obj.resolve(obj.rows_in),
+                    rows_out=files["rows"],
+                    drops=drops,
+                    bytes_in=obj.resolve(obj.bytes_in),
+                    bytes_out=files["bytes"],
+                    config_version=obj.config_version,
+                    extra={
+                        "tokens": files["tokens"],
+                        **obj.extra,
+                        "uri": dg.MetadataValue.path(f"{root}/{version}"),
+                        **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
+                    },
+                )
+            )
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
         manifest = {"version": version, "run_id": context.run_id, **files}
         self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
         if context.asset_key.to_user_string() not in self.never_prune:
             self._prune(root, keep=version)
-        moved = [self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
-                 self.cost_guard.data_root(files["bytes"])]
-        context.add_output_metadata({**self.cost_guard.plan(moved).metadata("data_"),
-                                     "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, "")})
+        moved = [
+            self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
+            self.cost_guard.data_root(files["bytes"]),
+        ]
+        context.add_output_metadata(
+            {
+                **self.cost_guard.plan(moved).metadata("data_"),
+                "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, ""),
+            }
+        )
 
     def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
         parts, rows, nbytes, tokens, part_bytes = [], 0, 0, 0, 0
@@ -238,8 +266,17 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         for name, table in out.side.items():
             side[name] = f"{vdir}/{name}.parquet"
             nbytes += self.store.write_parquet(table, side[name])
-        return {"parts": parts, "dropped": dropped_files, "side": side, "rows": rows, "rows_dropped": dropped.height,
-                "tokens": tokens, "bytes": nbytes, "part_bytes": part_bytes, "dropped_frame": dropped}
+        return {
+            "parts": parts,
+            "dropped": dropped_files,
+            "side": side,
+            "rows": rows,
+            "rows_dropped": dropped.height,
+            "tokens": tokens,
+            "bytes": nbytes,
+            "part_bytes": part_bytes,
+            "dropped_frame": dropped,
+        }
 
     def _write_files(self, out: FileSetOutput, vdir: str) -> dict[str, Any]:
         names, nbytes = {}, 0

@@ -37,7 +37,9 @@ def encode_arrays(enc, texts: list[str], num_threads: int = 2) -> list[np.ndarra
             try:
                 buf = core.encode_to_tiktoken_buffer(t, none)
             except UnicodeEncodeError:  # lone surrogates: tiktoken's own fallback in encode_ordinary
-                buf = core.encode_to_tiktoken_buffer(t.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), none)
+                buf = core.encode_to_tiktoken_buffer(
+                    t.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), none
+                )
             out.append(np.frombuffer(buf, dtype=np.uint32))
         return out
 
@@ -45,7 +47,7 @@ def encode_arrays(enc, texts: list[str], num_threads: int = 2) -> list[np.ndarra
         return work(texts)
     k = -(-len(texts) // num_threads)
     with ThreadPoolExecutor(num_threads) as ex:
-        return [a for part in ex.map(work, [texts[i:i + k] for i in range(0, len(texts), k)]) for a in part]
+        return [a for part in ex.map(work, [texts[i : i + k] for i in range(0, len(texts), k)]) for a in part]
 
 
 class TokenizerResource(dg.ConfigurableResource):

@@ -7,7 +7,9 @@ import pytest
 # The shared development corpus: $CURATION_SHARED_CORPUS, else ../shared/corpus next to the checkout, else the
 # workplace's /work/shared/corpus (CI clones main elsewhere).
 SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("CURATION_SHARED_CORPUS"),) if p] + [
-    Path(__file__).resolve().parents[2] / "shared" / "corpus", Path("/work/shared/corpus")]
+    Path(__file__).resolve().parents[2] / "shared" / "corpus",
+    Path("/work/shared/corpus"),
+]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -54,10 +56,12 @@ def shared_corpus() -> Path:
 @pytest.fixture
 def corpus_yaml(shared_corpus, tmp_path):
     """A copy of a tests/fixtures YAML whose `../../../shared/corpus` URIs point at the corpus actually found."""
+
     def copy(name: str) -> str:
         out = tmp_path / name
         out.write_text((FIXTURES / name).read_text().replace("../../../shared/corpus", str(shared_corpus)))
         return str(out)
+
     return copy
 
 

@@ -14,9 +14,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class StubServer:
-    def __init__(self, *, fail_first: int = 0, fail_code: int = 503, retry_after: str | None = None,
-                 slow_first_s: float = 0.0, delay_s: float = 0.0, hang_after: int | None = None,
-                 reject: str | None = None, completion_tokens: int = 20, model: str = "stub-model"):
+    def __init__(
+        self,
+        *,
+        fail_first: int = 0,
+        fail_code: int = 503,
+        retry_after: str | None = None,
+        slow_first_s: float = 0.0,
+        delay_s: float = 0.0,
+        hang_after: int | None = None,
+        reject: str | None = None,
+        completion_tokens: int = 20,
+        model: str = "stub-model",
+    ):
         self.fail_first, self.fail_code, self.retry_after = fail_first, fail_code, retry_after
         self.slow_first_s, self.delay_s, self.hang_after, self.reject = slow_first_s, delay_s, hang_after, reject
         self.completion_tokens, self.model = completion_tokens, model
@@ -107,10 +117,22 @@ class StubServer:
                 usage = {"prompt_tokens": len(prompt.encode()) // 4 + 10, "completion_tokens": stub.completion_tokens}
                 with stub.lock:
                     stub.usage_sent += sum(usage.values())
-                return 200, {
-                    "id": f"chatcmpl-{attempt}", "object": "chat.completion", "model": stub.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": f"REWRITTEN<{prompt}>"}}],
-                    "usage": {**usage, "total_tokens": sum(usage.values())}}, {}
+                return (
+                    200,
+                    {
+                        "id": f"chatcmpl-{attempt}",
+                        "object": "chat.completion",
+                        "model": stub.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": f"REWRITTEN<{prompt}>"},
+                            }
+                        ],
+                        "usage": {**usage, "total_tokens": sum(usage.values())},
+                    },
+                    {},
+                )
 
         return Handler

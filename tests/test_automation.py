@@ -1,13 +1,13 @@
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import boto3
 import dagster as dg
 import pytest
 import yaml
 
-from curation_assets.automation import LANDING_TAG, with_automation
+from curation_assets.automation import LANDING_TAG
 from curation_assets.config import load_config
 from curation_assets.definitions import build_definitions
 from resources import Settings
@@ -26,8 +26,9 @@ def defs_with_landing(tmp_path, uri: str) -> dg.Definitions:
 
 def tick(defs: dg.Definitions, instance, cursor, endpoint=None):
     sensor = defs.resolve_sensor_def("landing_drop")
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                  resources={"store": ObjectStore(endpoint_url=endpoint)})
+    ctx = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"store": ObjectStore(endpoint_url=endpoint)}
+    )
     return sensor(ctx)
 
 
@@ -80,7 +81,9 @@ def test_s3_landing_zone(tmp_path, s3_endpoint):
         second = tick(defs, instance, first.cursor, s3_endpoint)  # same second as the cursor, most likely
         assert [r.partition_key for r in second.run_requests] == ["papers"]
         assert not second.dynamic_partitions_requests
-        assert second.run_requests[0].run_key != [r for r in first.run_requests if r.partition_key == "papers"][0].run_key
+        assert (
+            second.run_requests[0].run_key != [r for r in first.run_requests if r.partition_key == "papers"][0].run_key
+        )
 
 
 def test_downstream_follows_an_updated_source_and_mixed_waits_for_blocking_checks(tmp_path):

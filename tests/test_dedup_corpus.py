@@ -18,10 +18,15 @@ ARTICLE = (
     "Jaccard similarity of the underlying sets, so banding the signature lets an index propose candidate pairs."
 )
 DOCS = {
-    "books": [("b1", ARTICLE), ("b2", "A fortune: the early bird gets the worm, the second mouse gets the cheese."),
-              ("b3", ARTICLE.upper())],  # b3: exact duplicate within books
-    "code": [("c1", "def main():\n    return compute(values, weights, bias) + offset  # entry point"),
-             ("c2", ARTICLE.replace("compact", "small"))],  # near duplicate of a books document
+    "books": [
+        ("b1", ARTICLE),
+        ("b2", "A fortune: the early bird gets the worm, the second mouse gets the cheese."),
+        ("b3", ARTICLE.upper()),
+    ],  # b3: exact duplicate within books
+    "code": [
+        ("c1", "def main():\n    return compute(values, weights, bias) + offset  # entry point"),
+        ("c2", ARTICLE.replace("compact", "small")),
+    ],  # near duplicate of a books document
     "web": [("a0", ARTICLE.replace("hashed", "digested")), ("w2", "Welcome to the handbook index page.")],
 }
 
@@ -30,10 +35,16 @@ def filtered_stub() -> dg.AssetsDefinition:
     @dg.asset(partitions_def=source_partitions, name="filtered")
     def filtered(context: dg.AssetExecutionContext):
         rows = DOCS[context.partition_key]
-        docs = pl.DataFrame({"doc_id": [r[0] for r in rows], "source": context.partition_key,
-                             "text": [r[1] for r in rows]})
-        return StepOutput(kept=docs, dropped=empty_frame({"drop_reason": pl.String()}), rows_in=docs.height,
-                          bytes_in=0, config_version="stub")
+        docs = pl.DataFrame(
+            {"doc_id": [r[0] for r in rows], "source": context.partition_key, "text": [r[1] for r in rows]}
+        )
+        return StepOutput(
+            kept=docs,
+            dropped=empty_frame({"drop_reason": pl.String()}),
+            rows_in=docs.height,
+            bytes_in=0,
+            config_version="stub",
+        )
 
     return filtered
 
@@ -45,14 +56,20 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
     (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
     cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
     tmp_path = tmp_path / "data"
-    assets = [filtered_stub(), dedup_corpus.build_signatures(cfg, "s1"), dedup_corpus.build_clusters(cfg, "c1"),
-              deduped.build(cfg, "d1", scope="corpus")]
+    assets = [
+        filtered_stub(),
+        dedup_corpus.build_signatures(cfg, "s1"),
+        dedup_corpus.build_clusters(cfg, "c1"),
+        deduped.build(cfg, "d1", scope="corpus"),
+    ]
     resources = build_resources(Settings(data_root=str(tmp_path)), cfg.costs.model_dump())  # as definitions.py
     sigs_of = {}
     with dg.instance_for_test() as instance:
+
         def materialize(selection: list[str], partition: str | None = None):
-            return dg.materialize(assets, selection=selection, partition_key=partition, instance=instance,
-                                  resources=resources)
+            return dg.materialize(
+                assets, selection=selection, partition_key=partition, instance=instance, resources=resources
+            )
 
         instance.add_dynamic_partitions("source", ["books", "code"])
         for source in ("books", "code"):
@@ -70,15 +87,19 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
             flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("dedup_signatures"), asset_partitions=[source])
             assert len(instance.fetch_materializations(flt, limit=10).records) == 1
         ledger = pl.read_parquet(
-            f"{tmp_path}/dedup_clusters/_all/{result.asset_materializations_for_node('dedup_clusters')[0].metadata['uri'].value.rsplit('/', 1)[1]}/part-*.parquet")
+            f"{tmp_path}/dedup_clusters/_all/{result.asset_materializations_for_node('dedup_clusters')[0].metadata['uri'].value.rsplit('/', 1)[1]}/part-*.parquet"
+        )
         md = result.asset_materializations_for_node("dedup_clusters")[0].metadata
         assert (md["removed_exact"].value, md["removed_near"].value, md["removed_cross_source"].value) == (1, 2, 2)
         assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
 
         # the ledger: one cluster, kept in books (first in the priority order), with the estimated Jaccard
         assert ledger.select("doc_id", "source", "kept", "kept_doc_id", "drop_reason").sort("doc_id").rows() == [
-            ("a0", "web", False, "b1", "near_duplicate"), ("b1", "books", True, "b1", None),
-            ("b3", "books", False, "b1", "exact_duplicate"), ("c2", "code", False, "b1", "near_duplicate")]
+            ("a0", "web", False, "b1", "near_duplicate"),
+            ("b1", "books", True, "b1", None),
+            ("b3", "books", False, "b1", "exact_duplicate"),
+            ("c2", "code", False, "b1", "near_duplicate"),
+        ]
         assert ledger.filter(pl.col("doc_id") == "b3")["jaccard"].item() == 1.0
         assert first.filter(~pl.col("kept"))["doc_id"].sort().to_list() == ["b3", "c2"]
 

@@ -57,8 +57,13 @@ def test_the_smallest_doc_id_wins_whatever_the_row_order():
     docs = pl.DataFrame({"doc_id": ["b", "a", "c"], "text": [ARTICLE, ARTICLE.replace("compact", "small"), "other"]})
     out = dedup_docs(docs, DedupParams())
     assert out.select("doc_id", "dup_cluster", "drop_reason").rows() == [
-        ("b", "a", "near_duplicate"), ("a", "a", None), ("c", None, None)]
-    assert dedup_docs(docs.reverse(), DedupParams()).sort("doc_id").equals(out.sort("doc_id"))  # row order is irrelevant
+        ("b", "a", "near_duplicate"),
+        ("a", "a", None),
+        ("c", None, None),
+    ]
+    assert (
+        dedup_docs(docs.reverse(), DedupParams()).sort("doc_id").equals(out.sort("doc_id"))
+    )  # row order is irrelevant
 
 
 def test_exact_copies_follow_their_representative_into_an_earlier_near_cluster():
@@ -91,8 +96,17 @@ def test_switches_change_what_counts_as_a_duplicate():
 
 
 def texts_for_signatures() -> list[str]:
-    return [ARTICLE, ARTICLE.upper(), "Hello world", "", "!!!", "a b c d e", "Größe straße ΣΊΣΥΦΟΣ 東京都 ｆｕｌｌ ｗｉｄｔｈ",
-            edit_words(ARTICLE, 7), "x" * 5000 + " tail words here and there"]
+    return [
+        ARTICLE,
+        ARTICLE.upper(),
+        "Hello world",
+        "",
+        "!!!",
+        "a b c d e",
+        "Größe straße ΣΊΣΥΦΟΣ 東京都 ｆｕｌｌ ｗｉｄｔｈ",
+        edit_words(ARTICLE, 7),
+        "x" * 5000 + " tail words here and there",
+    ]
 
 
 def test_signatures_are_datasketch_minhash_hash_values_for_the_same_shingles():
@@ -107,8 +121,9 @@ def test_signatures_are_datasketch_minhash_hash_values_for_the_same_shingles():
         assert np.array_equal(ref.hashvalues, ours[i]), texts[i][:20]
     assert list(counts) == [101, 101, 2, 0, 0, 5, 6, 101, 6]  # NFKC + casefold: ß -> ss, ｆｕｌｌ -> full
     # the stored frame carries the same values, and datasketch's LSH index accepts them as they are
-    frame = pl.concat(list(signatures(pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts}),
-                                      params)))
+    frame = pl.concat(
+        list(signatures(pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts}), params))
+    )
     assert np.array_equal(frame["sig"].to_numpy(), ours)
     lsh = MinHashLSH(num_perm=params.num_perm, params=(params.bands, params.rows))
     for doc_id, sig in zip(frame["doc_id"], frame["sig"].to_numpy()):
@@ -124,8 +139,13 @@ def test_hash_scheme_is_pinned():
     sig = minhash(hashes, np.zeros(5, np.int64), 1, 128, 1)
     assert sig.dtype == np.uint32 and sig[0, :4].tolist() == [386196382, 783760736, 960146351, 941380184]
     long_word, _ = word_hashes(["x" * 300])  # > 256 bytes: blake2b-64, then fmix64
-    assert hex(int(long_word[0])) == hex(int(fmix64(np.array(
-        [int.from_bytes(hashlib.blake2b(b"x" * 300, digest_size=8).digest(), "little")], np.uint64))[0]))
+    assert hex(int(long_word[0])) == hex(
+        int(
+            fmix64(
+                np.array([int.from_bytes(hashlib.blake2b(b"x" * 300, digest_size=8).digest(), "little")], np.uint64)
+            )[0]
+        )
+    )
 
 
 def test_params_validate_and_version_tracks_every_field():
@@ -151,19 +171,34 @@ def test_sixteen_mib_texts_without_whitespace_are_bounded():
 
 
 def test_hash_partitions_of_the_band_join_give_the_same_ledger():
-    texts = [ARTICLE, ARTICLE.replace("compact", "small"), ARTICLE.upper(), "another text entirely", edit_words(ARTICLE, 30)]
-    sigs = pl.concat(list(signatures(pl.DataFrame({"doc_id": [f"d{i}" for i in range(5)], "text": texts}), DedupParams())))
+    texts = [
+        ARTICLE,
+        ARTICLE.replace("compact", "small"),
+        ARTICLE.upper(),
+        "another text entirely",
+        edit_words(ARTICLE, 30),
+    ]
+    sigs = pl.concat(
+        list(signatures(pl.DataFrame({"doc_id": [f"d{i}" for i in range(5)], "text": texts}), DedupParams()))
+    )
     one = cluster(sigs, DedupParams())
     assert one.height == 3 and cluster(sigs, DedupParams(), n_parts=7).equals(one)
 
 
 def test_cross_source_priority_keeps_the_higher_priority_source():
-    docs = pl.DataFrame({"doc_id": ["a1", "z9", "m5"], "source": ["web", "books", "code"],
-                         "text": [ARTICLE, ARTICLE.replace("compact", "small"), "unrelated words in a code file"]})
+    docs = pl.DataFrame(
+        {
+            "doc_id": ["a1", "z9", "m5"],
+            "source": ["web", "books", "code"],
+            "text": [ARTICLE, ARTICLE.replace("compact", "small"), "unrelated words in a code file"],
+        }
+    )
     sigs = pl.concat(list(signatures(docs, DedupParams())))
     ledger = cluster(sigs, DedupParams(priority=("books", "web")))
     assert ledger.select("doc_id", "kept", "kept_doc_id", "kept_source", "drop_reason").rows() == [
-        ("z9", True, "z9", "books", None), ("a1", False, "z9", "books", "near_duplicate")]
+        ("z9", True, "z9", "books", None),
+        ("a1", False, "z9", "books", "near_duplicate"),
+    ]
     assert 0.8 < ledger["jaccard"][1] < 1.0
     assert cluster(sigs, DedupParams())["kept_doc_id"][0] == "a1"  # no priority: smallest doc_id
 
@@ -176,9 +211,14 @@ def test_planted_duplicates_every_source_within_and_across_sources(shared_corpus
     planted = pl.read_csv(shared_corpus / "truth" / "planted.csv")
     sigs = {}
     for source in ("books", "code", "multilingual", "web"):
-        sigs[source] = pl.concat([sig for shard in source_shards(shared_corpus, source)
-                                  for batch in read_shard(shard, html=source == "web")
-                                  for sig in signatures(batch, params)])
+        sigs[source] = pl.concat(
+            [
+                sig
+                for shard in source_shards(shared_corpus, source)
+                for batch in read_shard(shard, html=source == "web")
+                for sig in signatures(batch, params)
+            ]
+        )
         q = score(cluster(sigs[source], params), planted.filter(pl.col("source") == source))
         assert q["recall"] >= 0.95, (source, q)
         if source == "web":

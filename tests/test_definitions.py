@@ -1,3 +1,4 @@
+import json
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -51,7 +52,33 @@ def test_daily_schedule_curates_every_registered_source():
     defs = defs_for()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["web", "books"])
-        ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                        scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+        ctx = dg.build_schedule_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc),
+        )
         requests = defs.resolve_schedule_def("curate_sources_daily").evaluate_tick(ctx).run_requests
-        assert [(r.partition_key, r.run_key) for r in requests] == [("web", "web:2026-11-26"), ("books", "books:2026-11-26")]
+        assert [(r.partition_key, r.run_key) for r in requests] == [
+            ("web", "web:2026-11-26"),
+            ("books", "books:2026-11-26"),
+        ]
+
+
+def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):
+    import yaml
+
+    from curation_assets.config import DEFAULT_THRESHOLDS
+
+    t = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    t["deduped"]["pod"] = {"cpu": "3", "memory": "64Gi"}
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(t))
+    edited = build_definitions(load_config(thresholds=path), Settings()).resolve_asset_graph()
+    bundled = defs_for().resolve_asset_graph()
+    tags = json.loads(edited.assets_def_for_key(dg.AssetKey("deduped")).op.tags["dagster-k8s/config"])
+    assert tags["container_config"]["resources"] == {"requests": {"cpu": "3", "memory": "64Gi"},
+                                                     "limits": {"memory": "64Gi"}}
+    bundled_tags = json.loads(bundled.assets_def_for_key(dg.AssetKey("tokenized")).op.tags["dagster-k8s/config"])
+    assert bundled_tags["container_config"]["resources"]["requests"]["cpu"] == "4"  # tokenize: CPU
+    for name in ASSETS:  # sizing a pod is not a change of the data
+        assert edited.get(dg.AssetKey(name)).code_version == bundled.get(dg.AssetKey(name)).code_version

@@ -98,9 +98,7 @@ def base_name(obj: dict) -> str:
 
 def get(objs: list[dict], kind: str, name: str) -> dict:
     """The rendered object; generated ConfigMaps may carry a `-<hash>` suffix."""
-    found = [
-        o for o in objs if o["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", o["metadata"]["name"])
-    ]
+    found = [o for o in objs if o["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", o["metadata"]["name"])]
     assert len(found) == 1, f"{kind}/{name}: {[o['metadata']['name'] for o in found]}"
     return found[0]
 
@@ -175,8 +173,16 @@ def assert_valid(obj: dict) -> None:
 
 
 # Volume types the "restricted" Pod Security Standard admits.
-RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                           "projected", "secret"}
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def assert_hardened(pod: dict, where: str) -> None:
@@ -249,18 +255,22 @@ def code_origin(objs: list[dict], job_name: str) -> JobPythonOrigin:
     DAGSTER_CURRENT_IMAGE as the image and DAGSTER_CONTAINER_CONTEXT as the container context (dagster/_cli)."""
     env = {e["name"]: e.get("value") for e in container(get(objs, "Deployment", "curation-code"))["env"]}
     context = env.get("DAGSTER_CONTAINER_CONTEXT")
-    return JobPythonOrigin(job_name, RepositoryPythonOrigin(
-        executable_path="/usr/local/bin/python",
-        code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", working_directory=None),
-        container_image=env["DAGSTER_CURRENT_IMAGE"],
-        container_context=json.loads(context) if context else None,
-    ))
+    return JobPythonOrigin(
+        job_name,
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", working_directory=None),
+            container_image=env["DAGSTER_CURRENT_IMAGE"],
+            container_context=json.loads(context) if context else None,
+        ),
+    )
 
 
 def launch_run_job(instance, objs: list[dict], job_name: str) -> tuple[DagsterRun, str, dict]:
     """(run, namespace, Job manifest) that the instance's K8sRunLauncher submits for a new run of `job_name`."""
-    run = instance.add_run(DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()),
-                                      job_code_origin=code_origin(objs, job_name)))
+    run = instance.add_run(
+        DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), job_code_origin=code_origin(objs, job_name))
+    )
     with mock.patch.object(instance.run_launcher, "_api_client") as api:
         instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     (call,) = api.create_namespaced_job_with_retries.call_args_list
@@ -279,21 +289,34 @@ class Steps:
         self.executor_config = ResolvedRunConfig.build(job_def, run.run_config).execution.execution_engine_config
         job = InMemoryJob(job_def)
         self.executor = executor_def.executor_creation_fn(
-            InitExecutorContext(job=job, executor_def=executor_def, executor_config=self.executor_config,
-                                instance=instance))
+            InitExecutorContext(
+                job=job, executor_def=executor_def, executor_config=self.executor_config, instance=instance
+            )
+        )
         self.handler: K8sStepHandler = self.executor._step_handler
         assert isinstance(self.handler, K8sStepHandler), job_def.name
         plan = create_execution_plan(job_def)
         plan_context = PlanOrchestrationContext(
             plan_data=PlanData(job=job, dagster_run=run, instance=instance, execution_plan=plan),
-            log_manager=create_context_free_log_manager(instance, run), executor=self.executor, output_capture=None)
+            log_manager=create_context_free_log_manager(instance, run),
+            executor=self.executor,
+            output_capture=None,
+        )
         self.steps = {step.key: step for step in plan.steps}
         self.contexts = {
             step.key: StepHandlerContext(
-                instance=instance, plan_context=plan_context, steps=[step], dagster_run=run,
+                instance=instance,
+                plan_context=plan_context,
+                steps=[step],
+                dagster_run=run,
                 execute_step_args=ExecuteStepArgs(
-                    job_origin=run.job_code_origin, run_id=run.run_id, step_keys_to_execute=[step.key],
-                    instance_ref=instance.get_ref(), retry_mode=self.executor.retries.for_inner_plan()))
+                    job_origin=run.job_code_origin,
+                    run_id=run.run_id,
+                    step_keys_to_execute=[step.key],
+                    instance_ref=instance.get_ref(),
+                    retry_mode=self.executor.retries.for_inner_plan(),
+                ),
+            )
             for step in plan.steps
         }
 
@@ -307,8 +330,12 @@ class Steps:
 
 def tag_only_pod(tags: dict) -> dict:
     """The pod spec that an op's `dagster-k8s/config` tag alone produces (camelCase, as rendered)."""
-    job = construct_dagster_k8s_job(DagsterK8sJobConfig(job_image="x"), args=[], job_name="tag-only",
-                                    user_defined_k8s_config=get_user_defined_k8s_config(tags))
+    job = construct_dagster_k8s_job(
+        DagsterK8sJobConfig(job_image="x"),
+        args=[],
+        job_name="tag-only",
+        user_defined_k8s_config=get_user_defined_k8s_config(tags),
+    )
     return manifest(job)["spec"]["template"]["spec"]
 
 
@@ -324,7 +351,10 @@ def assert_pod_of_overlay(objs: list[dict], job: dict, where: str) -> dict:
     (c,) = pod["containers"]
     assert c["image"] == container(get(objs, "Deployment", "curation-code"))["image"]
     assert {r.get("configMapRef", r.get("secretRef"))["name"] for r in c["envFrom"]} == {
-        "curation-env", "curation-postgres", "curation-aws"}
+        "curation-env",
+        "curation-postgres",
+        "curation-aws",
+    }
     # No dagster.yaml is mounted (instance_config_map is unused): the instance travels in the run pod's args and
     # the step pod's DAGSTER_COMPRESSED_EXECUTE_STEP_ARGS, so the image's read-only DAGSTER_HOME is never read.
     assert {"name": "DAGSTER_HOME", "value": DAGSTER_HOME} in c["env"]
@@ -508,8 +538,13 @@ def test_prod_pods_are_pinned_to_the_bucket_zone():
     # Run and step pods are created by dagster-k8s; the code location's container context pins them, and that
     # is all it does (anything else in it would be a prod-only difference of the pods dagster creates).
     context = json.loads(env_value(container(get(objs, "Deployment", "curation-code")), "DAGSTER_CONTAINER_CONTEXT"))
-    assert context == {"k8s": {"run_k8s_config": {"pod_spec_config": {
-        "affinity": context["k8s"]["run_k8s_config"]["pod_spec_config"]["affinity"]}}}}
+    assert context == {
+        "k8s": {
+            "run_k8s_config": {
+                "pod_spec_config": {"affinity": context["k8s"]["run_k8s_config"]["pod_spec_config"]["affinity"]}
+            }
+        }
+    }
     assert allowed_zones(context["k8s"]["run_k8s_config"]["pod_spec_config"]) == {ZONE_LABEL: {zone}}
     sa = get(objs, "ServiceAccount", "curation-dagster")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
@@ -525,6 +560,7 @@ def test_prod_pods_are_pinned_to_the_bucket_zone():
 
 # ---------------------------------------------------------------- dev/prod parity
 
+
 class _Absent:
     def __repr__(self):
         return "<absent>"
@@ -534,9 +570,19 @@ ABSENT = _Absent()
 POD = ("spec", "template", "spec")
 DAGSTER_CONTAINER = (*POD, "containers", "[dagster]")
 # curation-env keys whose values are per environment (deploy/README.md, "Configuration").
-PER_ENV_KEYS = ["CURATION_NAMESPACE", "CURATION_DATA_ROOT", "CURATION_DATA_REGION", "CURATION_DATA_ZONE",
-                "CURATION_POD_ZONE", "AWS_REGION", "DAGSTER_COMPUTE_LOG_BUCKET", "DAGSTER_COMPUTE_LOG_PREFIX",
-                "PGSSLMODE", "CURATION_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3"]
+PER_ENV_KEYS = [
+    "CURATION_NAMESPACE",
+    "CURATION_DATA_ROOT",
+    "CURATION_DATA_REGION",
+    "CURATION_DATA_ZONE",
+    "CURATION_POD_ZONE",
+    "AWS_REGION",
+    "DAGSTER_COMPUTE_LOG_BUCKET",
+    "DAGSTER_COMPUTE_LOG_PREFIX",
+    "PGSSLMODE",
+    "CURATION_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL_S3",
+]
 
 
 def image_repository(ref: str) -> str:
@@ -554,7 +600,8 @@ def only_zone_pinning(dev, prod) -> bool:
         if value is not ABSENT:
             pod_spec = json.loads(value)["k8s"]["run_k8s_config"]["pod_spec_config"]
             if set(pod_spec) - {"affinity", "nodeSelector"} or json.loads(value) != {
-                    "k8s": {"run_k8s_config": {"pod_spec_config": pod_spec}}}:
+                "k8s": {"run_k8s_config": {"pod_spec_config": pod_spec}}
+            }:
                 return False
     return True
 
@@ -572,12 +619,27 @@ ALLOWED_DIFFS = [
     ("Deployment", "*", (*POD, "nodeSelector", "**"), None, "zone pinning"),
     ("Deployment", "*", (*DAGSTER_CONTAINER, "resources", "**"), None, "resources"),
     ("Deployment", "*", (*DAGSTER_CONTAINER, "image"), same_image, "image registry and tag"),
-    ("Deployment", "curation-code", (*DAGSTER_CONTAINER, "env", "[DAGSTER_CURRENT_IMAGE]", "value"), same_image,
-     "image registry and tag of run and step pods"),
-    ("Deployment", "curation-code", (*DAGSTER_CONTAINER, "env", "[DAGSTER_CONTAINER_CONTEXT]", "name"), None,
-     "zone pinning of run and step pods"),
-    ("Deployment", "curation-code", (*DAGSTER_CONTAINER, "env", "[DAGSTER_CONTAINER_CONTEXT]", "value"),
-     only_zone_pinning, "zone pinning of run and step pods"),
+    (
+        "Deployment",
+        "curation-code",
+        (*DAGSTER_CONTAINER, "env", "[DAGSTER_CURRENT_IMAGE]", "value"),
+        same_image,
+        "image registry and tag of run and step pods",
+    ),
+    (
+        "Deployment",
+        "curation-code",
+        (*DAGSTER_CONTAINER, "env", "[DAGSTER_CONTAINER_CONTEXT]", "name"),
+        None,
+        "zone pinning of run and step pods",
+    ),
+    (
+        "Deployment",
+        "curation-code",
+        (*DAGSTER_CONTAINER, "env", "[DAGSTER_CONTAINER_CONTEXT]", "value"),
+        only_zone_pinning,
+        "zone pinning of run and step pods",
+    ),
     *[("ConfigMap", "curation-env", ("data", key), None, "per-environment value") for key in PER_ENV_KEYS],
 ]
 
@@ -624,8 +686,9 @@ def disallowed_diffs(dev_objs: list[dict], prod_objs: list[dict]) -> list[str]:
     bad = []
     for (kind, name), dev_obj in sorted(dev.items()):
         for path, a, b in structural_diff(dev_obj, prod[kind, name]):
-            rule = next((r for r in ALLOWED_DIFFS
-                         if r[0] in ("*", kind) and r[1] in ("*", name) and _matches(r[2], path)), None)
+            rule = next(
+                (r for r in ALLOWED_DIFFS if r[0] in ("*", kind) and r[1] in ("*", name) and _matches(r[2], path)), None
+            )
             if rule is None or (rule[3] is not None and not rule[3](a, b)):
                 bad.append(f"{kind}/{name} {'.'.join(path)}: dev={a!r} prod={b!r}")
     return bad
@@ -640,26 +703,37 @@ def test_dev_and_prod_differ_only_in_the_fields_meant_to_differ():
     assert disallowed_diffs(dev, prod) == []
     # The allow-list is not vacuous: prod really differs in each kind of allowed field...
     prod_by_key = {parity_key(o): o for o in prod}
-    found = {(kind, name, ".".join(path))
-             for o in dev for kind, name in [parity_key(o)]
-             for path, _, _ in structural_diff(o, prod_by_key[kind, name])}
-    for expected in [("Namespace", "<namespace>", "metadata.name"),
-                     ("ConfigMap", "curation-env", "data.CURATION_DATA_ROOT"),
-                     ("ServiceAccount", "curation-dagster", "metadata.annotations.eks.amazonaws.com/role-arn"),
-                     ("Deployment", "curation-daemon", "spec.template.spec.containers.[dagster].image"),
-                     ("Deployment", "curation-daemon", "spec.template.spec.affinity.nodeAffinity."
-                      "requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms")]:
+    found = {
+        (kind, name, ".".join(path))
+        for o in dev
+        for kind, name in [parity_key(o)]
+        for path, _, _ in structural_diff(o, prod_by_key[kind, name])
+    }
+    for expected in [
+        ("Namespace", "<namespace>", "metadata.name"),
+        ("ConfigMap", "curation-env", "data.CURATION_DATA_ROOT"),
+        ("ServiceAccount", "curation-dagster", "metadata.annotations.eks.amazonaws.com/role-arn"),
+        ("Deployment", "curation-daemon", "spec.template.spec.containers.[dagster].image"),
+        (
+            "Deployment",
+            "curation-daemon",
+            "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+        ),
+    ]:
         assert expected in found, (expected, sorted(found))
     # ...and a difference outside it is reported: a weakened security context, another dagster.yaml, a new env.
     for mutate in [
         lambda objs: container(get(objs, "Deployment", "curation-daemon"))["securityContext"].update(
-            readOnlyRootFilesystem=False),
+            readOnlyRootFilesystem=False
+        ),
         lambda objs: get(objs, "ConfigMap", "curation-instance")["data"].update({"dagster.yaml": "telemetry: {}"}),
         lambda objs: container(get(objs, "Deployment", "curation-webserver"))["env"].append(
-            {"name": "DEBUG", "value": "1"}),
+            {"name": "DEBUG", "value": "1"}
+        ),
         lambda objs: get(objs, "Role", "curation-dagster")["rules"][0]["verbs"].append("patch"),
         lambda objs: container(get(objs, "Deployment", "curation-code"))["env"].append(
-            {"name": "DAGSTER_CONTAINER_CONTEXT", "value": '{"k8s": {"env_vars": ["X=1"]}}'}),
+            {"name": "DAGSTER_CONTAINER_CONTEXT", "value": '{"k8s": {"env_vars": ["X=1"]}}'}
+        ),
     ]:
         tampered = deepcopy(prod)
         mutate(tampered)
@@ -684,9 +758,10 @@ def test_run_and_step_jobs_are_valid_hardened_and_pinned(overlay, tmp_path):
     # An op that pins itself and adds env and a security field, the way a cost-guard op tag might: dagster-k8s
     # deep-merges it into the launcher's config, so the hardening, /tmp and HOME stay and the lists are appended.
     zone = env.get("CURATION_POD_ZONE", "use1-az4")
-    own_pin = {"pod_spec_config": {"node_selector": {ZONE_LABEL: zone}},
-               "container_config": {"env": [{"name": "STEP_FLAG", "value": "1"}],
-                                    "security_context": {"runAsGroup": UID}}}
+    own_pin = {
+        "pod_spec_config": {"node_selector": {ZONE_LABEL: zone}},
+        "container_config": {"env": [{"name": "STEP_FLAG", "value": "1"}], "security_context": {"runAsGroup": UID}},
+    }
 
     @dg.op(tags={"dagster-k8s/config": own_pin})
     def pinned_step():
@@ -732,7 +807,10 @@ def test_every_asset_of_the_app_gets_the_step_job_its_op_tags_declare(overlay, t
     env = env_data(objs)
     settings = Settings.from_env(env)
     assert (settings.env, settings.namespace, settings.data_root) == (
-        "k8s", env["CURATION_NAMESPACE"], env["CURATION_DATA_ROOT"])
+        "k8s",
+        env["CURATION_NAMESPACE"],
+        env["CURATION_DATA_ROOT"],
+    )
     assert settings.pod_zone == settings.data_zone == env.get("CURATION_POD_ZONE")
     definitions = build_definitions(load_config(), settings)
     graph = definitions.resolve_asset_graph()
@@ -805,12 +883,22 @@ def recording_api() -> tuple[DagsterKubernetesClient, mock.Mock, mock.Mock]:
     core = mock.create_autospec(c.CoreV1Api, instance=True)
     status = c.V1JobStatus(start_time=datetime.now(timezone.utc), active=0, failed=1)
     batch.read_namespaced_job_status.return_value = c.V1Job(status=status)
-    batch.list_namespaced_job.return_value = c.V1JobList(items=[c.V1Job(metadata=c.V1ObjectMeta(name="j"),
-                                                                        status=status)])
+    batch.list_namespaced_job.return_value = c.V1JobList(
+        items=[c.V1Job(metadata=c.V1ObjectMeta(name="j"), status=status)]
+    )
     terminated = c.V1ContainerState(terminated=c.V1ContainerStateTerminated(exit_code=1, reason="Error"))
-    pod = c.V1Pod(metadata=c.V1ObjectMeta(name="p"), spec=c.V1PodSpec(containers=[c.V1Container(name="dagster")]),
-                  status=c.V1PodStatus(phase="Failed", container_statuses=[
-        c.V1ContainerStatus(name="dagster", image="i", image_id="", ready=False, restart_count=0, state=terminated)]))
+    pod = c.V1Pod(
+        metadata=c.V1ObjectMeta(name="p"),
+        spec=c.V1PodSpec(containers=[c.V1Container(name="dagster")]),
+        status=c.V1PodStatus(
+            phase="Failed",
+            container_statuses=[
+                c.V1ContainerStatus(
+                    name="dagster", image="i", image_id="", ready=False, restart_count=0, state=terminated
+                )
+            ],
+        ),
+    )
     core.list_namespaced_pod.return_value = c.V1PodList(items=[pod])
     core.read_namespaced_pod_log.return_value = mock.Mock(data=b"log")
     core.list_namespaced_event.return_value = c.CoreV1EventList(items=[])
@@ -830,8 +918,11 @@ def test_rbac_grants_exactly_the_api_calls_dagster_k8s_makes(tmp_path):
     (the daemon's launch/resume/monitoring, the webserver's terminate, the run pod's step launch/health/terminate);
     the Role grants exactly the (group, resource, verb) set those calls need, no more, no less."""
     for cls, driven in DRIVEN.items():
-        uses_api = {name for name, fn in vars(cls).items()
-                    if callable(fn) and name != "__init__" and "_api_client" in inspect.getsource(fn)}
+        uses_api = {
+            name
+            for name, fn in vars(cls).items()
+            if callable(fn) and name != "__init__" and "_api_client" in inspect.getsource(fn)
+        }
         assert uses_api == driven | {n for c, n in NOT_USED if c is cls}, (cls.__name__, uses_api)
 
     objs = render("prod")
@@ -842,8 +933,9 @@ def test_rbac_grants_exactly_the_api_calls_dagster_k8s_makes(tmp_path):
     with cluster_instance(tmp_path, env["CURATION_NAMESPACE"]) as instance:
         launcher = instance.run_launcher
         launcher._api_client = client
-        run = instance.add_run(DagsterRun(job_name=job_def.name, run_id=str(uuid.uuid4()),
-                                          job_code_origin=code_origin(objs, job_def.name)))
+        run = instance.add_run(
+            DagsterRun(job_name=job_def.name, run_id=str(uuid.uuid4()), job_code_origin=code_origin(objs, job_def.name))
+        )
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
         launcher.resume_run(ResumeRunContext(dagster_run=run, workspace=None, resume_attempt_number=1))
         launcher.check_run_worker_health(run)
@@ -862,9 +954,15 @@ def test_rbac_grants_exactly_the_api_calls_dagster_k8s_makes(tmp_path):
         list(steps.handler.terminate_step(ctx))
 
     used = {_rule("batch", name) for name, *_ in batch.method_calls} | {
-        _rule("core", name) for name, *_ in core.method_calls}
-    granted = {(g, r, v) for rule in get(objs, "Role", "curation-dagster")["rules"]
-               for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        _rule("core", name) for name, *_ in core.method_calls
+    }
+    granted = {
+        (g, r, v)
+        for rule in get(objs, "Role", "curation-dagster")["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     assert granted == used, {"granted, never used": granted - used, "used, not granted": used - granted}
 
 
@@ -903,8 +1001,12 @@ def log_bucket_s3(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+    }.items():
         monkeypatch.setenv(key, value)
     yield f"http://{host}:{port}"
     server.stop()
@@ -926,9 +1028,16 @@ def test_dagster_yaml_loads_as_instance_and_runs_against_postgres(tmp_path, monk
     s3.create_bucket(Bucket="curation-logs")
     # The env the overlays provide (curation-env + Secret curation-postgres), pointed at local services.
     monkeypatch.delenv("PGSSLMODE", raising=False)
-    for key, value in {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_USER": "postgres",
-                       "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": postgres_db, "CURATION_NAMESPACE": "curation",
-                       "DAGSTER_COMPUTE_LOG_BUCKET": "curation-logs", "DAGSTER_COMPUTE_LOG_PREFIX": "compute-logs"}.items():
+    for key, value in {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": PASSWORD,
+        "DAGSTER_PG_DB": postgres_db,
+        "CURATION_NAMESPACE": "curation",
+        "DAGSTER_COMPUTE_LOG_BUCKET": "curation-logs",
+        "DAGSTER_COMPUTE_LOG_PREFIX": "compute-logs",
+    }.items():
         monkeypatch.setenv(key, value)
 
     @dg.asset
@@ -963,16 +1072,24 @@ def test_dagster_yaml_loads_as_instance_and_runs_against_postgres(tmp_path, monk
         # What the daemon would submit for a queued run, and what its run pod would submit for a step: the
         # instance travels in the pod's args / env with its env references unresolved, so the database password
         # never lands in a Job spec.
-        origin = JobPythonOrigin("queued_job", RepositoryPythonOrigin(
-            executable_path="/usr/local/bin/python", container_image="img:1",
-            code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", None)))
+        origin = JobPythonOrigin(
+            "queued_job",
+            RepositoryPythonOrigin(
+                executable_path="/usr/local/bin/python",
+                container_image="img:1",
+                code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", None),
+            ),
+        )
         queued = instance.add_run(DagsterRun(job_name="queued_job", run_id=str(uuid.uuid4()), job_code_origin=origin))
         with mock.patch.object(instance.run_launcher, "_api_client") as api:
             instance.run_launcher.launch_run(LaunchRunContext(dagster_run=queued, workspace=None))
         run_body = json.dumps(manifest(api.create_namespaced_job_with_retries.call_args.kwargs["body"]))
         _, step_job = Steps(instance, queued, queued_job).launch("step")
-        (step_args,) = [e["value"] for e in step_job["spec"]["template"]["spec"]["containers"][0]["env"]
-                        if e["name"] == "DAGSTER_COMPRESSED_EXECUTE_STEP_ARGS"]
+        (step_args,) = [
+            e["value"]
+            for e in step_job["spec"]["template"]["spec"]["containers"][0]["env"]
+            if e["name"] == "DAGSTER_COMPRESSED_EXECUTE_STEP_ARGS"
+        ]
         step_body = json.dumps(step_job) + zlib.decompress(base64.b64decode(step_args)).decode()
         for body in (run_body, step_body):
             assert "DAGSTER_PG_PASSWORD" in body and PASSWORD not in body

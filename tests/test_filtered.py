@@ -25,8 +25,11 @@ def tokens(n: int, stem: str = "term") -> list[str]:
 def reason(text: str, lang: str = "en", score: float = 0.99, **params) -> str | None:
     """First failing rule; C4 and FineWeb are off unless a case turns them on (the Gopher cases are not prose)."""
     family = params.pop("family", None)
-    p = family_params(family, **params) if family else FilterParams(**{"c4_quality": False, "fineweb_quality": False,
-                                                                       **params})
+    p = (
+        family_params(family, **params)
+        if family
+        else FilterParams(**{"c4_quality": False, "fineweb_quality": False, **params})
+    )
     docs = pl.DataFrame({"doc_id": ["d"], "text": [text]})
     marked = filter_docs(docs, p, pl.DataFrame({"lang": [lang], "lang_score": [score]}))
     return marked["drop_reason"][0]
@@ -71,18 +74,29 @@ CASES = [
     ("gopher_below_alpha_threshold", dict(text=PROSE + " " + " ".join(str(1000 + i) for i in range(25)))),
     ("gopher_enough_stop_words", dict(text=" ".join(tokens(60)))),
     # a 12-word phrase repeated with distinct filler: top n-grams stay low, repeated 5..10-grams cover > 15 %
-    ("duplicated_5_n_grams", dict(text=" ".join(f"{' '.join(tokens(15, 'rep'))} {' '.join(tokens(30, f'u{i}x'))}"
-                                                for i in range(3)), family="gopher_repetition")),
+    (
+        "duplicated_5_n_grams",
+        dict(
+            text=" ".join(f"{' '.join(tokens(15, 'rep'))} {' '.join(tokens(30, f'u{i}x'))}" for i in range(3)),
+            family="gopher_repetition",
+        ),
+    ),
     ("c4_lorem_ipsum", dict(text=PROSE + "\nLorem ipsum dolor sit amet, consectetur.", c4_quality=True)),
     ("c4_curly_bracket", dict(text=PROSE + "\nThe config is { a: 1 } in braces.", c4_quality=True)),
     ("c4_too_few_sentences", dict(text=PROSE, c4_quality=True)),  # 4 sentences < 5
-    ("fineweb_line_punct_ratio", dict(text="\n".join(f"Heading number {i} without a full stop at all" for i in range(9)),
-                                      family="fineweb")),
-    ("fineweb_short_line_ratio", dict(text="\n".join([f"Short line {i}." for i in range(3)] + [PROSE]),
-                                      family="fineweb")),
+    (
+        "fineweb_line_punct_ratio",
+        dict(text="\n".join(f"Heading number {i} without a full stop at all" for i in range(9)), family="fineweb"),
+    ),
+    (
+        "fineweb_short_line_ratio",
+        dict(text="\n".join([f"Short line {i}." for i in range(3)] + [PROSE]), family="fineweb"),
+    ),
     ("fineweb_char_dup_ratio", dict(text=PROSE + "\n" + LONG_LINE + "\n" + LONG_LINE, family="fineweb")),
-    ("fineweb_list_ratio", dict(text="\n".join(f"W{i}." for i in range(80)) + "\n" + PROSE,
-                                family="fineweb", short_line_thr=None)),
+    (
+        "fineweb_list_ratio",
+        dict(text="\n".join(f"W{i}." for i in range(80)) + "\n" + PROSE, family="fineweb", short_line_thr=None),
+    ),
 ]
 
 
@@ -189,12 +203,22 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
 
     texts = [PROSE.replace("Curation", f"Curation{i}") for i in range(40)] + [" ".join(PROSE.split()[:20])] * 2
     docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
-    params = FilterParams(quality_keep_fraction=0.25, c4_quality=False, top_n_grams=None)  # a 20-word doc: 1 gram > 18 %
+    params = FilterParams(
+        quality_keep_fraction=0.25, c4_quality=False, top_n_grams=None
+    )  # a 20-word doc: 1 gram > 18 %
     predict = lambda batch: (["en"] * len(batch), [0.9] * len(batch))  # noqa: E731
     score = lambda batch: [len(t) % 97 / 97 for t in batch]  # noqa: E731  deterministic, spread
     ledger = run_filter([docs.slice(0, 20), docs.slice(20)], params, predict, score, str(tmp_path))
-    assert ledger.columns == ["doc_id", "kept", "drop_reason", "drop_value", "lang", "lang_score", "quality_score",
-                              "values"]
+    assert ledger.columns == [
+        "doc_id",
+        "kept",
+        "drop_reason",
+        "drop_value",
+        "lang",
+        "lang_score",
+        "quality_score",
+        "values",
+    ]
     short = ledger.filter(pl.col("doc_id") == "d40").row(0, named=True)
     assert short["drop_reason"] == "gopher_short_doc" and short["drop_value"] == 20 and not short["kept"]
     assert short["values"]["gopher_short_doc"] == 20 and short["lang_score"] == 0.9
@@ -213,7 +237,9 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
 
 
 def test_c4_line_removing_variant_rewrites_kept_text():
-    text = "\n".join([PROSE.split(". ")[0] + ".", "Click here to enable JavaScript now.", "menu", *PROSE.split(". ")[1:]])
+    text = "\n".join(
+        [PROSE.split(". ")[0] + ".", "Click here to enable JavaScript now.", "menu", *PROSE.split(". ")[1:]]
+    )
     docs = pl.DataFrame({"doc_id": ["a"], "text": [text + " One more. And another. Then a last one."]})
     lang = pl.DataFrame({"lang": ["en"], "lang_score": [0.9]})
     p = family_params("c4", c4_remove_lines=True, c4_min_num_sentences=3)

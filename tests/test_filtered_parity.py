@@ -56,7 +56,8 @@ def test_each_datatrove_rule_family_agrees_on_99_percent(parity):
     frame = parity.select("text").hstack(lang).hstack(_features(parity["text"], FilterParams(), fineweb=True))
     # the terminal-punctuation variant changes only C4's per-line statistics
     terminal = frame.drop("_c4_event", "_c4_sentences", "_c4_text").hstack(
-        features(parity["text"], c4=True, c4_terminal_punct=True).select("_c4_event", "_c4_sentences", "_c4_text"))
+        features(parity["text"], c4=True, c4_terminal_punct=True).select("_c4_event", "_c4_sentences", "_c4_text")
+    )
     report = {}
     for column, family, overrides in FAMILIES:
         params = family_params(family, **overrides)

@@ -14,8 +14,17 @@ def test_first_failing_rule_wins_and_nulls_never_drop():
 
 def test_step_metadata_has_the_same_keys_for_every_step():
     md = step_metadata(rows_in=10, rows_out=7, drops={"a": 2, "b": 1}, bytes_in=100, bytes_out=70, config_version="v")
-    assert md == {"rows_in": 10, "rows_out": 7, "rows_dropped": 3, "drop_rate": 0.3, "bytes_in": 100, "bytes_out": 70,
-                  "config_version": "v", "dropped_a": 2, "dropped_b": 1}
+    assert md == {
+        "rows_in": 10,
+        "rows_out": 7,
+        "rows_dropped": 3,
+        "drop_rate": 0.3,
+        "bytes_in": 100,
+        "bytes_out": 70,
+        "config_version": "v",
+        "dropped_a": 2,
+        "dropped_b": 1,
+    }
 
 
 def test_stable_id_depends_only_on_its_parts():

@@ -17,8 +17,13 @@ def requests(n: int, prefix: str = "paragraph", max_tokens: int = 64) -> list[Re
     out = []
     for i in range(n):
         text = f"{prefix} number {i:03d}: the quick brown fox jumps over the lazy dog."
-        out.append(Request(cache_key(text, "wrap.easy.v1", "tmpl", "stub-model", {"max_tokens": max_tokens}),
-                           [{"role": "user", "content": text}], max_tokens))
+        out.append(
+            Request(
+                cache_key(text, "wrap.easy.v1", "tmpl", "stub-model", {"max_tokens": max_tokens}),
+                [{"role": "user", "content": text}],
+                max_tokens,
+            )
+        )
     return out
 
 

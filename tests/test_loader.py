@@ -34,8 +34,16 @@ def offline(mixture, tmp_path_factory) -> OfflineSource:
     for s in tokenize_docs(text_batches(mixture, 64), TOK.encode_arrays, TOK.eot_id, TOK.vocab_size, 20_000):
         (out / f"{s.name}.bin").write_bytes(s.data)
         (out / f"{s.name}.idx").write_bytes(s.index)
-        shards.append({"name": s.name, "bin": f"{s.name}.bin", "idx": f"{s.name}.idx", "tokens": int(s.lengths.sum()),
-                       "documents": len(s.lengths), "bin_sha256": sha256(s.data)})
+        shards.append(
+            {
+                "name": s.name,
+                "bin": f"{s.name}.bin",
+                "idx": f"{s.name}.idx",
+                "tokens": int(s.lengths.sum()),
+                "documents": len(s.lengths),
+                "bin_sha256": sha256(s.data),
+            }
+        )
     (out / "manifest.json").write_text(json.dumps({"dtype": "<i4", "shards": shards}))
     files = {p.name: str(p) for p in out.iterdir()}
     return OfflineSource(files, lambda uri: Path(uri).read_bytes())
@@ -57,7 +65,7 @@ def test_offline_and_online_yield_token_identical_sequences(offline, online, mix
     assert len(off) == len(on) and all(np.array_equal(a, b) for (_, a), (_, b) in zip(off, on))
     stream = np.concatenate([np.append(a, TOK.eot_id) for a in TOK.encode_arrays(mixture["text"].to_list())])
     assert len(off) == stream.size // 512
-    assert all(np.array_equal(seq, stream[i * 512:(i + 1) * 512]) for i, seq in off)
+    assert all(np.array_equal(seq, stream[i * 512 : (i + 1) * 512]) for i, seq in off)
 
 
 def test_resume_from_a_position_continues_exactly(offline, online):

@@ -3,13 +3,28 @@ import pytest
 from pydantic import ValidationError
 
 from curation_assets.config import Recipe
-from curation_assets.mixed import (MixtureError, check_mixture, fill_quota, mix_sources, mixture_table, quotas,
-                                   split_components, unimax)
+from curation_assets.mixed import (
+    MixtureError,
+    check_mixture,
+    fill_quota,
+    mix_sources,
+    mixture_table,
+    quotas,
+    split_components,
+    unimax,
+)
 
 
 def docs(source: str, n: int, tokens: int, generator: str | None = None, start: int = 0) -> pl.DataFrame:
-    return pl.DataFrame({"doc_id": [f"{source}{generator or ''}{i}" for i in range(start, start + n)], "source": source,
-                         "text": "x", "n_tokens": [tokens] * n, "generator": pl.Series([generator] * n, dtype=pl.String)})
+    return pl.DataFrame(
+        {
+            "doc_id": [f"{source}{generator or ''}{i}" for i in range(start, start + n)],
+            "source": source,
+            "text": "x",
+            "n_tokens": [tokens] * n,
+            "generator": pl.Series([generator] * n, dtype=pl.String),
+        }
+    )
 
 
 def shares(mixed: pl.DataFrame) -> dict[str, float]:
@@ -56,9 +71,13 @@ def test_epoch_cap_refuses_an_oversized_target_and_repeats_whole_epochs_within_i
 
 def test_temperature_and_unimax_weights():
     available = {"big": 9000, "mid": 900, "small": 100}
-    t = quotas(Recipe(name="r", sampling="temperature", components=list(available), alpha=0.5, target_tokens=1000), available)
+    t = quotas(
+        Recipe(name="r", sampling="temperature", components=list(available), alpha=0.5, target_tokens=1000), available
+    )
     assert t["big"] / t["small"] == pytest.approx((9000 / 100) ** 0.5)  # p ∝ tokens^alpha
-    t1 = quotas(Recipe(name="r", sampling="temperature", components=list(available), alpha=1.0, target_tokens=1000), available)
+    t1 = quotas(
+        Recipe(name="r", sampling="temperature", components=list(available), alpha=1.0, target_tokens=1000), available
+    )
     assert t1["small"] / 1000 == pytest.approx(0.01)  # alpha = 1: proportional
     # UniMax: uniform 2000 each, but small is capped at 4 epochs (400); the rest is spread over the others
     u = unimax(available, dict.fromkeys(available, 4.0), 6000)

@@ -25,8 +25,9 @@ def latest(instance: dg.DagsterInstance, asset: str, partition: str | None) -> d
 def check_results(instance: dg.DagsterInstance) -> list[tuple[str, str, bool]]:
     out = []
     for run_rec in instance.get_run_records():
-        for ev in instance.get_records_for_run(run_rec.dagster_run.run_id,
-                                               of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+        for ev in instance.get_records_for_run(
+            run_rec.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records:
             data = ev.event_log_entry.dagster_event.event_specific_data
             out.append((data.asset_key.to_user_string(), data.check_name, data.passed))
     return out
@@ -43,8 +44,11 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
                 assert md["rows_out"] > 0 and md["tokens"] > 0, (asset, part, md)
                 assert {"rows_in", "bytes_in", "bytes_out", "config_version", "drop_rate"} <= set(md)
         checks = check_results(instance)
-        assert {(a, c) for a, c, _ in checks} >= {("raw", "records_accounted"), ("mixed", "weights_honoured"),
-                                                 ("tokenized", "index_matches_tokens")}
+        assert {(a, c) for a, c, _ in checks} >= {
+            ("raw", "records_accounted"),
+            ("mixed", "weights_honoured"),
+            ("tokenized", "index_matches_tokens"),
+        }
         assert all(passed for _, _, passed in checks), [c for c in checks if not c[2]]
         table = capsys.readouterr().out
         assert "tokenized  default" in table
@@ -60,8 +64,11 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
 
 
 def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, corpus_yaml, tmp_path):
-    settings = Settings(data_root=str(tmp_path / "data"), sources=corpus_yaml("torture_sources.yaml"),
-                        recipe=str(FIXTURES / "torture_recipe.yaml"))
+    settings = Settings(
+        data_root=str(tmp_path / "data"),
+        sources=corpus_yaml("torture_sources.yaml"),
+        recipe=str(FIXTURES / "torture_recipe.yaml"),
+    )
     with dg.instance_for_test() as instance:
         assert run(instance, settings, force=False)  # the whole graph finishes
         md = latest(instance, "raw", "torture")
@@ -74,9 +81,15 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
         yielded = set(ids.filter(pl.col("shard") == f["file"])["id"])
         assert set(f["must_yield"]) <= yielded, f["file"]
         assert not set(f["must_not_yield"]) & yielded, f["file"]
-        counted = [b for b in f.get("bad", []) if "blank" not in b["reason"] and "whitespace-only line" not in b["reason"]
-                   and not b["reason"].startswith(("single 50 MB", "text contains U+0000", "16 MiB", "2 MiB", "1 MiB",
-                                                   "'meta' is a string"))]
+        counted = [
+            b
+            for b in f.get("bad", [])
+            if "blank" not in b["reason"]
+            and "whitespace-only line" not in b["reason"]
+            and not b["reason"].startswith(
+                ("single 50 MB", "text contains U+0000", "16 MiB", "2 MiB", "1 MiB", "'meta' is a string")
+            )
+        ]
         got = quarantine.filter(pl.col("shard") == f["file"])
         assert got.height == len(counted), (f["file"], got.select("location", "drop_reason").rows(), counted)
     assert md["rows_out"] == docs.height and md["rows_dropped"] == quarantine.height
@@ -87,8 +100,11 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
 
 @pytest.mark.slow
 def test_shared_corpus_in_every_format_runs_the_whole_graph(corpus_yaml, tmp_path):
-    settings = Settings(data_root=str(tmp_path / "data"), sources=corpus_yaml("shared_corpus_sources.yaml"),
-                        recipe=str(FIXTURES / "shared_corpus_recipe.yaml"))
+    settings = Settings(
+        data_root=str(tmp_path / "data"),
+        sources=corpus_yaml("shared_corpus_sources.yaml"),
+        recipe=str(FIXTURES / "shared_corpus_recipe.yaml"),
+    )
     with dg.instance_for_test() as instance:
         assert run(instance, settings, force=False)
         raw = {s: latest(instance, "raw", s) for s in ["web", "web-warc", "code", "books", "multilingual"]}

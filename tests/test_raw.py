@@ -18,8 +18,9 @@ SAMPLE_BOOKS = load_config().resolve_uri("../sample/books")
 
 def sources_yaml(tmp_path, uris: list[str], **location) -> str:
     path = tmp_path / "sources.yaml"
-    path.write_text(yaml.safe_dump({"sources": [{"name": "books", "uris": uris, "licence": "test",
-                                                 "location": location}]}))
+    path.write_text(
+        yaml.safe_dump({"sources": [{"name": "books", "uris": uris, "licence": "test", "location": location}]})
+    )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
     return str(path)
@@ -29,8 +30,9 @@ def curate(settings: Settings, instance: dg.DagsterInstance, selection=None) -> 
     cfg = load_config(settings.sources, settings.recipe)
     instance.add_dynamic_partitions("source", ["books"])
     job = build_definitions(cfg, settings).resolve_job_def(CURATE_SOURCE)
-    return job.execute_in_process(partition_key="books", instance=instance, raise_on_error=False,
-                                  asset_selection=selection)
+    return job.execute_in_process(
+        partition_key="books", instance=instance, raise_on_error=False, asset_selection=selection
+    )
 
 
 def test_shard_names_are_relative_to_the_common_directory():
@@ -49,9 +51,14 @@ def upload_books(endpoint: str, prefix: str) -> None:
 def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, s3_request_log):
     endpoint, log = s3_request_log
     upload_books(endpoint, "zonal/books")
-    settings = Settings(env="k8s", data_root=str(tmp_path / "data"), pod_zone="use1-az1", s3_endpoint=endpoint,
-                        sources=sources_yaml(tmp_path, ["s3://curation/zonal/books/part-*"], zone="use1-az4"),
-                        recipe=str(tmp_path / "recipe.yaml"))
+    settings = Settings(
+        env="k8s",
+        data_root=str(tmp_path / "data"),
+        pod_zone="use1-az1",
+        s3_endpoint=endpoint,
+        sources=sources_yaml(tmp_path, ["s3://curation/zonal/books/part-*"], zone="use1-az4"),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
     log.clear()
     with dg.instance_for_test() as instance:
         result = curate(settings, instance, selection=[dg.AssetKey("raw")])
@@ -68,16 +75,23 @@ def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, 
 def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     upload_books(s3_endpoint, "incoming/books")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    settings = Settings(data_root="s3://curation/out", s3_endpoint=s3_endpoint,
-                        sources=sources_yaml(tmp_path, ["s3://curation/incoming/books/part-*"]),
-                        recipe=str(tmp_path / "recipe.yaml"))
+    settings = Settings(
+        data_root="s3://curation/out",
+        s3_endpoint=s3_endpoint,
+        sources=sources_yaml(tmp_path, ["s3://curation/incoming/books/part-*"]),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
     with dg.instance_for_test() as instance:
         assert curate(settings, instance).success
-    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard())
+    io = ParquetIOManager(
+        base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard()
+    )
     raw = io.scan(dg.AssetKey("raw"), "books").collect()
     local = pl.concat([pl.read_parquet(f"{SAMPLE_BOOKS}/part-00001.parquet").select("id")])
-    assert raw.height > local.height and raw["shard"].unique().sort().to_list() == ["part-00000.jsonl.zst",
-                                                                                    "part-00001.parquet"]
+    assert raw.height > local.height and raw["shard"].unique().sort().to_list() == [
+        "part-00000.jsonl.zst",
+        "part-00001.parquet",
+    ]
     assert io.scan(dg.AssetKey("synthetic"), "books").collect().height > 0
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curation", Prefix="out/")["Contents"]]
     assert {k.split("/")[1] for k in keys} == {"raw", "filtered", "deduped", "synthetic"}
@@ -85,25 +99,41 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
 
 @pytest.mark.s3
 def test_override_is_logged_and_the_blocking_check_fails_on_measured_cross_az_bytes(tmp_path, s3_endpoint):
-    zonal = dict(env="k8s", pod_zone="use1-az1", data_zone="use1-az4", data_root="s3://curation/zonal-root",
-                 s3_endpoint=s3_endpoint, sources=sources_yaml(tmp_path, [f"{SAMPLE_BOOKS}/*"]),
-                 recipe=str(tmp_path / "recipe.yaml"))
+    zonal = dict(
+        env="k8s",
+        pod_zone="use1-az1",
+        data_zone="use1-az4",
+        data_root="s3://curation/zonal-root",
+        s3_endpoint=s3_endpoint,
+        sources=sources_yaml(tmp_path, [f"{SAMPLE_BOOKS}/*"]),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
     with dg.instance_for_test() as instance:
         refused = curate(Settings(**zonal), instance)
         assert not refused.success and "cross_az" in str(
-            next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error)
+            next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error
+        )
         assert instance.get_latest_materialization_event(dg.AssetKey("raw")) is None  # refused before writing
 
         cfg = load_config(zonal["sources"], zonal["recipe"])
         job = build_definitions(cfg, Settings(**zonal)).resolve_job_def(CURATE_SOURCE)
-        result = job.execute_in_process(partition_key="books", instance=instance, raise_on_error=False,
-                                        tags={"curation/allow-transfer": "migration, ticket 42"})
+        result = job.execute_in_process(
+            partition_key="books",
+            instance=instance,
+            raise_on_error=False,
+            tags={"curation/allow-transfer": "migration, ticket 42"},
+        )
         assert not result.success
-        (check,) = [e.event_specific_data for e in result.all_events
-                    if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-                    and e.event_specific_data.check_name == "no_cross_zone_bytes"]
+        (check,) = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and e.event_specific_data.check_name == "no_cross_zone_bytes"
+        ]
         assert not check.passed and check.metadata["data_cross_az_bytes"].value > 0
         assert check.metadata["transfer_override"].value == "migration, ticket 42"
-        assert any("cost guard overridden" in e.user_message and "ticket 42" in e.user_message
-                   for e in instance.all_logs(result.run_id))
+        assert any(
+            "cost guard overridden" in e.user_message and "ticket 42" in e.user_message
+            for e in instance.all_logs(result.run_id)
+        )
         assert instance.get_latest_materialization_event(dg.AssetKey("filtered")) is None  # blocked downstream

@@ -18,9 +18,7 @@ TORTURE = CORPUS / "torture"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent")
 
 EXPECTED = (
-    {f["file"]: f for f in json.loads((TORTURE / "expected.json").read_text())["files"]}
-    if TORTURE.is_dir()
-    else {}
+    {f["file"]: f for f in json.loads((TORTURE / "expected.json").read_text())["files"]} if TORTURE.is_dir() else {}
 )
 
 # Quarantine rows emitted per torture file: one per `bad` item, except blank / whitespace-only lines (skipped,
@@ -114,7 +112,12 @@ def test_torture_file(name):
 def test_torture_reasons():
     reasons = {
         name: read(TORTURE / name).quarantine.select("location", "drop_reason").rows()
-        for name in ("truncated.jsonl.zst", "corrupt_middle.jsonl.zst", "bad_content_length.warc.gz", "null_text.parquet")
+        for name in (
+            "truncated.jsonl.zst",
+            "corrupt_middle.jsonl.zst",
+            "bad_content_length.warc.gz",
+            "null_text.parquet",
+        )
     }
     assert reasons["truncated.jsonl.zst"] == [("line:43", "truncated_stream")]
     assert reasons["corrupt_middle.jsonl.zst"] == [("frame:3", "corrupt_frame")]
@@ -215,9 +218,7 @@ def test_jsonl_gz_with_one_bad_line(tmp_path):
         (stable_id("test", path.name, "line:4"), "third", None, "test", path.name),
     ]
     assert [json.loads(m) for m in result.docs["meta"]] == [{"k": 1, "id": "a"}, {"k": 3, "id": "c"}]
-    assert result.quarantine.select("location", "drop_reason", "record_id").rows() == [
-        ("line:2", "invalid_json", "b")
-    ]
+    assert result.quarantine.select("location", "drop_reason", "record_id").rows() == [("line:2", "invalid_json", "b")]
     assert result.records_seen == 3
 
 

@@ -8,16 +8,25 @@ import pytest
 from curation_assets.frames import DOC_SCHEMA
 from curation_assets.synthetic import SYNTH_SCHEMA, SynthParams, synthesize
 from resources.generators import gen_code_docs, gen_glossary_qa, gen_math
-from resources.llm import ResultCache
 from resources.storage import ObjectStore
 from resources.synthetic import SyntheticBackend, cloze, llm_requests
 from tests.openai_stub import StubServer
 
-TEXT = ("The lighthouse keeper climbed the spiral staircase every evening at dusk. "
-        "He polished the enormous lens until it gleamed like a second moon. ") * 10
-DOCS = pl.DataFrame({"doc_id": [f"d{i}" for i in range(200)], "source": "books",
-                     "text": [f"Entry {i}. {TEXT}" for i in range(200)], "url": None, "shard": "s", "meta": "{}"},
-                    schema=DOC_SCHEMA)
+TEXT = (
+    "The lighthouse keeper climbed the spiral staircase every evening at dusk. "
+    "He polished the enormous lens until it gleamed like a second moon. "
+) * 10
+DOCS = pl.DataFrame(
+    {
+        "doc_id": [f"d{i}" for i in range(200)],
+        "source": "books",
+        "text": [f"Entry {i}. {TEXT}" for i in range(200)],
+        "url": None,
+        "shard": "s",
+        "meta": "{}",
+    },
+    schema=DOC_SCHEMA,
+)
 
 
 def test_synthetic_rows_carry_provenance_and_are_deterministic():
@@ -66,8 +75,10 @@ def test_math_answers_are_right_when_recomputed_from_the_problem_text():
 
 
 def test_code_docs_pair_docstrings_with_their_code():
-    src = ('import os\n\n\ndef join_all(parts, sep="/"):\n    """Join path parts with a separator, skipping empty ones."""\n'
-           '    parts = [p for p in parts if p]\n    return sep.join(parts)\n\n\ndef undocumented(x):\n    return x\n')
+    src = (
+        'import os\n\n\ndef join_all(parts, sep="/"):\n    """Join path parts with a separator, skipping empty ones."""\n'
+        "    parts = [p for p in parts if p]\n    return sep.join(parts)\n\n\ndef undocumented(x):\n    return x\n"
+    )
     (s,) = gen_code_docs(src, "seed")
     assert "join_all" in s.text and "Join path parts with a separator" in s.text and "sep.join(parts)" in s.text
     assert "undocumented" not in s.text and s.template_id == "code.docstring_pairs.v1"
@@ -75,9 +86,11 @@ def test_code_docs_pair_docstrings_with_their_code():
 
 
 def test_glossary_qa_from_dictionary_entries():
-    gcide = ('Sassenach \\Sas"sen*ach\\, n. [Gael. sasunnach.]\n   A Saxon; an Englishman; a Lowlander.\n'
-             '   [1913 Webster]\n\nSasse \\Sasse\\, n.\n   A sluice or lock, as in a river, to make it more navigable.\n'
-             '   [1913 Webster]\n')
+    gcide = (
+        'Sassenach \\Sas"sen*ach\\, n. [Gael. sasunnach.]\n   A Saxon; an Englishman; a Lowlander.\n'
+        "   [1913 Webster]\n\nSasse \\Sasse\\, n.\n   A sluice or lock, as in a river, to make it more navigable.\n"
+        "   [1913 Webster]\n"
+    )
     (s,) = gen_glossary_qa(gcide, "seed")
     assert 'Question: What does the word "Sassenach" (n.) mean?\nAnswer: A Saxon; an Englishman; a Lowlander.' in s.text
     assert "Sasse" in s.text and "[1913 Webster]" not in s.text
@@ -85,14 +98,17 @@ def test_glossary_qa_from_dictionary_entries():
 
 
 def llm_for(server, cache_dir, params: SynthParams, temperature=0.7, max_tokens=None):
-    backend = SyntheticBackend(base_url=server.base_url, model="stub-model", backoff_s=0.01, concurrency=4,
-                               temperature=temperature)
-    client = backend.client(ObjectStore(), str(cache_dir), max_tokens if max_tokens is not None else params.budget_tokens,
-                            params.budget_usd)
+    backend = SyntheticBackend(
+        base_url=server.base_url, model="stub-model", backoff_s=0.01, concurrency=4, temperature=temperature
+    )
+    client = backend.client(
+        ObjectStore(), str(cache_dir), max_tokens if max_tokens is not None else params.budget_tokens, params.budget_usd
+    )
 
     def llm(template, texts):
-        reqs = llm_requests(texts, template, backend.model, backend.llm_params, params.max_input_chars,
-                            params.max_output_tokens)
+        reqs = llm_requests(
+            texts, template, backend.model, backend.llm_params, params.max_input_chars, params.max_output_tokens
+        )
         res = client.run(reqs)
         return [res[r.key] for r in reqs]
 
@@ -100,8 +116,13 @@ def llm_for(server, cache_dir, params: SynthParams, temperature=0.7, max_tokens=
 
 
 def test_llm_rows_through_a_real_endpoint_are_cached_and_a_new_config_writes_beside_the_old(tmp_path):
-    params = SynthParams(rate=0.0, generators=[], llm_templates=["wrap.easy.v1", "nemotron.diverse_qa.v1"],
-                         llm_rate=0.1, max_input_chars=200)
+    params = SynthParams(
+        rate=0.0,
+        generators=[],
+        llm_templates=["wrap.easy.v1", "nemotron.diverse_qa.v1"],
+        llm_rate=0.1,
+        max_input_chars=200,
+    )
     with StubServer() as server:
         backend, client, llm = llm_for(server, tmp_path / "cache", params)
         made = synthesize(DOCS, params, backend.generate, llm, backend.llm_params)
@@ -123,8 +144,15 @@ def test_llm_rows_through_a_real_endpoint_are_cached_and_a_new_config_writes_bes
 
 
 def test_llm_budget_stop_keeps_what_fits(tmp_path):
-    params = SynthParams(rate=0.0, generators=[], llm_templates=["wrap.qa.v1"], llm_rate=0.5, max_input_chars=200,
-                         max_output_tokens=100, budget_tokens=2000)
+    params = SynthParams(
+        rate=0.0,
+        generators=[],
+        llm_templates=["wrap.qa.v1"],
+        llm_rate=0.5,
+        max_input_chars=200,
+        max_output_tokens=100,
+        budget_tokens=2000,
+    )
     with StubServer() as server:
         backend, client, llm = llm_for(server, tmp_path / "cache", params)
         made = synthesize(DOCS, params, backend.generate, llm, backend.llm_params)

@@ -22,11 +22,24 @@ def deduped_stand_in(n: int) -> dg.AssetsDefinition:
 
     @dg.asset(name="deduped", partitions_def=source_partitions)
     def deduped(context: dg.AssetExecutionContext):
-        docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "source": context.partition_key,
-                             "text": [f"Entry {i}. {TEXT}" for i in range(n)], "url": None, "shard": "s",
-                             "meta": "{}"}, schema=DOC_SCHEMA).with_columns(pl.lit(200, pl.Int64).alias("n_tokens"))
-        return StepOutput(kept=docs, dropped=docs.head(0).with_columns(drop_reason=pl.lit(None, pl.String)),
-                          rows_in=n, bytes_in=0, config_version="test")
+        docs = pl.DataFrame(
+            {
+                "doc_id": [f"d{i}" for i in range(n)],
+                "source": context.partition_key,
+                "text": [f"Entry {i}. {TEXT}" for i in range(n)],
+                "url": None,
+                "shard": "s",
+                "meta": "{}",
+            },
+            schema=DOC_SCHEMA,
+        ).with_columns(pl.lit(200, pl.Int64).alias("n_tokens"))
+        return StepOutput(
+            kept=docs,
+            dropped=docs.head(0).with_columns(drop_reason=pl.lit(None, pl.String)),
+            rows_in=n,
+            bytes_in=0,
+            config_version="test",
+        )
 
     return deduped
 
@@ -34,16 +47,22 @@ def deduped_stand_in(n: int) -> dg.AssetsDefinition:
 def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_without_calls(tmp_path):
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
     thresholds["synthetic"]["per_source"]["books"] = {
-        "rate": 0.0, "generators": [], "llm_templates": ["wrap.medium.v1"], "llm_rate": 0.5, "min_chars": 10}
+        "rate": 0.0,
+        "generators": [],
+        "llm_templates": ["wrap.medium.v1"],
+        "llm_rate": 0.5,
+        "min_chars": 10,
+    }
     (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
     root = tmp_path / "data"
     cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
     with StubServer() as server, dg.instance_for_test() as instance:
         v = versions(cfg)
-        resources = {**build_definitions(cfg, Settings(data_root=str(root))).resources, "synth_backend": SyntheticBackend(
-            base_url=server.base_url, model="stub-model", backoff_s=0.01)}
-        defs = dg.Definitions(assets=[synthetic.build(cfg, v["synthetic"]), deduped_stand_in(40)],
-                              resources=resources)
+        resources = {
+            **build_definitions(cfg, Settings(data_root=str(root))).resources,
+            "synth_backend": SyntheticBackend(base_url=server.base_url, model="stub-model", backoff_s=0.01),
+        }
+        defs = dg.Definitions(assets=[synthetic.build(cfg, v["synthetic"]), deduped_stand_in(40)], resources=resources)
         instance.add_dynamic_partitions("source", ["books"])
         job = defs.resolve_implicit_global_asset_job_def()
         runs = []

@@ -6,13 +6,26 @@ import polars as pl
 import pytest
 
 from curation_assets import megatron
-from curation_assets.tokenized import (decode_sample, documents_frame, sha256, shard_sizes, text_batches, tokenize_docs,
-                                       verify_shards)
+from curation_assets.tokenized import (
+    decode_sample,
+    documents_frame,
+    sha256,
+    shard_sizes,
+    text_batches,
+    tokenize_docs,
+    verify_shards,
+)
 from resources.tokenizer import TokenizerResource
 
 TOK = TokenizerResource()
-TEXTS = ["hello world", "", "<|endoftext|> is plain text here", "naïve café – 東京 🚀", "x" * 3000,
-         "def f(x):\n    return x  # code\n"]
+TEXTS = [
+    "hello world",
+    "",
+    "<|endoftext|> is plain text here",
+    "naïve café – 東京 🚀",
+    "x" * 3000,
+    "def f(x):\n    return x  # code\n",
+]
 
 
 def read_idx_like_megatron(path):
@@ -37,11 +50,24 @@ def build(texts, shard_tokens, batch=3):
 
 
 def manifest_for(shards, vocab=TOK.vocab_size):
-    return {"eot_id": TOK.eot_id, "vocab_size": vocab, "documents": sum(len(s.lengths) for s in shards),
-            "tokens": sum(int(s.lengths.sum()) for s in shards),
-            "shards": [{"name": s.name, "bin": f"{s.name}.bin", "idx": f"{s.name}.idx", "tokens": int(s.lengths.sum()),
-                        "documents": len(s.lengths), "bin_sha256": sha256(s.data), "idx_sha256": sha256(s.index)}
-                       for s in shards]}
+    return {
+        "eot_id": TOK.eot_id,
+        "vocab_size": vocab,
+        "documents": sum(len(s.lengths) for s in shards),
+        "tokens": sum(int(s.lengths.sum()) for s in shards),
+        "shards": [
+            {
+                "name": s.name,
+                "bin": f"{s.name}.bin",
+                "idx": f"{s.name}.idx",
+                "tokens": int(s.lengths.sum()),
+                "documents": len(s.lengths),
+                "bin_sha256": sha256(s.data),
+                "idx_sha256": sha256(s.index),
+            }
+            for s in shards
+        ],
+    }
 
 
 def test_encode_arrays_is_encode_ordinary_batch_for_any_text():
@@ -64,7 +90,7 @@ def test_shards_are_megatron_indexed_datasets_read_back_by_megatrons_reader(tmp_
         assert (version, code) == (1, 4)  # int32: cl100k needs more than 16 bits
         assert docs.tolist() == list(range(len(lengths) + 1))
         data = np.memmap(tmp_path / f"{s.name}.bin", dtype=np.int32, mode="r")
-        got += [data[p // 4: p // 4 + n].tolist() for p, n in zip(pointers, lengths)]
+        got += [data[p // 4 : p // 4 + n].tolist() for p, n in zip(pointers, lengths)]
     assert got == expected  # every document, in order, each followed by EOT
     small = megatron.read_index(megatron.index_bytes(np.array([3, 2]), megatron.optimal_dtype(50257)))
     assert small.dtype == np.dtype("<u2") and small.pointers.tolist() == [0, 6]  # uint16 (code 8) for gpt2-size

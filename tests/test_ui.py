@@ -33,8 +33,16 @@ ASSETS = {"raw", "filtered", "deduped", "synthetic", "mixed", "tokenized"}
 CURATED = ["raw", "filtered", "deduped", "synthetic"]  # the assets of job curate_source
 PARTITION = "books"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOAD_TIMEOUT = 180  # s: the webserver and the location's code server come up
 RUN_TIMEOUT = 300  # s: curate_source for one bundled source
 
@@ -54,9 +62,12 @@ class Webserver:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
     def gql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
-        req = urllib.request.Request(f"{self.url}/graphql", method="POST",
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/graphql",
+            method="POST",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = json.load(resp)
         assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
@@ -84,8 +95,10 @@ def _wait_loaded(ws: Webserver) -> None:
                     if entry and entry["loadStatus"] == "LOADED":
                         err = entry["locationOrLoadError"]
                         if err and err["__typename"] == "PythonError":
-                            raise RuntimeError(f"location {LOCATION!r} failed to load:\n{err['message']}\n"
-                                               + "".join(err["stack"][-12:]))
+                            raise RuntimeError(
+                                f"location {LOCATION!r} failed to load:\n{err['message']}\n"
+                                + "".join(err["stack"][-12:])
+                            )
                         assert err and err["__typename"] == "RepositoryLocation", entry
                         return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -101,17 +114,28 @@ def webserver(tmp_path_factory):
     data_root = tmp_path_factory.mktemp("curation_data")
     (home / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\n"
-        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
     # the bundled embedded default: no CURATION_* overrides leak in from the caller's environment
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
-    env.update(DAGSTER_HOME=str(home), CURATION_DATA_ROOT=str(data_root), PYTHONUNBUFFERED="1",
-               DAGSTER_DISABLE_TELEMETRY="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(
+        DAGSTER_HOME=str(home),
+        CURATION_DATA_ROOT=str(data_root),
+        PYTHONUNBUFFERED="1",
+        DAGSTER_DISABLE_TELEMETRY="1",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
     port = _free_port()
     log = home / "webserver.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
-                                 "-p", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     ws = Webserver(port, proc, log, data_root)
     try:
         _wait_loaded(ws)
@@ -140,13 +164,17 @@ def books_run(webserver):
 
     repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
     added = webserver.gql(ADD_PARTITION_M, {"repo": repo, "def": "source", "key": PARTITION})["addDynamicPartition"]
-    assert added == {"__typename": "AddDynamicPartitionSuccess", "partitionsDefName": "source",
-                     "partitionKey": PARTITION}, added
+    assert added == {
+        "__typename": "AddDynamicPartitionSuccess",
+        "partitionsDefName": "source",
+        "partitionKey": PARTITION,
+    }, added
 
     client = DagsterGraphQLClient("127.0.0.1", port_number=webserver.port)
     t0 = time.monotonic()
-    run_id = client.submit_job_execution("curate_source", repository_location_name=LOCATION,
-                                         tags={"dagster/partition": PARTITION})
+    run_id = client.submit_job_execution(
+        "curate_source", repository_location_name=LOCATION, tags={"dagster/partition": PARTITION}
+    )
     done = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     while (status := client.get_run_status(run_id)) not in done:
         if time.monotonic() - t0 > RUN_TIMEOUT:
@@ -185,21 +213,31 @@ def test_graphql_curate_books(webserver, books_run):
     keys = sorted("/".join(n["assetKey"]["path"]) for n in nodes)
     assert keys == sorted(ASSETS)
     assert {"/".join(n["assetKey"]["path"]): (n["partitionDefinition"] or {}).get("name") for n in nodes} == {
-        "raw": "source", "filtered": "source", "deduped": "source", "synthetic": "source",
-        "mixed": None, "tokenized": None}
+        "raw": "source",
+        "filtered": "source",
+        "deduped": "source",
+        "synthetic": "source",
+        "mixed": None,
+        "tokenized": None,
+    }
 
     run_id, status, seconds = books_run
     run = webserver.gql(RUN_Q, {"id": run_id})["runOrError"]
-    failures = [(e["stepKey"], (e["error"] or {}).get("message")) for e in run["eventConnection"]["events"]
-                if e["__typename"] == "ExecutionStepFailureEvent"]
+    failures = [
+        (e["stepKey"], (e["error"] or {}).get("message"))
+        for e in run["eventConnection"]["events"]
+        if e["__typename"] == "ExecutionStepFailureEvent"
+    ]
     assert status.value == "SUCCESS", (
         f"curate_source[{PARTITION}] ended {status.value} after {seconds:.0f}s; step failures: {failures}\n"
-        f"webserver log tail:\n{webserver.log_tail()}")
+        f"webserver log tail:\n{webserver.log_tail()}"
+    )
     assert {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"] == PARTITION
 
     # raw[books]: one materialization, from this run, with the step metadata
-    (mat,) = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": ["raw"]}, "partitions": [PARTITION]}
-                           )["assetOrError"]["assetMaterializations"]
+    (mat,) = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": ["raw"]}, "partitions": [PARTITION]})["assetOrError"][
+        "assetMaterializations"
+    ]
     assert (mat["runId"], mat["partition"]) == (run_id, PARTITION)
     md = {e["label"]: e.get("intValue", e.get("floatValue")) for e in mat["metadataEntries"]}
     for label in ("rows_in", "rows_out", "tokens"):
@@ -207,14 +245,18 @@ def test_graphql_curate_books(webserver, books_run):
     assert md["rows_out"] <= md["rows_in"]
     # the rest of the job materialized books too
     for asset in CURATED[1:]:
-        mats = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": [asset]}, "partitions": [PARTITION]}
-                             )["assetOrError"]["assetMaterializations"]
+        mats = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": [asset]}, "partitions": [PARTITION]})["assetOrError"][
+            "assetMaterializations"
+        ]
         assert [m["runId"] for m in mats] == [run_id], asset
 
     # raw's checks: evaluated in this run and passed, both in the run's events and in the check-execution API. The check
     # specs are unpartitioned, so an evaluation carries partition None (or the run's partition if they become partitioned)
-    evals = {e["evaluation"]["checkName"]: e["evaluation"] for e in run["eventConnection"]["events"]
-             if e["__typename"] == "AssetCheckEvaluationEvent" and e["evaluation"]["assetKey"]["path"] == ["raw"]}
+    evals = {
+        e["evaluation"]["checkName"]: e["evaluation"]
+        for e in run["eventConnection"]["events"]
+        if e["__typename"] == "AssetCheckEvaluationEvent" and e["evaluation"]["assetKey"]["path"] == ["raw"]
+    }
     assert {"records_accounted", "drop_rate"} <= set(evals), evals
     failed = {name: ev for name, ev in evals.items() if not ev["success"]}
     assert not failed, f"checks of raw failed: {failed}"
@@ -231,8 +273,10 @@ def test_graphql_curate_books(webserver, books_run):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's `chromium` package (.ci/run does it when run as root "
-                    "or with sudo); playwright's own browser downloads are not used")
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's `chromium` package (.ci/run does it when run as root "
+            "or with sudo); playwright's own browser downloads are not used"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

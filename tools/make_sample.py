@@ -87,10 +87,14 @@ def write_warc(corpus: Path, docs: list[dict], out: Path) -> None:
                     if rec.rec_type == "response" and rec.rec_headers.get_header("X-Corpus-Doc-Id") in wanted:
                         payload = rec.content_stream().read()
                         new = writer.create_warc_record(
-                            rec.rec_headers.get_header("WARC-Target-URI"), "response",
-                            payload=io.BytesIO(payload), http_headers=rec.http_headers,
-                            warc_headers_dict={k: v for k, v in rec.rec_headers.headers
-                                               if k.startswith("X-Corpus") or k == "WARC-Date"})
+                            rec.rec_headers.get_header("WARC-Target-URI"),
+                            "response",
+                            payload=io.BytesIO(payload),
+                            http_headers=rec.http_headers,
+                            warc_headers_dict={
+                                k: v for k, v in rec.rec_headers.headers if k.startswith("X-Corpus") or k == "WARC-Date"
+                            },
+                        )
                         writer.write_record(new)
 
 

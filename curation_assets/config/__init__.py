@@ -119,7 +119,9 @@ class Recipe(Strict):
     components: list[str] = Field(default_factory=list, description="temperature / unimax: the components to mix")
     alpha: float = Field(default=0.3, gt=0, description="temperature exponent: share ∝ tokens ** alpha")
     target_tokens: int | None = Field(
-        default=None, gt=0, description="None = the largest mixture that honours the weights without repeating a component"
+        default=None,
+        gt=0,
+        description="None = the largest mixture that honours the weights without repeating a component",
     )
     max_epochs: float = Field(default=4.0, gt=0, description="default cap on how often one component's tokens repeat")
     epoch_caps: dict[str, float] = Field(default_factory=dict, description="per-component epoch caps")
@@ -141,7 +143,9 @@ class Recipe(Strict):
         if self.sampling == "manual" and (not self.component_weights or self.components):
             raise ValueError("sampling: manual takes `weights` (token share per component), not `components`")
         if self.sampling != "manual" and (self.component_weights or not self.components):
-            raise ValueError(f"sampling: {self.sampling} takes `components` (weights come from the data), not `weights`")
+            raise ValueError(
+                f"sampling: {self.sampling} takes `components` (weights come from the data), not `weights`"
+            )
         if self.sampling == "unimax" and self.target_tokens is None:
             raise ValueError("sampling: unimax needs target_tokens (the budget it spreads)")
         import re
@@ -181,6 +185,14 @@ class RecipeFile(Strict):
     recipe: Recipe
 
 
+class PodSize(Strict):
+    """Requests of a step's pod under the k8s executor (memory is also the limit: the scheduler must not overcommit
+    a step that holds a partition in memory; CPU has no limit, so idle cores are used)."""
+
+    cpu: str = Field(default="1", pattern=r"^\d+(\.\d+)?m?$")
+    memory: str = Field(default="4Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti)$")
+
+
 class StepThresholds(Strict):
     """Params of one step: `default` for every source, `per_source` overrides merged key by key on top.
 
@@ -192,8 +204,13 @@ class StepThresholds(Strict):
     """
 
     max_drop_rate: float = Field(default=1.0, ge=0, le=1)
+    pod: PodSize = PodSize()
     default: dict[str, Any] = {}
     per_source: dict[str, dict[str, Any]] = {}
+
+    def data_params(self) -> dict[str, Any]:
+        """What changes the step's output (its code_version input): everything but the pod size."""
+        return self.model_dump(mode="json", exclude={"pod"})
 
     def for_source(self, source: str) -> dict[str, Any]:
         return {**self.default, **self.per_source.get(source, {})}

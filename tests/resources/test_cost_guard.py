@@ -11,8 +11,12 @@ def guard(**kw) -> CostGuard:
 
 
 def test_same_zone_and_regional_s3_through_a_gateway_are_free():
-    plan = guard().enforce([Transfer("s3://shards--use1-az1--x-s3/a", 10**10),
-                            Transfer("s3://corpus/web/part-0.jsonl.zst", 5 * 10**9, region="us-east-1")])
+    plan = guard().enforce(
+        [
+            Transfer("s3://shards--use1-az1--x-s3/a", 10**10),
+            Transfer("s3://corpus/web/part-0.jsonl.zst", 5 * 10**9, region="us-east-1"),
+        ]
+    )
     assert dict(plan.bytes_by_class) == {"same_zone": 10**10, "regional_gateway": 5 * 10**9} and plan.usd == 0
 
 
@@ -21,7 +25,9 @@ def test_directory_bucket_in_another_zone_is_refused_with_source_zones_bytes_and
     assert zone_of(uri) == "use1-az4"
     with pytest.raises(CrossZoneTransferError) as e:
         guard().enforce([Transfer(uri, 10**10, label="source web")])
-    assert "source web: 10000000000 B cross_az (us-east-1/use1-az4 -> us-east-1/use1-az1), about $0.2000" in str(e.value)
+    assert "source web: 10000000000 B cross_az (us-east-1/use1-az4 -> us-east-1/use1-az1), about $0.2000" in str(
+        e.value
+    )
     assert guard().plan([Transfer(uri, 10**10)]).usd == pytest.approx(0.2)  # $0.01/GB each way, both billed
 
 

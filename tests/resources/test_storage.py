@@ -11,15 +11,32 @@ from resources.storage import MANIFEST, FileSetOutput, ObjectStore, ParquetIOMan
 
 
 def docs(n: int, source: str = "s") -> pl.DataFrame:
-    return pl.DataFrame({"doc_id": [f"{source}{i}" for i in range(n)], "source": source, "text": "t" * 10,
-                         "url": None, "shard": "p", "meta": "{}", "n_tokens": 3}).cast(DOC_SCHEMA)
+    return pl.DataFrame(
+        {
+            "doc_id": [f"{source}{i}" for i in range(n)],
+            "source": source,
+            "text": "t" * 10,
+            "url": None,
+            "shard": "p",
+            "meta": "{}",
+            "n_tokens": 3,
+        }
+    ).cast(DOC_SCHEMA)
 
 
 def step_output(parts: list[pl.DataFrame], dropped: int) -> StepOutput:
-    drop = empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()}) if not dropped else docs(dropped).with_columns(
-        drop_reason=pl.lit("too_short"))
-    return StepOutput(kept=iter(parts), dropped=lambda: drop, rows_in=sum(p.height for p in parts) + dropped,
-                      bytes_in=1, config_version="v1")
+    drop = (
+        empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()})
+        if not dropped
+        else docs(dropped).with_columns(drop_reason=pl.lit("too_short"))
+    )
+    return StepOutput(
+        kept=iter(parts),
+        dropped=lambda: drop,
+        rows_in=sum(p.height for p in parts) + dropped,
+        bytes_in=1,
+        config_version="v1",
+    )
 
 
 def roundtrip(io: ParquetIOManager, partition: str | None):
@@ -31,7 +48,10 @@ def roundtrip(io: ParquetIOManager, partition: str | None):
     assert md["rows_in"] == 7 and md["rows_out"] == 5 and md["dropped_too_short"] == 2 and md["tokens"] == 15
     loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key=partition))
     assert loaded.collect().height == 5
-    assert io.scan(dg.AssetKey("filtered"), partition, dropped=True).collect()["drop_reason"].to_list() == ["too_short"] * 2
+    assert (
+        io.scan(dg.AssetKey("filtered"), partition, dropped=True).collect()["drop_reason"].to_list()
+        == ["too_short"] * 2
+    )
     return out
 
 
@@ -50,8 +70,11 @@ def test_local_parts_are_published_by_an_atomic_manifest(tmp_path):
 def test_fan_in_skips_partitions_that_were_never_materialized(tmp_path):
     io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore(), cost_guard=CostGuard())
     roundtrip(io, "web")
-    ctx = dg.build_input_context(asset_key=dg.AssetKey("filtered"), asset_partitions_def=dg.StaticPartitionsDefinition(["web", "code"]),
-                                 asset_partition_key_range=dg.PartitionKeyRange("web", "code"))
+    ctx = dg.build_input_context(
+        asset_key=dg.AssetKey("filtered"),
+        asset_partitions_def=dg.StaticPartitionsDefinition(["web", "code"]),
+        asset_partition_key_range=dg.PartitionKeyRange("web", "code"),
+    )
     loaded = io.load_input(ctx)
     assert set(loaded) == {"web"} and loaded["web"].collect().height == 5
 
@@ -67,7 +90,9 @@ def test_s3_roundtrip_on_a_real_s3_api(s3_endpoint):
 
 @pytest.mark.s3
 def test_file_set_roundtrip_on_s3(s3_endpoint):
-    io = ParquetIOManager(base_uri="s3://curation/tok", store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard())
+    io = ParquetIOManager(
+        base_uri="s3://curation/tok", store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard()
+    )
     tokens = np.array([1, 2, 100257, 70000, 100257], dtype="<u4").tobytes()
     out = FileSetOutput(files=iter([("tokens.bin", tokens), ("header.json", b"{}")]))
     io.handle_output(dg.build_output_context(asset_key=dg.AssetKey("tokenized"), run_id="r" * 36), out)
