@@ -1,11 +1,12 @@
 """Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
 
+import time
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from curation_assets.config import PodSize
+from curation_assets.config import Freshness, PodSize
 from curation_assets.frames import StepOutput
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
 from resources.storage import OVERRIDE_TAG
@@ -14,8 +15,23 @@ from resources.tokenizer import TokenizerResource
 # One partition per source, registered from the sources config (`make run`, the `register_sources` sensor or the UI).
 source_partitions = dg.DynamicPartitionsDefinition(name="source")
 
-# A recipe is rebuilt daily by the schedule; warn after a day and a half, fail after two without a materialization.
-DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=36))
+
+def freshness_policy(f: Freshness) -> dg.FreshnessPolicy:
+    """The mixture is rebuilt daily by the schedule: by default warn after 36 h, fail after 48 h (thresholds.yaml)."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=f.fail_hours), warn_window=timedelta(hours=f.warn_hours)
+    )
+
+
+def source_ages_hours(instance: dg.DagsterInstance, asset: str, partitions: list[str]) -> dict[str, float | None]:
+    """Hours since each partition of `asset` was last materialized (None: never)."""
+    now = time.time()
+    ages = {}
+    for p in partitions:
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[p])
+        rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
+        ages[p] = None if rec is None else round((now - rec.timestamp) / 3600, 4)
+    return ages
 
 
 def pod(size: PodSize) -> dict[str, dict]:

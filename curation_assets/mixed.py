@@ -8,7 +8,7 @@ import polars as pl
 
 from curation_assets.config import Recipe, version_of
 from curation_assets.frames import DROP_REASON, StepOutput
-from curation_assets._dagster import DAILY, enforce_transfers, pod
+from curation_assets._dagster import enforce_transfers, freshness_policy, pod, source_ages_hours
 from resources.cost_guard import CostGuard
 
 
@@ -212,7 +212,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         code_version=version,
         op_tags=pod(cfg.thresholds.mixed.pod),
         group_name="curation",
-        freshness_policy=DAILY,
+        freshness_policy=freshness_policy(cfg.thresholds.freshness),
         ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
         check_specs=[
             dg.AssetCheckSpec(
@@ -220,6 +220,12 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                 asset="mixed",
                 blocking=True,
                 description="realized token share of every component within the recipe's tolerance of its target",
+            ),
+            dg.AssetCheckSpec(
+                "sources_fresh",
+                asset="mixed",
+                blocking=True,
+                description="every source's curated output is younger than max_source_age_hours (else nothing is mixed)",
             ),
             dg.AssetCheckSpec(
                 "epochs_within_cap",
@@ -232,6 +238,15 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     )
     def mixed(context: dg.AssetExecutionContext, synthetic: dict[str, pl.LazyFrame], cost_guard: CostGuard):
         """The recipe's mixture: rows of every recipe component + `n_tokens`, `component`, `epoch`, in a seeded order."""
+        fresh = cfg.thresholds.freshness.max_source_age_hours
+        ages = source_ages_hours(context.instance, "synthetic", sorted(recipe.sources()))
+        stale = {s: a for s, a in ages.items() if fresh is not None and a is not None and a > fresh}
+        if stale:  # refuse before reading anything: a mixture must not silently mix yesterday's web with today's code
+            raise dg.Failure(
+                f"sources older than {fresh} h, refusing to mix: {stale}",
+                allow_retries=False,
+                metadata={f"age_hours_{s}": a for s, a in stale.items()},
+            )
         frames = {s: synthetic[s].collect() for s in sorted(recipe.sources()) if s in synthetic}
         size = sum(f.estimated_size() for f in frames.values())
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
@@ -257,6 +272,11 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
             check_name="weights_honoured",
             passed=facts["shares_ok"],
             metadata={"tolerance": recipe.tolerance, **{f"deviation_{c}": d for c, d in facts["deviation"].items()}},
+        )
+        yield dg.AssetCheckResult(
+            check_name="sources_fresh",
+            passed=True,
+            metadata={"max_source_age_hours": fresh or 0, **{f"age_hours_{s}": a or 0 for s, a in ages.items()}},
         )
         yield dg.AssetCheckResult(
             check_name="epochs_within_cap",

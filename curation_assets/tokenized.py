@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets import megatron
 from curation_assets.config import version_of
-from curation_assets._dagster import DAILY, enforce_transfers, pod
+from curation_assets._dagster import enforce_transfers, freshness_policy, pod
 from curation_assets.frames import step_metadata
 from resources.cost_guard import CostGuard
 from resources.storage import FileSetOutput
@@ -172,7 +172,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         code_version=version,
         op_tags=pod(cfg.thresholds.tokenized.pod),
         group_name="curation",
-        freshness_policy=DAILY,
+        freshness_policy=freshness_policy(cfg.thresholds.freshness),
         check_specs=[
             dg.AssetCheckSpec(
                 "index_matches_tokens",

@@ -216,6 +216,21 @@ class StepThresholds(Strict):
         return {**self.default, **self.per_source.get(source, {})}
 
 
+class Freshness(Strict):
+    """Freshness of the mixture: the FreshnessPolicy windows of `mixed`/`tokenized`, and how old a source's curated
+    output may be when `mixed` reads it (its blocking `sources_fresh` check refuses to mix an older one)."""
+
+    warn_hours: float = Field(default=36, gt=0)
+    fail_hours: float = Field(default=48, gt=0)
+    max_source_age_hours: float | None = Field(default=48, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Freshness":
+        if self.warn_hours >= self.fail_hours:
+            raise ValueError("freshness: warn_hours must be < fail_hours")
+        return self
+
+
 class ThresholdsFile(Strict):
     raw: StepThresholds = StepThresholds()
     filtered: StepThresholds = StepThresholds()
@@ -223,6 +238,7 @@ class ThresholdsFile(Strict):
     synthetic: StepThresholds = StepThresholds()
     mixed: StepThresholds = StepThresholds()
     tokenized: StepThresholds = StepThresholds()
+    freshness: Freshness = Freshness()
 
 
 PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
