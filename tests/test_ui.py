@@ -1,6 +1,7 @@
 """The location used the way an operator uses it: through a real `dagster-webserver` process.
 
-The module fixture starts `dagster-webserver -w workspace.yaml` (which spawns the location's code server) against a
+The module fixture starts a standalone `dagster code-server start` and a `dagster-webserver` whose workspace loads it
+through a `grpc_server` entry (the shape deploy/ runs in the cluster), against a
 throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and a throw-away CURATION_DATA_ROOT.
 Through GraphQL it registers the `books` partition and runs `curate_source` for it; then
 - test_graphql_curate_books: the location `curation` is LOADED with exactly the six assets, the run succeeded, `raw`
@@ -125,28 +126,66 @@ def webserver(tmp_path_factory):
         DAGSTER_DISABLE_TELEMETRY="1",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    port = _free_port()
+    # the cluster's shape: a standalone gRPC code server, and a webserver that loads it from a grpc_server entry
+    grpc_port, port = _free_port(), _free_port()
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION}\n"
+    )
     log = home / "webserver.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    procs = []
+    with open(home / "code-server.log", "wb") as out:
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "dagster"),
+                    "code-server",
+                    "start",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(grpc_port),
+                    "-m",
+                    "curation_assets.definitions",
+                    "--location-name",
+                    LOCATION,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         )
-    ws = Webserver(port, proc, log, data_root)
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while subprocess.run(
+        [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True, env=env
+    ).returncode:
+        assert time.monotonic() < deadline, (home / "code-server.log").read_text()[-4000:]
+        time.sleep(0.5)
+    with open(log, "wb") as out:
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    ws = Webserver(port, procs[-1], log, data_root)
     try:
         _wait_loaded(ws)
         yield ws
     finally:
-        # SIGTERM does not stop the webserver promptly and its code server / run workers share its process group
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        # SIGTERM does not stop these servers promptly and their children (run workers) share their process groups
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
 
 
 ADD_PARTITION_M = """
