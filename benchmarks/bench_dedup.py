@@ -213,7 +213,9 @@ def main() -> None:
     if ours and big:
         print(f"peak RSS x{args.scale} input / x1 input: {big['peak_rss_mb'] / ours['peak_rss_mb']:.2f}")
     out = ROOT / "benchmarks" / "results" / "dedup_latest.json"
-    out.write_text(json.dumps({"files": files, "results": results}, indent=1))
+    # inputs recorded relative to the repository, so the result file names no machine
+    rel = [os.path.relpath(f, ROOT) for f in files]
+    out.write_text(json.dumps({"files": rel, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

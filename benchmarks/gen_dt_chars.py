@@ -1,3 +1,4 @@
+from pathlib import Path
 from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
 from spacy.lang.char_classes import LIST_PUNCT, LIST_QUOTES, LIST_CURRENCY
 from spacy.pipeline.sentencizer import Sentencizer
@@ -29,4 +30,4 @@ out = [
     f"SENTENCE_PUNCT = (\n{lit(set(Sentencizer.default_punct_chars))}\n)",
     "",
 ]
-open("/work/main/curation_assets/_dt_chars.py", "w").write("\n".join(out))
+(Path(__file__).resolve().parents[1] / "curation_assets" / "_dt_chars.py").write_text("\n".join(out))

@@ -9,6 +9,7 @@ Results go to stdout and benchmarks/results/latest.json. Falls back to the bundl
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def main() -> None:
         )
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "latest.json").write_text(
-        json.dumps({"files": files, "results": results}, indent=1)
+        json.dumps({"files": [os.path.relpath(f, ROOT) for f in files], "results": results}, indent=1)
     )
 
 

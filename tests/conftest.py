@@ -45,7 +45,7 @@ def find_shared_corpus() -> Path | None:
     return next((p for p in SHARED_CANDIDATES if (p / "manifest.json").is_file()), None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_corpus() -> Path:
     path = find_shared_corpus()
     if path is None:

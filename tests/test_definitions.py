@@ -76,8 +76,10 @@ def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):
     edited = build_definitions(load_config(thresholds=path), Settings()).resolve_asset_graph()
     bundled = defs_for().resolve_asset_graph()
     tags = json.loads(edited.assets_def_for_key(dg.AssetKey("deduped")).op.tags["dagster-k8s/config"])
-    assert tags["container_config"]["resources"] == {"requests": {"cpu": "3", "memory": "64Gi"},
-                                                     "limits": {"memory": "64Gi"}}
+    assert tags["container_config"]["resources"] == {
+        "requests": {"cpu": "3", "memory": "64Gi"},
+        "limits": {"memory": "64Gi"},
+    }
     bundled_tags = json.loads(bundled.assets_def_for_key(dg.AssetKey("tokenized")).op.tags["dagster-k8s/config"])
     assert bundled_tags["container_config"]["resources"]["requests"]["cpu"] == "4"  # tokenize: CPU
     for name in ASSETS:  # sizing a pod is not a change of the data
