@@ -10,6 +10,7 @@ from curation_assets._dagster import source_partitions, transfer_check
 from curation_assets.automation import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
+from resources.cost_guard import zone_of, zone_pin
 
 ASSETS = ("raw", "filtered", "deduped", "synthetic", "mixed", "tokenized")
 CURATE_SOURCE = "curate_source"
@@ -29,19 +30,48 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     }
 
 
+def data_root_zone(settings: Settings) -> str | None:
+    return settings.data_zone or zone_of(settings.data_root)
+
+
+def raw_pin(cfg: CurationConfig, settings: Settings, source: str) -> dict:
+    """Per-step k8s config that pins `raw` of `source` to the one zone its zonal data and the data root share
+    (empty when nothing is zonal, or when they are in two zones: the cost guard then refuses the step)."""
+    if source in cfg.source_names:
+        zones = cfg.source(source).zones()
+    elif len(cfg.sources.landing_zones) == 1:  # a landed source takes its zone from the landing zone
+        zone = cfg.sources.landing_zones[0]
+        zones = zone.source(source, cfg.resolve_uri(zone.uri)).zones()
+    else:
+        zones = set()
+    zones |= {z for z in [data_root_zone(settings)] if z}
+    return {"raw": zone_pin(zones.pop(), settings.zone_label)} if len(zones) == 1 else {}
+
+
 def executor(settings: Settings) -> dg.ExecutorDefinition:
     if settings.env == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured(
-            {
+        # Every step reads and writes the data root: when it is zonal (an S3 Express directory bucket), every step
+        # runs in its zone. A run may add per-step pins (raw_pin, through curate_source's partitioned config).
+        root = data_root_zone(settings)
+        pins = {step: zone_pin(root, settings.zone_label) for step in ASSETS} if root else {}
+
+        @dg.configured(
+            k8s_job_executor,
+            config_schema={"per_step_k8s_config": dg.Field(dg.Permissive(), is_required=False, default_value={})},
+        )
+        def k8s(config: dict) -> dict:
+            return {
                 "job_namespace": settings.namespace,
                 "service_account_name": "curation-dagster",
                 "env_config_maps": ["curation-env"],
                 "env_secrets": ["curation-aws"],
                 "max_concurrent": 16,
+                "per_step_k8s_config": {**pins, **config["per_step_k8s_config"]},
             }
-        )
+
+        return k8s
     # forkserver with the location preloaded: each step (and check step) forks from a warm server instead of
     # importing dagster, polars and the step modules again in a fresh interpreter
     return dg.multiprocess_executor.configured(
@@ -85,6 +115,14 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         CURATE_SOURCE,
         selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
         description="raw -> filtered -> deduped -> synthetic for one source partition",
+        config=dg.PartitionedConfig(
+            partitions_def=source_partitions,
+            run_config_for_partition_key_fn=lambda source: {
+                "execution": {"config": {"per_step_k8s_config": raw_pin(cfg, settings, source)}}
+            },
+        )
+        if settings.env == "k8s"
+        else None,
     )
     mixture = dg.define_asset_job(
         BUILD_MIXTURE,

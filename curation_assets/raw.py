@@ -71,7 +71,9 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         reads = [
             Transfer(uri, size, loc.region, loc.zone, loc.via, label=f"source {source.name}") for uri, size in files
         ]
-        transfer = enforce_transfers(cost_guard, reads, context, step="raw")
+        # The data root rides along (0 B: the IO manager prices the write) so that a source in one zone and a
+        # data root in another are refused together: no pod is local to both.
+        transfer = enforce_transfers(cost_guard, [*reads, cost_guard.data_root(0)], context, step="raw")
         quarantine: list[pl.DataFrame] = []
         seen = {"records": 0, "bytes": 0}
 

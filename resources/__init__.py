@@ -38,6 +38,7 @@ class Settings:
     data_region: str | None = None
     data_zone: str | None = None
     data_via: str = "gateway"
+    zone_label: str = "topology.k8s.aws/zone-id"
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: bool = False
@@ -62,6 +63,7 @@ class Settings:
             data_region=e.get("CURATION_DATA_REGION") or None,
             data_zone=e.get("CURATION_DATA_ZONE") or None,
             data_via=e.get("CURATION_DATA_VIA") or cls.data_via,
+            zone_label=e.get("CURATION_ZONE_LABEL") or cls.zone_label,
             llm_base_url=e.get("CURATION_LLM_BASE_URL") or None,
             llm_model=e.get("CURATION_LLM_MODEL") or None,
             llm_api_key="CURATION_LLM_API_KEY" in e,
@@ -73,7 +75,10 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
     """Resource instances by key; the only branch on the environment. `costs`: the price table and budgets."""
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
     # On a laptop there are no zones (pod_region None: every path is `local`); in the cluster the guard is armed.
-    placement = {"pod_region": settings.region, "pod_zone": settings.pod_zone} if settings.env == "k8s" else {}
+    # The k8s executor pins each step to the zone of its zonal data (definitions.executor), so the guard may too.
+    placement = (
+        {"pod_region": settings.region, "pod_zone": settings.pod_zone, "pinned": True} if settings.env == "k8s" else {}
+    )
     guard = CostGuard(
         **placement,
         data_uri=settings.data_root,

@@ -83,6 +83,9 @@ class CostGuard(dg.ConfigurableResource):
 
     pod_region: str | None = None
     pod_zone: str | None = None
+    # Under the k8s executor every step that touches zonal data is pinned to that zone (`zone_pin`, applied by
+    # definitions.executor); then a step's pod runs where its zonal data is, and only data elsewhere is crossed.
+    pinned: bool = False
     data_uri: str = ""
     data_region: str | None = None
     data_zone: str | None = None
@@ -110,20 +113,42 @@ class CostGuard(dg.ConfigurableResource):
             label="data root",
         )
 
-    def classify(self, t: Transfer) -> PathClass:
+    def step_zone(self, transfers: list[Transfer]) -> tuple[str | None, list[str]]:
+        """(the zone the step's pod runs in, every distinct zone its in-region zonal data lives in).
+
+        Unpinned, the pod runs in `pod_zone` (None: anywhere). Pinned, it runs in the zone of its zonal data, which
+        is only well defined when that data lives in one zone (and the deployment's own pin, if any, agrees)."""
+        zones = sorted(
+            {
+                z
+                for t in transfers
+                if not t.region or t.region == self.pod_region
+                for z in [t.zone or zone_of(t.uri)]
+                if z
+            }
+            | ({self.pod_zone} if self.pod_zone and self.pinned else set())
+        )
+        return (zones[0] if self.pinned and len(zones) == 1 else self.pod_zone), zones
+
+    def classify(self, t: Transfer, pod_zone: str | None = None) -> PathClass:
         if "://" not in t.uri or self.pod_region is None:
             return "local"
         zone = t.zone or zone_of(t.uri)
         if t.region and t.region != self.pod_region:
             return "cross_region"
-        if zone:
-            return "same_zone" if self.pod_zone is None or zone == self.pod_zone else "cross_az"
+        if zone:  # a pod in an unknown zone reads zonal data from another AZ unless luck says otherwise
+            return "same_zone" if zone == (pod_zone or self.pod_zone) else "cross_az"
         return "regional_gateway" if t.via == "gateway" else "regional_nat"
 
     def plan(self, transfers: list[Transfer]) -> TransferPlan:
         plan = TransferPlan()
+        pod_zone, zones = self.step_zone(transfers)
+        if self.pod_region is not None and len(zones) > 1:
+            plan.offenders.append(
+                f"the step's data lives in {len(zones)} zones ({', '.join(zones)}): no pod is local to all of it"
+            )
         for t in transfers:
-            c = self.classify(t)
+            c = self.classify(t, pod_zone)
             plan.bytes_by_class[c] += t.bytes
             plan.usd += (
                 t.bytes
@@ -134,7 +159,7 @@ class CostGuard(dg.ConfigurableResource):
                 where = f"{t.region or self.pod_region}/{t.zone or zone_of(t.uri)}"
                 plan.offenders.append(
                     f"{t.label or t.uri}: {t.bytes} B {c} ({where} -> {self.pod_region}/"
-                    f"{self.pod_zone}), about ${t.bytes / GB * self.usd_per_gb[c]:.4f}"
+                    f"{pod_zone}), about ${t.bytes / GB * self.usd_per_gb[c]:.4f}"
                 )
         return plan
 
@@ -151,3 +176,9 @@ class CostGuard(dg.ConfigurableResource):
         if problems and not override:
             raise CrossZoneTransferError("refusing to start: " + "; ".join(problems[:5]))
         return plan
+
+
+def zone_pin(zone: str, label: str = "topology.k8s.aws/zone-id") -> dict:
+    """The `dagster-k8s/config` fragment that pins a pod to `zone` (an AZ ID under EKS's `zone-id` label, or a zone
+    name when the cluster labels nodes with `topology.kubernetes.io/zone` only)."""
+    return {"pod_spec_config": {"node_selector": {label: zone}}}

@@ -28,8 +28,16 @@ def s3_endpoint():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    # moto serves S3 Express directory buckets (`name--use1-az4--x-s3`) as plain buckets and has no CreateSession:
+    # botocore must sign them like any bucket.
+    env = dict(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_S3_DISABLE_EXPRESS_SESSION_AUTH="true",
+    )
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="curation")
     yield endpoint

@@ -70,6 +70,7 @@ STEP_K8S_CONFIG = {
     "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}}
 }
 # The run launcher's default container resources (dagster.yaml): what a step without op tags gets.
+ASSET_NAMES = ("raw", "filtered", "deduped", "synthetic", "mixed", "tokenized")
 LAUNCHER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}}
 
 
@@ -860,6 +861,59 @@ def test_every_asset_of_the_app_gets_the_step_job_its_op_tags_declare(overlay, t
             assert zones == {ZONE_LABEL: {env["CURATION_POD_ZONE"]}}, key
         else:
             assert zones == own, key
+
+
+def test_each_step_is_pinned_to_the_zone_its_data_lives_in(tmp_path):
+    """The zones come from the config, not from the overlay: with a directory-bucket data root every step runs in
+    its zone; with a regional data root only `raw` of a source in a directory bucket is pinned, per partition,
+    through curate_source's partitioned config, and everything else may run anywhere. A source in a zone other
+    than the data root's gets no pin of its own (the cost guard refuses that raw step; tests/test_raw.py)."""
+    objs = render("dev")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {"name": "books", "uris": ["s3://src--use1-az6--x-s3/books/*"], "licence": "t"},
+                    {"name": "web", "uris": ["s3://corpus/web/*"], "licence": "t"},
+                ]
+            }
+        )
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1, "web": 1}}}))
+    cases = {
+        "s3://out--use1-az4--x-s3/curation": {"books": dict.fromkeys(ASSET_NAMES, "use1-az4"), "web": "use1-az4"},
+        "s3://regional-bucket/curation": {"books": {"raw": "use1-az6"}, "web": None},
+    }
+    for root, expected in cases.items():
+        env = {**env_data(objs), "CURATION_DATA_ROOT": root, "CURATION_SOURCES": str(sources)}
+        env |= {"CURATION_RECIPE": str(recipe)}
+        settings = Settings.from_env(env)
+        definitions = build_definitions(load_config(settings.sources, settings.recipe), settings)
+        with cluster_instance(tmp_path, env["CURATION_NAMESPACE"]) as instance:
+            for job_name, partitions in (("curate_source", ["books", "web"]), ("build_mixture", [None])):
+                job_def = definitions.resolve_job_def(job_name)
+                for partition in partitions:
+                    run_config = (
+                        job_def.partitioned_config.get_run_config_for_partition_key(partition) if partition else {}
+                    )
+                    run = instance.add_run(
+                        DagsterRun(
+                            job_name=job_name,
+                            run_id=str(uuid.uuid4()),
+                            run_config=run_config,
+                            job_code_origin=code_origin(objs, job_name),
+                        )
+                    )
+                    steps = Steps(instance, run, job_def)
+                    want = expected.get(partition, expected["web"])
+                    for step in set(steps.steps) & set(ASSET_NAMES):
+                        _, job = steps.launch(step)
+                        assert_valid(job)
+                        zone = want.get(step) if isinstance(want, dict) else want
+                        got = allowed_zones(job["spec"]["template"]["spec"])
+                        assert got == ({ZONE_LABEL: {zone}} if zone else {}), (root, partition, step, got)
 
 
 # ---------------------------------------------------------------- RBAC

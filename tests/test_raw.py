@@ -72,6 +72,46 @@ def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, 
 
 
 @pytest.mark.s3
+def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_before_any_read(tmp_path, s3_request_log):
+    """S3 Express One Zone: the zone comes from the bucket names alone (no `location` in the config). A source in
+    the data root's zone is read there (same_zone, $0); a source in another zone is refused before a byte of it is
+    read, naming the source, both zones, the bytes and the dollars."""
+    endpoint, log = s3_request_log
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3", "out--use1-az4--x-s3"):
+        s3.create_bucket(Bucket=bucket)
+    for name in ("part-00000.jsonl.zst", "part-00001.parquet"):
+        for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3"):
+            s3.upload_file(f"{SAMPLE_BOOKS}/{name}", bucket, f"books/{name}")
+    zonal = dict(env="k8s", data_root="s3://out--use1-az4--x-s3/curation", s3_endpoint=endpoint)
+
+    same = Settings(
+        **zonal,
+        sources=sources_yaml(tmp_path, ["s3://src--use1-az4--x-s3/books/*"]),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
+    with dg.instance_for_test() as instance:
+        result = curate(same, instance, selection=[dg.AssetKey("raw")])
+        assert result.success
+        md = result.asset_materializations_for_node("raw")[0].metadata
+        assert md["source_bytes_same_zone"].value > 0 and md["source_transfer_usd"].value == 0
+
+    log.clear()
+    other = Settings(
+        **zonal,
+        sources=sources_yaml(tmp_path, ["s3://src--use1-az6--x-s3/books/*"]),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
+    with dg.instance_for_test() as instance:
+        refused = curate(other, instance, selection=[dg.AssetKey("raw")])
+    assert not refused.success
+    err = str(next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error)
+    assert "2 zones (use1-az4, use1-az6)" in err and "source books" in err and "B cross_az" in err and "$" in err
+    assert log and all("list-type=2" in path for _, path in log)  # only the listing that sized the plan
+    assert not [p for m, p in log if m in ("GET", "PUT") and "/books/part-" in p.split("?")[0]]
+
+
+@pytest.mark.s3
 def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     upload_books(s3_endpoint, "incoming/books")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from resources.cost_guard import zone_of
+
 CONFIG_DIR = Path(__file__).parent
 DEFAULT_SOURCES = CONFIG_DIR / "sources.yaml"
 DEFAULT_RECIPE = CONFIG_DIR / "recipe.yaml"
@@ -61,6 +63,10 @@ class Source(Strict):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    def zones(self) -> set[str]:
+        """AZ IDs the source's bytes live in: the declared zone, else the zones in its directory buckets' names."""
+        return {self.location.zone} if self.location.zone else {z for u in self.uris if (z := zone_of(u))}
 
 
 class LandingZone(Strict):

@@ -48,3 +48,21 @@ def test_budget_and_override():
 def test_local_guard_sees_no_zones():
     assert CostGuard(**PRICES).enforce([Transfer("s3://b--use1-az4--x-s3/x", 10**12)]).cross_az_bytes == 0
     assert guard().classify(Transfer("/data/x", 10)) == "local"
+
+
+def test_a_pinned_step_runs_where_its_zonal_data_is_and_data_in_two_zones_is_refused():
+    pinned = CostGuard(pod_region="us-east-1", pinned=True, **PRICES)
+    az4 = [Transfer("s3://src--use1-az4--x-s3/a", 10**9), Transfer("s3://out--use1-az4--x-s3/b", 0)]
+    assert pinned.step_zone(az4) == ("use1-az4", ["use1-az4"])
+    assert pinned.enforce([*az4, Transfer("s3://corpus/c", 10**9)]).bytes_by_class == {
+        "same_zone": 10**9,
+        "regional_gateway": 10**9,
+    }
+    split = [Transfer("s3://src--use1-az6--x-s3/a", 10**9, label="source web"), az4[1]]
+    with pytest.raises(CrossZoneTransferError, match=r"2 zones \(use1-az4, use1-az6\): no pod is local to all of it"):
+        pinned.enforce(split)
+    # The deployment's own pin is one more constraint, not a default that zonal data may contradict.
+    with pytest.raises(CrossZoneTransferError, match=r"use1-az1, use1-az4"):
+        CostGuard(pod_region="us-east-1", pod_zone="use1-az1", pinned=True, **PRICES).enforce(az4)
+    # Unpinned and in an unknown zone, a pod reads zonal data across an AZ unless luck says otherwise.
+    assert CostGuard(pod_region="us-east-1", **PRICES).classify(az4[0]) == "cross_az"
