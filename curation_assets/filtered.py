@@ -309,17 +309,6 @@ def ledger_of(marked: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(DROP_REASON).is_null().alias("kept")).select(LEDGER_COLUMNS)
 
 
-def funnel_markdown(ledger: pl.DataFrame) -> str:
-    """Drops per rule, in rule order of first appearance, with the share of the input each removed."""
-    n = max(ledger.height, 1)
-    counts = ledger.filter(pl.col(DROP_REASON).is_not_null()).group_by(DROP_REASON).len().sort("len", descending=True)
-    rows = [f"| {r} | {k} | {k / n:.1%} |" for r, k in counts.iter_rows()]
-    kept = int(ledger["kept"].sum())
-    return "\n".join(
-        ["| rule | dropped | share of input |", "|---|---:|---:|", *rows, f"| **kept** | {kept} | {kept / n:.1%} |"]
-    )
-
-
 def distributions_markdown(ledger: pl.DataFrame) -> str:
     """Quantiles of every rule's measured value over the documents that reached it (a histogram table)."""
     qs = (0.01, 0.1, 0.5, 0.9, 0.99)
@@ -419,7 +408,6 @@ def _materialize(
 
     extra = {
         **transfer,
-        "funnel": dg.MetadataValue.md(funnel_markdown(ledger)),
         "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
     }
     out = StepOutput(

@@ -73,6 +73,14 @@ def drop_counts(dropped: pl.DataFrame) -> dict[str, int]:
     return {str(r): int(n) for r, n in counts.iter_rows()}
 
 
+def drop_tokens(dropped: pl.DataFrame) -> dict[str, int]:
+    """Tokens dropped per reason (rows without `n_tokens`, e.g. raw's quarantine, count none)."""
+    if dropped.is_empty() or "n_tokens" not in dropped.columns:
+        return {}
+    sums = dropped.group_by(DROP_REASON).agg(pl.col("n_tokens").sum()).sort(DROP_REASON)
+    return {str(r): int(n or 0) for r, n in sums.iter_rows()}
+
+
 def meta_json(meta: Mapping[str, object]) -> str:
     """Serialise a meta mapping deterministically (sorted keys, UTF-8 kept)."""
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
@@ -108,6 +116,31 @@ class StepOutput:
         return int(value() if callable(value) else value)
 
 
+def funnel_markdown(
+    rows_in: int, rows_out: int, drops: Mapping[str, int], tokens_out: int | None, tokens_dropped: Mapping[str, int]
+) -> str:
+    """What a step kept and why it dropped the rest: documents and tokens per row, with a bar of each row's share
+    of the input documents (Dagster renders Markdown; the bar is the chart)."""
+    n, width = max(rows_in, 1), 24
+
+    def row(label: str, docs: int, tokens: object) -> str:
+        bar = "█" * min(width, max(round(docs / n * width), docs > 0))
+        return f"| {label} | {docs:,} | {tokens} | {docs / n:.1%} | `{bar:<{width}}` |"
+
+    def tok(v: int | None) -> str:
+        return "" if v is None else f"{v:,}"
+
+    known = tokens_out is not None and (tokens_dropped or not drops)
+    lines = [
+        "| stage | documents | tokens | share of input | |",
+        "|---|---:|---:|---:|---|",
+        row("in", rows_in, tok(tokens_out + sum(tokens_dropped.values())) if known and rows_out <= rows_in else ""),
+        *[row(f"dropped: {r}", k, tok(tokens_dropped.get(r))) for r, k in sorted(drops.items(), key=lambda x: -x[1])],
+        row("**kept**", rows_out, tok(tokens_out)),
+    ]
+    return "\n".join(lines)
+
+
 def step_metadata(
     *,
     rows_in: int,
@@ -116,9 +149,15 @@ def step_metadata(
     bytes_in: int,
     bytes_out: int,
     config_version: str,
+    tokens_out: int | None = None,
+    tokens_dropped: Mapping[str, int] | None = None,
     extra: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """The metadata every step emits, with the same keys: the only builder of step metadata."""
+    """The metadata every step emits, with the same keys: the only builder of step metadata. `funnel` is a
+    Markdown table (see funnel_markdown); `tokens` and `tokens_dropped_<reason>` appear when the rows carry
+    `n_tokens`."""
+    import dagster as dg
+
     md: dict[str, object] = {
         "rows_in": int(rows_in),
         "rows_out": int(rows_out),
@@ -129,5 +168,9 @@ def step_metadata(
         "config_version": config_version,
     }
     md.update({f"dropped_{reason}": int(n) for reason, n in sorted(drops.items())})
+    if tokens_out is not None:
+        md["tokens"] = int(tokens_out)
+    md.update({f"tokens_dropped_{reason}": int(n) for reason, n in sorted((tokens_dropped or {}).items())})
+    md["funnel"] = dg.MetadataValue.md(funnel_markdown(rows_in, rows_out, drops, tokens_out, tokens_dropped or {}))
     md.update(extra or {})
     return md

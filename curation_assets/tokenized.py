@@ -275,6 +275,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                 bytes_in=docs.estimated_size(),
                 bytes_out=predicted["tokens"] * dtype.itemsize,
                 config_version=version,
+                tokens_out=predicted["tokens"],
                 extra={
                     **predicted,
                     **transfer,

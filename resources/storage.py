@@ -193,7 +193,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     # -- output --------------------------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        from curation_assets.frames import StepOutput, drop_counts, step_metadata
+        from curation_assets.frames import StepOutput, drop_counts, drop_tokens, step_metadata
 
         partition = context.partition_key if context.has_partition_key else None
         self._preflight(context, 0)  # a data root in another zone is refused before the first write
@@ -204,7 +204,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             files = self._write_files(obj, vdir)
         elif isinstance(obj, StepOutput):
             files = self._write_step(obj, vdir)
-            drops = drop_counts(files.pop("dropped_frame"))
+            dropped = files.pop("dropped_frame")
+            drops = drop_counts(dropped)
             obj.written.update(
                 rows_out=files["rows"],
                 rows_dropped=sum(drops.values()),
@@ -220,8 +221,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     bytes_in=obj.resolve(obj.bytes_in),
                     bytes_out=files["bytes"],
                     config_version=obj.config_version,
+                    tokens_out=files["tokens"],
+                    tokens_dropped=drop_tokens(dropped),
                     extra={
-                        "tokens": files["tokens"],
                         **obj.extra,
                         "uri": dg.MetadataValue.path(f"{root}/{version}"),
                         **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},

@@ -199,7 +199,8 @@ def test_lid176_labels_english_german_japanese():
 
 
 def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_fraction(tmp_path):
-    from curation_assets.filtered import distributions_markdown, funnel_markdown, iter_decided, run_filter
+    from curation_assets.filtered import distributions_markdown, iter_decided, run_filter
+    from curation_assets.frames import drop_counts, funnel_markdown
 
     texts = [PROSE.replace("Curation", f"Curation{i}") for i in range(40)] + [" ".join(PROSE.split()[:20])] * 2
     docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
@@ -231,8 +232,8 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     kept = pl.concat(list(iter_decided(str(tmp_path), ledger, dropped)))
     assert sorted(kept["doc_id"]) == sorted(ledger.filter("kept")["doc_id"])
     assert "drop_reason" not in kept.columns and pl.concat(dropped).height == 32
-    funnel = funnel_markdown(ledger)
-    assert "| low_quality_score | 30 | 71.4% |" in funnel and "| **kept** | 10 | 23.8% |" in funnel
+    funnel = funnel_markdown(ledger.height, 10, drop_counts(pl.concat(dropped)), None, {})
+    assert "| dropped: low_quality_score | 30 |  | 71.4% |" in funnel and "| **kept** | 10 |  | 23.8% |" in funnel
     assert "| gopher_short_doc | 42 |" in distributions_markdown(ledger)
 
 

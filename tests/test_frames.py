@@ -1,6 +1,6 @@
 import polars as pl
 
-from curation_assets.frames import drop_counts, mark_dropped, split_kept, stable_id, step_metadata
+from curation_assets.frames import drop_counts, drop_tokens, mark_dropped, split_kept, stable_id, step_metadata
 
 
 def test_first_failing_rule_wins_and_nulls_never_drop():
@@ -14,6 +14,7 @@ def test_first_failing_rule_wins_and_nulls_never_drop():
 
 def test_step_metadata_has_the_same_keys_for_every_step():
     md = step_metadata(rows_in=10, rows_out=7, drops={"a": 2, "b": 1}, bytes_in=100, bytes_out=70, config_version="v")
+    funnel = md.pop("funnel")
     assert md == {
         "rows_in": 10,
         "rows_out": 7,
@@ -25,6 +26,27 @@ def test_step_metadata_has_the_same_keys_for_every_step():
         "dropped_a": 2,
         "dropped_b": 1,
     }
+    assert "| dropped: a | 2 |  | 20.0% |" in funnel.value
+
+
+def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
+    dropped = pl.DataFrame({"drop_reason": ["short", "short", "lang"], "n_tokens": [5, 7, 100]})
+    md = step_metadata(
+        rows_in=8,
+        rows_out=5,
+        drops=drop_counts(dropped),
+        bytes_in=1,
+        bytes_out=1,
+        config_version="v",
+        tokens_out=1000,
+        tokens_dropped=drop_tokens(dropped),
+    )
+    assert md["tokens"] == 1000 and md["tokens_dropped_short"] == 12 and md["tokens_dropped_lang"] == 100
+    lines = md["funnel"].value.splitlines()
+    assert lines[2] == f"| in | 8 | 1,112 | 100.0% | `{'█' * 24}` |"
+    assert lines[3].startswith("| dropped: short | 2 | 12 | 25.0% | `██████ ")  # largest reason first
+    assert lines[4].startswith("| dropped: lang | 1 | 100 | 12.5% | `███ ")
+    assert lines[5].startswith("| **kept** | 5 | 1,000 | 62.5% | `███████████████ ")
 
 
 def test_stable_id_depends_only_on_its_parts():

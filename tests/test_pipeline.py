@@ -43,6 +43,11 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
                 md = latest(instance, asset, part)
                 assert md["rows_out"] > 0 and md["tokens"] > 0, (asset, part, md)
                 assert {"rows_in", "bytes_in", "bytes_out", "config_version", "drop_rate"} <= set(md)
+                # the funnel: documents and tokens in, per drop reason and kept, each with its bar
+                kept = f"| **kept** | {md['rows_out']:,} | {md['tokens']:,} |"
+                assert kept in md["funnel"] and md["funnel"].count("`") >= 4, (asset, part, md["funnel"])
+                for reason in (k.removeprefix("dropped_") for k in md if k.startswith("dropped_")):
+                    assert f"| dropped: {reason} | {md['dropped_' + reason]:,} |" in md["funnel"], (asset, reason)
         checks = check_results(instance)
         assert {(a, c) for a, c, _ in checks} >= {
             ("raw", "records_accounted"),
