@@ -1,5 +1,6 @@
 """Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
 
+import functools
 import time
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import polars as pl
 from curation_assets.config import Freshness, PodSize
 from curation_assets.frames import StepOutput
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
-from resources.storage import OVERRIDE_TAG
+from resources.storage import OVERRIDE_TAG, TRACE_TAG
 from resources.tokenizer import TokenizerResource
 
 # One partition per source, registered from the sources config (`make run`, the `register_sources` sensor or the UI).
@@ -107,3 +108,35 @@ def transfer_check(asset: str) -> dg.AssetChecksDefinition:
         )
 
     return _check
+
+
+# Calls shorter than this are left out of traces: per-record helpers would otherwise make a trace of a few MB of
+# input weigh 100 MB, and a step's time is in its batch-level calls.
+MIN_TRACED_US = 50
+
+
+def traceable(fn):
+    """Run an asset's step under Viztracer when its run carries the tag `curation/trace` (any value). The tracer
+    rides on the step's output; the IO manager stops it once the output is persisted (so lazy work done while
+    writing is in the trace) and stores `trace.json` beside the output. Viztracer's ring buffer (1M entries by
+    default) bounds the memory a long step's trace can take; the oldest entries go first."""
+
+    @functools.wraps(fn)
+    def step(context, *args, **kwargs):
+        if TRACE_TAG not in context.run.tags:
+            yield from fn(context, *args, **kwargs)
+            return
+        from viztracer import VizTracer
+
+        tracer = VizTracer(verbose=0, min_duration=MIN_TRACED_US)
+        tracer.start()
+        try:
+            for event in fn(context, *args, **kwargs):
+                if isinstance(event, dg.Output):
+                    event.value.trace = tracer
+                yield event
+        finally:
+            if tracer.enable:  # the step failed before its output was persisted
+                tracer.stop()
+
+    return step

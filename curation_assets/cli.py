@@ -16,11 +16,11 @@ import dagster as dg
 
 from curation_assets._dagster import source_partitions
 from curation_assets.config import CurationConfig
+from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
 from curation_assets.mixed import mixture_table
 from curation_assets.tokenized import shard_table
-from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
 from resources import Settings
-from resources.storage import ObjectStore
+from resources.storage import TRACE_TAG, ObjectStore
 
 FINGERPRINT = "curation/fingerprint"
 SOURCE_ASSETS = ("raw", "filtered", "deduped", "synthetic")
@@ -46,7 +46,7 @@ def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | No
     return runs[0].tags.get(FINGERPRINT) if runs else None
 
 
-def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
+def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dict[str, str] | None = None) -> bool:
     cfg = config_for(settings)
     defs = build_definitions(cfg, settings)
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
@@ -59,7 +59,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
             print(f"{CURATE_SOURCE}[{source}]: unchanged since its last successful run, skipped")
         else:
             res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
-                partition_key=source, instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False
+                partition_key=source, instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
             )
             ok &= res.success
             print(f"{CURATE_SOURCE}[{source}]: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
@@ -72,7 +72,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool) -> bool:
             print(f"{BUILD_MIXTURE}: unchanged since its last successful run, skipped")
         else:
             res = defs.resolve_job_def(BUILD_MIXTURE).execute_in_process(
-                instance=instance, tags={FINGERPRINT: fp}, raise_on_error=False
+                instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
             )
             ok &= res.success
             print(f"{BUILD_MIXTURE}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
@@ -114,13 +114,16 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="materialize every source and the recipe").add_argument("--force", action="store_true")
+    run_cmd = sub.add_parser("run", help="materialize every source and the recipe")
+    run_cmd.add_argument("--force", action="store_true", help="rerun even what is unchanged")
+    run_cmd.add_argument("--trace", action="store_true", help="save a Viztracer trace beside each step's output")
     sub.add_parser("table", help="print rows and tokens of the latest materializations")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     with dg.DagsterInstance.get() as instance:
         if args.command == "run":
-            return 0 if run(instance, settings, args.force) else 1
+            tags = {TRACE_TAG: "1"} if args.trace else None
+            return 0 if run(instance, settings, args.force or args.trace, tags) else 1
         print(table(instance, config_for(settings)))
     return 0
 

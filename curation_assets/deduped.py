@@ -20,7 +20,14 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from curation_assets._dagster import drop_rate_result, drop_rate_spec, enforce_transfers, pod, source_partitions
+from curation_assets._dagster import (
+    drop_rate_result,
+    drop_rate_spec,
+    enforce_transfers,
+    pod,
+    source_partitions,
+    traceable,
+)
 from curation_assets.dedup_minhash import HASH_SCHEME, cluster_signatures, empty_ledger, signature_frame
 from curation_assets.frames import StepOutput, split_kept, stable_id
 from resources.cost_guard import CostGuard
@@ -162,6 +169,7 @@ def build(cfg, version: str, scope: Literal["source", "corpus"] = "source") -> d
     if scope == "corpus":
 
         @dg.asset(**spec)
+        @traceable
         def deduped(
             context: dg.AssetExecutionContext,
             filtered: pl.LazyFrame,
@@ -174,6 +182,7 @@ def build(cfg, version: str, scope: Literal["source", "corpus"] = "source") -> d
     else:
 
         @dg.asset(**spec)
+        @traceable
         def deduped(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
             """Filtered documents without exact and near duplicates within the source (keep rule: smallest doc_id);
             dropped rows name their kept representative in `dup_cluster`."""

@@ -15,7 +15,14 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from curation_assets._dagster import drop_rate_result, drop_rate_spec, enforce_transfers, pod, source_partitions
+from curation_assets._dagster import (
+    drop_rate_result,
+    drop_rate_spec,
+    enforce_transfers,
+    pod,
+    source_partitions,
+    traceable,
+)
 from curation_assets.filter_rules import features
 from curation_assets.frames import DROP_REASON, StepOutput, mark_dropped, split_kept, stable_id
 from resources.classifiers import LanguageIdResource
@@ -434,6 +441,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         group_name="curation",
         check_specs=[drop_rate_spec("filtered")],
     )
+    @traceable
     def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
         """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality, + `lang`,
         `lang_score`; dropped rows keep every column and their `drop_reason`."""

@@ -105,6 +105,7 @@ class StepOutput:
     extra: dict[str, object] = field(default_factory=dict)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
     written: dict[str, object] = field(default_factory=dict)
+    trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
     def kept_parts(self) -> Iterator[pl.DataFrame]:
         yield from ([self.kept] if isinstance(self.kept, pl.DataFrame) else self.kept)

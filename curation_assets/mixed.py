@@ -6,9 +6,9 @@ import math
 import dagster as dg
 import polars as pl
 
+from curation_assets._dagster import enforce_transfers, freshness_policy, pod, source_ages_hours, traceable
 from curation_assets.config import Recipe, version_of
 from curation_assets.frames import DROP_REASON, StepOutput
-from curation_assets._dagster import enforce_transfers, freshness_policy, pod, source_ages_hours
 from resources.cost_guard import CostGuard
 
 
@@ -236,6 +236,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         ],
         metadata={"recipe": recipe.name},
     )
+    @traceable
     def mixed(context: dg.AssetExecutionContext, synthetic: dict[str, pl.LazyFrame], cost_guard: CostGuard):
         """The recipe's mixture: rows of every recipe component + `n_tokens`, `component`, `epoch`, in a seeded order."""
         fresh = cfg.thresholds.freshness.max_source_age_hours

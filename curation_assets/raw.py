@@ -6,15 +6,16 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from curation_assets.frames import QUARANTINE_SCHEMA, DOC_SCHEMA, StepOutput, empty_frame
 from curation_assets._dagster import (
     drop_rate_result,
     drop_rate_spec,
     enforce_transfers,
     pod,
     source_partitions,
+    traceable,
     with_tokens,
 )
+from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
 from curation_assets.readers import detect_format, read_shard
 from resources.cost_guard import CostGuard, Transfer
 from resources.storage import ObjectStore
@@ -60,6 +61,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
             ),
         ],
     )
+    @traceable
     def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""

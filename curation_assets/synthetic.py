@@ -7,15 +7,16 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame, meta_json, stable_id
 from curation_assets._dagster import (
     drop_rate_result,
     drop_rate_spec,
     enforce_transfers,
     pod,
     source_partitions,
+    traceable,
     with_tokens,
 )
+from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame, meta_json, stable_id
 from resources.cost_guard import CostGuard
 from resources.generators import PROGRAMMATIC, Synth
 from resources.synthetic import LLM_TEMPLATES, SyntheticBackend, llm_requests
@@ -131,6 +132,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         check_specs=[drop_rate_spec("synthetic")],
         group_name="curation",
     )
+    @traceable
     def synthetic(
         context: dg.AssetExecutionContext,
         deduped: pl.LazyFrame,

@@ -23,8 +23,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets import megatron
+from curation_assets._dagster import enforce_transfers, freshness_policy, pod, traceable
 from curation_assets.config import version_of
-from curation_assets._dagster import enforce_transfers, freshness_policy, pod
 from curation_assets.frames import step_metadata
 from resources.cost_guard import CostGuard
 from resources.storage import FileSetOutput
@@ -195,6 +195,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         ],
         metadata={"recipe": recipe.name, "format": FORMAT},
     )
+    @traceable
     def tokenized(
         context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, cost_guard: CostGuard
     ):

@@ -38,6 +38,7 @@ from resources.cost_guard import CostGuard, CrossZoneTransferError, TransferPlan
 MANIFEST = "_latest.json"
 # A run tag whose value (a reason) lets a run move data across zones or over budget; it is logged and recorded.
 OVERRIDE_TAG = "curation/allow-transfer"
+TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (curation_assets._dagster.traceable)
 UNPARTITIONED = "_all"
 KEEP_VERSIONS = 3
 
@@ -52,6 +53,7 @@ class FileSetOutput:
 
     files: Iterable[tuple[str, bytes]]
     written: dict[str, Any] = field(default_factory=dict)
+    trace: Any = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
 
 class ObjectStore(dg.ConfigurableResource):
@@ -232,6 +234,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             )
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
+        if obj.trace is not None:
+            files["trace"] = self._save_trace(obj.trace, vdir)
+            context.add_output_metadata(
+                {
+                    "trace": dg.MetadataValue.path(files["trace"]),
+                    "trace_viewer": dg.MetadataValue.url("https://ui.perfetto.dev"),  # Open trace file -> trace.json
+                }
+            )
         manifest = {"version": version, "run_id": context.run_id, **files}
         self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
         if context.asset_key.to_user_string() not in self.never_prune:
@@ -246,6 +256,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, ""),
             }
         )
+
+    def _save_trace(self, tracer: Any, vdir: str) -> str:
+        """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open)."""
+        tracer.stop()
+        with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
+            tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
+            uri = f"{vdir}/trace.json"
+            self.store.write_bytes(uri, Path(f"{tmp}/trace.json").read_bytes())
+        return uri
 
     def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
         parts, rows, nbytes, tokens, part_bytes = [], 0, 0, 0, 0
