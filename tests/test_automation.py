@@ -103,3 +103,46 @@ def test_downstream_follows_an_updated_source_and_mixed_waits_for_blocking_check
         for key in ("filtered", "deduped", "synthetic"):  # the chain below the updated source, and only it
             assert result.get_requested_partitions(dg.AssetKey(key)) == {"books"}
         assert result.get_num_requested(dg.AssetKey("mixed")) == 0  # synthetic[web] is missing: no partial mixture
+
+
+def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(tmp_path):
+    """Every source's synthetic updated with its blocking checks evaluated against that materialization (as a run
+    records them): all passed -> mixed is requested; one failed drop_rate on books -> mixed is not; books fixed and
+    passing again -> mixed is requested again."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+
+    cfg = load_config()
+    defs = build_definitions(cfg, Settings(data_root=str(tmp_path / "data")))
+    checks = sorted(k.name for k in defs.resolve_asset_graph().get_check_keys_for_assets([dg.AssetKey("synthetic")]))
+    assert checks == ["drop_rate", "no_cross_zone_bytes"]
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", cfg.source_names)
+
+        def update_synthetic(failing: set[tuple[str, str]]) -> None:
+            for source in cfg.source_names:
+                instance.report_runless_asset_event(dg.AssetMaterialization("synthetic", partition=source))
+                flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("synthetic"), asset_partitions=[source])
+                (rec,) = instance.fetch_materializations(flt, limit=1).records
+                for check in checks:
+                    instance.report_runless_asset_event(
+                        dg.AssetCheckEvaluation(
+                            asset_key=dg.AssetKey("synthetic"),
+                            check_name=check,
+                            passed=(source, check) not in failing,
+                            blocking=True,
+                            target_materialization_data=Target(
+                                storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp
+                            ),
+                        )
+                    )
+
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        requested = []
+        for failing in (set(), {("books", "drop_rate")}, set()):
+            update_synthetic(failing)
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+            requested.append(result.get_num_requested(dg.AssetKey("mixed")))
+        assert requested == [1, 0, 1]
