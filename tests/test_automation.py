@@ -122,7 +122,10 @@ def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(
         instance.add_dynamic_partitions("source", cfg.source_names)
 
         def update_synthetic(failing: set[tuple[str, str]]) -> None:
-            for source in cfg.source_names:
+            # The check specs are not partitioned (partitioned checks are a preview in Dagster 1.13): the condition
+            # reads the latest evaluation of each check, so the source with the failing check reports last, as
+            # the last run to finish would.
+            for source in sorted(cfg.source_names, key=lambda s: any(f[0] == s for f in failing)):
                 instance.report_runless_asset_event(dg.AssetMaterialization("synthetic", partition=source))
                 flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("synthetic"), asset_partitions=[source])
                 (rec,) = instance.fetch_materializations(flt, limit=1).records
@@ -145,4 +148,8 @@ def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(
             update_synthetic(failing)
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
             requested.append(result.get_num_requested(dg.AssetKey("mixed")))
-        assert requested == [1, 0, 1]
+            if requested[-1]:  # the requested run happens, and a tick sees mixed up to date again
+                instance.report_runless_asset_event(dg.AssetMaterialization("mixed"))
+                result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+                assert result.total_requested == 0
+        assert requested == [1, 0, 1], requested
