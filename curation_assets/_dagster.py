@@ -35,6 +35,30 @@ def source_ages_hours(instance: dg.DagsterInstance, asset: str, partitions: list
     return ages
 
 
+def failed_checks_of_latest(
+    instance: dg.DagsterInstance, asset: str, checks: list[str], partitions: list[str], history: int = 500
+) -> dict[str, list[str]]:
+    """Per partition of `asset`: the `checks` whose evaluation of that partition's latest materialization failed.
+
+    Needed because the check specs are not partitioned: the automation gate sees only each check's latest
+    evaluation, so a later pass on another source would hide a failure on this one."""
+    latest = {}
+    for p in partitions:
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[p])
+        rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
+        if rec is not None:
+            latest[rec.storage_id] = p
+    failed: dict[str, list[str]] = {}
+    for check in checks:
+        key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+        for ex in instance.event_log_storage.get_asset_check_execution_history(key, limit=history):
+            evaluation = ex.event.dagster_event.event_specific_data if ex.event and ex.event.dagster_event else None
+            target = getattr(evaluation, "target_materialization_data", None)
+            if target is not None and target.storage_id in latest and not evaluation.passed:
+                failed.setdefault(latest[target.storage_id], []).append(check)
+    return {p: sorted(set(c)) for p, c in sorted(failed.items())}
+
+
 def pod(size: PodSize) -> dict[str, dict]:
     """op_tags sizing the step's pod under the k8s executor from the step's `pod` in thresholds.yaml (dagster-k8s
     reads op tags, never asset tags)."""

@@ -6,7 +6,14 @@ import math
 import dagster as dg
 import polars as pl
 
-from curation_assets._dagster import enforce_transfers, freshness_policy, pod, source_ages_hours, traceable
+from curation_assets._dagster import (
+    enforce_transfers,
+    failed_checks_of_latest,
+    freshness_policy,
+    pod,
+    source_ages_hours,
+    traceable,
+)
 from curation_assets.config import Recipe, version_of
 from curation_assets.frames import DROP_REASON, StepOutput
 from resources.cost_guard import CostGuard
@@ -247,6 +254,13 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                 f"sources older than {fresh} h, refusing to mix: {stale}",
                 allow_retries=False,
                 metadata={f"age_hours_{s}": a for s, a in stale.items()},
+            )
+        failed = failed_checks_of_latest(
+            context.instance, "synthetic", ["drop_rate", "no_cross_zone_bytes"], sorted(recipe.sources())
+        )
+        if failed:  # a source whose latest output failed a blocking check is not mixed, whatever ran after it
+            raise dg.Failure(
+                f"refusing to mix: blocking checks failed on the latest synthetic of {failed}", allow_retries=False
             )
         frames = {s: synthetic[s].collect() for s in sorted(recipe.sources()) if s in synthetic}
         size = sum(f.estimated_size() for f in frames.values())
