@@ -19,8 +19,8 @@ from curation_assets.config import CurationConfig
 from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
 from curation_assets.mixed import mixture_table
 from curation_assets.tokenized import shard_table
-from resources import Settings
-from resources.storage import TRACE_TAG, ObjectStore
+from resources import Settings, build_resources
+from resources.storage import TRACE_TAG, UNPARTITIONED, ObjectStore, ProtectedVersionError
 
 FINGERPRINT = "curation/fingerprint"
 SOURCE_ASSETS = ("raw", "filtered", "deduped", "synthetic")
@@ -111,6 +111,23 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
     return "\n\n".join(parts)
 
 
+def versions_command(settings: Settings, args: argparse.Namespace) -> int:
+    io = build_resources(settings, config_for(settings).costs.model_dump())["io_manager"]
+    key, partition = dg.AssetKey(args.asset), None if args.partition == UNPARTITIONED else args.partition
+    if args.command == "versions":
+        current = (io.manifest(key, partition) or {}).get("version")
+        for v in io.versions(key, partition):
+            print(f"{v}{'  (current)' if v == current else ''}")
+        return 0
+    try:
+        deleted = io.remove_version(key, partition, args.version, args.reason)
+    except (ProtectedVersionError, FileNotFoundError, ValueError) as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 2
+    print(f"removed {args.asset}[{args.partition}] {args.version}: {len(deleted)} files; reason recorded")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("--force", action="store_true", help="rerun even what is unchanged")
     run_cmd.add_argument("--trace", action="store_true", help="save a Viztracer trace beside each step's output")
     sub.add_parser("table", help="print rows and tokens of the latest materializations")
+    rm = sub.add_parser(
+        "remove-version", help="delete one old version of an unprotected asset (never synthetic, tokenized or current)"
+    )
+    rm.add_argument("asset")
+    rm.add_argument("partition", help="the source, or _all for mixed/tokenized")
+    rm.add_argument("version", help="a version folder name (see `versions`)")
+    rm.add_argument("--reason", required=True, help="recorded in the audit record beside the removed version")
+    ls = sub.add_parser("versions", help="list the versions of an asset partition, the current one marked")
+    ls.add_argument("asset")
+    ls.add_argument("partition")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command in ("remove-version", "versions"):
+        return versions_command(settings, args)
     with dg.DagsterInstance.get() as instance:
         if args.command == "run":
             tags = {TRACE_TAG: "1"} if args.trace else None

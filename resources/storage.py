@@ -7,22 +7,33 @@ Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://buc
     <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
     <root>/<asset>/<partition>/<version>/<name>.parquet          a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
+    <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `cli remove-version`
 
-Unpartitioned assets use the partition folder `_all`. A version folder is never modified after its manifest is
-published, and readers only follow `_latest.json`, so a reader never sees a half-written output: locally the
-manifest is written to a temp file and renamed; on S3 a PUT is atomic per object. The two previous versions are kept
-for rollback; older ones are deleted.
+Unpartitioned assets use the partition folder `_all`. Guarantees (tests/test_reliability.py):
+- No partial file is ever visible under a local root: a version is written into a staging directory beside the
+  root (`.<root name>.staging/`, same filesystem) and renamed into place complete; the manifest is renamed over
+  the old one. On S3 every object PUT is atomic and a version's objects are deleted again if the write fails.
+- Versions are write-once (create-only writes; S3 `If-None-Match: *`): a version is never modified, and a config
+  change or a rerun writes a new version beside the old ones. Readers only follow `_latest.json`.
+- One writer per asset partition at a time (an exclusive lock around each write); a second run waits for it.
+- `synthetic` and `tokenized` versions (GPU- and dollar-expensive) are never deleted by the pipeline or by
+  `cli remove-version`; other assets keep their last three versions locally (S3: a bucket lifecycle rule).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
+import getpass
 import glob
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +52,13 @@ OVERRIDE_TAG = "curation/allow-transfer"
 TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (curation_assets._dagster.traceable)
 UNPARTITIONED = "_all"
 KEEP_VERSIONS = 3
+# Outputs that cost GPU-hours or dollars to remake: no code path deletes or overwrites one of their versions.
+PROTECTED = ("synthetic", "tokenized")
+log = logging.getLogger(__name__)
+
+
+class ProtectedVersionError(Exception):
+    """Raised instead of deleting a protected or current version."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +127,48 @@ class ObjectStore(dg.ConfigurableResource):
         with self.open(uri) as f:
             return f.read()
 
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        """Atomic publish: temp file + rename locally, a single PUT on S3."""
+    def write_bytes(self, uri: str, data: bytes, create_only: bool = False, tmp_dir: str | None = None) -> None:
+        """Atomic publish: a temp file (in `tmp_dir`, default the target's directory) renamed into place locally, a
+        single PUT on S3. `create_only`: never replace an existing object (FileExistsError)."""
         if uri.startswith("s3://"):
             bucket, key = self._split(uri)
-            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+            extra = {"IfNoneMatch": "*"} if create_only else {}
+            try:
+                self._s3().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+            except self._s3().exceptions.ClientError as e:
+                if e.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                    raise FileExistsError(f"{uri} exists and is write-once") from e
+                raise
             return
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=Path(uri).parent, delete=False, prefix=".tmp-") as f:
+        tmp_dir = tmp_dir or str(Path(uri).parent)
+        os.makedirs(tmp_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False, prefix=".tmp-") as f:
             f.write(data)
-        os.replace(f.name, uri)
+        try:
+            if create_only:
+                os.link(f.name, uri)  # fails with FileExistsError instead of replacing
+            else:
+                os.replace(f.name, uri)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f.name)
+
+    def delete_prefix(self, uri: str) -> list[str]:
+        """Delete every object under `uri` (a directory or key prefix); returns what was deleted."""
+        if not uri.startswith("s3://"):
+            files = sorted(str(p) for p in Path(uri).rglob("*") if p.is_file())
+            shutil.rmtree(uri, ignore_errors=True)
+            return files
+        bucket, prefix = self._split(uri.rstrip("/") + "/")
+        keys = [
+            o["Key"]
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+        for i in range(0, len(keys), 1000):
+            self._s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+        return [f"s3://{bucket}/{k}" for k in keys]
 
     def exists(self, uri: str) -> bool:
         if not uri.startswith("s3://"):
@@ -126,13 +176,43 @@ class ObjectStore(dg.ConfigurableResource):
         bucket, key = self._split(uri)
         return self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
 
-    def write_parquet(self, df: pl.DataFrame, uri: str) -> int:
-        """Write one Parquet file (zstd) and return its size in bytes."""
-        buf = io.BytesIO()
-        df.write_parquet(buf, compression="zstd", statistics=True)
-        data = buf.getvalue()
-        self.write_bytes(uri, data)
-        return len(data)
+
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """One Parquet file (zstd, with statistics)."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+class _Version:
+    """One version being written. Locally its files go to a staging directory and `commit` renames it into place
+    complete (atomic on one filesystem); on S3 each file is a write-once PUT and `abort` deletes what was written."""
+
+    def __init__(self, store: ObjectStore, final: str, staging: str | None):
+        self.store, self.final, self.staging, self.written = store, final, staging, []
+        if staging:
+            os.makedirs(staging)
+
+    def write(self, name: str, data: bytes) -> str:
+        uri = f"{self.final}/{name}"
+        if self.staging:
+            with open(os.path.join(self.staging, name), "wb") as f:
+                f.write(data)
+        else:
+            self.store.write_bytes(uri, data, create_only=True)
+        self.written.append(uri)
+        return uri
+
+    def commit(self) -> None:
+        if self.staging:
+            os.makedirs(os.path.dirname(self.final), exist_ok=True)
+            os.rename(self.staging, self.final)  # fails rather than merge into an existing version
+
+    def abort(self) -> None:
+        if self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            self.store.delete_prefix(self.final)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -151,8 +231,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     store: ObjectStore
     cost_guard: CostGuard
     keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
-    # expensive outputs (LLM generations) are never deleted by the pipeline; retention is an operator's decision
-    never_prune: list[str] = ["synthetic"]
+    lock_timeout_s: float = 6 * 3600  # a second writer of the same asset partition waits this long, then fails
     _reads: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)
 
     # -- cost guard ----------------------------------------------------------------------------------------
@@ -187,6 +266,42 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _dir(self, asset_key: dg.AssetKey, partition: str | None) -> str:
         return "/".join([self.base_uri.rstrip("/"), *asset_key.path, partition or UNPARTITIONED])
 
+    @property
+    def staging_root(self) -> str | None:
+        """Where local versions are assembled: beside the data root (same filesystem, so a rename publishes)."""
+        if self.base_uri.startswith("s3://"):
+            return None
+        base = Path(self.base_uri).resolve()
+        return str(base.parent / f".{base.name}.staging")
+
+    @contextlib.contextmanager
+    def _writer_lock(self, asset_key: dg.AssetKey, partition: str | None, log_to=None):
+        """Exclusive per asset partition across processes (flock: released by the kernel if the holder dies, so a
+        killed run never blocks its rerun). On S3 the instance's run queue limits runs per partition instead
+        (deploy/base/dagster.yaml: tag_concurrency_limits on dagster/partition)."""
+        if self.staging_root is None:
+            yield
+            return
+        path = Path(self.staging_root) / "_locks" / f"{'.'.join(asset_key.path)}.{partition or UNPARTITIONED}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:
+            deadline, warned = time.monotonic() + self.lock_timeout_s, False
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not warned and log_to is not None:
+                        log_to.warning(f"another run is writing {path.stem}: waiting for it")
+                        warned = True
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path.stem} stayed locked for {self.lock_timeout_s:.0f} s") from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
         uri = f"{self._dir(asset_key, partition)}/{MANIFEST}"
         if not self.store.exists(uri):
@@ -195,56 +310,70 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     # -- output --------------------------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        from curation_assets.frames import StepOutput, drop_counts, drop_tokens, step_metadata
-
         partition = context.partition_key if context.has_partition_key else None
         self._preflight(context, 0)  # a data root in another zone is refused before the first write
+        with self._writer_lock(context.asset_key, partition, context.log):
+            self._publish(context, obj, partition)
+
+    def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None) -> None:
+        from curation_assets.frames import StepOutput, drop_counts, drop_tokens, step_metadata
+
         root = self._dir(context.asset_key, partition)
         version = f"{context.run_id[:8]}-{uuid.uuid4().hex[:8]}"
-        vdir = f"{root}/{version}"
-        if isinstance(obj, FileSetOutput):
-            files = self._write_files(obj, vdir)
-        elif isinstance(obj, StepOutput):
-            files = self._write_step(obj, vdir)
-            dropped = files.pop("dropped_frame")
-            drops = drop_counts(dropped)
-            obj.written.update(
-                rows_out=files["rows"],
-                rows_dropped=sum(drops.values()),
-                bytes_out=files["bytes"],
-                uri=root,
-                version=version,
-            )
-            context.add_output_metadata(
-                step_metadata(
-                    rows_in=obj.resolve(obj.rows_in),
+        staging = None
+        if self.staging_root:
+            stage_dir = Path(self.staging_root) / Path(root).resolve().relative_to(Path(self.base_uri).resolve())
+            shutil.rmtree(stage_dir, ignore_errors=True)  # what a killed writer left (we hold the lock)
+            staging = str(stage_dir / version)
+        out = _Version(self.store, f"{root}/{version}", staging)
+        try:
+            if isinstance(obj, FileSetOutput):
+                files = self._write_files(obj, out)
+            elif isinstance(obj, StepOutput):
+                files = self._write_step(obj, out)
+                dropped = files.pop("dropped_frame")
+                drops = drop_counts(dropped)
+                obj.written.update(
                     rows_out=files["rows"],
-                    drops=drops,
-                    bytes_in=obj.resolve(obj.bytes_in),
+                    rows_dropped=sum(drops.values()),
                     bytes_out=files["bytes"],
-                    config_version=obj.config_version,
-                    tokens_out=files["tokens"],
-                    tokens_dropped=drop_tokens(dropped),
-                    extra={
-                        **obj.extra,
-                        "uri": dg.MetadataValue.path(f"{root}/{version}"),
-                        **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
-                    },
+                    uri=root,
+                    version=version,
                 )
-            )
-        else:
-            raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
-        if obj.trace is not None:
-            files["trace"] = self._save_trace(obj.trace, vdir)
-            context.add_output_metadata(
-                {
-                    "trace": dg.MetadataValue.path(files["trace"]),
-                    "trace_viewer": dg.MetadataValue.url("https://ui.perfetto.dev"),  # Open trace file -> trace.json
-                }
-            )
+                context.add_output_metadata(
+                    step_metadata(
+                        rows_in=obj.resolve(obj.rows_in),
+                        rows_out=files["rows"],
+                        drops=drops,
+                        bytes_in=obj.resolve(obj.bytes_in),
+                        bytes_out=files["bytes"],
+                        config_version=obj.config_version,
+                        tokens_out=files["tokens"],
+                        tokens_dropped=drop_tokens(dropped),
+                        extra={
+                            **obj.extra,
+                            "uri": dg.MetadataValue.path(f"{root}/{version}"),
+                            **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
+                        },
+                    )
+                )
+            else:
+                raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
+            if obj.trace is not None:
+                files["trace"] = self._save_trace(obj.trace, out)
+                context.add_output_metadata(
+                    {
+                        "trace": dg.MetadataValue.path(files["trace"]),
+                        "trace_viewer": dg.MetadataValue.url("https://ui.perfetto.dev"),  # Open trace file
+                    }
+                )
+            out.commit()
+        except BaseException:
+            out.abort()  # nothing of a failed write stays under the root
+            raise
         manifest = {"version": version, "run_id": context.run_id, **files}
-        self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
-        if context.asset_key.to_user_string() not in self.never_prune:
+        self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), tmp_dir=self.staging_root)
+        if context.asset_key.to_user_string() not in PROTECTED:
             self._prune(root, keep=version)
         moved = [
             self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
@@ -257,36 +386,35 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def _save_trace(self, tracer: Any, vdir: str) -> str:
+    def _save_trace(self, tracer: Any, out: _Version) -> str:
         """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open)."""
         tracer.stop()
         with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
             tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
-            uri = f"{vdir}/trace.json"
-            self.store.write_bytes(uri, Path(f"{tmp}/trace.json").read_bytes())
-        return uri
+            return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
 
-    def _write_step(self, out: Any, vdir: str) -> dict[str, Any]:
+    def _write_step(self, out: Any, version: _Version) -> dict[str, Any]:
         parts, rows, nbytes, tokens, part_bytes = [], 0, 0, 0, 0
         for frame in out.kept_parts():
             if frame.height == 0 and parts:
                 continue
-            uri = f"{vdir}/part-{len(parts):05d}.parquet"
-            nbytes += self.store.write_parquet(frame, uri)
-            parts.append(uri)
+            data = parquet_bytes(frame)
+            parts.append(version.write(f"part-{len(parts):05d}.parquet", data))
+            nbytes += len(data)
             part_bytes = nbytes
             rows += frame.height
             tokens += int(frame["n_tokens"].sum()) if "n_tokens" in frame.columns else 0
         dropped = out.dropped_frame()
         dropped_files = []
         if dropped.height:
-            uri = f"{vdir}/dropped-00000.parquet"
-            nbytes += self.store.write_parquet(dropped, uri)
-            dropped_files.append(uri)
+            data = parquet_bytes(dropped)
+            dropped_files.append(version.write("dropped-00000.parquet", data))
+            nbytes += len(data)
         side = {}
         for name, table in out.side.items():
-            side[name] = f"{vdir}/{name}.parquet"
-            nbytes += self.store.write_parquet(table, side[name])
+            data = parquet_bytes(table)
+            side[name] = version.write(f"{name}.parquet", data)
+            nbytes += len(data)
         return {
             "parts": parts,
             "dropped": dropped_files,
@@ -299,22 +427,57 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             "dropped_frame": dropped,
         }
 
-    def _write_files(self, out: FileSetOutput, vdir: str) -> dict[str, Any]:
+    def _write_files(self, out: FileSetOutput, version: _Version) -> dict[str, Any]:
         names, nbytes = {}, 0
         for name, data in out.files:
-            self.store.write_bytes(f"{vdir}/{name}", data)
-            names[name] = f"{vdir}/{name}"
+            names[name] = version.write(name, data)
             nbytes += len(data)
-        out.written.update(files=names, bytes_out=nbytes, uri=vdir)
+        out.written.update(files=names, bytes_out=nbytes, uri=version.final)
         return {"files": names, "bytes": nbytes}
 
     def _prune(self, root: str, keep: str) -> None:
         if root.startswith("s3://"):
             return  # S3 retention belongs to a bucket lifecycle rule, not to the writer
-        versions = sorted((p for p in Path(root).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        versions = sorted((p for p in Path(root).iterdir() if p.is_dir() and p.name != "_removed"), key=_mtime)
         for old in versions[: -self.keep_versions]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def versions(self, asset_key: dg.AssetKey, partition: str | None) -> list[str]:
+        """The version folders of an asset partition, oldest first (local roots), or by name (S3)."""
+        root = self._dir(asset_key, partition)
+        if root.startswith("s3://"):
+            bucket, prefix = self.store._split(root + "/")
+            pages = (
+                self.store._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            )
+            names = [c["Prefix"][len(prefix) :].rstrip("/") for page in pages for c in page.get("CommonPrefixes", [])]
+            return sorted(n for n in names if n != "_removed")
+        if not os.path.isdir(root):
+            return []
+        return [
+            p.name for p in sorted((p for p in Path(root).iterdir() if p.is_dir() and p.name != "_removed"), key=_mtime)
+        ]
+
+    def remove_version(self, asset_key: dg.AssetKey, partition: str | None, version: str, reason: str) -> list[str]:
+        """Delete one version of an unprotected asset, never the current one, and leave an audit record beside it
+        (`_removed/<version>.json`: who, when, why, which files). Returns the deleted URIs."""
+        name = asset_key.to_user_string()
+        if name in PROTECTED:
+            raise ProtectedVersionError(f"{name} versions are protected: remove them with the bucket's own tools")
+        current = (self.manifest(asset_key, partition) or {}).get("version")
+        if version == current:
+            raise ProtectedVersionError(f"{name}[{partition or UNPARTITIONED}] {version} is the current version")
+        if not reason.strip():
+            raise ValueError("a reason is required")
+        if version not in self.versions(asset_key, partition):
+            raise FileNotFoundError(f"{name}[{partition or UNPARTITIONED}] has no version {version!r}")
+        root = self._dir(asset_key, partition)
+        deleted = self.store.delete_prefix(f"{root}/{version}")
+        record = {"version": version, "reason": reason, "by": getpass.getuser(), "at": time.time(), "files": deleted}
+        self.store.write_bytes(f"{root}/_removed/{version}.json", json.dumps(record, indent=1).encode())
+        log.warning(f"removed {name}[{partition or UNPARTITIONED}] version {version} ({len(deleted)} files): {reason}")
+        return deleted
 
     # -- input ---------------------------------------------------------------------------------------------
     def scan(self, asset_key: dg.AssetKey, partition: str | None, dropped: bool = False) -> pl.LazyFrame | None:
@@ -361,3 +524,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if m is None:
             raise FileNotFoundError(f"{key.to_user_string()}[{partition or UNPARTITIONED}] has not been materialized")
         return self.scan(key, partition) if m["parts"] else pl.LazyFrame()
+
+
+def _mtime(p: Path) -> float:
+    return p.stat().st_mtime
