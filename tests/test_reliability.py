@@ -36,20 +36,17 @@ def mini_config(tmp_path: Path) -> dict[str, str]:
     return {"CURATION_SOURCES": str(sources), "CURATION_RECIPE": str(recipe)}
 
 
-def worker(tmp_path: Path, root: Path, home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def worker_cmd(tmp_path: Path, root: Path, home: Path, *args: str) -> tuple[list[str], dict[str, str]]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
-    full |= mini_config(tmp_path) | (env or {})
-    full |= {"CURATION_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, str(REPO / "tests" / "crash_worker.py"), *args],
-        cwd=REPO,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")} | mini_config(tmp_path)
+    env |= {"CURATION_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    return [sys.executable, str(REPO / "tests" / "crash_worker.py"), *args], env
+
+
+def worker(tmp_path: Path, root: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd, env = worker_cmd(tmp_path, root, home, *args)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -163,3 +160,26 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
                 f"{root}/filtered/web/{old}/data.bin"
             ]
     assert io.load_files(dg.AssetKey("tokenized"), "web")["data.bin"].endswith(f"{made['tokenized'][-1]}/data.bin")
+
+
+def test_two_runs_of_the_same_partition_never_write_at_the_same_time(tmp_path):
+    """Two run workers (two instances, as two machines sharing the data root) materialize raw[web] at once with
+    slow writes: the second waits for the first, their write windows do not overlap, and the published version is
+    complete."""
+    root, log = tmp_path / "data", tmp_path / "windows.jsonl"
+    procs = []
+    for i in range(2):
+        cmd, env = worker_cmd(tmp_path, root, tmp_path / f"home-{i}", "--raw-slowly", str(log))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
+    windows = sorted((w["start"], w["end"]) for w in map(json.loads, log.read_text().splitlines()))
+    assert len(windows) == 2
+    (s1, e1), (s2, e2) = windows
+    assert e1 <= s2, f"the writes of raw[web] interleaved: {windows}"
+    assert any("another run is writing raw.web: waiting for it" in o for o in outputs)
+    manifest = json.loads((root / "raw/web/_latest.json").read_text())
+    assert sorted(p.name for p in (root / "raw/web" / manifest["version"]).iterdir()) == sorted(
+        Path(u).name for u in manifest["parts"] + manifest["dropped"]
+    )
+    assert_nothing_partial(root)
