@@ -80,6 +80,7 @@ class ObjectStore(dg.ConfigurableResource):
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    _client = PrivateAttr(default=None)
 
     def storage_options(self, uri: str) -> dict[str, str] | None:
         if not uri.startswith("s3://"):
@@ -93,9 +94,13 @@ class ObjectStore(dg.ConfigurableResource):
         return so
 
     def _s3(self):
-        from dagster_aws.s3 import S3Resource
+        """One client per process (botocore's default retries: 503 SlowDown, throttling and dropped connections,
+        five attempts with backoff)."""
+        if self._client is None:
+            from dagster_aws.s3 import S3Resource
 
-        return S3Resource(endpoint_url=self.endpoint_url, region_name=self.region).get_client()
+            self._client = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region).get_client()
+        return self._client
 
     @staticmethod
     def _split(uri: str) -> tuple[str, str]:
@@ -135,10 +140,11 @@ class ObjectStore(dg.ConfigurableResource):
             extra = {"IfNoneMatch": "*"} if create_only else {}
             try:
                 self._s3().put_object(Bucket=bucket, Key=key, Body=data, **extra)
-            except self._s3().exceptions.ClientError as e:
-                if e.response.get("Error", {}).get("Code") == "PreconditionFailed":
+            except self._s3().exceptions.ClientError as e:  # botocore has retried what was transient
+                error = e.response.get("Error", {})
+                if error.get("Code") == "PreconditionFailed":
                     raise FileExistsError(f"{uri} exists and is write-once") from e
-                raise
+                raise OSError(f"PUT {uri} failed: {error.get('Code')}: {error.get('Message')}") from e
             return
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = tmp_dir or str(Path(uri).parent)

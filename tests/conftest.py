@@ -73,30 +73,50 @@ def corpus_yaml(shared_corpus, tmp_path):
     return copy
 
 
+S3_ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+
+
 @pytest.fixture
-def s3_request_log(s3_endpoint):
-    """(endpoint, log): a loopback HTTP proxy in front of the S3 server recording every request as (method, path),
-    so a test can prove which S3 calls were (not) made."""
+def s3_proxy(s3_endpoint):
+    """A loopback HTTP proxy in front of the S3 server: `.endpoint`, `.log` (every request as (method, path)) and
+    `.policy`, a function (method, path) -> None (forward) | "reset" (drop the connection unanswered) |
+    (status, code) (answer with that S3 error), so a test can inject faults and prove which calls were made."""
     import http.client
     import threading
+    import types
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
 
     target = urlsplit(s3_endpoint)
-    log: list[tuple[str, str]] = []
+    proxy = types.SimpleNamespace(log=[], policy=lambda method, path: None, injected=[])
 
     class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def _forward(self):
-            log.append((self.command, self.path))
+            proxy.log.append((self.command, self.path))
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-            conn.request(self.command, self.path, body=body, headers=dict(self.headers))
-            resp = conn.getresponse()
-            data = resp.read()
-            self.send_response(resp.status)
-            for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(k, v)
+            fault = proxy.policy(self.command, self.path)
+            if fault is not None:
+                proxy.injected.append((self.command, self.path, fault))
+            if fault == "reset":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if fault is not None:
+                status, code = fault
+                data = S3_ERROR.format(code=code, message=f"injected by the test proxy: {code}").encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+            else:
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -108,5 +128,12 @@ def s3_request_log(s3_endpoint):
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Proxy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", log
+    proxy.endpoint = f"http://127.0.0.1:{server.server_port}"
+    yield proxy
     server.shutdown()
+
+
+@pytest.fixture
+def s3_request_log(s3_proxy):
+    """(endpoint, log): the proxy without faults, to prove which S3 calls were (not) made."""
+    return s3_proxy.endpoint, s3_proxy.log

@@ -183,3 +183,72 @@ def test_two_runs_of_the_same_partition_never_write_at_the_same_time(tmp_path):
         Path(u).name for u in manifest["parts"] + manifest["dropped"]
     )
     assert_nothing_partial(root)
+
+
+def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
+    from curation_assets.definitions import CURATE_SOURCE, build_definitions
+
+    books = load_config().source("books")
+    sources = tmp_path / "s3-sources.yaml"
+    sources.write_text(
+        yaml.safe_dump({"sources": [{"name": "books", "uris": ["s3://curation/faults-in/books/*"], "licence": "t"}]})
+    )
+    recipe = tmp_path / "s3-recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
+    store = ObjectStore(endpoint_url=endpoint)
+    for path in sorted(Path(load_config().resolve_uri(books.uris[0])).parent.glob("part-*")):
+        store.write_bytes(f"s3://curation/faults-in/books/{path.name}", path.read_bytes())
+    settings = Settings(data_root=root, s3_endpoint=endpoint, sources=str(sources), recipe=str(recipe))
+    job = build_definitions(load_config(settings.sources, settings.recipe), settings).resolve_job_def(CURATE_SOURCE)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["books"])
+        return job.execute_in_process(
+            partition_key="books",
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey("raw"), dg.AssetKey("filtered")],
+        )
+
+
+@pytest.mark.s3
+def test_throttling_and_dropped_connections_are_retried_and_a_permanent_error_leaves_no_partial_output(
+    tmp_path, s3_proxy
+):
+    # Transient: the first attempt of every request is answered 503 SlowDown or dropped unanswered.
+    seen: dict[tuple[str, str], int] = {}
+
+    def flaky(method: str, path: str):
+        n = seen[method, path] = seen.get((method, path), 0) + 1
+        if n == 1 and "faults-" in path:
+            return (503, "SlowDown") if len(seen) % 2 else "reset"
+        return None
+
+    s3_proxy.policy = flaky
+    root = "s3://curation/faults-out"
+    result = curate_books_on_s3(tmp_path, s3_proxy.endpoint, root)
+    assert result.success, [str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
+    kinds = {f if f == "reset" else f[1] for _, _, f in s3_proxy.injected}
+    puts = {p for m, p, _ in s3_proxy.injected if m == "PUT"}
+    assert kinds == {"reset", "SlowDown"} and puts and {m for m, _, _ in s3_proxy.injected} >= {"GET", "PUT"}
+    io = io_manager(root, s3_proxy.endpoint)
+    s3_proxy.policy = lambda m, p: None
+    clean = curate_books_on_s3(tmp_path, s3_proxy.endpoint, "s3://curation/faults-clean")
+    assert clean.success
+    for asset in ("raw", "filtered"):
+        got = io.scan(dg.AssetKey(asset), "books").collect()
+        want = io_manager("s3://curation/faults-clean", s3_proxy.endpoint).scan(dg.AssetKey(asset), "books").collect()
+        assert got.equals(want), asset
+
+    # Permanent: every write of raw's second part is denied. The step fails and says what was refused; nothing
+    # of that version stays in the bucket.
+    s3_proxy.policy = lambda m, p: (
+        (403, "AccessDenied") if m == "PUT" and "/raw/books/" in p and "part-00001" in p else None
+    )
+    root = "s3://curation/faults-denied"
+    result = curate_books_on_s3(tmp_path, s3_proxy.endpoint, root)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "raw" and "AccessDenied" in str(failure.step_failure_data.error)
+    assert "faults-denied/raw/books/" in str(failure.step_failure_data.error)
+    s3_proxy.policy = lambda m, p: None
+    assert ObjectStore(endpoint_url=s3_proxy.endpoint).expand(f"{root}/raw/*") == []
