@@ -95,13 +95,15 @@ def landing_sensors(cfg: CurationConfig, job) -> list[dg.SensorDefinition]:
     return [landing_sensor(z, cfg.resolve_uri(z.uri), job) for z in cfg.sources.landing_zones]
 
 
-def with_automation(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """raw stays manual/sensor-driven; every later step follows its upstream; the fan-in waits for upstream checks."""
+def with_automation(assets: list[dg.AssetsDefinition], freshness: dg.FreshnessPolicy) -> list[dg.AssetsDefinition]:
+    """raw stays manual/sensor-driven; every later step follows its upstream; the fan-in waits for upstream checks.
+    Every asset gets the freshness policy (the schedules rebuild daily; thresholds.yaml `freshness`)."""
     follow = dg.AutomationCondition.eager()
     gated = follow & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
     def condition(spec: dg.AssetSpec) -> dg.AssetSpec:
         name = spec.key.to_user_string()
+        spec = spec.replace_attributes(freshness_policy=spec.freshness_policy or freshness)
         if name == "raw":
             return spec
         return spec.replace_attributes(automation_condition=gated if name in ("mixed", "tokenized") else follow)

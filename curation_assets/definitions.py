@@ -6,7 +6,7 @@ Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads th
 import dagster as dg
 
 from curation_assets import deduped, filtered, mixed, raw, synthetic, tokenized
-from curation_assets._dagster import source_partitions, transfer_check
+from curation_assets._dagster import freshness_policy, source_partitions, transfer_check
 from curation_assets.automation import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
@@ -109,7 +109,8 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
             synthetic.build(cfg, v["synthetic"]),
             mixed.build(cfg, v["mixed"]),
             tokenized.build(cfg, v["tokenized"]),
-        ]
+        ],
+        freshness_policy(cfg.thresholds.freshness),
     )
     curate = dg.define_asset_job(
         CURATE_SOURCE,

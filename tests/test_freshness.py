@@ -58,5 +58,7 @@ def test_a_stale_source_or_a_failed_check_on_its_latest_output_stops_mixed_befor
         after = instance.get_latest_materialization_event(dg.AssetKey("mixed"))
         assert after.run_id == mixed_before.run_id  # nothing new was mixed
     graph = defs.resolve_asset_graph()
+    policies = {graph.get(k).freshness_policy for k in graph.get_all_asset_keys()}
+    assert len(policies) == 1 and None not in policies  # every asset carries the configured windows
     policy = graph.get(dg.AssetKey("tokenized")).freshness_policy
     assert policy.fail_window.to_timedelta().total_seconds() == 48 * 3600
