@@ -15,6 +15,7 @@ from curation_assets._dagster import (
     traceable,
     with_tokens,
 )
+from curation_assets.config import check_source_name
 from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
 from curation_assets.readers import detect_format, read_shard
 from resources.cost_guard import CostGuard, Transfer
@@ -23,13 +24,38 @@ from resources.tokenizer import TokenizerResource
 
 
 def resolve_source(cfg, store: ObjectStore, name: str):
-    """The configured source `name`, or the landing zone subdirectory `name` in the first zone that has it."""
+    """(source, landing directory or None): the configured source `name`, or the landing zone subdirectory `name`
+    in the first zone that has it.
+
+    `name` is a partition key, which a sensor or a UI user creates: it is checked before it becomes part of a path or
+    a listing (`../etc`, `a/b` and globs would otherwise list, and then read, whatever they reach)."""
     if name in cfg.source_names:
-        return cfg.source(name)
+        return cfg.source(name), None
+    try:
+        check_source_name(name)
+    except ValueError as e:
+        raise dg.Failure(f"partition {e}", allow_retries=False) from e
     for zone in cfg.sources.landing_zones:
-        if store.expand(f"{cfg.resolve_uri(zone.uri).rstrip('/')}/{name}/*"):
-            return cfg.source(name, landed_in=zone.name)
+        landed = f"{cfg.resolve_uri(zone.uri).rstrip('/')}/{name}"
+        if store.expand(f"{landed}/*"):
+            return cfg.source(name, landed_in=zone.name), landed
     raise dg.Failure(f"source {name!r} is not configured and is in no landing zone")
+
+
+def landed_outside(files: list[tuple[str, int]], landed: str) -> dict[str, str]:
+    """uri -> real path of each local file listed under the landing directory `landed` that resolves outside it.
+
+    A symlink dropped in a landing zone (a file, or the source directory itself) must not make raw read - and publish
+    as training data - a file from elsewhere on the machine. Only the landing zone's own path is resolved: the
+    operator may mount it through a link, the uploader may not. Object-store keys are literal, so an s3:// listing
+    under the prefix cannot leave it.
+    """
+    if landed.startswith("s3://"):
+        return {}
+    zone, name = os.path.split(landed)
+    root = os.path.join(os.path.realpath(zone), name)
+    real = {uri: os.path.realpath(uri) for uri, _ in files}
+    return {uri: r for uri, r in real.items() if os.path.commonpath([root, r]) != root}
 
 
 def shard_names(uris: list[str]) -> list[str]:
@@ -65,10 +91,17 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""
-        source = resolve_source(cfg, store, context.partition_key)
-        files = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
-        if not files:
+        source, landed = resolve_source(cfg, store, context.partition_key)
+        found = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
+        if not found:
             raise dg.Failure(f"source {source.name!r}: no files match {source.uris}")
+        names = dict(zip([u for u, _ in found], shard_names([u for u, _ in found]), strict=True))
+        # Escaping files are quarantined like any unreadable file (one `file` row each), never opened: the good
+        # shards of the source still flow, and the drop shows in the metadata and the drop_rate check.
+        escaped = landed_outside(found, landed) if landed else {}
+        files = [f for f in found if f[0] not in escaped]
+        for uri, target in escaped.items():
+            context.log.warning(f"{uri}: resolves to {target}, outside the landing directory {landed}: not read")
         loc = source.location
         reads = [
             Transfer(uri, size, loc.region, loc.zone, loc.via, label=f"source {source.name}") for uri, size in files
@@ -76,14 +109,27 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         # The data root rides along (0 B: the IO manager prices the write) so that a source in one zone and a
         # data root in another are refused together: no pod is local to both.
         transfer = enforce_transfers(cost_guard, [*reads, cost_guard.data_root(0)], context, step="raw")
-        quarantine: list[pl.DataFrame] = []
-        seen = {"records": 0, "bytes": 0}
+        quarantine = [
+            pl.DataFrame(
+                {
+                    "source": [source.name] * len(escaped),
+                    "shard": [names[u] for u in escaped],
+                    "location": ["file"] * len(escaped),
+                    "drop_reason": ["outside_landing_zone"] * len(escaped),
+                    "detail": [f"symlink to {t}, outside {landed}" for t in escaped.values()],
+                    "record_id": [None] * len(escaped),
+                },
+                schema=QUARANTINE_SCHEMA,
+            )
+        ]
+        seen = {"records": len(escaped), "bytes": 0}
 
         def shards() -> Iterator[pl.DataFrame]:
             yield with_tokens(
                 empty_frame(DOC_SCHEMA), tokenizer
             )  # a source whose every record is broken still has a (empty) part
-            for (uri, _), name in zip(files, shard_names([u for u, _ in files]), strict=True):
+            for uri, _ in files:
+                name = names[uri]
                 fmt = detect_format(uri) if source.format == "auto" else source.format
                 with store.open(uri) as stream:
                     res = read_shard(

@@ -13,9 +13,11 @@ Pure reading core (no Dagster). Contract of `read_shard`:
 - `records_seen == docs.height + quarantine.height`. Blank and whitespace-only lines are skipped and not counted. An
   empty (0-byte) file yields no rows at all (`bytes_read == 0` tells the caller), like a valid empty frame.
 
-Bad input never raises and never costs a good record. The container is chosen by its magic bytes, so a plain JSONL
-file named `.zst` is read as JSONL; a compressed name whose content is neither compressed nor JSON text is
-quarantined as `bad_magic`.
+Bad input never raises and never costs a good record. In the streamed formats (JSONL in any container, WARC) memory
+does not grow with a record's length or the compression ratio: a decoder hands over at most MAX_PIECE decoded bytes
+at a time, so a decompression bomb is read piece by piece, and a record longer than `max_doc_bytes` is counted, not
+held. The container is chosen by its magic bytes, so a plain JSONL file named `.zst` is read as JSONL; a compressed
+name whose content is neither compressed nor JSON text is quarantined as `bad_magic`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1 ID2 + deflate: also the resync pattern for a corrupt gzip member
 _BOM = b"\xef\xbb\xbf"
 _HEAD = 4096  # bytes of a broken line kept to name its id
+MAX_PIECE = 1 << 22  # decoded bytes one decoder call may return: a bomb inflates piece by piece, never at once
+_ZSTD_BLOCK = 1 << 17  # the most a zstd block decodes to (RFC 8878 Block_Maximum_Size)
+_ZSTD_SKIPPABLE = 0x184D2A50  # skippable frame magic (little-endian), low 4 bits free
 _PARQUET_BATCH = 512
 
 Event = tuple  # ("data", bytes) | ("end", frame) | ("corrupt", frame, detail) | ("truncated", frame, detail)
@@ -314,6 +319,99 @@ class _JsonlSink:
             self.col.bad(f"frame:{truncated[0]}", "truncated_stream", truncated[1])
 
 
+class _Gunzip:
+    """One gzip member, decoded in pieces of at most MAX_PIECE bytes (deflate inflates up to ~1000x)."""
+
+    def __init__(self) -> None:
+        self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            out = self.decoder.decompress(data, MAX_PIECE)
+            if out:
+                yield out
+            data = self.decoder.unconsumed_tail
+            # a full piece may leave output inside zlib even when all input was taken: ask again until it is short
+            if self.decoder.eof or not (data or len(out) == MAX_PIECE):
+                return
+
+    @property
+    def eof(self) -> bool:
+        return self.decoder.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self.decoder.unused_data
+
+
+class _Unzstd:
+    """One zstd frame, decoded in pieces of at most MAX_PIECE + one block.
+
+    The decoder has no output limit, and a 4-byte RLE block decodes to 128 KiB, so a 256 KiB read could inflate to
+    8 GiB in one call. The frame's headers (RFC 8878) are followed instead: each call gets at most MAX_PIECE worth
+    of blocks. An incomplete header is held back until the next read completes it.
+    """
+
+    def __init__(self) -> None:
+        self.decoder = zstandard.ZstdDecompressor().decompressobj()
+        self.held = b""  # received, not yet decoded: an incomplete header
+        self.fed = 0  # frame bytes given to the decoder
+        self.next = 0  # frame offset of the next header to read
+        self.kind = "frame"  # what is at `next`: "frame" header, "block" header, or "end" (past the last block)
+        self.checksum = 0  # bytes of content checksum after the last block
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        buf = memoryview(self.held + data if self.held else data)
+        base, start, stop, budget = self.fed, 0, len(buf), 0
+        if self.kind == "end" and self.next <= base:  # fail safe: the decoder must end where the headers say
+            raise zstandard.ZstdError("frame continues past its last block")
+        while self.kind != "end" and (at := self.next - base) < len(buf):
+            head = bytes(buf[at : at + 8])
+            if self.kind == "block":
+                if len(head) < 3:
+                    stop = at  # hold the incomplete header back until the next read
+                    break
+                header = int.from_bytes(head[:3], "little")
+                kind, size = (header >> 1) & 3, header >> 3  # raw, RLE (1 byte repeated `size` times), compressed
+                out = size if kind < 2 else _ZSTD_BLOCK
+                if budget and budget + out > MAX_PIECE:
+                    yield from self._decode(buf[start:at])
+                    start, budget = at, 0
+                budget += out
+                self.next += 3 + (1 if kind == 1 else size)
+                if header & 1:  # the last block
+                    self.next += self.checksum
+                    self.kind = "end"
+                continue
+            skippable = len(head) >= 4 and int.from_bytes(head[:4], "little") & ~0xF == _ZSTD_SKIPPABLE
+            if len(head) >= 4 and not skippable and head[:4] != ZSTD_MAGIC:
+                raise zstandard.ZstdError(f"unknown frame magic {head[:4].hex(' ')}")
+            if len(head) < (8 if skippable else 5):
+                stop = at
+                break
+            if skippable:  # no output: its declared length is skipped
+                self.next += 8 + int.from_bytes(head[4:8], "little")
+                self.kind = "end"
+            else:
+                self.next += zstandard.frame_header_size(head[:5])
+                self.checksum, self.kind = (4 if head[4] & 4 else 0), "block"
+        self.held = bytes(buf[stop:])
+        yield from self._decode(buf[start:stop])
+
+    def _decode(self, data: memoryview) -> Iterator[bytes]:
+        self.fed += len(data)
+        if data and (out := self.decoder.decompress(data)):
+            yield out
+
+    @property
+    def eof(self) -> bool:
+        return self.decoder.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self.decoder.unused_data
+
+
 def _framed(data: bytes, read: Callable[[], bytes], magic: bytes, new_decoder: Callable) -> Iterator[Event]:
     """Decode concatenated frames (zstd frames or gzip members) with one decoder each.
 
@@ -328,13 +426,12 @@ def _framed(data: bytes, read: Callable[[], bytes], magic: bytes, new_decoder: C
         while True:
             frame += data
             try:
-                out = decoder.decompress(data)
+                for out in decoder.pieces(data):
+                    yield ("data", out)
             except (zstandard.ZstdError, zlib.error) as exc:
                 yield ("corrupt", frame_no, str(exc))
                 data = _resync(frame, read, magic)
                 break
-            if out:
-                yield ("data", out)
             if decoder.eof:
                 yield ("end", frame_no)
                 data = decoder.unused_data or read()
@@ -365,9 +462,9 @@ def _plain(data: bytes, read: Callable[[], bytes]) -> Iterator[Event]:
 def _events(first: bytes, read: Callable[[], bytes], fmt: str, col: _Collector) -> Iterator[Event] | None:
     """Pick the container by magic bytes, whatever the name says; uncompressed content must look like its format."""
     if first.startswith(ZSTD_MAGIC):
-        return _framed(first, read, ZSTD_MAGIC, lambda: zstandard.ZstdDecompressor().decompressobj())
+        return _framed(first, read, ZSTD_MAGIC, _Unzstd)
     if first.startswith(GZIP_MAGIC[:2]):
-        return _framed(first, read, GZIP_MAGIC, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
+        return _framed(first, read, GZIP_MAGIC, _Gunzip)
     if fmt == "jsonl" or first.removeprefix(_BOM).lstrip().startswith(b"WARC/" if fmt == "warc" else b"{"):
         return _plain(first, read)
     col.bad("file", "bad_magic", f"not a {fmt} stream: starts with bytes {first[:4].hex(' ')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ DEFAULT_THRESHOLDS = CONFIG_DIR / "thresholds.yaml"
 DEFAULT_COSTS = CONFIG_DIR / "costs.yaml"
 
 Format = Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"]
+# A source name is also a partition key and a path component: no separator, no dot segment, no glob character.
+SOURCE_NAME = r"[a-z0-9][a-z0-9_-]*"
 
 
 class Strict(BaseModel):
@@ -49,7 +52,7 @@ class Location(Strict):
 
 
 class Source(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str = Field(pattern=f"^{SOURCE_NAME}$")
     uris: list[str] = Field(min_length=1, description="local paths, globs or s3:// URIs; relative = to the YAML file")
     format: Format = "auto"
     text_field: str = "text"
@@ -87,8 +90,16 @@ class LandingZone(Strict):
     location: Location = Location()
 
     def source(self, name: str, uri: str) -> "Source":
+        """The source landed as `<uri>/<name>/`; `name` is untrusted (a partition key), so it is checked first."""
+        check_source_name(name)
         fields = self.model_dump(exclude={"name", "uri"})
         return Source(name=name, uris=[f"{uri.rstrip('/')}/{name}/*"], **fields)
+
+
+def check_source_name(name: str) -> None:
+    """Refuse a name that could not be a configured source's (`../etc`, `a/b`, `/abs`, `*`) before it names a path."""
+    if not re.fullmatch(SOURCE_NAME, name):
+        raise ValueError(f"{name!r} is not a valid source name ({SOURCE_NAME}): refused before any path is built")
 
 
 class SourcesFile(Strict):
@@ -154,9 +165,7 @@ class Recipe(Strict):
             )
         if self.sampling == "unimax" and self.target_tokens is None:
             raise ValueError("sampling: unimax needs target_tokens (the budget it spreads)")
-        import re
-
-        bad = [c for c in names if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*(\.synthetic)?", c)]
+        bad = [c for c in names if not re.fullmatch(rf"{SOURCE_NAME}(\.synthetic)?", c)]
         if bad or len(set(names)) != len(names):
             raise ValueError(f"components are `<source>` or `<source>.synthetic`, once each: {names}")
         if set(self.epoch_caps) - set(names) or any(v <= 0 for v in self.epoch_caps.values()):
@@ -296,6 +305,12 @@ class CurationConfig(Strict):
         return zone.source(name, self.resolve_uri(zone.uri))
 
     def resolve_uri(self, uri: str) -> str:
+        """An absolute path or URL as written; a relative path against the sources file's directory.
+
+        `..` may leave that directory: the sources file is the operator's reviewed configuration (the bundled one
+        reaches `../sample`), so what it names is trusted. Untrusted names (partition keys, landed files) are
+        contained where they are used: `LandingZone.source` and `raw.landed_outside`.
+        """
         if "://" in uri or Path(uri).is_absolute():
             return uri
         return str((self.sources_path.parent / uri).resolve())
