@@ -12,8 +12,9 @@ read the same documents). MB = UTF-8 bytes of the document text.
   `deduped.cluster` over the parts (the band join and components) -> ledger.
 - `ours_xN` (`--scale N`): the same documents N times over, each copy with its own doc_id and one salt word prepended
   (so every copy is a near-duplicate, not an exact one): peak memory should stay flat (the map stage streams).
-- `datatrove`: datatrove 0.10.x `MinhashDedupSignature` -> `MinhashDedupBuckets` (14 tasks) -> `MinhashDedupCluster`
-  -> `MinhashDedupFilter`, defaults (word 5-grams, 14x8 = 112 hashes, xxhash64, seed 1), i.e. no Jaccard check.
+- `datatrove`: datatrove 0.10.x `MinhashDedupSignature` -> `MinhashDedupBuckets` (16 tasks) -> `MinhashDedupCluster`
+  -> `MinhashDedupFilter` with our shingles and hash count (word 5-grams, 16x8 = 128 hashes; its own xxhash64,
+  seed 1), i.e. no Jaccard check.
   Needs a Python with datatrove (not a project dependency): `--datatrove-python`, else skipped.
 Quality (`--truth`): recall at true Jaccard >= 0.85 and precision (false positive = true Jaccard < 0.7) on the planted
 pairs of the input, for ours and for datatrove (its `save_cluster_id` clusters).
@@ -101,7 +102,8 @@ def case_datatrove(docs_jsonl: str, clusters_out: str) -> dict:
     with open(docs_jsonl, encoding="utf-8") as f:
         docs = [Document(text=r["text"], id=r["doc_id"]) for r in map(json.loads, f)]
     mb = sum(len(d.text.encode()) for d in docs) / 1e6
-    cfg = MinhashConfig()
+    # Same shingles and number of hashes as ours (DedupParams: word 5-grams, 128 = 16 bands x 8 rows).
+    cfg = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for _ in MinhashDedupSignature(f"{tmp}/sigs", config=cfg).run(iter(docs), 0, 1) or []:

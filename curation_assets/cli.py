@@ -1,9 +1,10 @@
-"""`python -m curation_assets.cli run|table`: materialize the whole graph against the persistent instance.
+"""`python -m curation_assets.cli run|table|versions|remove-version`: the whole graph against the persistent instance.
 
-`run` registers every configured source as a `source` partition, runs `curate_source` per source and then
-`build_mixture`, and prints the per-asset table. A job whose inputs (config versions, input files) are unchanged
-since its last successful run is skipped, so re-running is fast and changes nothing; `--force` re-runs everything.
-Runs are recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them.
+`run` registers every configured source as a `source` partition and runs the jobs in order: `curate_source` per
+source, `dedupe_corpus`, `finish_source` per source, `build_mixture`; then prints the per-asset table. A job whose
+inputs (config versions, input files, the fingerprints of the stages before it) are unchanged since its last
+successful run is skipped, so re-running is fast and changes nothing; `--force` re-runs everything. Runs are
+recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them.
 """
 
 import argparse
@@ -16,15 +17,29 @@ import dagster as dg
 
 from curation_assets._dagster import source_partitions
 from curation_assets.config import CurationConfig
-from curation_assets.definitions import BUILD_MIXTURE, CURATE_SOURCE, build_definitions, config_for, versions
+from curation_assets.definitions import (
+    BUILD_MIXTURE,
+    CURATE_SOURCE,
+    DEDUPE_CORPUS,
+    FINISH_SOURCE,
+    JOB_ASSETS,
+    build_definitions,
+    config_for,
+    versions,
+)
 from curation_assets.mixed import mixture_table
 from curation_assets.tokenized import shard_table
 from resources import Settings, build_resources
 from resources.storage import TRACE_TAG, UNPARTITIONED, ObjectStore, ProtectedVersionError
 
 FINGERPRINT = "curation/fingerprint"
-SOURCE_ASSETS = ("raw", "filtered", "deduped", "synthetic")
-ALL_ASSETS = (*SOURCE_ASSETS, "mixed", "tokenized")
+SOURCE_ASSETS = (*JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE])  # partitioned by source
+ALL_ASSETS = (
+    *JOB_ASSETS[CURATE_SOURCE],
+    *JOB_ASSETS[DEDUPE_CORPUS],
+    *JOB_ASSETS[FINISH_SOURCE],
+    *JOB_ASSETS[BUILD_MIXTURE],
+)
 
 
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
@@ -33,7 +48,7 @@ def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> 
     v = versions(cfg)
     payload = [
         cfg.source(source).model_dump(mode="json"),
-        [v[a] for a in SOURCE_ASSETS],
+        [v[a] for a in JOB_ASSETS[CURATE_SOURCE]],
         stats,
         cfg.thresholds.model_dump(mode="json"),
     ]
@@ -52,30 +67,37 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
     known = set(instance.get_dynamic_partitions(source_partitions.name))
     instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
-    ok, prints = True, []
-    for source in cfg.source_names:
-        fp = source_fingerprint(cfg, store, source)
-        if not force and last_fingerprint(instance, CURATE_SOURCE, source) == fp:
-            print(f"{CURATE_SOURCE}[{source}]: unchanged since its last successful run, skipped")
-        else:
-            res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
-                partition_key=source, instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
-            )
-            ok &= res.success
-            print(f"{CURATE_SOURCE}[{source}]: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
-        prints.append(fp)
+    ok = True
+
+    def stage(job: str, fp: str, partition: str | None = None) -> None:
+        """Run `job` (for `partition`) unless its last successful run had the same fingerprint."""
+        nonlocal ok
+        name = f"{job}[{partition}]" if partition else job
+        if not force and last_fingerprint(instance, job, partition) == fp:
+            print(f"{name}: unchanged since its last successful run, skipped")
+            return
+        res = defs.resolve_job_def(job).execute_in_process(
+            partition_key=partition, instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
+        )
+        ok &= res.success
+        print(f"{name}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
+
+    def chain(*parts: object) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    v = versions(cfg)
+    prints = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
+    for source, fp in prints.items():
+        stage(CURATE_SOURCE, fp, source)
+    if ok:  # each later stage's fingerprint chains the ones it depends on
+        corpus = chain(prints, [v[a] for a in JOB_ASSETS[DEDUPE_CORPUS]])
+        stage(DEDUPE_CORPUS, corpus)
     if ok:
-        fp = hashlib.sha256(
-            json.dumps([prints, versions(cfg)["mixed"], versions(cfg)["tokenized"]]).encode()
-        ).hexdigest()[:16]
-        if not force and last_fingerprint(instance, BUILD_MIXTURE, None) == fp:
-            print(f"{BUILD_MIXTURE}: unchanged since its last successful run, skipped")
-        else:
-            res = defs.resolve_job_def(BUILD_MIXTURE).execute_in_process(
-                instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
-            )
-            ok &= res.success
-            print(f"{BUILD_MIXTURE}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
+        finished = {s: chain(corpus, fp, [v[a] for a in JOB_ASSETS[FINISH_SOURCE]]) for s, fp in prints.items()}
+        for source, fp in finished.items():
+            stage(FINISH_SOURCE, fp, source)
+    if ok:
+        stage(BUILD_MIXTURE, chain(finished, [v[a] for a in JOB_ASSETS[BUILD_MIXTURE]]))
     print(table(instance, cfg))
     print(mixture_report(instance, settings))
     return ok
@@ -83,7 +105,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
 
 def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
     """One line per asset and partition from the latest materialization: rows in, rows out, dropped, tokens."""
-    lines = [f"{'asset':<10} {'partition':<14} {'rows_in':>9} {'rows_out':>9} {'dropped':>8} {'tokens':>11}"]
+    lines = [f"{'asset':<16} {'partition':<14} {'rows_in':>9} {'rows_out':>9} {'dropped':>8} {'tokens':>11}"]
     for asset in ALL_ASSETS:
         for part in cfg.source_names if asset in SOURCE_ASSETS else [None]:
             flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part] if part else None)
@@ -91,7 +113,7 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
             val = {k: getattr(md.get(k), "value", "-") for k in ("rows_in", "rows_out", "rows_dropped", "tokens")}
             lines.append(
-                f"{asset:<10} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
+                f"{asset:<16} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
                 f"{val['rows_dropped']:>8} {val['tokens']:>11}"
             )
     return "\n".join(lines)

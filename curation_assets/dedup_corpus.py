@@ -13,7 +13,14 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from curation_assets._dagster import drop_rate_result, drop_rate_spec, enforce_transfers, pod, source_partitions
+from curation_assets._dagster import (
+    drop_rate_result,
+    drop_rate_spec,
+    enforce_transfers,
+    pod,
+    source_partitions,
+    traceable,
+)
 from curation_assets.dedup_minhash import empty_ledger
 from curation_assets.deduped import DedupParams, cluster, signatures
 from curation_assets.frames import StepOutput, empty_frame
@@ -60,6 +67,7 @@ def build_signatures(cfg, version: str) -> dg.AssetsDefinition:
         group_name="curation",
         check_specs=[drop_rate_spec("dedup_signatures")],
     )
+    @traceable
     def dedup_signatures(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
         """MinHash signatures (datasketch affine32 hash values) and exact keys of one source's filtered documents."""
         params = corpus_params(cfg)
@@ -103,6 +111,7 @@ def build_clusters(cfg, version: str) -> dg.AssetsDefinition:
             )
         ],
     )
+    @traceable
     def dedup_clusters(context: dg.AssetExecutionContext, dedup_signatures: dict[str, pl.LazyFrame]):
         """Cluster ledger over every source: doc_id, source, cluster_id, cluster_size, kept, kept_doc_id, kept_source,
         drop_reason, jaccard (estimated vs the kept representative). Keep rule: source priority, then doc_id."""

@@ -128,64 +128,41 @@ def dedup_docs(docs: pl.DataFrame, params: DedupParams) -> pl.DataFrame:
     return apply_ledger(docs, cluster(sigs, params))
 
 
-# --- asset wrapper (added by lead) ---
-def build(cfg, version: str, scope: Literal["source", "corpus"] = "source") -> dg.AssetsDefinition:
-    """`scope="source"`: dedup within the partition (MinHash computed here). `scope="corpus"`: apply the
-    `dedup_clusters` ledger (within- and cross-source clusters; see `dedup_corpus`) to this source's documents."""
-    spec = dict(
+# --- asset wrapper ---------------------------------------------------------------------------------------------
+def build(cfg, version: str) -> dg.AssetsDefinition:
+    """`deduped` per source: the source's filtered documents minus those the corpus-wide `dedup_clusters` ledger drops
+    (near duplicates within the source and across sources; see `dedup_corpus`)."""
+
+    @dg.asset(
         partitions_def=source_partitions,
         code_version=version,
         op_tags=pod(cfg.thresholds.deduped.pod),
         group_name="curation",
         check_specs=[drop_rate_spec("deduped")],
     )
-
-    def run(
-        context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard, clusters: pl.LazyFrame | None
+    @traceable
+    def deduped(
+        context: dg.AssetExecutionContext, filtered: pl.LazyFrame, dedup_clusters: pl.LazyFrame, cost_guard: CostGuard
     ):
+        """Filtered documents (same columns) minus exact and near duplicates, within and across sources (keep rule:
+        source priority, then smallest doc_id); dropped rows name their kept representative in `dup_cluster`."""
         docs = filtered.collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
-        if clusters is not None:
-            mine = (
-                clusters.filter(pl.col("source") == context.partition_key).collect()
-                if clusters.collect_schema().len()
-                else None
-            )
-            marked = apply_ledger(docs, mine if mine is not None else empty_ledger())
-        else:
-            marked = dedup_docs(docs, DedupParams(**cfg.thresholds.deduped.for_source(context.partition_key)))
-        kept, dropped = split_kept(marked)
+        mine = (
+            dedup_clusters.filter(pl.col("source") == context.partition_key).collect()
+            if dedup_clusters.collect_schema().len()
+            else empty_ledger()
+        )
+        kept, dropped = split_kept(apply_ledger(docs, mine))
         out = StepOutput(
             kept=kept.drop("dup_cluster"),
             dropped=dropped,
             rows_in=docs.height,
             bytes_in=docs.estimated_size(),
             config_version=version,
-            extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), "scope": scope, **transfer},
+            extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), **transfer},
         )
         yield dg.Output(out)
         yield drop_rate_result(out, cfg.thresholds.deduped.max_drop_rate)
-
-    if scope == "corpus":
-
-        @dg.asset(**spec)
-        @traceable
-        def deduped(
-            context: dg.AssetExecutionContext,
-            filtered: pl.LazyFrame,
-            dedup_clusters: pl.LazyFrame,
-            cost_guard: CostGuard,
-        ):
-            """Filtered documents minus those the corpus-wide `dedup_clusters` ledger drops (within and across
-            sources; keep rule: source priority, then smallest doc_id); `dup_cluster` names the kept representative."""
-            yield from run(context, filtered, cost_guard, dedup_clusters)
-    else:
-
-        @dg.asset(**spec)
-        @traceable
-        def deduped(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
-            """Filtered documents without exact and near duplicates within the source (keep rule: smallest doc_id);
-            dropped rows name their kept representative in `dup_cluster`."""
-            yield from run(context, filtered, cost_guard, None)
 
     return deduped

@@ -5,16 +5,26 @@ Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads th
 
 import dagster as dg
 
-from curation_assets import deduped, filtered, mixed, raw, synthetic, tokenized
+from curation_assets import dedup_corpus, deduped, filtered, mixed, raw, synthetic, tokenized
 from curation_assets._dagster import freshness_policy, source_partitions, transfer_check
 from curation_assets.automation import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
 from resources.cost_guard import zone_of, zone_pin
 
-ASSETS = ("raw", "filtered", "deduped", "synthetic", "mixed", "tokenized")
+ASSETS = ("raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized")
+# Jobs in the order a full rebuild runs them: per source up to its MinHash signatures (map); the corpus-wide
+# clustering over every source's signatures (reduce); per source the ledger applied and synthetic data; the mixture.
 CURATE_SOURCE = "curate_source"
+DEDUPE_CORPUS = "dedupe_corpus"
+FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
+JOB_ASSETS = {
+    CURATE_SOURCE: ("raw", "filtered", "dedup_signatures"),
+    DEDUPE_CORPUS: ("dedup_clusters",),
+    FINISH_SOURCE: ("deduped", "synthetic"),
+    BUILD_MIXTURE: ("mixed", "tokenized"),
+}
 
 
 def versions(cfg: CurationConfig) -> dict[str, str]:
@@ -23,7 +33,9 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     return {
         "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
         "filtered": version_of(t.filtered.data_params(), "filtered-v2"),
-        "deduped": version_of(t.deduped.data_params(), "deduped-v2"),
+        "dedup_signatures": version_of(dedup_corpus.corpus_params(cfg).signature_version, "signatures-v1"),
+        "dedup_clusters": version_of(dedup_corpus.corpus_params(cfg).model_dump(mode="json"), "clusters-v1"),
+        "deduped": version_of(t.deduped.data_params(), "deduped-v3"),
         "synthetic": version_of(t.synthetic.data_params(), "synthetic-v2"),
         "mixed": version_of(cfg.recipe, t.mixed.data_params(), "mixed-v2"),
         "tokenized": version_of(cfg.recipe, t.tokenized.data_params(), tokenized.FORMAT),
@@ -105,6 +117,8 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         [
             raw.build(cfg, v["raw"]),
             filtered.build(cfg, v["filtered"]),
+            dedup_corpus.build_signatures(cfg, v["dedup_signatures"]),
+            dedup_corpus.build_clusters(cfg, v["dedup_clusters"]),
             deduped.build(cfg, v["deduped"]),
             synthetic.build(cfg, v["synthetic"]),
             mixed.build(cfg, v["mixed"]),
@@ -114,8 +128,8 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     )
     curate = dg.define_asset_job(
         CURATE_SOURCE,
-        selection=dg.AssetSelection.assets("raw", "filtered", "deduped", "synthetic"),
-        description="raw -> filtered -> deduped -> synthetic for one source partition",
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[CURATE_SOURCE]),
+        description="raw -> filtered -> dedup_signatures for one source partition",
         config=dg.PartitionedConfig(
             partitions_def=source_partitions,
             run_config_for_partition_key_fn=lambda source: {
@@ -125,26 +139,48 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         if settings.env == "k8s"
         else None,
     )
+    dedupe = dg.define_asset_job(
+        DEDUPE_CORPUS,
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[DEDUPE_CORPUS]),
+        description="near-duplicate clusters over every source's stored signatures (cross-source, by priority)",
+    )
+    finish = dg.define_asset_job(
+        FINISH_SOURCE,
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[FINISH_SOURCE]),
+        description="deduped -> synthetic for one source partition (after dedupe_corpus)",
+    )
     mixture = dg.define_asset_job(
         BUILD_MIXTURE,
-        selection=dg.AssetSelection.assets("mixed", "tokenized"),
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[BUILD_MIXTURE]),
         description="the recipe's mixture and its token stream, over every source",
     )
 
-    @dg.schedule(job=curate, cron_schedule="0 2 * * *", execution_timezone="UTC")
-    def curate_sources_daily(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        for s in context.instance.get_dynamic_partitions(source_partitions.name):
-            yield dg.RunRequest(run_key=f"{s}:{day}", partition_key=s)
+    def per_source(job, cron: str, name: str) -> dg.ScheduleDefinition:
+        @dg.schedule(job=job, cron_schedule=cron, execution_timezone="UTC", name=name)
+        def _schedule(context: dg.ScheduleEvaluationContext):
+            day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+            for s in context.instance.get_dynamic_partitions(source_partitions.name):
+                yield dg.RunRequest(run_key=f"{s}:{day}", partition_key=s)
 
-    mixture_daily = dg.ScheduleDefinition(
-        job=mixture, cron_schedule="0 5 * * *", execution_timezone="UTC", name="build_mixture_daily"
-    )
+        return _schedule
+
+    # Nightly rebuild; each stage has about an hour for the one before it (declarative automation also runs the
+    # later stages as soon as their inputs change, so the schedules are the floor, not the only trigger).
+    schedules = [
+        per_source(curate, "0 2 * * *", "curate_sources_daily"),
+        dg.ScheduleDefinition(
+            job=dedupe, cron_schedule="0 3 * * *", execution_timezone="UTC", name="dedupe_corpus_daily"
+        ),
+        per_source(finish, "30 3 * * *", "finish_sources_daily"),
+        dg.ScheduleDefinition(
+            job=mixture, cron_schedule="0 5 * * *", execution_timezone="UTC", name="build_mixture_daily"
+        ),
+    ]
     return dg.Definitions(
         assets=assets,
         asset_checks=[transfer_check(name) for name in ASSETS],
-        jobs=[curate, mixture],
-        schedules=[curate_sources_daily, mixture_daily],
+        jobs=[curate, dedupe, finish, mixture],
+        schedules=schedules,
         sensors=[register_sources_sensor(cfg, curate), *landing_sensors(cfg, curate), automation_sensor],
         resources=build_resources(settings, cfg.costs.model_dump()),
         executor=executor(settings),

@@ -400,7 +400,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
 
     def _write_step(self, out: Any, version: _Version) -> dict[str, Any]:
-        parts, rows, nbytes, tokens, part_bytes = [], 0, 0, 0, 0
+        parts, rows, nbytes, tokens, part_bytes = [], 0, 0, None, 0
         for frame in out.kept_parts():
             if frame.height == 0 and parts:
                 continue
@@ -409,7 +409,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             nbytes += len(data)
             part_bytes = nbytes
             rows += frame.height
-            tokens += int(frame["n_tokens"].sum()) if "n_tokens" in frame.columns else 0
+            if "n_tokens" in frame.columns:  # document tables; a signature or ledger table has no tokens
+                tokens = (tokens or 0) + int(frame["n_tokens"].sum())
         dropped = out.dropped_frame()
         dropped_files = []
         if dropped.height:

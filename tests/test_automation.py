@@ -100,9 +100,11 @@ def test_downstream_follows_an_updated_source_and_mixed_waits_for_blocking_check
         assert result.total_requested == 0  # nothing materialized yet: eager does not start from scratch
         instance.report_runless_asset_event(dg.AssetMaterialization("raw", partition="books"))
         result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
-        for key in ("filtered", "deduped", "synthetic"):  # the chain below the updated source, and only it
+        for key in ("filtered", "dedup_signatures"):  # the chain below the updated source, and only it
             assert result.get_requested_partitions(dg.AssetKey(key)) == {"books"}
-        assert result.get_num_requested(dg.AssetKey("mixed")) == 0  # synthetic[web] is missing: no partial mixture
+        # the corpus-wide clustering waits for every source's signatures (web's are missing), and so does the rest
+        for key in ("dedup_clusters", "deduped", "synthetic", "mixed"):
+            assert result.get_num_requested(dg.AssetKey(key)) == 0, key
 
 
 def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(tmp_path):

@@ -60,7 +60,7 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
         filtered_stub(),
         dedup_corpus.build_signatures(cfg, "s1"),
         dedup_corpus.build_clusters(cfg, "c1"),
-        deduped.build(cfg, "d1", scope="corpus"),
+        deduped.build(cfg, "d1"),
     ]
     resources = build_resources(Settings(data_root=str(tmp_path)), cfg.costs.model_dump())  # as definitions.py
     sigs_of = {}

@@ -7,14 +7,14 @@ from curation_assets.config import load_config
 from curation_assets.definitions import build_definitions
 from resources import Settings
 
-ASSETS = ["raw", "filtered", "deduped", "synthetic", "mixed", "tokenized"]
+ASSETS = ["raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"]
 
 
 def defs_for(**settings) -> dg.Definitions:
     return build_definitions(load_config(), Settings(**settings))
 
 
-def test_graph_is_the_six_assets_in_order_with_versions_checks_and_pod_sizes():
+def test_graph_is_the_assets_in_order_with_versions_checks_and_pod_sizes():
     graph = defs_for().resolve_asset_graph()
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSETS)
     for up, down in zip(ASSETS, ASSETS[1:]):

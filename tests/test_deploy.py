@@ -70,7 +70,7 @@ STEP_K8S_CONFIG = {
     "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}}
 }
 # The run launcher's default container resources (dagster.yaml): what a step without op tags gets.
-ASSET_NAMES = ("raw", "filtered", "deduped", "synthetic", "mixed", "tokenized")
+ASSET_NAMES = ("raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized")
 LAUNCHER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}}
 
 

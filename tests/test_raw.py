@@ -132,9 +132,9 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
         "part-00000.jsonl.zst",
         "part-00001.parquet",
     ]
-    assert io.scan(dg.AssetKey("synthetic"), "books").collect().height > 0
+    assert io.scan(dg.AssetKey("dedup_signatures"), "books").collect().height > 0
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curation", Prefix="out/")["Contents"]]
-    assert {k.split("/")[1] for k in keys} == {"raw", "filtered", "deduped", "synthetic"}
+    assert {k.split("/")[1] for k in keys} == {"raw", "filtered", "dedup_signatures"}
 
 
 @pytest.mark.s3

@@ -23,7 +23,7 @@ from resources import Settings, build_resources
 from resources.storage import PROTECTED, FileSetOutput, ObjectStore, ProtectedVersionError
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["raw", "filtered", "deduped", "synthetic", "mixed", "tokenized"]
+ASSETS = ["raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"]
 
 
 def mini_config(tmp_path: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ def curate_web(tmp_path, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
 
 def test_a_traced_run_stores_a_perfetto_trace_beside_each_output_and_an_untraced_run_none(tmp_path):
     # Which function of the step module must appear in its trace (the work, not just the wrapper).
-    work = {"raw": "read_shard", "filtered": "run_filter", "deduped": "dedup_docs", "synthetic": "synthesize"}
+    work = {"raw": "read_shard", "filtered": "run_filter", "dedup_signatures": "signatures"}
     result = curate_web(tmp_path / "traced", {TRACE_TAG: "1"})
     for asset, fn in work.items():
         (mat,) = result.asset_materializations_for_node(asset)

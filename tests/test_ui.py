@@ -4,12 +4,12 @@ The module fixture starts a standalone `dagster code-server start` and a `dagste
 through a `grpc_server` entry (the shape deploy/ runs in the cluster), against a
 throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and a throw-away CURATION_DATA_ROOT.
 Through GraphQL it registers the `books` partition and runs `curate_source` for it; then
-- test_graphql_curate_books: the location `curation` is LOADED with exactly the six assets, the run succeeded, `raw`
+- test_graphql_curate_books: the location `curation` is LOADED with exactly the eight assets, the run succeeded, `raw`
   partition `books` is materialized by that run with rows_in / rows_out / tokens > 0, the other three assets too, and
   raw's checks records_accounted and drop_rate (and any other check on raw) passed against that materialization;
 - test_browser_asset_pages: headless Debian chromium, driven by playwright, renders raw's partitions view with `books`
   materialized by that run and its metadata, raw's checks tab with both checks Succeeded, and the catalog and the
-  lineage graph with all six assets.
+  lineage graph with all eight assets.
 """
 
 import json
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCATION = "curation"
 REPOSITORY = "__repository__"  # the repository name of a `Definitions` location
-ASSETS = {"raw", "filtered", "deduped", "synthetic", "mixed", "tokenized"}
-CURATED = ["raw", "filtered", "deduped", "synthetic"]  # the assets of job curate_source
+ASSETS = {"raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"}
+CURATED = ["raw", "filtered", "dedup_signatures"]  # the assets of job curate_source
 PARTITION = "books"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -254,6 +254,8 @@ def test_graphql_curate_books(webserver, books_run):
     assert {"/".join(n["assetKey"]["path"]): (n["partitionDefinition"] or {}).get("name") for n in nodes} == {
         "raw": "source",
         "filtered": "source",
+        "dedup_signatures": "source",
+        "dedup_clusters": None,
         "deduped": "source",
         "synthetic": "source",
         "mixed": None,
@@ -368,7 +370,7 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
             expect(row.first).to_contain_text("Succeeded")
         page.screenshot(path=str(tmp_path / "raw_checks.png"), full_page=True)
 
-        # the catalog lists the six assets, each linking to its page
+        # the catalog lists the eight assets, each linking to its page
         visit("catalog", "/assets")
         for asset in sorted(ASSETS):
             expect(page.locator(f'a[href="/assets/{asset}"]').first).to_be_visible()
