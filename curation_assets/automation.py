@@ -14,13 +14,14 @@
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from dagster_aws.s3.sensor import get_objects
 
 from curation_assets._dagster import source_partitions
-from curation_assets.config import CurationConfig, LandingZone
+from curation_assets.config import SOURCE_NAME, CurationConfig, LandingZone
 from resources.storage import ObjectStore
 
 OVERLAP = timedelta(seconds=2)
@@ -64,6 +65,10 @@ def landing_sensor(zone: LandingZone, zone_uri: str, job) -> dg.SensorDefinition
         since = datetime.fromisoformat(cursor["since"]) - OVERLAP if "since" in cursor else None
         seen = set(cursor.get("seen", []))  # keys already requested inside the overlap window
         listed = [x for x in list_landing(zone_uri, since, store) if x[0] and not x[0].startswith(".")]
+        invalid = sorted({x[0] for x in listed if not re.fullmatch(SOURCE_NAME, x[0])})
+        if invalid:  # never registered as partitions: raw would refuse them anyway (config.check_source_name)
+            context.log.warning(f"{zone.uri}: ignoring folders that are not source names: {invalid}")
+            listed = [x for x in listed if x[0] not in invalid]
         landed = [x for x in listed if x[1] not in seen]
         if not landed:
             return dg.SkipReason(f"nothing new under {zone.uri}")

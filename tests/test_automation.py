@@ -36,6 +36,8 @@ def test_local_landing_zone_registers_new_sources_and_misses_nothing_written_in_
     zone = tmp_path / "landing"
     (zone / "news").mkdir(parents=True)
     (zone / "news" / "part-0.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    (zone / "Not A Source").mkdir()  # a folder whose name is no source name is never registered
+    (zone / "Not A Source" / "part-0.jsonl").write_text('{"id": "z", "text": "x"}\n')
     defs = defs_with_landing(tmp_path, str(zone))
     with dg.instance_for_test() as instance:
         first = tick(defs, instance, None)
