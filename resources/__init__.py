@@ -15,7 +15,7 @@ import dagster as dg
 
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
-from resources.storage import ObjectStore, ParquetIOManager
+from resources.storage import ObjectStore, ParquetIOManager, staging_dir_for
 from resources.synthetic import SyntheticBackend
 from resources.tokenizer import TokenizerResource
 
@@ -73,7 +73,9 @@ class Settings:
 
 def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str, object]:
     """Resource instances by key; the only branch on the environment. `costs`: the price table and budgets."""
-    store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
+    store = ObjectStore(
+        endpoint_url=settings.s3_endpoint, region=settings.region, staging_dir=staging_dir_for(settings.data_root)
+    )
     # On a laptop there are no zones (pod_region None: every path is `local`); in the cluster the guard is armed.
     # The k8s executor pins each step to the zone of its zonal data (definitions.executor), so the guard may too.
     placement = (

@@ -80,6 +80,8 @@ class ObjectStore(dg.ConfigurableResource):
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    # local temp files go here (beside the data root: see staging_dir_for), never into a directory readers list
+    staging_dir: str | None = None
     _client = PrivateAttr(default=None)
 
     def storage_options(self, uri: str) -> dict[str, str] | None:
@@ -147,7 +149,7 @@ class ObjectStore(dg.ConfigurableResource):
                 raise OSError(f"PUT {uri} failed: {error.get('Code')}: {error.get('Message')}") from e
             return
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = tmp_dir or str(Path(uri).parent)
+        tmp_dir = tmp_dir or self.staging_dir or str(Path(uri).parent)
         os.makedirs(tmp_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False, prefix=".tmp-") as f:
             f.write(data)
@@ -181,6 +183,15 @@ class ObjectStore(dg.ConfigurableResource):
             return os.path.exists(uri)
         bucket, key = self._split(uri)
         return self._s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
+
+
+def staging_dir_for(data_root: str) -> str | None:
+    """Where local writes are assembled: beside the data root (same filesystem, so a rename publishes), so nothing
+    half-written is ever under it. None for S3 (a PUT is atomic)."""
+    if data_root.startswith("s3://"):
+        return None
+    base = Path(data_root).resolve()
+    return str(base.parent / f".{base.name}.staging")
 
 
 def parquet_bytes(df: pl.DataFrame) -> bytes:
@@ -274,11 +285,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     @property
     def staging_root(self) -> str | None:
-        """Where local versions are assembled: beside the data root (same filesystem, so a rename publishes)."""
-        if self.base_uri.startswith("s3://"):
-            return None
-        base = Path(self.base_uri).resolve()
-        return str(base.parent / f".{base.name}.staging")
+        return staging_dir_for(self.base_uri)
 
     @contextlib.contextmanager
     def _writer_lock(self, asset_key: dg.AssetKey, partition: str | None, log_to=None):

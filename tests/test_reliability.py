@@ -252,3 +252,17 @@ def test_throttling_and_dropped_connections_are_retried_and_a_permanent_error_le
     assert "faults-denied/raw/books/" in str(failure.step_failure_data.error)
     s3_proxy.policy = lambda m, p: None
     assert ObjectStore(endpoint_url=s3_proxy.endpoint).expand(f"{root}/raw/*") == []
+
+
+def test_local_writes_are_assembled_beside_the_root_never_under_it(tmp_path, monkeypatch):
+    """Every local write the resources make (manifests, the LLM result cache) is a temp file in the staging
+    directory beside the data root, renamed into place: nothing half-written is ever listed under the root."""
+    root = tmp_path / "data"
+    store = build_resources(Settings(data_root=str(root)), load_config().costs.model_dump())["store"]
+    assert store.staging_dir == str(tmp_path / ".data.staging")
+    renamed = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append((src, dst)), real(src, dst)))
+    store.write_bytes(f"{root}/_synthetic_cache/ab/abc.json", b"{}")
+    ((src, dst),) = renamed
+    assert Path(src).parent == tmp_path / ".data.staging" and dst == f"{root}/_synthetic_cache/ab/abc.json"
