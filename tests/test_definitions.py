@@ -62,6 +62,19 @@ def test_daily_schedule_curates_every_registered_source():
             ("web", "web:2026-11-26"),
             ("books", "books:2026-11-26"),
         ]
+        finish = defs.resolve_schedule_def("finish_sources_daily").evaluate_tick(ctx).run_requests
+        assert [r.partition_key for r in finish] == ["web", "books"]
+    # the nightly rebuild, stage after stage: map, corpus-wide dedup, per-source finish, mixture
+    nightly = [
+        (s.cron_schedule, s.job_name)
+        for s in sorted(defs.schedules, key=lambda s: tuple(map(int, s.cron_schedule.split()[1::-1])))
+    ]
+    assert nightly == [
+        ("0 2 * * *", "curate_source"),
+        ("0 3 * * *", "dedupe_corpus"),
+        ("30 3 * * *", "finish_source"),
+        ("0 5 * * *", "build_mixture"),
+    ]
 
 
 def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):
