@@ -135,18 +135,22 @@ def verify_shards(manifest: dict, read: Callable[[str], bytes]) -> dict[str, obj
     }
 
 
+def sample_positions(n: int, k: int = 16, seed: int = 0) -> list[int]:
+    """The seeded sample of mixture positions that `decode_sample` checks."""
+    return sorted(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False).tolist())
+
+
 def decode_sample(
     manifest: dict,
     documents: pl.DataFrame,
-    texts: pl.Series,
+    texts: pl.Series | dict[int, str],
     read: Callable[[str], bytes],
     decode: Callable[[np.ndarray], str],
     k: int = 16,
     seed: int = 0,
 ) -> list[int]:
     """Positions (mixture order) of up to `k` sampled documents whose tokens do NOT decode back to their text."""
-    rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(documents.height, size=min(k, documents.height), replace=False).tolist())
+    picks = sample_positions(documents.height, k, seed)
     shards = {s["name"]: s for s in manifest["shards"]}
     bad, cache = [], {}
     for i in picks:
@@ -200,8 +204,16 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, cost_guard: CostGuard
     ):
         """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see the module)."""
-        docs = mixed.select("doc_id", "source", "component", "epoch", "text", "n_tokens").collect()
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
+        # The mixture's text is streamed batch by batch; only its per-document columns are held (about 100 bytes a
+        # document), so memory does not grow with the mixture's text.
+        docs = mixed.select("doc_id", "source", "component", "epoch", "n_tokens").collect()
+        text_bytes = mixed.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
+        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
+
+        def texts() -> Iterator[list[str]]:
+            for frame in mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True):
+                yield frame["text"].to_list()
+
         tok = (
             tokenizer
             if tokenizer.encoding == recipe.tokenizer
@@ -212,7 +224,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         lengths = (
             docs["n_tokens"].to_numpy()
             if tok is tokenizer
-            else np.array(tok.count_tokens(docs["text"].to_list()), dtype=np.int64)
+            else np.array([n for batch in texts() for n in tok.count_tokens(batch)], dtype=np.int64)
         ) + 1
         dtype = megatron.optimal_dtype(tok.vocab_size)
         manifest = {
@@ -231,7 +243,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         written_lengths: list[np.ndarray] = []
 
         def files():
-            for shard in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, shard_tokens):
+            for shard in tokenize_docs(texts(), tok.encode_arrays, tok.eot_id, tok.vocab_size, shard_tokens):
                 manifest["shards"].append(
                     {
                         "name": shard.name,
@@ -273,7 +285,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                 rows_in=docs.height,
                 rows_out=docs.height,
                 drops={},
-                bytes_in=docs.estimated_size(),
+                bytes_in=text_bytes,
                 bytes_out=predicted["tokens"] * dtype.itemsize,
                 config_version=version,
                 tokens_out=predicted["tokens"],
@@ -291,7 +303,9 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
         read = lambda name: store.read_bytes(written[name])  # noqa: E731 - re-read what was persisted
         facts = verify_shards(json.loads(read("manifest.json")), read)
         documents = pl.read_parquet(io.BytesIO(read("documents.parquet")))
-        bad = decode_sample(manifest, documents, docs["text"], read, tok.decode, seed=recipe.seed)
+        picks = sample_positions(docs.height, seed=recipe.seed)
+        sampled = mixed.with_row_index("_pos").filter(pl.col("_pos").is_in(picks)).select("_pos", "text").collect()
+        bad = decode_sample(manifest, documents, dict(sampled.iter_rows()), read, tok.decode, seed=recipe.seed)
         as_predicted = (
             all(manifest[k] == v for k, v in predicted.items() if k != "shards")
             and len(manifest["shards"]) == predicted["shards"]
