@@ -101,12 +101,17 @@ def greedy_dup_chars(grams: list[int], chars: list[int], n: int) -> int:
 
 
 def _dup_ngram_chars(words: pl.LazyFrame, docs: pl.DataFrame, n: int, frac: float) -> pl.DataFrame:
-    """`_dup{n}`: datatrove's duplicated-n-gram chars, exact wherever it can exceed `frac` * len(text) for a doc whose
-    `_skip` is false; else the upper bound (the chars of every non-first occurrence), which is then either <= the
-    threshold or belongs to a doc an earlier rule already drops (values of later rules are not needed for it)."""
-    grams = _grams(words, n, "").with_columns(pl.col("_g").is_first_distinct().over("_i").alias("_first")).collect()
+    """`_dup{n}`: datatrove's duplicated-n-gram chars for the docs whose `_skip` is false (null for the others: an
+    earlier rule already drops them, so they never reach this one); exact wherever it can exceed `frac` * len(text),
+    else the upper bound (the chars of every non-first occurrence), which is then <= the threshold."""
+    live = docs.filter(~pl.col("_skip"))["_i"].implode()
+    grams = (
+        _grams(words.filter(pl.col("_i").is_in(live)), n, "")
+        .with_columns(pl.col("_g").is_first_distinct().over("_i").alias("_first"))
+        .collect()
+    )
     bound = grams.group_by("_i").agg(pl.col("_chars").filter(~pl.col("_first")).sum().alias("_b"))
-    hot = bound.join(docs, on="_i").filter((pl.col("_b") > frac * pl.col("_chars")) & ~pl.col("_skip"))["_i"]
+    hot = bound.join(docs, on="_i").filter(pl.col("_b") > frac * pl.col("_chars"))["_i"]
     exact = grams.filter(pl.col("_i").is_in(hot.implode())).group_by("_i", maintain_order=True).agg("_g", "_chars")
     values = [greedy_dup_chars(g, c, n) for g, c in exact.select("_g", "_chars").iter_rows()]
     exact = pl.DataFrame({"_i": exact["_i"], "_x": pl.Series(values, dtype=pl.Int64)})

@@ -250,11 +250,20 @@ def filter_docs(
     if quality is not None:
         scored = scored.with_columns(quality.cast(pl.Float64).alias("quality_score"))
     rewrite = params.c4_quality and params.c4_remove_lines
-    feats = _features(docs["text"], params, fineweb=params.fineweb_quality and not rewrite)
+    rules = _rules(params)
+    # Language ID runs first (datatrove's order): a document it drops never reaches the text rules, so their
+    # features are computed only for the documents it keeps (null for the others, like any rule not reached).
+    lid = [cond for k, (cond, _) in rules.items() if k in ("lang_not_allowed", "low_lang_score")]
+    reach = scored.select(~pl.any_horizontal(lid).fill_null(False)).to_series() if lid else None
+    texts = docs["text"] if reach is None else docs["text"].filter(reach)
+    feats = _features(texts, params, fineweb=params.fineweb_quality and not rewrite)
     if rewrite and params.fineweb_quality:
         again = features(feats["_c4_text"].fill_null(""), fineweb=True, short_line_length=params.short_line_length)
         feats = feats.hstack(again.select(pl.all().name.prefix("_fw")))
-    rules = _rules(params)
+    if reach is not None:
+        rows = pl.DataFrame({"_row": pl.int_range(docs.height, eager=True)})
+        reached = pl.DataFrame({"_row": rows["_row"].filter(reach)}).hstack(feats)
+        feats = rows.join(reached, on="_row", how="left", maintain_order="left").drop("_row")
     marked = mark_dropped(pl.concat([scored, feats], how="horizontal"), {k: cond for k, (cond, _) in rules.items()})
     value = pl.coalesce([pl.when(pl.col(DROP_REASON) == k).then(v.cast(pl.Float64)) for k, (_, v) in rules.items()])
     values = pl.struct([v.cast(pl.Float64).alias(k) for k, (_, v) in rules.items()]) if rules else pl.lit(None)
