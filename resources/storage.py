@@ -15,7 +15,7 @@ Unpartitioned assets use the partition folder `_all`. Guarantees (tests/test_rel
   the old one. On S3 every object PUT is atomic and a version's objects are deleted again if the write fails.
 - Versions are write-once (create-only writes; S3 `If-None-Match: *`): a version is never modified, and a config
   change or a rerun writes a new version beside the old ones. Readers only follow `_latest.json`.
-- One writer per asset partition at a time (an exclusive lock around each write); a second run waits for it.
+- One writer per asset partition at a time (an flock locally, a lease object on S3); a second run waits for it.
 - `synthetic` and `tokenized` versions (GPU- and dollar-expensive) are never deleted by the pipeline or by
   `cli remove-version`; other assets keep their last three versions locally (S3: a bucket lifecycle rule).
 """
@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -162,6 +163,15 @@ class ObjectStore(dg.ConfigurableResource):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f.name)
 
+    def delete(self, uri: str) -> None:
+        """Delete one object or file (missing is fine)."""
+        if uri.startswith("s3://"):
+            bucket, key = self._split(uri)
+            self._s3().delete_object(Bucket=bucket, Key=key)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(uri)
+
     def delete_prefix(self, uri: str) -> list[str]:
         """Delete every object under `uri` (a directory or key prefix); returns what was deleted."""
         if not uri.startswith("s3://"):
@@ -199,6 +209,63 @@ def parquet_bytes(df: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.write_parquet(buf, compression="zstd", statistics=True)
     return buf.getvalue()
+
+
+class _FileLock:
+    def __init__(self, path: str):
+        self.file = open(path, "a+")  # noqa: SIM115 - held until release()
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def release(self) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+class _S3Lease:
+    """A lease on S3: the object `uri`, created with If-None-Match (of racing creators exactly one wins), renewed
+    every LEASE_S / 3 while held and deleted on release. A holder that dies stops renewing; once its lease has
+    expired the next writer deletes it and competes again. (Two waiters breaking the same stale lease at once can
+    both delete, but only one of them then creates the new one.)"""
+
+    LEASE_S = 120.0
+
+    def __init__(self, store: ObjectStore, uri: str):
+        self.store, self.uri, self.token = store, uri, uuid.uuid4().hex
+        self._stop, self._renewer = None, None
+
+    def _body(self) -> bytes:
+        return json.dumps({"token": self.token, "expires": time.time() + self.LEASE_S}).encode()
+
+    def try_acquire(self) -> bool:
+        try:
+            self.store.write_bytes(self.uri, self._body(), create_only=True)
+        except FileExistsError:
+            try:
+                held = json.loads(self.store.read_bytes(self.uri))
+            except self.store._s3().exceptions.NoSuchKey:
+                return False  # released in between: compete again
+            if held.get("expires", 0) < time.time():
+                self.store.delete(self.uri)  # its holder died: break the lease
+            return False
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.LEASE_S / 3):
+            self.store.write_bytes(self.uri, self._body())
+
+    def release(self) -> None:
+        self._stop.set()
+        self._renewer.join()
+        self.store.delete(self.uri)
 
 
 class _Version:
@@ -289,31 +356,28 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     @contextlib.contextmanager
     def _writer_lock(self, asset_key: dg.AssetKey, partition: str | None, log_to=None):
-        """Exclusive per asset partition across processes (flock: released by the kernel if the holder dies, so a
-        killed run never blocks its rerun). On S3 the instance's run queue limits runs per partition instead
-        (deploy/base/dagster.yaml: tag_concurrency_limits on dagster/partition)."""
-        if self.staging_root is None:
+        """Exclusive per asset partition across processes and machines: a second writer waits for the first.
+        Locally an flock (released by the kernel when its holder dies, so a killed run never blocks its rerun);
+        on S3 a lease object (see _S3Lease)."""
+        name = f"{'.'.join(asset_key.path)}.{partition or UNPARTITIONED}"
+        if self.staging_root:
+            path = Path(self.staging_root) / "_locks" / f"{name}.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _FileLock(str(path))
+        else:
+            lock = _S3Lease(self.store, f"{self._dir(asset_key, partition)}/_lock")
+        deadline, warned = time.monotonic() + self.lock_timeout_s, False
+        while not lock.try_acquire():
+            if not warned and log_to is not None:
+                log_to.warning(f"another run is writing {name}: waiting for it")
+                warned = True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} stayed locked for {self.lock_timeout_s:.0f} s")
+            time.sleep(0.2)
+        try:
             yield
-            return
-        path = Path(self.staging_root) / "_locks" / f"{'.'.join(asset_key.path)}.{partition or UNPARTITIONED}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as f:
-            deadline, warned = time.monotonic() + self.lock_timeout_s, False
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not warned and log_to is not None:
-                        log_to.warning(f"another run is writing {path.stem}: waiting for it")
-                        warned = True
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{path.stem} stayed locked for {self.lock_timeout_s:.0f} s") from None
-                    time.sleep(0.2)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            lock.release()
 
     def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
         uri = f"{self._dir(asset_key, partition)}/{MANIFEST}"

@@ -162,14 +162,21 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
     assert io.load_files(dg.AssetKey("tokenized"), "web")["data.bin"].endswith(f"{made['tokenized'][-1]}/data.bin")
 
 
-def test_two_runs_of_the_same_partition_never_write_at_the_same_time(tmp_path):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where, tmp_path, request):
     """Two run workers (two instances, as two machines sharing the data root) materialize raw[web] at once with
-    slow writes: the second waits for the first, their write windows do not overlap, and the published version is
-    complete."""
-    root, log = tmp_path / "data", tmp_path / "windows.jsonl"
+    slow writes: the second waits for the first (flock locally, a lease object on S3), their write windows do not
+    overlap, and the published version is complete."""
+    log = tmp_path / "windows.jsonl"
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        root, extra = f"s3://curation/concurrent-{os.urandom(4).hex()}", {"CURATION_S3_ENDPOINT": endpoint}
+    else:
+        root, extra = tmp_path / "data", {}
     procs = []
     for i in range(2):
         cmd, env = worker_cmd(tmp_path, root, tmp_path / f"home-{i}", "--raw-slowly", str(log))
+        env |= extra
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
@@ -178,11 +185,13 @@ def test_two_runs_of_the_same_partition_never_write_at_the_same_time(tmp_path):
     (s1, e1), (s2, e2) = windows
     assert e1 <= s2, f"the writes of raw[web] interleaved: {windows}"
     assert any("another run is writing raw.web: waiting for it" in o for o in outputs)
-    manifest = json.loads((root / "raw/web/_latest.json").read_text())
-    assert sorted(p.name for p in (root / "raw/web" / manifest["version"]).iterdir()) == sorted(
-        Path(u).name for u in manifest["parts"] + manifest["dropped"]
-    )
-    assert_nothing_partial(root)
+    store = ObjectStore(endpoint_url=extra.get("CURATION_S3_ENDPOINT"))
+    manifest = json.loads(store.read_bytes(f"{root}/raw/web/_latest.json"))
+    published = {Path(u).name for u, _ in store.expand(f"{root}/raw/web/{manifest['version']}/*")}
+    assert published == {Path(u).name for u in manifest["parts"] + manifest["dropped"]}
+    assert not store.exists(f"{root}/raw/web/_lock")  # released
+    if where == "local":
+        assert_nothing_partial(root)
 
 
 def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
@@ -266,3 +275,18 @@ def test_local_writes_are_assembled_beside_the_root_never_under_it(tmp_path, mon
     store.write_bytes(f"{root}/_synthetic_cache/ab/abc.json", b"{}")
     ((src, dst),) = renamed
     assert Path(src).parent == tmp_path / ".data.staging" and dst == f"{root}/_synthetic_cache/ab/abc.json"
+
+
+@pytest.mark.s3
+def test_an_expired_s3_lease_of_a_dead_writer_is_broken_and_a_live_one_is_waited_for(s3_endpoint):
+    root = f"s3://curation/lease-{os.urandom(4).hex()}"
+    io = io_manager(root, s3_endpoint).model_copy(update={"lock_timeout_s": 1.0})
+    store = ObjectStore(endpoint_url=s3_endpoint)
+    lock = f"{root}/tokenized/web/_lock"
+    store.write_bytes(lock, json.dumps({"token": "dead", "expires": time.time() - 1}).encode())
+    materialize(io, "tokenized", "web", b"after a dead writer")  # the stale lease is broken
+    assert not store.exists(lock)
+    store.write_bytes(lock, json.dumps({"token": "alive", "expires": time.time() + 60}).encode())
+    with pytest.raises(TimeoutError, match="tokenized.web stayed locked"):
+        materialize(io, "tokenized", "web", b"while another writes")
+    assert json.loads(store.read_bytes(lock))["token"] == "alive"
