@@ -4,11 +4,23 @@ from pathlib import Path
 
 import pytest
 
-# The shared development corpus: $CURATION_SHARED_CORPUS, else ../shared/corpus next to the checkout, else the
-# workplace's /work/shared/corpus (CI clones main elsewhere).
+def _origin_checkout() -> list[Path]:
+    """The checkout this one was cloned from, when it is a local path: CI clones main into a temp directory, and
+    `../shared` is next to the original checkout, not next to the clone."""
+    import subprocess
+
+    url = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return [Path(url).resolve()] if url and "://" not in url and ":" not in url.split("/")[0] else []
+
+
+# The shared development corpus: $CURATION_SHARED_CORPUS, else ../shared/corpus next to the checkout or next to the
+# checkout it was cloned from.
 SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("CURATION_SHARED_CORPUS"),) if p] + [
-    Path(__file__).resolve().parents[2] / "shared" / "corpus",
-    Path("/work/shared/corpus"),
+    root.parent / "shared" / "corpus" for root in [Path(__file__).resolve().parents[1], *_origin_checkout()]
 ]
 FIXTURES = Path(__file__).parent / "fixtures"
 
