@@ -66,6 +66,22 @@ def pod(size: PodSize) -> dict[str, dict]:
     return {"dagster-k8s/config": {"container_config": {"resources": res}}}
 
 
+def source_step(name: str, version: str, size: PodSize, *checks: dg.AssetCheckSpec):
+    """The asset decorator of a per-source step `name`: source partitions, the config hash as code version, its pod
+    size, the blocking `drop_rate` check (plus `checks`), traceable on demand."""
+
+    def decorate(fn):
+        return dg.asset(
+            partitions_def=source_partitions,
+            code_version=version,
+            op_tags=pod(size),
+            group_name="curation",
+            check_specs=[drop_rate_spec(name), *checks],
+        )(traceable(fn))
+
+    return decorate
+
+
 def drop_rate_spec(asset: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         "drop_rate",

@@ -15,10 +15,9 @@ import polars as pl
 
 from curation_assets._dagster import (
     drop_rate_result,
-    drop_rate_spec,
     enforce_transfers,
+    source_step,
     pod,
-    source_partitions,
     traceable,
 )
 from curation_assets.dedup_minhash import empty_ledger
@@ -60,14 +59,7 @@ def ledger_metadata(ledger: pl.DataFrame, n_docs: int) -> dict[str, object]:
 
 
 def build_signatures(cfg, version: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        partitions_def=source_partitions,
-        code_version=version,
-        op_tags=pod(cfg.thresholds.deduped.pod),
-        group_name="curation",
-        check_specs=[drop_rate_spec("dedup_signatures")],
-    )
-    @traceable
+    @source_step("dedup_signatures", version, cfg.thresholds.deduped.pod)
     def dedup_signatures(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
         """MinHash signatures (datasketch affine32 hash values) and exact keys of one source's filtered documents."""
         params = corpus_params(cfg)

@@ -22,11 +22,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from curation_assets._dagster import (
     drop_rate_result,
-    drop_rate_spec,
     enforce_transfers,
-    pod,
-    source_partitions,
-    traceable,
+    source_step,
 )
 from curation_assets.dedup_minhash import HASH_SCHEME, cluster_signatures, empty_ledger, signature_frame
 from curation_assets.frames import StepOutput, split_kept, stable_id
@@ -133,14 +130,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     """`deduped` per source: the source's filtered documents minus those the corpus-wide `dedup_clusters` ledger drops
     (near duplicates within the source and across sources; see `dedup_corpus`)."""
 
-    @dg.asset(
-        partitions_def=source_partitions,
-        code_version=version,
-        op_tags=pod(cfg.thresholds.deduped.pod),
-        group_name="curation",
-        check_specs=[drop_rate_spec("deduped")],
-    )
-    @traceable
+    @source_step("deduped", version, cfg.thresholds.deduped.pod)
     def deduped(
         context: dg.AssetExecutionContext, filtered: pl.LazyFrame, dedup_clusters: pl.LazyFrame, cost_guard: CostGuard
     ):

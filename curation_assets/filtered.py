@@ -17,11 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from curation_assets._dagster import (
     drop_rate_result,
-    drop_rate_spec,
     enforce_transfers,
-    pod,
-    source_partitions,
-    traceable,
+    source_step,
 )
 from curation_assets.filter_rules import features
 from curation_assets.frames import DROP_REASON, StepOutput, mark_dropped, split_kept, stable_id
@@ -443,14 +440,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     """One asset `filtered` per source partition. Streams batches of raw (two passes over spilled batches); the
     per-document decision ledger is persisted beside the output (side table `ledger`)."""
 
-    @dg.asset(
-        partitions_def=source_partitions,
-        code_version=version,
-        op_tags=pod(cfg.thresholds.filtered.pod),
-        group_name="curation",
-        check_specs=[drop_rate_spec("filtered")],
-    )
-    @traceable
+    @source_step("filtered", version, cfg.thresholds.filtered.pod)
     def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
         """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality, + `lang`,
         `lang_score`; dropped rows keep every column and their `drop_reason`."""

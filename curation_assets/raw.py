@@ -8,11 +8,8 @@ import polars as pl
 
 from curation_assets._dagster import (
     drop_rate_result,
-    drop_rate_spec,
     enforce_transfers,
-    pod,
-    source_partitions,
-    traceable,
+    source_step,
     with_tokens,
 )
 from curation_assets.config import check_source_name
@@ -72,22 +69,17 @@ def shard_names(uris: list[str]) -> list[str]:
 # --- asset wrapper ---------------------------------------------------------------------------------------------
 def build(cfg, version: str) -> dg.AssetsDefinition:
 
-    @dg.asset(
-        partitions_def=source_partitions,
-        code_version=version,
-        op_tags=pod(cfg.thresholds.raw.pod),
-        group_name="curation",
-        check_specs=[
-            drop_rate_spec("raw"),
-            dg.AssetCheckSpec(
-                "records_accounted",
-                asset="raw",
-                blocking=True,
-                description="rows written + rows quarantined == records seen by the readers",
-            ),
-        ],
+    @source_step(
+        "raw",
+        version,
+        cfg.thresholds.raw.pod,
+        dg.AssetCheckSpec(
+            "records_accounted",
+            asset="raw",
+            blocking=True,
+            description="rows written + rows quarantined == records seen by the readers",
+        ),
     )
-    @traceable
     def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""

@@ -9,11 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets._dagster import (
     drop_rate_result,
-    drop_rate_spec,
     enforce_transfers,
-    pod,
-    source_partitions,
-    traceable,
+    source_step,
     with_tokens,
 )
 from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame, meta_json, stable_id
@@ -125,14 +122,7 @@ def synthesize(
 # --- asset wrapper ---------------------------------------------------------------------------------------------
 def build(cfg, version: str) -> dg.AssetsDefinition:
 
-    @dg.asset(
-        partitions_def=source_partitions,
-        code_version=version,
-        op_tags=pod(cfg.thresholds.synthetic.pod),
-        check_specs=[drop_rate_spec("synthetic")],
-        group_name="curation",
-    )
-    @traceable
+    @source_step("synthetic", version, cfg.thresholds.synthetic.pod)
     def synthetic(
         context: dg.AssetExecutionContext,
         deduped: pl.LazyFrame,

@@ -516,8 +516,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _prune(self, root: str, keep: str) -> None:
         if root.startswith("s3://"):
             return  # S3 retention belongs to a bucket lifecycle rule, not to the writer
-        versions = sorted((p for p in Path(root).iterdir() if p.is_dir() and p.name != "_removed"), key=_mtime)
-        for old in versions[: -self.keep_versions]:
+        for old in _local_versions(root)[: -self.keep_versions]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -531,11 +530,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             )
             names = [c["Prefix"][len(prefix) :].rstrip("/") for page in pages for c in page.get("CommonPrefixes", [])]
             return sorted(n for n in names if n != "_removed")
-        if not os.path.isdir(root):
-            return []
-        return [
-            p.name for p in sorted((p for p in Path(root).iterdir() if p.is_dir() and p.name != "_removed"), key=_mtime)
-        ]
+        return [p.name for p in _local_versions(root)]
 
     def remove_version(self, asset_key: dg.AssetKey, partition: str | None, version: str, reason: str) -> list[str]:
         """Delete one version of an unprotected asset, never the current one, and leave an audit record beside it
@@ -604,5 +599,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return self.scan(key, partition) if m["parts"] else pl.LazyFrame()
 
 
-def _mtime(p: Path) -> float:
-    return p.stat().st_mtime
+def _local_versions(root: str) -> list[Path]:
+    """The version folders under a local asset partition folder, oldest first (not the `_removed` audit folder)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        (p for p in Path(root).iterdir() if p.is_dir() and p.name != "_removed"), key=lambda p: p.stat().st_mtime
+    )
