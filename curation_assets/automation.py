@@ -1,7 +1,7 @@
 """Automation: landing-zone sensors, declarative conditions and the sensor that evaluates them.
 
 - `landing_<zone>` sensors list a landing zone (local directory or `s3://` prefix, via dagster-aws `get_objects`),
-  register every new `<zone>/<source>/` subdirectory as a `source` partition and request a `curate_source` run for
+  register every new `<zone>/<source>/` subdirectory as a `source` partition and request an `ingest_source` run for
   exactly the sources that received new shards. The cursor is the newest modification time seen, minus an overlap:
   S3 `LastModified` has one-second resolution and `get_objects` compares strictly, so an object written in the same
   second as the cursor but after the listing would otherwise be missed. The cursor also keeps the keys it has already
@@ -58,7 +58,7 @@ def landing_sensor(zone: LandingZone, zone_uri: str, job) -> dg.SensorDefinition
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"curates the sources that receive new shards under {zone.uri}",
+        description=f"ingests the sources that receive new shards under {zone.uri}",
     )
     def _sensor(context: dg.SensorEvaluationContext, store: ObjectStore):
         cursor = json.loads(context.cursor) if context.cursor else {}

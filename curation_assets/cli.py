@@ -1,7 +1,8 @@
 """`python -m curation_assets.cli run|table|versions|remove-version`: the whole graph against the persistent instance.
 
-`run` registers every configured source as a `source` partition and runs the jobs in order: `curate_source` per
-source, `dedupe_corpus`, `finish_source` per source, `build_mixture`; then prints the per-asset table. A job whose
+`run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
+source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
+`build_mixture`; then prints the per-asset table. A job whose
 inputs (config versions, input files, the fingerprints of the stages before it) are unchanged since its last
 successful run is skipped, so re-running is fast and changes nothing; `--force` re-runs everything. Runs are
 recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them.
@@ -22,19 +23,24 @@ from curation_assets.definitions import (
     CURATE_SOURCE,
     DEDUPE_CORPUS,
     FINISH_SOURCE,
+    INGEST_SOURCE,
     JOB_ASSETS,
+    TRAIN_QUALITY,
     build_definitions,
     config_for,
     versions,
 )
 from curation_assets.mixed import mixture_table
+from curation_assets.quality_model import training_params
 from curation_assets.tokenized import shard_table
 from resources import Settings, build_resources
 from resources.storage import TRACE_TAG, UNPARTITIONED, ObjectStore, ProtectedVersionError
 
 FINGERPRINT = "curation/fingerprint"
-SOURCE_ASSETS = (*JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE])  # partitioned by source
+SOURCE_ASSETS = (*JOB_ASSETS[INGEST_SOURCE], *JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE])  # by source
 ALL_ASSETS = (
+    *JOB_ASSETS[INGEST_SOURCE],
+    *JOB_ASSETS[TRAIN_QUALITY],
     *JOB_ASSETS[CURATE_SOURCE],
     *JOB_ASSETS[DEDUPE_CORPUS],
     *JOB_ASSETS[FINISH_SOURCE],
@@ -45,13 +51,7 @@ ALL_ASSETS = (
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
     files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
     stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if "://" not in f else ())) for f in files]
-    v = versions(cfg)
-    payload = [
-        cfg.source(source).model_dump(mode="json"),
-        [v[a] for a in JOB_ASSETS[CURATE_SOURCE]],
-        stats,
-        cfg.thresholds.model_dump(mode="json"),
-    ]
+    payload = [cfg.source(source).model_dump(mode="json"), versions(cfg)["raw"], stats]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -86,10 +86,18 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     v = versions(cfg)
-    prints = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
-    for source, fp in prints.items():
-        stage(CURATE_SOURCE, fp, source)
+    ingested = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
+    for source, fp in ingested.items():
+        stage(INGEST_SOURCE, fp, source)
     if ok:  # each later stage's fingerprint chains the ones it depends on
+        training = training_params(cfg)
+        model = chain([ingested[s] for s in (*training.reference, *training.background)], v["quality_model"])
+        stage(TRAIN_QUALITY, model)
+    if ok:
+        prints = {s: chain(fp, model, [v[a] for a in JOB_ASSETS[CURATE_SOURCE]]) for s, fp in ingested.items()}
+        for source, fp in prints.items():
+            stage(CURATE_SOURCE, fp, source)
+    if ok:
         corpus = chain(prints, [v[a] for a in JOB_ASSETS[DEDUPE_CORPUS]])
         stage(DEDUPE_CORPUS, corpus)
     if ok:

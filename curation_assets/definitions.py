@@ -1,26 +1,41 @@
-"""The code location: six assets, their checks, jobs, schedules, sensors, resources and the executor.
+"""The code location: nine assets, their checks, jobs, schedules, sensors, resources and the executor.
 
 Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads the location, not at import time.
 """
 
 import dagster as dg
 
-from curation_assets import dedup_corpus, deduped, filtered, mixed, raw, synthetic, tokenized
+from curation_assets import dedup_corpus, deduped, filtered, mixed, quality_model, raw, synthetic, tokenized
 from curation_assets._dagster import freshness_policy, source_partitions, transfer_check
 from curation_assets.automation import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
 from resources import Settings, build_resources
 from resources.cost_guard import zone_of, zone_pin
 
-ASSETS = ("raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized")
-# Jobs in the order a full rebuild runs them: per source up to its MinHash signatures (map); the corpus-wide
-# clustering over every source's signatures (reduce); per source the ledger applied and synthetic data; the mixture.
+ASSETS = (
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+)
+# Jobs in the order a full rebuild runs them: per source its documents read; the quality classifier trained on the
+# reference and background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
+# every source's signatures (reduce); per source the ledger applied and synthetic data; the mixture.
+INGEST_SOURCE = "ingest_source"
+TRAIN_QUALITY = "train_quality_model"
 CURATE_SOURCE = "curate_source"
 DEDUPE_CORPUS = "dedupe_corpus"
 FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
 JOB_ASSETS = {
-    CURATE_SOURCE: ("raw", "filtered", "dedup_signatures"),
+    INGEST_SOURCE: ("raw",),
+    TRAIN_QUALITY: ("quality_model",),
+    CURATE_SOURCE: ("filtered", "dedup_signatures"),
     DEDUPE_CORPUS: ("dedup_clusters",),
     FINISH_SOURCE: ("deduped", "synthetic"),
     BUILD_MIXTURE: ("mixed", "tokenized"),
@@ -32,7 +47,8 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     t = cfg.thresholds
     return {
         "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
-        "filtered": version_of(t.filtered.data_params(), "filtered-v2"),
+        "quality_model": version_of(quality_model.training_params(cfg), "quality-model-v1"),
+        "filtered": version_of(t.filtered.data_params(), "filtered-v3"),
         "dedup_signatures": version_of(dedup_corpus.corpus_params(cfg).signature_version, "signatures-v1"),
         "dedup_clusters": version_of(dedup_corpus.corpus_params(cfg).model_dump(mode="json"), "clusters-v1"),
         "deduped": version_of(t.deduped.data_params(), "deduped-v3"),
@@ -65,7 +81,7 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor
 
         # Every step reads and writes the data root: when it is zonal (an S3 Express directory bucket), every step
-        # runs in its zone. A run may add per-step pins (raw_pin, through curate_source's partitioned config).
+        # runs in its zone. A run may add per-step pins (raw_pin, through ingest_source's partitioned config).
         root = data_root_zone(settings)
         pins = {step: zone_pin(root, settings.zone_label) for step in ASSETS} if root else {}
 
@@ -96,7 +112,7 @@ def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="adds a `source` partition for every source in the sources config and curates new ones",
+        description="adds a `source` partition for every source in the sources config and ingests new ones",
     )
     def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         known = set(context.instance.get_dynamic_partitions(source_partitions.name))
@@ -116,6 +132,7 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     assets = with_automation(
         [
             raw.build(cfg, v["raw"]),
+            quality_model.build(cfg, v["quality_model"]),
             filtered.build(cfg, v["filtered"]),
             dedup_corpus.build_signatures(cfg, v["dedup_signatures"]),
             dedup_corpus.build_clusters(cfg, v["dedup_clusters"]),
@@ -126,10 +143,10 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         ],
         freshness_policy(cfg.thresholds.freshness),
     )
-    curate = dg.define_asset_job(
-        CURATE_SOURCE,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[CURATE_SOURCE]),
-        description="raw -> filtered -> dedup_signatures for one source partition",
+    ingest = dg.define_asset_job(
+        INGEST_SOURCE,
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[INGEST_SOURCE]),
+        description="raw for one source partition (read, parsed, quarantined)",
         config=dg.PartitionedConfig(
             partitions_def=source_partitions,
             run_config_for_partition_key_fn=lambda source: {
@@ -138,6 +155,16 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         )
         if settings.env == "k8s"
         else None,
+    )
+    train = dg.define_asset_job(
+        TRAIN_QUALITY,
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[TRAIN_QUALITY]),
+        description="the DCLM-style quality classifier, trained on raw of its reference and background sources",
+    )
+    curate = dg.define_asset_job(
+        CURATE_SOURCE,
+        selection=dg.AssetSelection.assets(*JOB_ASSETS[CURATE_SOURCE]),
+        description="filtered -> dedup_signatures for one source partition (after train_quality_model)",
     )
     dedupe = dg.define_asset_job(
         DEDUPE_CORPUS,
@@ -164,9 +191,13 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
 
         return _schedule
 
-    # Nightly rebuild; each stage has about an hour for the one before it (declarative automation also runs the
-    # later stages as soon as their inputs change, so the schedules are the floor, not the only trigger).
+    # Nightly rebuild; each stage has 30-60 min for the one before it (declarative automation also runs the later
+    # stages as soon as their inputs change, so the schedules are the floor, not the only trigger).
     schedules = [
+        per_source(ingest, "0 1 * * *", "ingest_sources_daily"),
+        dg.ScheduleDefinition(
+            job=train, cron_schedule="30 1 * * *", execution_timezone="UTC", name="train_quality_model_daily"
+        ),
         per_source(curate, "0 2 * * *", "curate_sources_daily"),
         dg.ScheduleDefinition(
             job=dedupe, cron_schedule="0 3 * * *", execution_timezone="UTC", name="dedupe_corpus_daily"
@@ -179,9 +210,9 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     return dg.Definitions(
         assets=assets,
         asset_checks=[transfer_check(name) for name in ASSETS],
-        jobs=[curate, dedupe, finish, mixture],
+        jobs=[ingest, train, curate, dedupe, finish, mixture],
         schedules=schedules,
-        sensors=[register_sources_sensor(cfg, curate), *landing_sensors(cfg, curate), automation_sensor],
+        sensors=[register_sources_sensor(cfg, ingest), *landing_sensors(cfg, ingest), automation_sensor],
         resources=build_resources(settings, cfg.costs.model_dump()),
         executor=executor(settings),
     )

@@ -1,5 +1,6 @@
 """`filtered`: raw docs -> docs passing fastText language ID, datatrove's Gopher repetition + Gopher quality + C4
-quality + FineWeb quality rules, and (optionally) a DCLM-style fastText quality classifier.
+quality + FineWeb quality rules, and a cut by the DCLM-style fastText quality classifier (`quality_model`), which
+scores every document.
 
 Pure polars core (no Dagster, no I/O) on top; statistics come from `filter_rules.features` (vectorised); every rule is
 a (condition, measured value) pair, and `mark_dropped` keeps the first failing rule. Rule order is datatrove's FineWeb
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dagster as dg
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets._dagster import (
     drop_rate_result,
@@ -22,7 +23,8 @@ from curation_assets._dagster import (
 )
 from curation_assets.filter_rules import features
 from curation_assets.frames import DROP_REASON, StepOutput, mark_dropped, split_kept, stable_id
-from resources.classifiers import LanguageIdResource
+from curation_assets.quality_model import one_line
+from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
 
 # Gopher (Rae et al. 2021, Table A1) stop words, as in datatrove's GopherQualityFilter.
@@ -86,15 +88,11 @@ class FilterParams(BaseModel):
     short_line_length: int = 30
     char_duplicates_ratio: float | None = 0.01
     new_line_ratio: float | None = 0.3
-    # DCLM-style quality classifier (needs the `quality_model` asset): keep the top fraction of the documents that
-    # pass every heuristic, by hq probability, and/or those scoring >= min_quality_score
-    quality_keep_fraction: float | None = None
+    # DCLM-style quality classifier (the `quality_model` asset): keep the top fraction of the documents that pass
+    # every heuristic, by hq probability, and/or those scoring >= min_quality_score
+    quality_keep_fraction: float | None = Field(default=None, gt=0, le=1)
     min_quality_score: float | None = None
     lang_max_chars: int = LANG_MAX_CHARS
-
-    @property
-    def needs_quality_model(self) -> bool:
-        return self.quality_keep_fraction is not None or self.min_quality_score is not None
 
     @property
     def version(self) -> str:
@@ -300,7 +298,7 @@ def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
     them by `quality_score` (ties broken by position, so exactly round(fraction * n) stay: the configured share)."""
     alive = pl.col(DROP_REASON).is_null()
     n_alive = ledger.select(alive.sum()).item()
-    rank = pl.when(alive).then(pl.col("quality_score").fill_null(-1.0).rank("ordinal", descending=True))
+    rank = pl.when(alive).then(pl.col("quality_score").fill_null(-1.0)).rank("ordinal", descending=True)
     cut = rank > round(fraction * n_alive)
     return ledger.with_columns(
         pl.when(alive & cut).then(pl.lit("low_quality_score")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON),
@@ -344,13 +342,15 @@ def run_filter(
     spill_dir: str,
 ) -> pl.DataFrame:
     """Pass 1 of the streaming filter: mark each batch, spill it to `spill_dir` (one Parquet per batch, memory stays
-    one batch), return the ledger (with the partition-wide quality cut applied). `iter_decided` is pass 2."""
+    one batch), return the ledger (with the partition-wide quality cut applied). `iter_decided` is pass 2.
+    `score_quality` gets every document's text as one line (`quality_model.one_line`) and returns P(hq)."""
     ledgers = []
     for k, batch in enumerate(batches):
         lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
         quality = None
         if score_quality is not None:
-            quality = pl.Series(score_quality(batch["text"].fill_null("").to_list()), dtype=pl.Float64)
+            lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
+            quality = pl.Series(score_quality(lines), dtype=pl.Float64)
         marked = filter_docs(batch, params, lang, quality)
         marked.write_parquet(f"{spill_dir}/batch-{k:05d}.parquet")
         ledgers.append(ledger_of(marked))
@@ -394,20 +394,18 @@ def _materialize(
     version: str,
     context: dg.AssetExecutionContext,
     raw: pl.LazyFrame,
+    quality_model: dict[str, str],
     lid: LanguageIdResource,
     cost_guard: CostGuard,
 ):
     import tempfile
 
-    settings = dict(cfg.thresholds.filtered.for_source(context.partition_key))
-    settings.pop("quality_training", None)  # the quality_model asset's recipe, not a filter param
-    params = FilterParams(**settings)
-    if params.needs_quality_model:  # the DCLM-style quality_model asset is not built yet (issue 3)
-        raise dg.Failure(f"{context.partition_key}: quality thresholds are configured but no quality model exists")
+    params = FilterParams(**cfg.thresholds.filtered.for_source(context.partition_key))
     size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
     transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
     spill = tempfile.TemporaryDirectory(prefix="filtered-")
-    ledger = run_filter(_batches(raw), params, lid.predict, None, spill.name)
+    model = QualityModel.from_files(quality_model, context.resources.io_manager.store)
+    ledger = run_filter(_batches(raw), params, lid.predict, model.score, spill.name)
     dropped: list[pl.DataFrame] = []
 
     def dropped_frame() -> pl.DataFrame:
@@ -441,9 +439,16 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
     per-document decision ledger is persisted beside the output (side table `ledger`)."""
 
     @source_step("filtered", version, cfg.thresholds.filtered.pod)
-    def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
-        """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality, + `lang`,
-        `lang_score`; dropped rows keep every column and their `drop_reason`."""
-        yield from _materialize(cfg, version, context, raw, lid, cost_guard)
+    def filtered(
+        context: dg.AssetExecutionContext,
+        raw: pl.LazyFrame,
+        quality_model: dict[str, str],
+        lid: LanguageIdResource,
+        cost_guard: CostGuard,
+    ):
+        """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality and the configured
+        quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their
+        `drop_reason`."""
+        yield from _materialize(cfg, version, context, raw, quality_model, lid, cost_guard)
 
     return filtered

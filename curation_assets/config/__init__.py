@@ -248,6 +248,7 @@ class Freshness(Strict):
 
 class ThresholdsFile(Strict):
     raw: StepThresholds = StepThresholds()
+    quality_model: StepThresholds = StepThresholds()
     filtered: StepThresholds = StepThresholds()
     deduped: StepThresholds = StepThresholds()
     synthetic: StepThresholds = StepThresholds()
