@@ -36,15 +36,16 @@ def source_ages_hours(instance: dg.DagsterInstance, asset: str, partitions: list
 
 
 def failed_checks_of_latest(
-    instance: dg.DagsterInstance, asset: str, checks: list[str], partitions: list[str], history: int = 500
-) -> dict[str, list[str]]:
-    """Per partition of `asset`: the `checks` whose evaluation of that partition's latest materialization failed.
+    instance: dg.DagsterInstance, asset: str, checks: list[str], partitions: list[str | None], history: int = 500
+) -> dict[str | None, list[str]]:
+    """Per partition of `asset` (None: unpartitioned): the `checks` whose evaluation of that partition's latest
+    materialization failed.
 
     Needed because the check specs are not partitioned: the automation gate sees only each check's latest
     evaluation, so a later pass on another source would hide a failure on this one."""
     latest = {}
     for p in partitions:
-        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[p])
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[p] if p else None)
         rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
         if rec is not None:
             latest[rec.storage_id] = p
@@ -56,7 +57,7 @@ def failed_checks_of_latest(
             target = getattr(evaluation, "target_materialization_data", None)
             if target is not None and target.storage_id in latest and not evaluation.passed:
                 failed.setdefault(latest[target.storage_id], []).append(check)
-    return {p: sorted(set(c)) for p, c in sorted(failed.items())}
+    return {p: sorted(set(c)) for p, c in sorted(failed.items(), key=lambda item: item[0] or "")}
 
 
 def pod(size: PodSize) -> dict[str, dict]:
@@ -66,13 +67,15 @@ def pod(size: PodSize) -> dict[str, dict]:
     return {"dagster-k8s/config": {"container_config": {"resources": res}}}
 
 
-def source_step(name: str, version: str, size: PodSize, *checks: dg.AssetCheckSpec):
+def source_step(name: str, version: str, size: PodSize, *checks: dg.AssetCheckSpec, deps: list[str] | None = None):
     """The asset decorator of a per-source step `name`: source partitions, the config hash as code version, its pod
-    size, the blocking `drop_rate` check (plus `checks`), traceable on demand."""
+    size, the blocking `drop_rate` check (plus `checks`), traceable on demand; `deps` are upstream assets the step
+    reads itself (not as inputs)."""
 
     def decorate(fn):
         return dg.asset(
             partitions_def=source_partitions,
+            deps=deps or [],
             code_version=version,
             op_tags=pod(size),
             group_name="curation",

@@ -7,8 +7,9 @@
   second as the cursor but after the listing would otherwise be missed. The cursor also keeps the keys it has already
   requested inside that window, so re-listed objects request nothing; the run key (source + the set of new shards)
   is a second guard, since Dagster drops a run request whose key it has seen.
-- Downstream assets follow their upstream (`eager`); `mixed` and `tokenized` additionally wait until every blocking
-  check of their upstream has passed, so a failed drop-rate or cost check holds the mixture back.
+- Downstream assets follow their upstream (`eager`); `filtered`, `mixed` and `tokenized` additionally wait until every
+  blocking check of their upstream has passed, so a quality model below its held-out bar is not used and a failed
+  drop-rate or cost check holds the mixture back.
 """
 
 import hashlib
@@ -100,6 +101,10 @@ def landing_sensors(cfg: CurationConfig, job) -> list[dg.SensorDefinition]:
     return [landing_sensor(z, cfg.resolve_uri(z.uri), job) for z in cfg.sources.landing_zones]
 
 
+# filtered waits for the quality model's held_out_quality check; the fan-in for every source's checks
+GATED = ("filtered", "mixed", "tokenized")
+
+
 def with_automation(assets: list[dg.AssetsDefinition], freshness: dg.FreshnessPolicy) -> list[dg.AssetsDefinition]:
     """raw stays manual/sensor-driven; every later step follows its upstream; the fan-in waits for upstream checks.
     Every asset gets the freshness policy (the schedules rebuild daily; thresholds.yaml `freshness`)."""
@@ -111,7 +116,7 @@ def with_automation(assets: list[dg.AssetsDefinition], freshness: dg.FreshnessPo
         spec = spec.replace_attributes(freshness_policy=spec.freshness_policy or freshness)
         if name == "raw":
             return spec
-        return spec.replace_attributes(automation_condition=gated if name in ("mixed", "tokenized") else follow)
+        return spec.replace_attributes(automation_condition=gated if name in GATED else follow)
 
     return dg.map_asset_specs(condition, assets)
 

@@ -91,8 +91,11 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
         stage(INGEST_SOURCE, fp, source)
     if ok:  # each later stage's fingerprint chains the ones it depends on
         training = training_params(cfg)
-        model = chain([ingested[s] for s in (*training.reference, *training.background)], v["quality_model"])
-        stage(TRAIN_QUALITY, model)
+        model = training and chain(
+            [ingested[s] for s in (*training.reference, *training.background)], v["quality_model"]
+        )
+        if training:
+            stage(TRAIN_QUALITY, model)
     if ok:
         prints = {s: chain(fp, model, [v[a] for a in JOB_ASSETS[CURATE_SOURCE]]) for s, fp in ingested.items()}
         for source, fp in prints.items():

@@ -48,7 +48,7 @@ def versions(cfg: CurationConfig) -> dict[str, str]:
     return {
         "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
         "quality_model": version_of(quality_model.training_params(cfg), "quality-model-v1"),
-        "filtered": version_of(t.filtered.data_params(), "filtered-v3"),
+        "filtered": version_of(t.filtered.data_params(), quality_model.training_params(cfg), "filtered-v3"),
         "dedup_signatures": version_of(dedup_corpus.corpus_params(cfg).signature_version, "signatures-v1"),
         "dedup_clusters": version_of(dedup_corpus.corpus_params(cfg).model_dump(mode="json"), "clusters-v1"),
         "deduped": version_of(t.deduped.data_params(), "deduped-v3"),
@@ -129,11 +129,12 @@ def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
 
 def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions:
     v = versions(cfg)
+    model = quality_model.training_params(cfg)  # None: no source of a class is configured (no model, no scores)
     assets = with_automation(
         [
             raw.build(cfg, v["raw"]),
-            quality_model.build(cfg, v["quality_model"]),
-            filtered.build(cfg, v["filtered"]),
+            *([quality_model.build(cfg, model, v["quality_model"])] if model else []),
+            filtered.build(cfg, v["filtered"], with_model=model is not None),
             dedup_corpus.build_signatures(cfg, v["dedup_signatures"]),
             dedup_corpus.build_clusters(cfg, v["dedup_clusters"]),
             deduped.build(cfg, v["deduped"]),
@@ -195,8 +196,14 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     # stages as soon as their inputs change, so the schedules are the floor, not the only trigger).
     schedules = [
         per_source(ingest, "0 1 * * *", "ingest_sources_daily"),
-        dg.ScheduleDefinition(
-            job=train, cron_schedule="30 1 * * *", execution_timezone="UTC", name="train_quality_model_daily"
+        *(
+            [
+                dg.ScheduleDefinition(
+                    job=train, cron_schedule="30 1 * * *", execution_timezone="UTC", name="train_quality_model_daily"
+                )
+            ]
+            if model
+            else []
         ),
         per_source(curate, "0 2 * * *", "curate_sources_daily"),
         dg.ScheduleDefinition(
@@ -209,8 +216,8 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     ]
     return dg.Definitions(
         assets=assets,
-        asset_checks=[transfer_check(name) for name in ASSETS],
-        jobs=[ingest, train, curate, dedupe, finish, mixture],
+        asset_checks=[transfer_check(name) for name in ASSETS if model or name != "quality_model"],
+        jobs=[ingest, *([train] if model else []), curate, dedupe, finish, mixture],
         schedules=schedules,
         sensors=[register_sources_sensor(cfg, ingest), *landing_sensors(cfg, ingest), automation_sensor],
         resources=build_resources(settings, cfg.costs.model_dump()),

@@ -17,6 +17,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets._dagster import (
+    failed_checks_of_latest,
     drop_rate_result,
     enforce_transfers,
     source_step,
@@ -394,7 +395,7 @@ def _materialize(
     version: str,
     context: dg.AssetExecutionContext,
     raw: pl.LazyFrame,
-    quality_model: dict[str, str],
+    with_model: bool,
     lid: LanguageIdResource,
     cost_guard: CostGuard,
 ):
@@ -404,8 +405,14 @@ def _materialize(
     size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
     transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
     spill = tempfile.TemporaryDirectory(prefix="filtered-")
-    model = QualityModel.from_files(quality_model, context.resources.io_manager.store)
-    ledger = run_filter(_batches(raw), params, lid.predict, model.score, spill.name)
+    score = None
+    if with_model:  # the file set of the current quality_model version (a dep, not an input: it may be absent)
+        failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
+        if failed:  # a run of curate_source alone does not see the train job's blocking check
+            raise dg.Failure(f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it")
+        io = context.resources.io_manager
+        score = QualityModel.from_files(io.load_files(dg.AssetKey("quality_model")), io.store).score
+    ledger = run_filter(_batches(raw), params, lid.predict, score, spill.name)
     dropped: list[pl.DataFrame] = []
 
     def dropped_frame() -> pl.DataFrame:
@@ -434,21 +441,15 @@ def _materialize(
     yield drop_rate_result(out, cfg.thresholds.filtered.max_drop_rate)
 
 
-def build(cfg, version: str) -> dg.AssetsDefinition:
+def build(cfg, version: str, with_model: bool) -> dg.AssetsDefinition:
     """One asset `filtered` per source partition. Streams batches of raw (two passes over spilled batches); the
     per-document decision ledger is persisted beside the output (side table `ledger`)."""
 
-    @source_step("filtered", version, cfg.thresholds.filtered.pod)
-    def filtered(
-        context: dg.AssetExecutionContext,
-        raw: pl.LazyFrame,
-        quality_model: dict[str, str],
-        lid: LanguageIdResource,
-        cost_guard: CostGuard,
-    ):
+    @source_step("filtered", version, cfg.thresholds.filtered.pod, deps=["quality_model"] if with_model else [])
+    def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
         """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality and the configured
         quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their
         `drop_reason`."""
-        yield from _materialize(cfg, version, context, raw, quality_model, lid, cost_guard)
+        yield from _materialize(cfg, version, context, raw, with_model, lid, cost_guard)
 
     return filtered

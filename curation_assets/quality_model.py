@@ -69,16 +69,30 @@ class TrainingParams(BaseModel):
         return self.model_dump(include={"dim", "epoch", "lr", "word_ngrams", "bucket", "min_count", "seed"})
 
 
-def training_params(cfg) -> TrainingParams:
-    """The params of the one (unpartitioned) model; its training sources must be configured sources."""
+def training_params(cfg) -> TrainingParams | None:
+    """The params of the one (unpartitioned) model, or None when the sources config has no source of one of its
+    classes (a config without e.g. any reference source has no model: `filtered` then records no `quality_score`, and
+    a quality cut in it is a config error). A class whose sources are only partly configured is an error too."""
     t = cfg.thresholds.quality_model
     if t.per_source:
         raise ValueError("quality_model is trained once over its sources: per_source overrides do not apply")
     params = TrainingParams(**t.default)
-    unknown = set(params.reference + params.background) - set(cfg.source_names)
+    configured = set(cfg.source_names)
+    present = [set(c) & configured for c in (params.reference, params.background)]
+    if not all(present):
+        cuts = [s for s in cfg.source_names if _cuts(cfg, s)]
+        if cuts:
+            raise ValueError(f"filtered of {cuts} cuts by quality score, but quality_model has no sources of a class")
+        return None
+    unknown = set(params.reference + params.background) - configured
     if unknown:
         raise ValueError(f"quality_model names sources that are not configured: {sorted(unknown)}")
     return params
+
+
+def _cuts(cfg, source: str) -> bool:
+    own = cfg.thresholds.filtered.for_source(source)
+    return own.get("quality_keep_fraction") is not None or own.get("min_quality_score") is not None
 
 
 # --- pure core ---
@@ -150,8 +164,7 @@ def held_out_metrics(is_hq: pl.Series, score: pl.Series) -> dict[str, float | in
 
 
 # --- asset wrapper ---
-def build(cfg, version: str) -> dg.AssetsDefinition:
-    params = training_params(cfg)
+def build(cfg, params: TrainingParams, version: str) -> dg.AssetsDefinition:
     sources = [*params.reference, *params.background]
 
     @dg.asset(

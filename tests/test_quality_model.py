@@ -1,0 +1,172 @@
+"""quality_model: the pure core on literal frames, fastText training on real text, and the asset in the graph
+(trained on raw of its reference/background sources, scored by filtered, the configured fraction kept)."""
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from curation_assets.config import load_config
+from curation_assets.definitions import INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, build_definitions
+from curation_assets.quality_model import (
+    CC,
+    HQ,
+    MAX_CHARS,
+    TrainingParams,
+    fasttext_lines,
+    held_out_metrics,
+    one_line,
+    training_params,
+    training_set,
+)
+from resources import Settings, build_resources
+from resources.classifiers import QualityModel
+
+
+def test_one_line_is_dclm_normalisation_of_the_first_max_chars():
+    texts = ["  a\nb\r\nc\rd\x0be\x0cf\x1cg\x85h\u2028i\u2029j  ", "x" * (MAX_CHARS + 5), None]
+    lines = pl.DataFrame({"t": texts}).select(one_line(pl.col("t"))).to_series()
+    assert lines[0] == " ".join(texts[0].strip().splitlines())
+    assert len(lines[1]) == MAX_CHARS and lines[2] == ""
+
+
+def docs_frame(n_hq: int, n_cc: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "doc_id": [f"h{i}" for i in range(n_hq)] + [f"c{i}" for i in range(n_cc)],
+            "source": ["books"] * n_hq + ["web"] * n_cc,
+            "text": [f"book text {i}\nsecond line" for i in range(n_hq)] + [f"web page {i}" for i in range(n_cc)],
+        }
+    )
+
+
+def test_training_set_labels_by_source_balances_classes_and_leaves_repeated_texts_out():
+    docs = docs_frame(300, 120)
+    docs = docs.with_columns(
+        pl.when(pl.col("doc_id") == "c1").then(pl.lit("web page 0")).otherwise("text").alias("text")
+    )
+    train, left_out = training_set(docs, TrainingParams(held_out=0.25))
+    assert left_out == {"repeated_text": 2, "over_class_cap": 300 - 118}  # c0 and c1 share a text: both out
+    counts = dict(train.group_by("label").len().iter_rows())
+    assert counts == {HQ: 118, CC: 118}
+    assert set(train.filter(pl.col("label") == HQ)["source"]) == {"books"}
+    assert not train["doc_id"].is_in(["c0", "c1"]).any()
+    first = train.filter(pl.col("label") == HQ).row(0, named=True)
+    assert first["line"] == f"book text {first['doc_id'][1:]} second line"
+    share = train["held_out"].mean()
+    assert 0.15 < share < 0.35
+    again, _ = training_set(docs.reverse(), TrainingParams(held_out=0.25))
+    assert again.equals(train)  # the draw and the split depend on doc_id and seed, not on input order
+    other, _ = training_set(docs, TrainingParams(held_out=0.25, seed=7))
+    assert not other["doc_id"].equals(train["doc_id"]) or not other["held_out"].equals(train["held_out"])
+    assert fasttext_lines(train.head(2)).splitlines()[0].startswith("__label__cc web page ")
+
+
+def test_held_out_metrics_on_literal_scores():
+    y = pl.Series([True, True, True, False, False])
+    s = pl.Series([0.9, 0.6, 0.4, 0.7, 0.1])
+    m = held_out_metrics(y, s)
+    assert (m["held_out_precision"], m["held_out_recall"]) == (round(2 / 3, 4), round(2 / 3, 4))
+    assert m["held_out_auc"] == round(4 / 6, 4)  # 4 of the 6 (hq, cc) pairs are ordered right
+    assert (m["held_out_hq"], m["held_out_cc"]) == (3, 2)
+
+
+def test_params_refuse_a_source_in_both_classes_and_a_cut_without_a_model(tmp_path):
+    with pytest.raises(ValueError, match="both reference and background"):
+        TrainingParams(reference=("web",), background=("web",))
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"sources": [{"name": "books", "uris": ["x"], "licence": "t"}]}))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
+    assert training_params(load_config(sources, recipe)) is None  # no background source configured: no model
+    cut = tmp_path / "thresholds.yaml"
+    cut.write_text(yaml.safe_dump({"filtered": {"per_source": {"books": {"quality_keep_fraction": 0.5}}}}))
+    with pytest.raises(ValueError, match="cuts by quality score"):
+        training_params(load_config(sources, recipe, cut))
+
+
+@pytest.fixture(scope="module")
+def shared_docs(shared_corpus) -> pl.DataFrame:
+    """books and code documents of the shared corpus (JSONL text needs no extraction)."""
+    frames = []
+    for source, name in (("books", "part-00000.jsonl.zst"), ("code", "part-00000.jsonl.zst")):
+        df = pl.read_ndjson(shared_corpus / "data" / source / name)
+        frames.append(df.select(pl.col("id").cast(pl.String).alias("doc_id"), pl.lit(source).alias("source"), "text"))
+    return pl.concat(frames)
+
+
+def test_a_model_trained_on_real_text_separates_held_out_documents(shared_docs):
+    params = TrainingParams(reference=("books",), background=("code",), max_per_class=1500)
+    train, _ = training_set(shared_docs, params)
+    fit, test = train.filter(~pl.col("held_out")), train.filter(pl.col("held_out"))
+    model = QualityModel.train(fasttext_lines(fit), **params.fasttext)
+    scores = pl.Series(model.score(test["line"].to_list()))
+    m = held_out_metrics(test["label"] == HQ, scores)
+    assert m["held_out_auc"] > 0.95 and m["held_out_precision"] > 0.9 and m["held_out_recall"] > 0.9, m
+    again = QualityModel.train(fasttext_lines(fit), **params.fasttext)  # one thread, seeded: reproducible
+    assert again.score(test["line"].to_list()) == scores.to_list()
+    assert again.to_bytes() == model.to_bytes()
+
+
+def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the_configured_fraction(tmp_path):
+    settings = Settings(data_root=str(tmp_path / "data"))
+    cfg = load_config()
+    defs = build_definitions(cfg, settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        for source in ("web", "books"):
+            res = defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key=source, instance=instance)
+            assert res.success
+        res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance)
+        assert res.success
+        md = res.asset_materializations_for_node("quality_model")[0].metadata
+        for key in ("held_out_precision", "held_out_recall", "held_out_f1", "held_out_auc"):
+            assert 0 <= md[key].value <= 1
+        assert md["held_out_auc"].value >= TrainingParams().min_auc
+        # balanced classes before the split
+        assert md["train_hq"].value + md["held_out_hq"].value == md["train_cc"].value + md["held_out_cc"].value
+        check = res.get_asset_check_evaluations()[0]
+        assert check.check_name == "held_out_quality" and check.passed
+        io = build_resources(settings, cfg.costs.model_dump())["io_manager"]
+        files = io.load_files(dg.AssetKey("quality_model"))
+        report = json.loads(io.store.read_bytes(files["training.json"]))
+        assert report["held_out_auc"] == md["held_out_auc"].value and report["params"]["reference"] == ["books"]
+
+        res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(partition_key="web", instance=instance)
+        assert res.success
+        ledger = pl.read_parquet(res.asset_materializations_for_node("filtered")[0].metadata["side_ledger"].value)
+        assert ledger["quality_score"].is_not_null().all()  # every document is scored, dropped ones too
+        cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
+        survivors = ledger.filter(pl.col("kept") | (pl.col("drop_reason") == "low_quality_score"))
+        fraction = cfg.thresholds.filtered.for_source("web")["quality_keep_fraction"]
+        assert abs(ledger["kept"].sum() / survivors.height - fraction) <= 0.02
+        assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
+        assert cut["drop_value"].equals(cut["quality_score"])
+
+
+def test_a_model_below_its_held_out_bar_fails_the_blocking_check_and_filtered_refuses_it(tmp_path):
+    from curation_assets.config import DEFAULT_THRESHOLDS
+
+    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    thresholds["quality_model"]["default"]["min_auc"] = 1.0  # the bundled sample's held-out AUC is below 1
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(thresholds))
+    settings = Settings(data_root=str(tmp_path / "data"), thresholds=str(path))
+    defs = build_definitions(load_config(thresholds=path), settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        for source in ("web", "books"):
+            defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key=source, instance=instance)
+        res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance, raise_on_error=False)
+        check = res.get_asset_check_evaluations()[0]
+        assert check.check_name == "held_out_quality" and not check.passed
+        assert check.metadata["held_out_auc"].value < 1.0
+        res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
+            partition_key="web", instance=instance, raise_on_error=False
+        )
+        assert not res.success
+        failure = next(e for e in res.all_events if e.is_step_failure)
+        assert "failed its blocking check ['held_out_quality']" in failure.step_failure_data.error.message
+        assert not res.asset_materializations_for_node("filtered")
