@@ -62,7 +62,7 @@ class ProtectedVersionError(Exception):
     """Raised instead of deleting a protected or current version."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class FileSetOutput:
     """Named files written into one version directory (e.g. a token format's data and index shards).
 
@@ -406,6 +406,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         try:
             if isinstance(obj, FileSetOutput):
                 files = self._write_files(obj, out)
+                context.add_output_metadata({"uri": dg.MetadataValue.path(f"{root}/{version}")})
             elif isinstance(obj, StepOutput):
                 files = self._write_step(obj, out)
                 dropped = files.pop("dropped_frame")

@@ -46,7 +46,7 @@ def die_while_writing(asset: str) -> None:
 def raw_slowly(log: str) -> int:
     import dagster as dg
 
-    from curation_assets.definitions import CURATE_SOURCE, defs
+    from curation_assets.definitions import INGEST_SOURCE, defs
 
     write, publish = storage._Version.write, storage.ParquetIOManager._publish
 
@@ -64,7 +64,7 @@ def raw_slowly(log: str) -> int:
     storage._Version.write, storage.ParquetIOManager._publish = slow_write, logged_publish
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("source", ["web"])
-        job = defs().resolve_job_def(CURATE_SOURCE)
+        job = defs().resolve_job_def(INGEST_SOURCE)
         result = job.execute_in_process(partition_key="web", instance=instance, asset_selection=[dg.AssetKey("raw")])
     return 0 if result.success else 1
 

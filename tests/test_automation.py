@@ -88,24 +88,58 @@ def test_s3_landing_zone(tmp_path, s3_endpoint):
         )
 
 
-def test_downstream_follows_an_updated_source_and_mixed_waits_for_blocking_checks(tmp_path):
+def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_quality_model(tmp_path):
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+
     defs = build_definitions(load_config(), Settings(data_root=str(tmp_path / "data")))
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("raw")).automation_condition is None
     gated = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-    assert graph.get(dg.AssetKey("mixed")).automation_condition == gated
-    assert graph.get(dg.AssetKey("filtered")).automation_condition == dg.AutomationCondition.eager()
-    assets = defs
+    for key in ("filtered", "mixed", "tokenized"):
+        assert graph.get(dg.AssetKey(key)).automation_condition == gated, key
+    for key in ("quality_model", "dedup_signatures", "deduped"):
+        assert graph.get(dg.AssetKey(key)).automation_condition == dg.AutomationCondition.eager(), key
+
+    def materialize(asset: str, partition: str | None = None, passed: bool = True) -> None:
+        """A materialization and its blocking checks' evaluations against it, as a run records them."""
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
+        (rec,) = instance.fetch_materializations(flt, limit=1).records
+        for check in graph.get_check_keys_for_assets([dg.AssetKey(asset)]):
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(asset),
+                    check_name=check.name,
+                    passed=passed or check.name != "held_out_quality",
+                    blocking=True,
+                    target_materialization_data=Target(
+                        storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp
+                    ),
+                )
+            )
+
+    def tick(cursor):
+        return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["web", "books"])
-        result = dg.evaluate_automation_conditions(defs=assets, instance=instance)
+        result = tick(None)
         assert result.total_requested == 0  # nothing materialized yet: eager does not start from scratch
-        instance.report_runless_asset_event(dg.AssetMaterialization("raw", partition="books"))
-        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
-        for key in ("filtered", "dedup_signatures"):  # the chain below the updated source, and only it
-            assert result.get_requested_partitions(dg.AssetKey(key)) == {"books"}
-        # the corpus-wide clustering waits for every source's signatures (web's are missing), and so does the rest
-        for key in ("dedup_clusters", "deduped", "synthetic", "mixed"):
+        for source in ("web", "books"):
+            materialize("raw", source)
+        result = tick(result.cursor)
+        assert result.get_num_requested(dg.AssetKey("quality_model")) == 1  # its reference and background changed
+        assert result.get_num_requested(dg.AssetKey("filtered")) == 0  # no model yet
+        materialize("quality_model", passed=False)  # a model below its held-out bar is not used
+        result = tick(result.cursor)
+        assert result.get_num_requested(dg.AssetKey("filtered")) == 0
+        materialize("quality_model")
+        result = tick(result.cursor)
+        for key in ("filtered", "dedup_signatures"):  # the chain below the model and the sources, and only it
+            assert result.get_requested_partitions(dg.AssetKey(key)) == {"web", "books"}, key
+        for key in ("deduped", "synthetic", "mixed"):
             assert result.get_num_requested(dg.AssetKey(key)) == 0, key
 
 

@@ -7,7 +7,17 @@ from curation_assets.config import load_config
 from curation_assets.definitions import build_definitions
 from resources import Settings
 
-ASSETS = ["raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"]
+ASSETS = [
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+]
 
 
 def defs_for(**settings) -> dg.Definitions:
@@ -48,7 +58,7 @@ def test_register_sources_sensor_adds_partitions_then_skips():
         assert isinstance(again, dg.SkipReason)
 
 
-def test_daily_schedule_curates_every_registered_source():
+def test_daily_schedules_ingest_and_curate_every_registered_source():
     defs = defs_for()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["web", "books"])
@@ -57,19 +67,22 @@ def test_daily_schedule_curates_every_registered_source():
             repository_def=defs.get_repository_def(),
             scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc),
         )
-        requests = defs.resolve_schedule_def("curate_sources_daily").evaluate_tick(ctx).run_requests
-        assert [(r.partition_key, r.run_key) for r in requests] == [
-            ("web", "web:2026-11-26"),
-            ("books", "books:2026-11-26"),
-        ]
+        for schedule in ("ingest_sources_daily", "curate_sources_daily"):
+            requests = defs.resolve_schedule_def(schedule).evaluate_tick(ctx).run_requests
+            assert [(r.partition_key, r.run_key) for r in requests] == [
+                ("web", "web:2026-11-26"),
+                ("books", "books:2026-11-26"),
+            ]
         finish = defs.resolve_schedule_def("finish_sources_daily").evaluate_tick(ctx).run_requests
         assert [r.partition_key for r in finish] == ["web", "books"]
-    # the nightly rebuild, stage after stage: map, corpus-wide dedup, per-source finish, mixture
+    # the nightly rebuild, stage after stage: read, quality model, map, corpus-wide dedup, per-source finish, mixture
     nightly = [
         (s.cron_schedule, s.job_name)
         for s in sorted(defs.schedules, key=lambda s: tuple(map(int, s.cron_schedule.split()[1::-1])))
     ]
     assert nightly == [
+        ("0 1 * * *", "ingest_source"),
+        ("30 1 * * *", "train_quality_model"),
         ("0 2 * * *", "curate_source"),
         ("0 3 * * *", "dedupe_corpus"),
         ("30 3 * * *", "finish_source"),

@@ -70,7 +70,17 @@ STEP_K8S_CONFIG = {
     "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}}
 }
 # The run launcher's default container resources (dagster.yaml): what a step without op tags gets.
-ASSET_NAMES = ("raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized")
+ASSET_NAMES = (
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+)
 LAUNCHER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}}
 
 
@@ -866,7 +876,7 @@ def test_every_asset_of_the_app_gets_the_step_job_its_op_tags_declare(overlay, t
 def test_each_step_is_pinned_to_the_zone_its_data_lives_in(tmp_path):
     """The zones come from the config, not from the overlay: with a directory-bucket data root every step runs in
     its zone; with a regional data root only `raw` of a source in a directory bucket is pinned, per partition,
-    through curate_source's partitioned config, and everything else may run anywhere. A source in a zone other
+    through ingest_source's partitioned config, and everything else may run anywhere. A source in a zone other
     than the data root's gets no pin of its own (the cost guard refuses that raw step; tests/test_raw.py)."""
     objs = render("dev")
     sources = tmp_path / "sources.yaml"
@@ -892,11 +902,19 @@ def test_each_step_is_pinned_to_the_zone_its_data_lives_in(tmp_path):
         settings = Settings.from_env(env)
         definitions = build_definitions(load_config(settings.sources, settings.recipe), settings)
         with cluster_instance(tmp_path, env["CURATION_NAMESPACE"]) as instance:
-            for job_name, partitions in (("curate_source", ["books", "web"]), ("build_mixture", [None])):
+            jobs = (
+                ("ingest_source", ["books", "web"]),
+                ("train_quality_model", [None]),
+                ("curate_source", ["books", "web"]),
+                ("build_mixture", [None]),
+            )
+            for job_name, partitions in jobs:
                 job_def = definitions.resolve_job_def(job_name)
                 for partition in partitions:
                     run_config = (
-                        job_def.partitioned_config.get_run_config_for_partition_key(partition) if partition else {}
+                        job_def.partitioned_config.get_run_config_for_partition_key(partition)
+                        if partition and job_def.partitioned_config
+                        else {}
                     )
                     run = instance.add_run(
                         DagsterRun(

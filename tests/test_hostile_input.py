@@ -18,7 +18,7 @@ import zstandard
 
 from curation_assets import readers
 from curation_assets.config import load_config
-from curation_assets.definitions import CURATE_SOURCE, build_definitions
+from curation_assets.definitions import INGEST_SOURCE, build_definitions
 from curation_assets.raw import landed_outside, resolve_source
 from resources import Settings
 from resources.cost_guard import CostGuard
@@ -97,7 +97,7 @@ def test_raw_quarantines_a_symlink_out_of_the_landing_zone_and_never_reads_it(tm
     (news / "evil.jsonl").symlink_to(tmp_path / "secret" / "creds.jsonl")
     (tmp_path / "zone" / "leak").symlink_to(tmp_path / "secret")  # a whole source directory linked out
     settings = Settings(data_root=str(tmp_path / "data"))
-    job = build_definitions(load_config(sources=sources), settings).resolve_job_def(CURATE_SOURCE)
+    job = build_definitions(load_config(sources=sources), settings).resolve_job_def(INGEST_SOURCE)
     io_manager = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(), cost_guard=CostGuard())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["news", "leak"])

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from curation_assets.config import load_config
-from curation_assets.definitions import CURATE_SOURCE, build_definitions
+from curation_assets.definitions import CURATE_SOURCE, INGEST_SOURCE, build_definitions
 from curation_assets.raw import shard_names
 from resources.cost_guard import CostGuard
 from resources import Settings
@@ -29,7 +29,7 @@ def sources_yaml(tmp_path, uris: list[str], **location) -> str:
 def curate(settings: Settings, instance: dg.DagsterInstance, selection=None) -> dg.ExecuteInProcessResult:
     cfg = load_config(settings.sources, settings.recipe)
     instance.add_dynamic_partitions("source", ["books"])
-    job = build_definitions(cfg, settings).resolve_job_def(CURATE_SOURCE)
+    job = build_definitions(cfg, settings).resolve_job_def(INGEST_SOURCE)
     return job.execute_in_process(
         partition_key="books", instance=instance, raise_on_error=False, asset_selection=selection
     )
@@ -123,6 +123,8 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     )
     with dg.instance_for_test() as instance:
         assert curate(settings, instance).success
+        defs = build_definitions(load_config(settings.sources, settings.recipe), settings)
+        assert defs.resolve_job_def(CURATE_SOURCE).execute_in_process(partition_key="books", instance=instance).success
     io = ParquetIOManager(
         base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard()
     )
@@ -156,7 +158,7 @@ def test_override_is_logged_and_the_blocking_check_fails_on_measured_cross_az_by
         assert instance.get_latest_materialization_event(dg.AssetKey("raw")) is None  # refused before writing
 
         cfg = load_config(zonal["sources"], zonal["recipe"])
-        job = build_definitions(cfg, Settings(**zonal)).resolve_job_def(CURATE_SOURCE)
+        job = build_definitions(cfg, Settings(**zonal)).resolve_job_def(INGEST_SOURCE)
         result = job.execute_in_process(
             partition_key="books",
             instance=instance,

@@ -195,7 +195,7 @@ def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where, tmp_
 
 
 def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
-    from curation_assets.definitions import CURATE_SOURCE, build_definitions
+    from curation_assets.definitions import CURATE_SOURCE, INGEST_SOURCE, build_definitions
 
     books = load_config().source("books")
     sources = tmp_path / "s3-sources.yaml"
@@ -208,14 +208,16 @@ def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProces
     for path in sorted(Path(load_config().resolve_uri(books.uris[0])).parent.glob("part-*")):
         store.write_bytes(f"s3://curation/faults-in/books/{path.name}", path.read_bytes())
     settings = Settings(data_root=root, s3_endpoint=endpoint, sources=str(sources), recipe=str(recipe))
-    job = build_definitions(load_config(settings.sources, settings.recipe), settings).resolve_job_def(CURATE_SOURCE)
+    defs = build_definitions(load_config(settings.sources, settings.recipe), settings)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["books"])
-        return job.execute_in_process(
-            partition_key="books",
-            instance=instance,
-            raise_on_error=False,
-            asset_selection=[dg.AssetKey("raw"), dg.AssetKey("filtered")],
+        ingest = defs.resolve_job_def(INGEST_SOURCE).execute_in_process(
+            partition_key="books", instance=instance, raise_on_error=False
+        )
+        if not ingest.success:
+            return ingest
+        return defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
+            partition_key="books", instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("filtered")]
         )
 
 

@@ -6,25 +6,41 @@ from pathlib import Path
 import dagster as dg
 
 from curation_assets.config import load_config
-from curation_assets.definitions import ASSETS, CURATE_SOURCE, build_definitions
+from curation_assets.definitions import ASSETS, CURATE_SOURCE, INGEST_SOURCE, TRAIN_QUALITY, build_definitions
 from resources import Settings
 from resources.storage import TRACE_TAG
 
 
-def curate_web(tmp_path, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+def curate_web(tmp_path, tags: dict[str, str]) -> dict[str, dg.AssetMaterialization]:
+    """Ingest web and books, train the quality model, curate web: the materialization of each asset of web."""
     settings = Settings(data_root=str(tmp_path / "data"))
-    job = build_definitions(load_config(), settings).resolve_job_def(CURATE_SOURCE)
+    defs = build_definitions(load_config(), settings)
+    mats = {}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("source", ["web"])
-        return job.execute_in_process(partition_key="web", instance=instance, tags=tags)
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        for job, partition in (
+            (INGEST_SOURCE, "books"),
+            (INGEST_SOURCE, "web"),
+            (TRAIN_QUALITY, None),
+            (CURATE_SOURCE, "web"),
+        ):
+            result = defs.resolve_job_def(job).execute_in_process(partition_key=partition, instance=instance, tags=tags)
+            for event in result.get_asset_materialization_events():
+                mats[event.asset_key.to_user_string()] = event.step_materialization_data.materialization
+    return mats
 
 
 def test_a_traced_run_stores_a_perfetto_trace_beside_each_output_and_an_untraced_run_none(tmp_path):
     # Which function of the step module must appear in its trace (the work, not just the wrapper).
-    work = {"raw": "read_shard", "filtered": "run_filter", "dedup_signatures": "signatures"}
-    result = curate_web(tmp_path / "traced", {TRACE_TAG: "1"})
+    work = {
+        "raw": "read_shard",
+        "quality_model": "training_set",
+        "filtered": "run_filter",
+        "dedup_signatures": "signatures",
+    }
+    mats = curate_web(tmp_path / "traced", {TRACE_TAG: "1"})
     for asset, fn in work.items():
-        (mat,) = result.asset_materializations_for_node(asset)
+        mat = mats[asset]
         path = Path(mat.metadata["trace"].value)
         assert path.parent == Path(mat.metadata["uri"].value) and path.name == "trace.json"
         events = json.loads(path.read_text())["traceEvents"]  # Chrome trace-event JSON: what Perfetto opens
@@ -32,9 +48,9 @@ def test_a_traced_run_stores_a_perfetto_trace_beside_each_output_and_an_untraced
         assert fn in names, (asset, sorted(names)[:20])
         assert mat.metadata["trace_viewer"].value == "https://ui.perfetto.dev"
 
-    result = curate_web(tmp_path / "plain", {})
+    mats = curate_web(tmp_path / "plain", {})
     for asset in work:
-        (mat,) = result.asset_materializations_for_node(asset)
+        mat = mats[asset]
         assert "trace" not in mat.metadata and not list(Path(mat.metadata["uri"].value).glob("trace*"))
 
 

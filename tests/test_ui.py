@@ -3,13 +3,13 @@
 The module fixture starts a standalone `dagster code-server start` and a `dagster-webserver` whose workspace loads it
 through a `grpc_server` entry (the shape deploy/ runs in the cluster), against a
 throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and a throw-away CURATION_DATA_ROOT.
-Through GraphQL it registers the `books` partition and runs `curate_source` for it; then
-- test_graphql_curate_books: the location `curation` is LOADED with exactly the eight assets, the run succeeded, `raw`
-  partition `books` is materialized by that run with rows_in / rows_out / tokens > 0, the other three assets too, and
+Through GraphQL it registers the `books` partition and runs `ingest_source` for it; then
+- test_graphql_curate_books: the location `curation` is LOADED with exactly the nine assets, the run succeeded, `raw`
+  partition `books` is materialized by that run with rows_in / rows_out / tokens > 0, and
   raw's checks records_accounted and drop_rate (and any other check on raw) passed against that materialization;
 - test_browser_asset_pages: headless Debian chromium, driven by playwright, renders raw's partitions view with `books`
   materialized by that run and its metadata, raw's checks tab with both checks Succeeded, and the catalog and the
-  lineage graph with all eight assets.
+  lineage graph with all nine assets.
 """
 
 import json
@@ -30,8 +30,17 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCATION = "curation"
 REPOSITORY = "__repository__"  # the repository name of a `Definitions` location
-ASSETS = {"raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"}
-CURATED = ["raw", "filtered", "dedup_signatures"]  # the assets of job curate_source
+ASSETS = {
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+}
 PARTITION = "books"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,7 +54,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOAD_TIMEOUT = 180  # s: the webserver and the location's code server come up
-RUN_TIMEOUT = 300  # s: curate_source for one bundled source
+RUN_TIMEOUT = 300  # s: ingest_source for one bundled source
 
 
 def _free_port() -> int:
@@ -197,7 +206,7 @@ mutation($repo: RepositorySelector!, $def: String!, $key: String!) {
 
 @pytest.fixture(scope="module")
 def books_run(webserver):
-    """Register partition `books` and run curate_source for it through GraphQL; (run_id, final status, seconds)."""
+    """Register partition `books` and run ingest_source for it through GraphQL; (run_id, final status, seconds)."""
     from dagster import DagsterRunStatus
     from dagster_graphql import DagsterGraphQLClient
 
@@ -212,7 +221,7 @@ def books_run(webserver):
     client = DagsterGraphQLClient("127.0.0.1", port_number=webserver.port)
     t0 = time.monotonic()
     run_id = client.submit_job_execution(
-        "curate_source", repository_location_name=LOCATION, tags={"dagster/partition": PARTITION}
+        "ingest_source", repository_location_name=LOCATION, tags={"dagster/partition": PARTITION}
     )
     done = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     while (status := client.get_run_status(run_id)) not in done:
@@ -253,6 +262,7 @@ def test_graphql_curate_books(webserver, books_run):
     assert keys == sorted(ASSETS)
     assert {"/".join(n["assetKey"]["path"]): (n["partitionDefinition"] or {}).get("name") for n in nodes} == {
         "raw": "source",
+        "quality_model": None,
         "filtered": "source",
         "dedup_signatures": "source",
         "dedup_clusters": None,
@@ -270,7 +280,7 @@ def test_graphql_curate_books(webserver, books_run):
         if e["__typename"] == "ExecutionStepFailureEvent"
     ]
     assert status.value == "SUCCESS", (
-        f"curate_source[{PARTITION}] ended {status.value} after {seconds:.0f}s; step failures: {failures}\n"
+        f"ingest_source[{PARTITION}] ended {status.value} after {seconds:.0f}s; step failures: {failures}\n"
         f"webserver log tail:\n{webserver.log_tail()}"
     )
     assert {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"] == PARTITION
@@ -284,12 +294,6 @@ def test_graphql_curate_books(webserver, books_run):
     for label in ("rows_in", "rows_out", "tokens"):
         assert isinstance(md.get(label), int) and md[label] > 0, (label, md)
     assert md["rows_out"] <= md["rows_in"]
-    # the rest of the job materialized books too
-    for asset in CURATED[1:]:
-        mats = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": [asset]}, "partitions": [PARTITION]})["assetOrError"][
-            "assetMaterializations"
-        ]
-        assert [m["runId"] for m in mats] == [run_id], asset
 
     # raw's checks: evaluated in this run and passed, both in the run's events and in the check-execution API. The check
     # specs are unpartitioned, so an evaluation carries partition None (or the run's partition if they become partitioned)
@@ -333,7 +337,7 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
     from playwright.sync_api import expect
 
     run_id, status, _ = books_run
-    assert status.value == "SUCCESS", f"curate_source[{PARTITION}] ended {status.value}; see test_graphql_curate_books"
+    assert status.value == "SUCCESS", f"ingest_source[{PARTITION}] ended {status.value}; see test_graphql_curate_books"
     # the UI greets a new instance with a "Join the Dagster community" modal over every page; mark it seen
     assert webserver.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
 
@@ -357,7 +361,7 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
         expect(page.get_by_text(PARTITION, exact=True).first).to_be_visible()
         expect(page.get_by_text("Latest materialization", exact=True)).to_be_visible()
         expect(page.get_by_text(run_id[:8], exact=True)).to_be_visible()  # the run link shows the short run id
-        expect(page.get_by_text("curate_source", exact=False).first).to_be_visible()
+        expect(page.get_by_text("ingest_source", exact=False).first).to_be_visible()
         for label in ("rows_in", "rows_out", "tokens"):
             expect(page.get_by_text(label, exact=True).first).to_be_visible()
         page.screenshot(path=str(tmp_path / "raw_partition.png"), full_page=True)
@@ -370,7 +374,7 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
             expect(row.first).to_contain_text("Succeeded")
         page.screenshot(path=str(tmp_path / "raw_checks.png"), full_page=True)
 
-        # the catalog lists the eight assets, each linking to its page
+        # the catalog lists the nine assets, each linking to its page
         visit("catalog", "/assets")
         for asset in sorted(ASSETS):
             expect(page.locator(f'a[href="/assets/{asset}"]').first).to_be_visible()
