@@ -23,16 +23,30 @@ from resources import Settings, build_resources
 from resources.storage import PROTECTED, FileSetOutput, ObjectStore, ProtectedVersionError
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["raw", "filtered", "dedup_signatures", "dedup_clusters", "deduped", "synthetic", "mixed", "tokenized"]
+ASSETS = [
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+]
 
 
 def mini_config(tmp_path: Path) -> dict[str, str]:
-    web = load_config().source("web")
+    """web and books (the quality model's background and reference) of the bundled sample."""
+    cfg = load_config()
     sources = tmp_path / "sources.yaml"
-    uris = [load_config().resolve_uri(u) for u in web.uris]
-    sources.write_text(yaml.safe_dump({"sources": [{"name": "web", "uris": uris, "licence": web.licence}]}))
+    listed = [
+        {"name": s, "uris": [cfg.resolve_uri(u) for u in cfg.source(s).uris], "licence": cfg.source(s).licence}
+        for s in ("web", "books")
+    ]
+    sources.write_text(yaml.safe_dump({"sources": listed}))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"recipe": {"name": "web-only", "weights": {"web": 1}}}))
+    recipe.write_text(yaml.safe_dump({"recipe": {"name": "web-books", "weights": {"web": 1, "books": 1}}}))
     return {"CURATION_SOURCES": str(sources), "CURATION_RECIPE": str(recipe)}
 
 
