@@ -322,16 +322,18 @@ def ledger_of(marked: pl.DataFrame) -> pl.DataFrame:
 
 
 def distributions_markdown(ledger: pl.DataFrame) -> str:
-    """Quantiles of every rule's measured value over the documents that reached it (a histogram table)."""
+    """Quantiles of every rule's measured value over the documents that reached it, and of the language and quality
+    scores over every document (a histogram table: where a threshold would cut)."""
     qs = (0.01, 0.1, 0.5, 0.9, 0.99)
     head = "| rule value | n | " + " | ".join(f"p{int(q * 100)}" for q in qs) + " |"
-    rows = []
+    columns = {name: ledger[name] for name in ("lang_score", "quality_score") if name in ledger.columns}
     if ledger.height and ledger.schema["values"] != pl.Null:
-        values = ledger.select(pl.col("values").struct.unnest())
-        for name in values.columns:
-            col = values[name].drop_nulls()
-            if col.len():
-                rows.append(f"| {name} | {col.len()} | " + " | ".join(f"{col.quantile(q):.3g}" for q in qs) + " |")
+        columns |= {c.name: c for c in ledger.select(pl.col("values").struct.unnest())}
+    rows = []
+    for name, col in columns.items():
+        col = col.drop_nulls()
+        if col.len():
+            rows.append(f"| {name} | {col.len()} | " + " | ".join(f"{col.quantile(q):.3g}" for q in qs) + " |")
     return "\n".join([head, "|---|---:|" + "---:|" * len(qs), *rows])
 
 

@@ -234,7 +234,8 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     assert "drop_reason" not in kept.columns and pl.concat(dropped).height == 32
     funnel = funnel_markdown(ledger.height, 10, drop_counts(pl.concat(dropped)), None, {})
     assert "| dropped: low_quality_score | 30 |  | 71.4% |" in funnel and "| **kept** | 10 |  | 23.8% |" in funnel
-    assert "| gopher_short_doc | 42 |" in distributions_markdown(ledger)
+    table = distributions_markdown(ledger)
+    assert "| gopher_short_doc | 42 |" in table and "| quality_score | 42 |" in table and "| lang_score | 42 |" in table
 
 
 def test_c4_line_removing_variant_rewrites_kept_text():
@@ -248,3 +249,22 @@ def test_c4_line_removing_variant_rewrites_kept_text():
     assert out["drop_reason"][0] is None
     assert "JavaScript" not in out["text"][0] and "menu" not in out["text"][0]
     assert out["text"][0].startswith("Curation pipelines turn raw crawled text into training data.")
+
+
+def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
+    from curation_assets.filtered import keep_top_fraction
+
+    ledger = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(6)],
+            "drop_reason": [None, None, None, None, "gopher_short_doc", "low_lang_score"],
+            "drop_value": [None, None, None, None, 12.0, 0.3],
+            "quality_score": [0.1, 0.2, 0.4, None, 0.9, 0.95],  # the best scores belong to dropped documents
+        }
+    )
+    out = keep_top_fraction(ledger, 0.5)
+    assert out.filter(pl.col("drop_reason").is_null())["doc_id"].to_list() == ["d1", "d2"]
+    cut = out.filter(pl.col("drop_reason") == "low_quality_score")
+    assert cut["doc_id"].to_list() == ["d0", "d3"]  # an unscored survivor ranks last
+    assert cut["drop_value"].to_list() == [0.1, None]
+    assert out["drop_reason"].to_list()[4:] == ["gopher_short_doc", "low_lang_score"]  # earlier reasons stay
