@@ -111,8 +111,11 @@ def sample_key(seed: int) -> pl.Expr:
 
 
 def presample(docs: pl.LazyFrame, rows: int, params: TrainingParams) -> pl.LazyFrame:
-    """`doc_id`, `text` of a Bernoulli sample of about OVERSAMPLE x max_per_class non-empty documents, lazily."""
-    lf = docs.select("doc_id", "text").filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+    """`doc_id`, `text` (its first MAX_CHARS characters: all the classifier reads, so memory is bounded by
+    OVERSAMPLE x max_per_class x MAX_CHARS) of a Bernoulli sample of about OVERSAMPLE x max_per_class non-empty
+    documents, lazily."""
+    text = pl.col("text").str.strip_chars().str.slice(0, MAX_CHARS)
+    lf = docs.select("doc_id", text).filter(pl.col("text").str.len_bytes() > 0)
     rate = OVERSAMPLE * params.max_per_class / rows if rows else 1.0
     if rate < 1:
         lf = lf.filter(sample_key(params.seed) < pl.lit(int(rate * 2**64), pl.UInt64))

@@ -64,6 +64,21 @@ def test_training_set_labels_by_source_balances_classes_and_leaves_repeated_text
     assert fasttext_lines(train.head(2)).splitlines()[0].startswith("__label__cc web page ")
 
 
+def test_presample_draws_about_twice_the_cap_lazily_and_truncates_texts():
+    from curation_assets.quality_model import presample
+
+    n = 20_000
+    docs = pl.LazyFrame({"doc_id": [f"d{i}" for i in range(n)], "text": ["x" * (MAX_CHARS + 10)] * (n - 1) + ["  "]})
+    params = TrainingParams(max_per_class=1_000)
+    drawn = presample(docs, n, params).collect()
+    assert 1_800 < drawn.height < 2_200  # Bernoulli(2 x 1,000 / 20,000)
+    assert drawn["text"].str.len_chars().max() == MAX_CHARS
+    assert presample(docs, n, params).collect().equals(drawn)
+    assert presample(docs.head(500), 500, params).collect().height == 500  # a small source is read whole
+    small = pl.LazyFrame({"doc_id": ["a", "b"], "text": ["hi", " \n "]})
+    assert presample(small, 2, params).collect()["doc_id"].to_list() == ["a"]  # blank documents are never drawn
+
+
 def test_held_out_metrics_on_literal_scores():
     y = pl.Series([True, True, True, False, False])
     s = pl.Series([0.9, 0.6, 0.4, 0.7, 0.1])
