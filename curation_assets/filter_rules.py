@@ -3,7 +3,8 @@
 `features(texts, ...)` returns one row per text (aligned) of `_`-prefixed statistics; `filtered.py` turns them into
 rules. Everything is vectorised (texts are exploded into words / lines and aggregated); the one sequential algorithm,
 datatrove's greedy `find_all_duplicate` scan for duplicated 5..10-grams, runs in Python only for the few documents
-whose exact upper bound (chars of every repeated n-gram occurrence) exceeds the threshold.
+whose exact upper bound (chars of every repeated n-gram occurrence) exceeds the threshold, and only over their repeated
+n-grams. n-gram statistics run on numpy arrays of 64-bit word-tuple hashes, hashing only n-grams that can repeat.
 
 Words emulate datatrove's English word tokenizer (spaCy `blank("en")`, tokens stripped, empty ones dropped):
 whitespace chunks, with spaCy's single-char prefix/suffix punctuation split off, a final `.` split off, contractions
@@ -14,6 +15,9 @@ and emoticons; they move counts by a token or two and flip a decision only at a 
 
 from __future__ import annotations
 
+import bisect
+
+import numpy as np
 import polars as pl
 
 from curation_assets._dt_chars import PUNCTUATION, SENTENCE_PUNCT, SPACY_AFFIXES, TERMINAL_PUNCTUATION
@@ -24,7 +28,9 @@ def _cls(chars: str) -> str:
 
 
 _A = _cls(SPACY_AFFIXES)
-_CONTRACTION = r"(?i)(\p{L})(n['’]t|['’](?:s|re|ve|ll|d|m))\b"
+# `(\W|$)` is `\b` after the contraction's last letter, consumed and put back: a `\b` makes the regex engine fall back
+# from its DFA on non-ASCII text (several times slower); the consumed char is no letter, so no next match needs it
+_CONTRACTION = r"(?i)(\p{L})(n['’]t|['’](?:s|re|ve|ll|d|m))(\W|$)"
 _INFIX = r"([\p{L}\p{N}])(-+|–|—|[:/<>=])(\p{L})|(\p{L})(,)(\p{L})"
 TOKEN = rf"(?i:n['’]t|['’](?:s|re|ve|ll|d|m))\b|\p{{L}}\.(?:\p{{L}}\.)*|\.{{2,}}|[{_A}]|[^\s{_A}.]+(?:[{_A}.]+[^\s{_A}.]+)*|\S"
 _NON_SYMBOL = rf"[^{_cls(PUNCTUATION)}]"
@@ -41,7 +47,7 @@ POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "us
 
 def words_expr(text: pl.Expr) -> pl.Expr:
     """List of words as datatrove's English `split_into_words` (spaCy) would give them (see module docstring)."""
-    t = text.str.replace_all(_CONTRACTION, "$1 $2")
+    t = text.str.replace_all(_CONTRACTION, "$1 $2$3")
     for _ in range(2):  # non-overlapping matches: "a-b-c" needs a second pass
         t = t.str.replace_all(_INFIX, "$1$4 $2$5 $3$6")
     return t.str.extract_all(TOKEN)
@@ -58,64 +64,149 @@ def _part_dups(frame: pl.LazyFrame, parts: pl.Expr, name: str) -> pl.LazyFrame:
     )
 
 
-# odd 64-bit multipliers: an n-gram's key is sum(hash(word_k) * M_k) (wrapping), i.e. a hash of the word tuple
-_MULT = [(0x9E3779B97F4A7C15 + 2 * k * 0x632BE59BD9B4E019) % 2**64 | 1 for k in range(10)]
+# An n-gram's key chains splitmix64's finalizer over (doc index, word hashes): key = mix(... mix(mix(doc) ^ h0) ^ h1 ...).
+# A linear key (sum of hash(word_k) * M_k) would collide on structured n-grams ("a b b a" vs "b a a b" whenever the
+# multipliers are in arithmetic progression); a mixed one collides with probability ~2^-64 per pair.
+_MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB), np.uint64(31))
 
 
-def _grams(words: pl.LazyFrame, n: int, sep: str) -> pl.LazyFrame:
-    """Every n-gram of every doc: its key (a 64-bit hash of the word tuple; a collision inside one document is
-    negligible, and keys are never persisted) and its length in chars when joined with `sep`."""
-    key = pl.sum_horizontal([pl.col("_h").shift(-k) * pl.lit(_MULT[k], pl.UInt64) for k in range(n)])
-    chars = pl.sum_horizontal([pl.col("_len").shift(-k) for k in range(n)]) + len(sep) * (n - 1)
-    return words.select("_i", "_pos", key.alias("_g"), chars.alias("_chars")).filter(
-        pl.col("_i").shift(-(n - 1)) == pl.col("_i")
-    )
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, in place."""
+    s1, m1, s2, m2, s3 = _MIX
+    x ^= x >> s1
+    x *= m1
+    x ^= x >> s2
+    x *= m2
+    x ^= x >> s3
+    return x
 
 
-def _top_ngram_chars(words: pl.LazyFrame, n: int) -> pl.LazyFrame:
-    """datatrove `find_top_duplicate`: len(top n-gram) * its count; ties -> the first occurring (Counter order).
-    n-grams are grouped by a 64-bit hash of their text, within one document and one call (never persisted)."""
-    counts = (
-        _grams(words, n, " ")
-        .group_by("_i", "_g")
-        .agg(pl.len().alias("_c"), pl.col("_pos").min(), pl.col("_chars").first())
-    )
-    top = counts.filter(pl.col("_c") == pl.col("_c").max().over("_i")).filter(
-        pl.col("_pos") == pl.col("_pos").min().over("_i")
-    )
-    return top.select("_i", (pl.col("_c") * pl.col("_chars")).alias(f"_top{n}"))
+class _Words:
+    """The exploded words as numpy arrays (positions in doc order): doc index, word hash, char-length prefix sums and
+    the number of words from each position to its doc's end (an n-gram starts at p iff that is >= n).
+    n-gram keys are 64-bit hashes of (doc, word tuple) (see _MIX): keys are never persisted.
+
+    Only n-grams that can repeat are hashed: an n-gram at p repeats (occurs again in its doc) only if, for any m < n,
+    the m-grams at p .. p + n - m all do; `repeats` keeps, per m already scanned, that flag per position (and whether
+    it covered every doc or only those still live then)."""
+
+    def __init__(self, words: pl.DataFrame, n_docs: int):
+        self.n_docs = n_docs
+        self.doc = words["_i"].to_numpy().astype(np.int64)
+        self.h = words["_h"].to_numpy()
+        self.cum = np.concatenate([[0], np.cumsum(words["_len"].to_numpy(), dtype=np.int64)])
+        self.n_words = np.bincount(self.doc, minlength=n_docs)
+        self.start = np.cumsum(self.n_words) - self.n_words
+        self.left = (self.start + self.n_words)[self.doc] - np.arange(len(self.doc))
+        self.salt = _mix(self.doc.astype(np.uint64))
+        self.repeats: dict[int, tuple[np.ndarray, bool]] = {}
+
+    def keys(self, pos: np.ndarray, n: int) -> np.ndarray:
+        key = self.salt[pos]
+        for k in range(n):
+            key ^= self.h[pos + k]
+            _mix(key)
+        return key
+
+    def chars(self, pos: np.ndarray, n: int, sep: int) -> np.ndarray:
+        return self.cum[pos + n] - self.cum[pos] + sep * (n - 1)
+
+    def per_doc_sum(self, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Sum of `values` per doc, `pos` sorted."""
+        csum = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+        cut = np.searchsorted(self.doc[pos], np.arange(self.n_docs + 1))
+        return csum[cut[1:]] - csum[cut[:-1]]
+
+    def scan(self, n: int, live: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The n-grams (of the `live` docs, None = all) that may repeat: positions, keys, occurrence count of the key
+        and the position of its first occurrence (exact for every repeating n-gram; the others occur once)."""
+        size = len(self.doc)
+        cand = self.left >= n
+        if live is not None:
+            cand &= live[self.doc]
+        known = [m for m, (_, every) in self.repeats.items() if m < n and (every or live is not None)]
+        if known:
+            m = max(known)
+            repeats = self.repeats[m][0]
+            for j in range(n - m + 1):
+                cand[: size - j] &= repeats[j:]
+        pos = np.flatnonzero(cand)
+        keys = self.keys(pos, n)
+        occ = pl.DataFrame({"k": keys, "p": pos}).select(
+            pl.len().over("k").alias("c"), pl.col("p").first().over("k").alias("f")
+        )
+        count, first = occ["c"].to_numpy(), occ["f"].to_numpy()
+        repeats = np.zeros(size, bool)
+        repeats[pos[count > 1]] = True
+        self.repeats[n] = (repeats, live is None)
+        return pos, keys, count, first
 
 
-def greedy_dup_chars(grams: list[int], chars: list[int], n: int) -> int:
-    """datatrove `find_all_duplicate` on precomputed n-gram keys: a repeat adds its chars and jumps n words."""
-    seen: set[int] = set()
+def _top_ngram_chars(w: _Words, n: int) -> pl.DataFrame:
+    """datatrove `find_top_duplicate`: len(top n-gram) * its count; ties -> the first occurring (Counter order), which
+    is the doc's first n-gram when none repeats."""
+    pos, _, count, first = w.scan(n, None)
+    groups = np.flatnonzero((count > 1) & (pos == first))  # repeating n-grams, in order of first occurrence
+    doc = w.doc[pos[groups]]
+    top_count = np.ones(w.n_docs, np.uint32)
+    top_pos = w.start.copy()  # no repeat: the doc's first n-gram, once
+    if len(groups):
+        count = count[groups].astype(np.uint32)
+        new_doc = np.concatenate([[True], doc[1:] != doc[:-1]])
+        seg = np.cumsum(new_doc) - 1
+        hit = np.flatnonzero(count == np.maximum.reduceat(count, np.flatnonzero(new_doc))[seg])
+        top = hit[np.concatenate([[True], seg[hit][1:] != seg[hit][:-1]])]  # first max of each doc
+        top_count[doc[top]] = count[top]
+        top_pos[doc[top]] = pos[groups[top]]
+    has = np.flatnonzero(w.n_words >= n)
+    value = top_count[has] * w.chars(top_pos[has], n, 1).astype(np.uint32)
+    return pl.DataFrame({"_i": has.astype(np.uint32), f"_top{n}": value})
+
+
+def greedy_dup_chars(pos: list[int], keys: list[int], firsts: list[int], chars: list[int], n: int) -> int:
+    """datatrove `find_all_duplicate` (a repeat of an n-gram seen at a visited position adds its chars and jumps n
+    words), walking only the doc's repeated n-grams: position, key, position of the key's first occurrence, chars.
+    A first occurrence is visited unless it lies in a jump (r, r + n) after a repeat r."""
+    seen: set[int] = set()  # keys of the visited repeated n-grams
+    jumps: list[int] = []
     total = idx = 0
-    while idx < len(grams):
-        if grams[idx] in seen:
-            total += chars[idx]
-            idx += n
+    for p, k, f, c in zip(pos, keys, firsts, chars):
+        if p < idx:
+            continue
+        if k in seen:
+            hit = True
         else:
-            seen.add(grams[idx])
-            idx += 1
+            j = bisect.bisect_right(jumps, f)
+            hit = j == 0 or f >= jumps[j - 1] + n
+            seen.add(k)
+        if hit:
+            total += c
+            idx = p + n
+            jumps.append(p)
     return total
 
 
-def _dup_ngram_chars(words: pl.LazyFrame, docs: pl.DataFrame, n: int, frac: float) -> pl.DataFrame:
-    """`_dup{n}`: datatrove's duplicated-n-gram chars for the docs whose `_skip` is false (null for the others: an
-    earlier rule already drops them, so they never reach this one); exact wherever it can exceed `frac` * len(text),
-    else the upper bound (the chars of every non-first occurrence), which is then <= the threshold."""
-    live = docs.filter(~pl.col("_skip"))["_i"].implode()
-    grams = (
-        _grams(words.filter(pl.col("_i").is_in(live)), n, "")
-        .with_columns(pl.col("_g").is_first_distinct().over("_i").alias("_first"))
-        .collect()
-    )
-    bound = grams.group_by("_i").agg(pl.col("_chars").filter(~pl.col("_first")).sum().alias("_b"))
-    hot = bound.join(docs, on="_i").filter(pl.col("_b") > frac * pl.col("_chars"))["_i"]
-    exact = grams.filter(pl.col("_i").is_in(hot.implode())).group_by("_i", maintain_order=True).agg("_g", "_chars")
-    values = [greedy_dup_chars(g, c, n) for g, c in exact.select("_g", "_chars").iter_rows()]
-    exact = pl.DataFrame({"_i": exact["_i"], "_x": pl.Series(values, dtype=pl.Int64)})
-    return bound.join(exact, on="_i", how="left").select("_i", pl.coalesce("_x", "_b").cast(pl.Int64).alias(f"_dup{n}"))
+def _dup_ngram_chars(w: _Words, chars: np.ndarray, skip: np.ndarray, n: int, frac: float) -> tuple:
+    """`_dup{n}`: datatrove's duplicated-n-gram chars for the docs not `skip`ped (null for the others: an earlier
+    rule already drops them, so they never reach this one) with >= n words; exact wherever it can exceed
+    `frac` * len(text), else the upper bound (the chars of every non-first occurrence), which is then <= the threshold.
+    Returns (values, defined)."""
+    pos, keys, _, first = w.scan(n, ~skip)
+    ch = w.chars(pos, n, 0)
+    later = pos != first
+    values = w.per_doc_sum(pos[later], ch[later])
+    defined = ~skip & (w.n_words >= n)
+    hot = defined & (values > frac * chars)
+    if hot.any():
+        rows = later & hot[w.doc[pos]]
+        p_hot, k_hot, f_hot, c_hot = pos[rows], keys[rows], first[rows], ch[rows]
+        cut = np.searchsorted(w.doc[p_hot], np.arange(w.n_docs + 1))
+        for d in np.flatnonzero(hot):
+            a, b = cut[d], cut[d + 1]
+            values[d] = greedy_dup_chars(
+                p_hot[a:b].tolist(), k_hot[a:b].tolist(), f_hot[a:b].tolist(), c_hot[a:b].tolist(), n
+            )
+    return values, defined
 
 
 def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
@@ -131,7 +222,7 @@ def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
         (
             c("_l").str.contains(r"\S{1001}")  # a word longer than 1000 chars
             | (~c("_c").str.contains(r"[.?!\"']$") | c("_c").str.ends_with("...") if terminal_punct else pl.lit(False))
-            | (c("_l").str.count_matches(r"\S+") < 3)
+            | ~c("_l").str.contains(r"\S\s+\S+\s+\S")  # fewer than 3 words
         ).alias("_skip"),
     )
     lines = lines.with_columns(
@@ -197,7 +288,6 @@ def features(
         base.select("_i", words_expr(text).alias("_w"))
         .explode("_w")
         .drop_nulls("_w")
-        .with_row_index("_pos")
         .with_columns(
             pl.col("_w").str.len_chars().alias("_len"),
             pl.col("_w").str.contains(_NON_SYMBOL).alias("_nsw"),
@@ -231,21 +321,23 @@ def features(
         _part_dups(base, text.str.strip_chars().str.replace_all(r"\n{2,}", "\n\n").str.split("\n\n"), "para"),
         _part_dups(base, text.str.replace_all(r"\n+", "\n").str.split("\n"), "line"),  # re.split("\n+", text)
         word_stats,
-        *(_top_ngram_chars(words, n) for n, _ in top_n_grams),
     ]
+    if top_n_grams or dup_n_grams:
+        w = _Words(words.collect(), len(texts))
+        parts += [_top_ngram_chars(w, n).lazy() for n, _ in top_n_grams]
     if c4:
         parts.append(c4_lines(base, c4_terminal_punct))
     if fineweb:
         parts.append(fineweb_lines(base, short_line_length))
     for part in parts:
         per_doc = per_doc.join(part, on="_i", how="left")
-    out = per_doc.collect()
-    skip = pl.lit(False) if dropped_before_dup is None else dropped_before_dup.fill_null(False)
-    docs = out.select("_i", "_chars", skip.alias("_skip"))
-    for n, frac in dup_n_grams:
-        dup = _dup_ngram_chars(words, docs, n, frac)
-        out = out.join(dup, on="_i", how="left")
-        docs = docs.join(dup, on="_i", how="left").select(
-            "_i", "_chars", pl.col("_skip") | (pl.col(f"_dup{n}").fill_null(0) > frac * pl.col("_chars"))
-        )
-    return out.sort("_i").drop("_i")
+    out = per_doc.collect().sort("_i")
+    if dup_n_grams:
+        skip = pl.lit(False) if dropped_before_dup is None else dropped_before_dup.fill_null(False)
+        skip = out.with_columns(skip.alias("_skip"))["_skip"].to_numpy().copy()
+        chars = out["_chars"].to_numpy()
+        for n, frac in dup_n_grams:
+            values, defined = _dup_ngram_chars(w, chars, skip, n, frac)
+            out = out.with_columns(pl.Series(f"_dup{n}", values, pl.Int64).set(pl.Series(~defined), None))
+            skip |= defined & (values > frac * chars)
+    return out.drop("_i")
