@@ -209,9 +209,10 @@ def _dup_ngram_chars(w: _Words, chars: np.ndarray, skip: np.ndarray, n: int, fra
     return values, defined
 
 
-def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
+def c4_lines(base: pl.LazyFrame, terminal_punct: bool, text: bool = True) -> pl.LazyFrame:
     """C4QualityFilter (split_paragraph=True) per line, in datatrove's order: `_c4_event` (first doc-level drop:
-    lorem_ipsum / curly_bracket), `_c4_sentences` over kept lines, `_c4_text` (kept lines joined by "\\n")."""
+    lorem_ipsum / curly_bracket), `_c4_sentences` over kept lines, `_c4_text` (kept lines joined by "\\n"; only
+    with `text`)."""
     c = pl.col
     lines = base.select("_i", c("text").str.replace_all(LINE_BREAK, "\n").str.split("\n").alias("_l")).explode("_l")
     lines = lines.with_columns(c("_l").str.strip_chars()).with_columns(
@@ -241,7 +242,7 @@ def c4_lines(base: pl.LazyFrame, terminal_punct: bool) -> pl.LazyFrame:
     return per_line.group_by("_i").agg(
         pl.col("_ev").drop_nulls().first().alias("_c4_event"),
         pl.col("_s").filter("_k").sum().alias("_c4_sentences"),
-        pl.col("_c").filter("_k").str.join("\n").str.strip_chars().alias("_c4_text"),
+        *([pl.col("_c").filter("_k").str.join("\n").str.strip_chars().alias("_c4_text")] if text else []),
     )
 
 
@@ -274,6 +275,7 @@ def features(
     stop_words=(),
     c4: bool = False,
     c4_terminal_punct: bool = False,
+    c4_text: bool = True,
     fineweb: bool = False,
     short_line_length: int = 30,
     dropped_before_dup: pl.Expr | None = None,
@@ -313,8 +315,9 @@ def features(
         ).alias("_lines"),
         lines.str.count_matches(r"(?m)^[^\S\n]*[•\-]").alias("_bullet_lines"),
         lines.str.count_matches(r"(?m)(?:\.\.\.|…)[^\S\n]*$").alias("_end_lines"),
-        text.str.count_matches("#", literal=True).alias("_hashes"),
-        (text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)).alias("_ellipsis"),
+        # regexes, not literal=True: a literal needle takes polars' generic substring search (several times slower)
+        text.str.count_matches("#").alias("_hashes"),
+        (text.str.count_matches(r"\.\.\.") + text.str.count_matches("…")).alias("_ellipsis"),
         text.str.count_matches("\n", literal=True).alias("_newlines"),
     )
     parts = [
@@ -326,7 +329,7 @@ def features(
         w = _Words(words.collect(), len(texts))
         parts += [_top_ngram_chars(w, n).lazy() for n, _ in top_n_grams]
     if c4:
-        parts.append(c4_lines(base, c4_terminal_punct))
+        parts.append(c4_lines(base, c4_terminal_punct, c4_text))
     if fineweb:
         parts.append(fineweb_lines(base, short_line_length))
     for part in parts:
