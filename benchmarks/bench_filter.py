@@ -30,8 +30,7 @@ t0 = time.perf_counter()
 reasons = []
 for start in range(0, docs.height, BATCH_DOCS):
     batch = docs.slice(start, BATCH_DOCS)
-    lang = lang_labels(lambda b: model.predict(b, k=1), batch["text"], params.lang_max_chars,
-                       params.lang_probe_chars, params.lang_probe_confidence)
+    lang = lang_labels(lambda b: model.predict(b, k=1), batch["text"], params.lang_max_chars)
     reasons += filter_docs(batch, params, lang)["drop_reason"].to_list()
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "docs": docs.height, "mb": docs["text"].str.len_bytes().sum() / 1e6,

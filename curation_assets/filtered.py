@@ -31,9 +31,6 @@ from resources.cost_guard import CostGuard
 # Gopher (Rae et al. 2021, Table A1) stop words, as in datatrove's GopherQualityFilter.
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 LANG_MAX_CHARS = 10_000
-# lid's early exit (see lang_labels): a 1,000-character probe settles a text whose score reaches 0.98
-LANG_PROBE_CHARS = 1_000
-LANG_PROBE_CONFIDENCE = 0.98
 BATCH_DOCS = 4096
 # our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
 DATATROVE_REASON = {
@@ -97,8 +94,6 @@ class FilterParams(BaseModel):
     quality_keep_fraction: float | None = Field(default=None, gt=0, le=1)
     min_quality_score: float | None = None
     lang_max_chars: int = LANG_MAX_CHARS
-    lang_probe_chars: int | None = LANG_PROBE_CHARS  # None: classify lang_max_chars of every text at once
-    lang_probe_confidence: float = Field(default=LANG_PROBE_CONFIDENCE, gt=0, le=1)
 
     @property
     def version(self) -> str:
@@ -277,8 +272,18 @@ def filter_docs(
     return marked.drop(feats.columns)
 
 
-def _top1(predict: Callable[[list[str]], tuple[Sequence, Sequence]], texts: pl.Series, max_chars: int) -> pl.DataFrame:
-    prepared = texts.str.slice(0, max_chars).str.replace_all("\n", " ", literal=True)
+def lang_labels(
+    predict: Callable[[list[str]], tuple[Sequence, Sequence]], texts: pl.Series, max_chars: int = LANG_MAX_CHARS
+) -> pl.DataFrame:
+    """Top-1 language per text as a `lang` (ft176 label without `__label__`) / `lang_score` frame.
+
+    `predict` is fastText-like: a list of single-line strings -> (labels, scores), one per text; a label/score may also
+    be fastText's per-text sequence (k=1), whose first element is used. Newlines become spaces (fastText's predict
+    rejects "\\n"). Only the first `max_chars` characters are classified: fastText's cost is linear in the input (every
+    word expands into char n-grams), a few hundred words settle the language, and a 16 MiB text without spaces would
+    otherwise be one huge token. An empty prediction gives lang=null, lang_score=0.
+    """
+    prepared = texts.cast(pl.String).fill_null("").str.slice(0, max_chars).str.replace_all("\n", " ", literal=True)
     labels, scores = predict(prepared.to_list()) if len(prepared) else ([], [])
     langs: list[str | None] = []
     probs: list[float] = []
@@ -288,40 +293,6 @@ def _top1(predict: Callable[[list[str]], tuple[Sequence, Sequence]], texts: pl.S
         langs.append(None if label is None else label.removeprefix("__label__"))
         probs.append(float(score))
     return pl.DataFrame({"lang": langs, "lang_score": probs}, schema={"lang": pl.String, "lang_score": pl.Float64})
-
-
-def lang_labels(
-    predict: Callable[[list[str]], tuple[Sequence, Sequence]],
-    texts: pl.Series,
-    max_chars: int = LANG_MAX_CHARS,
-    probe_chars: int | None = LANG_PROBE_CHARS,
-    probe_confidence: float = LANG_PROBE_CONFIDENCE,
-) -> pl.DataFrame:
-    """Top-1 language per text as a `lang` (ft176 label without `__label__`) / `lang_score` frame.
-
-    `predict` is fastText-like: a list of single-line strings -> (labels, scores), one per text; a label/score may also
-    be fastText's per-text sequence (k=1), whose first element is used. Newlines become spaces (fastText's predict
-    rejects "\\n"). Only the first `max_chars` characters are classified: fastText's cost is linear in the input (every
-    word expands into char n-grams), a few hundred words settle the language, and a 16 MiB text without spaces would
-    otherwise be one huge token. An empty prediction gives lang=null, lang_score=0.
-
-    Early exit: every text is first classified on its first `probe_chars` characters; only the texts longer than that
-    whose probe scores below `probe_confidence` are classified again on `max_chars`. On the 15,409 documents of the
-    shared corpus, probing 1,000 characters at 0.98 gives the same keep/drop decision (English, > 0.65) as classifying
-    10,000 for every document, and 32 % of the documents need the second call (language ID takes ~45 % less time).
-    """
-    texts = texts.cast(pl.String).fill_null("")
-    if probe_chars is None or probe_chars >= max_chars:
-        return _top1(predict, texts, max_chars)
-    probe = _top1(predict, texts, probe_chars)
-    again = (probe["lang_score"] < probe_confidence) & (texts.str.len_chars() > probe_chars)
-    if not again.any():
-        return probe
-    full = _top1(predict, texts.filter(again), max_chars)
-    rows = pl.int_range(texts.len(), eager=True).filter(again)
-    return probe.with_columns(
-        probe["lang"].scatter(rows, full["lang"]), probe["lang_score"].scatter(rows, full["lang_score"])
-    )
 
 
 def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
@@ -379,9 +350,7 @@ def run_filter(
     `score_quality` gets every document's text as one line (`quality_model.one_line`) and returns P(hq)."""
     ledgers = []
     for k, batch in enumerate(batches):
-        lang = lang_labels(
-            predict_lang, batch["text"], params.lang_max_chars, params.lang_probe_chars, params.lang_probe_confidence
-        )
+        lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
         quality = None
         if score_quality is not None:
             lines = batch.select(one_line(pl.col("text"))).to_series().to_list()

@@ -157,28 +157,21 @@ def test_sixteen_mib_texts_without_whitespace_stay_fast():
 
 
 def test_lang_labels_prepares_single_line_capped_texts():
-    calls: list[list[str]] = []
+    seen: list[str] = []
 
     def predict(texts: list[str]) -> tuple[list[str], list[float]]:
-        calls.append(texts)
-        by_text = {"l": ("__label__en", 0.91), "": ("__label__ja", 1.0)}
-        out = [by_text.get(t[:1], ("__label__de", 0.5 if len(t) <= 1_000 else 0.99)) for t in texts]
-        return [lab for lab, _ in out], [p for _, p in out]
+        seen.extend(texts)
+        return ["__label__en", "__label__de", "__label__ja"], [0.91, 0.5, 1.0]
 
     texts = pl.Series(["line one\nline two", "ä" * 25_000, None])
     frame = lang_labels(predict, texts)
-    # a 1,000-char probe for every text; again on 10,000 chars only for a longer text the probe is unsure of (the
-    # short English line scores 0.91 < 0.98 too, but its probe already held all of it)
-    assert calls == [["line one line two", "ä" * 1_000, ""], ["ä" * 10_000]]
+    assert seen == ["line one line two", "ä" * 10_000, ""]
     assert frame.schema == pl.Schema({"lang": pl.String, "lang_score": pl.Float64})
     assert frame.to_dicts() == [
         {"lang": "en", "lang_score": 0.91},
-        {"lang": "de", "lang_score": 0.99},
+        {"lang": "de", "lang_score": 0.5},
         {"lang": "ja", "lang_score": 1.0},
     ]
-    calls.clear()
-    assert lang_labels(predict, texts, probe_chars=None)["lang_score"].to_list() == [0.91, 0.99, 1.0]
-    assert calls == [["line one line two", "ä" * 10_000, ""]]  # without the probe: one call on the capped texts
     assert lang_labels(predict, pl.Series([], dtype=pl.String)).height == 0
 
 
