@@ -40,6 +40,14 @@ JOB_ASSETS = {
     FINISH_SOURCE: ("deduped", "synthetic"),
     BUILD_MIXTURE: ("mixed", "tokenized"),
 }
+JOB_DESCRIPTIONS = {
+    INGEST_SOURCE: "raw for one source partition (read, parsed, quarantined)",
+    TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
+    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (after train_quality_model)",
+    DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority)",
+    FINISH_SOURCE: "deduped -> synthetic for one source partition (after dedupe_corpus)",
+    BUILD_MIXTURE: "the recipe's mixture and its token stream, over every source",
+}
 
 
 def versions(cfg: CurationConfig) -> dict[str, str]:
@@ -144,43 +152,20 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         ],
         freshness_policy(cfg.thresholds.freshness),
     )
-    ingest = dg.define_asset_job(
-        INGEST_SOURCE,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[INGEST_SOURCE]),
-        description="raw for one source partition (read, parsed, quarantined)",
-        config=dg.PartitionedConfig(
-            partitions_def=source_partitions,
-            run_config_for_partition_key_fn=lambda source: {
-                "execution": {"config": {"per_step_k8s_config": raw_pin(cfg, settings, source)}}
-            },
-        )
-        if settings.env == "k8s"
-        else None,
+
+    def job(name: str, config: dg.PartitionedConfig | None = None):
+        selection = dg.AssetSelection.assets(*JOB_ASSETS[name])
+        return dg.define_asset_job(name, selection=selection, description=JOB_DESCRIPTIONS[name], config=config)
+
+    pin_raw = dg.PartitionedConfig(
+        partitions_def=source_partitions,
+        run_config_for_partition_key_fn=lambda source: {
+            "execution": {"config": {"per_step_k8s_config": raw_pin(cfg, settings, source)}}
+        },
     )
-    train = dg.define_asset_job(
-        TRAIN_QUALITY,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[TRAIN_QUALITY]),
-        description="the DCLM-style quality classifier, trained on raw of its reference and background sources",
-    )
-    curate = dg.define_asset_job(
-        CURATE_SOURCE,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[CURATE_SOURCE]),
-        description="filtered -> dedup_signatures for one source partition (after train_quality_model)",
-    )
-    dedupe = dg.define_asset_job(
-        DEDUPE_CORPUS,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[DEDUPE_CORPUS]),
-        description="near-duplicate clusters over every source's stored signatures (cross-source, by priority)",
-    )
-    finish = dg.define_asset_job(
-        FINISH_SOURCE,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[FINISH_SOURCE]),
-        description="deduped -> synthetic for one source partition (after dedupe_corpus)",
-    )
-    mixture = dg.define_asset_job(
-        BUILD_MIXTURE,
-        selection=dg.AssetSelection.assets(*JOB_ASSETS[BUILD_MIXTURE]),
-        description="the recipe's mixture and its token stream, over every source",
+    ingest = job(INGEST_SOURCE, pin_raw if settings.env == "k8s" else None)
+    train, curate, dedupe, finish, mixture = map(
+        job, (TRAIN_QUALITY, CURATE_SOURCE, DEDUPE_CORPUS, FINISH_SOURCE, BUILD_MIXTURE)
     )
 
     def per_source(job, cron: str, name: str) -> dg.ScheduleDefinition:

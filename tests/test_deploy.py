@@ -50,7 +50,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from curation_assets.config import load_config
-from curation_assets.definitions import build_definitions
+from curation_assets.definitions import ASSETS, build_definitions
 from resources import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,17 +70,7 @@ STEP_K8S_CONFIG = {
     "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}}
 }
 # The run launcher's default container resources (dagster.yaml): what a step without op tags gets.
-ASSET_NAMES = (
-    "raw",
-    "quality_model",
-    "filtered",
-    "dedup_signatures",
-    "dedup_clusters",
-    "deduped",
-    "synthetic",
-    "mixed",
-    "tokenized",
-)
+ASSET_NAMES = ASSETS
 LAUNCHER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}}
 
 

@@ -19,21 +19,11 @@ import yaml
 
 from curation_assets.cli import main as cli_main
 from curation_assets.config import load_config
+from curation_assets.definitions import ASSETS
 from resources import Settings, build_resources
 from resources.storage import PROTECTED, FileSetOutput, ObjectStore, ProtectedVersionError
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = [
-    "raw",
-    "quality_model",
-    "filtered",
-    "dedup_signatures",
-    "dedup_clusters",
-    "deduped",
-    "synthetic",
-    "mixed",
-    "tokenized",
-]
 
 
 def mini_config(tmp_path: Path) -> dict[str, str]:

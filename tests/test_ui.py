@@ -26,21 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from curation_assets.definitions import ASSETS as GRAPH_ASSETS
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCATION = "curation"
 REPOSITORY = "__repository__"  # the repository name of a `Definitions` location
-ASSETS = {
-    "raw",
-    "quality_model",
-    "filtered",
-    "dedup_signatures",
-    "dedup_clusters",
-    "deduped",
-    "synthetic",
-    "mixed",
-    "tokenized",
-}
+ASSETS = set(GRAPH_ASSETS)
 PARTITION = "books"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
