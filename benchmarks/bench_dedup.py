@@ -45,7 +45,7 @@ ONE_CORE = {
 
 def read_docs(files: list[str], html: bool):
     sys.path.insert(0, str(ROOT))
-    from curation_assets.dedup_eval import read_shard
+    from benchmarks.dedup_eval import read_shard
 
     for f in files:
         yield from read_shard(Path(f), html=html)
@@ -55,8 +55,8 @@ def case_ours(files: list[str], html: bool, scale: int, truth: str | None) -> di
     sys.path.insert(0, str(ROOT))
     import polars as pl
 
-    from curation_assets.dedup_eval import score
-    from curation_assets.deduped import DedupParams, cluster, signatures
+    from benchmarks.dedup_eval import score
+    from curation_assets.core.dedup import DedupParams, cluster, signatures
 
     params = DedupParams()
     elapsed = docs = mb = 0.0
@@ -148,7 +148,7 @@ def run_case(
 def run_datatrove(args: argparse.Namespace, files: list[str]) -> dict | None:
     import polars as pl
 
-    from curation_assets.dedup_eval import score
+    from benchmarks.dedup_eval import score
 
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/docs.jsonl", "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 OURS = """
 import json, resource, sys, time
 import fasttext, polars as pl
-from curation_assets.filtered import FilterParams, filter_docs, lang_labels, BATCH_DOCS
+from curation_assets.core.filtering import FilterParams, filter_docs, lang_labels, BATCH_DOCS
 docs = pl.read_parquet(sys.argv[1])
 model = fasttext.load_model(sys.argv[2])
 params = FilterParams(languages=("en",))
@@ -43,7 +43,7 @@ def pinned(cmd: list[str]) -> list[str]:
 
 
 def main() -> None:
-    from curation_assets.readers import detect_format, read_shard
+    from curation_assets.core.readers import detect_format, read_shard
     import polars as pl
 
     ap = argparse.ArgumentParser()

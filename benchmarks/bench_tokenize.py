@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
 
-from curation_assets.loader import OfflineSource, OnlineSource, sequences  # noqa: E402
-from curation_assets.readers import detect_format, read_shard  # noqa: E402
-from curation_assets.tokenized import text_batches, tokenize_docs  # noqa: E402
+from curation_assets.core.loader import OfflineSource, OnlineSource, sequences  # noqa: E402
+from curation_assets.core.readers import detect_format, read_shard  # noqa: E402
+from curation_assets.core.tokens import text_batches, tokenize_docs  # noqa: E402
 from resources.tokenizer import TokenizerResource  # noqa: E402
 
 SEQ = 2048

@@ -22,7 +22,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "datatrove_parity.parquet"
 def parity_docs(corpus: Path) -> pl.DataFrame:
     """English web (provenance label `en`), every code document of one shard, every 4th books document of one shard:
     about 2,100 documents, 21 MB of text."""
-    from curation_assets.readers import detect_format, read_shard
+    from curation_assets.core.readers import detect_format, read_shard
 
     def load(rel: str, source: str) -> pl.DataFrame:
         p = corpus / rel

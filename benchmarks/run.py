@@ -21,7 +21,7 @@ CASES = {
     # name: (code, baseline name or None). Each snippet sets `docs` (documents processed) and `mb` (input MB).
     "raw.read_shard": (
         """
-from curation_assets.readers import read_shard, detect_format
+from curation_assets.core.readers import read_shard, detect_format
 import time; t0 = time.perf_counter()
 docs = mb = 0
 for p in FILES:

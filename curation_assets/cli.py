@@ -16,9 +16,9 @@ import sys
 
 import dagster as dg
 
-from curation_assets._dagster import source_partitions
+from curation_assets.steps.common import source_partitions
 from curation_assets.config import CurationConfig
-from curation_assets.definitions import (
+from curation_assets.defs import (
     BUILD_MIXTURE,
     CURATE_SOURCE,
     DEDUPE_CORPUS,
@@ -30,10 +30,11 @@ from curation_assets.definitions import (
     config_for,
     versions,
 )
-from curation_assets.mixed import mixture_table
-from curation_assets.quality_model import training_params
-from curation_assets.tokenized import shard_table
-from resources import Settings, build_resources
+from curation_assets.core.mixing import mixture_table
+from curation_assets.core.quality import training_params
+from curation_assets.core.tokens import shard_table
+from curation_assets.config.settings import Settings
+from resources import build_resources
 from resources.storage import TRACE_TAG, UNPARTITIONED, ObjectStore, ProtectedVersionError
 
 FINGERPRINT = "curation/fingerprint"

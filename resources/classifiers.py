@@ -44,7 +44,7 @@ _TRAIN = (
 
 class QualityModel:
     """A DCLM-style fastText quality classifier (`__label__hq` vs `__label__cc`); `score(lines)` is the hq
-    probability of each text, given as one line (`curation_assets.quality_model.one_line`), k=1 as in DCLM.
+    probability of each text, given as one line (`curation_assets.core.quality.one_line`), k=1 as in DCLM.
     Persisted as the `quality_model` file set (`model.bin`)."""
 
     def __init__(self, model):

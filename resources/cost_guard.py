@@ -13,14 +13,14 @@ Zones are AZ IDs (`use1-az4`), never names (`us-east-1a`): names map to differen
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
 import dagster as dg
 
-S3_EXPRESS = re.compile(r"^s3://(?P<base>[a-z0-9][a-z0-9-]*?)--(?P<zone_id>[a-z0-9]+-az\d+)--x-s3(/|$)")
+from curation_assets.config import zone_of
+
 GB = 1e9
 PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
 REFUSED: tuple[PathClass, ...] = ("cross_az", "cross_region")
@@ -65,12 +65,6 @@ class TransferPlan:
             f"{prefix}transfer_usd": round(self.usd, 6),
         }
         return md
-
-
-def zone_of(uri: str) -> str | None:
-    """The AZ ID of an S3 Express One Zone directory bucket, read off its name; None for anything else."""
-    m = S3_EXPRESS.match(uri)
-    return m["zone_id"] if m else None
 
 
 class CostGuard(dg.ConfigurableResource):

@@ -6,7 +6,6 @@ Standard library only (urllib + threads). No Dagster here: the resource in `reso
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -17,23 +16,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from curation_assets.core.prompts import Request
+
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-@dataclass(frozen=True)
-class Request:
-    key: str  # content hash of (input text, template, model, params): the cache key
-    messages: list[dict]
-    max_tokens: int
-
-
-def cache_key(text: str, template_id: str, template: str, model: str, params: dict) -> str:
-    payload = json.dumps(
-        {"input": text, "template_id": template_id, "template": template, "model": model, "params": params},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class ResultCache:

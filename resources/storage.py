@@ -36,8 +36,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,7 +48,7 @@ from resources.cost_guard import CostGuard, CrossZoneTransferError, TransferPlan
 MANIFEST = "_latest.json"
 # A run tag whose value (a reason) lets a run move data across zones or over budget; it is logged and recorded.
 OVERRIDE_TAG = "curation/allow-transfer"
-TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (curation_assets._dagster.traceable)
+TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (curation_assets.steps.common.traceable)
 UNPARTITIONED = "_all"
 KEEP_VERSIONS = 3
 # Outputs that cost GPU-hours or dollars to remake: no code path deletes or overwrites one of their versions.
@@ -60,19 +58,6 @@ log = logging.getLogger(__name__)
 
 class ProtectedVersionError(Exception):
     """Raised instead of deleting a protected or current version."""
-
-
-@dataclass
-class FileSetOutput:
-    """Named files written into one version directory (e.g. a token format's data and index shards).
-
-    `files` yields (name, bytes) one at a time, so a writer streams shard by shard; the IO manager publishes the
-    manifest (name -> URI) after the last file and fills `written` (files, bytes_out, uri).
-    """
-
-    files: Iterable[tuple[str, bytes]]
-    written: dict[str, Any] = field(default_factory=dict)
-    trace: Any = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
 
 class ObjectStore(dg.ConfigurableResource):
@@ -393,7 +378,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             self._publish(context, obj, partition)
 
     def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None) -> None:
-        from curation_assets.frames import StepOutput, drop_counts, drop_tokens, step_metadata
+        from curation_assets.core.frames import FileSetOutput, StepOutput, drop_counts, drop_tokens, step_metadata
 
         root = self._dir(context.asset_key, partition)
         version = f"{context.run_id[:8]}-{uuid.uuid4().hex[:8]}"
@@ -411,13 +396,6 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 files = self._write_step(obj, out)
                 dropped = files.pop("dropped_frame")
                 drops = drop_counts(dropped)
-                obj.written.update(
-                    rows_out=files["rows"],
-                    rows_dropped=sum(drops.values()),
-                    bytes_out=files["bytes"],
-                    uri=root,
-                    version=version,
-                )
                 context.add_output_metadata(
                     step_metadata(
                         rows_in=obj.resolve(obj.rows_in),
@@ -511,7 +489,6 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         for name, data in out.files:
             names[name] = version.write(name, data)
             nbytes += len(data)
-        out.written.update(files=names, bytes_out=nbytes, uri=version.final)
         return {"files": names, "bytes": nbytes}
 
     def _prune(self, root: str, keep: str) -> None:

@@ -46,7 +46,7 @@ def die_while_writing(asset: str) -> None:
 def raw_slowly(log: str) -> int:
     import dagster as dg
 
-    from curation_assets.definitions import INGEST_SOURCE, defs
+    from curation_assets.defs import INGEST_SOURCE, defs
 
     write, publish = storage._Version.write, storage.ParquetIOManager._publish
 

@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from curation_assets.automation import LANDING_TAG
+from curation_assets.defs.sensors import LANDING_TAG
 from curation_assets.config import load_config
-from curation_assets.definitions import build_definitions
-from resources import Settings
+from curation_assets.defs import build_definitions
+from curation_assets.config.settings import Settings
 from resources.storage import ObjectStore
 
 

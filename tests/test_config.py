@@ -3,8 +3,8 @@ import yaml
 from pydantic import ValidationError
 
 from curation_assets.config import load_config, version_of
-from curation_assets.definitions import versions
-from curation_assets.filtered import FilterParams
+from curation_assets.defs import versions
+from curation_assets.core.filtering import FilterParams
 
 
 def test_bundled_config_is_valid_and_every_source_has_files():

@@ -4,12 +4,13 @@ import dagster as dg
 import polars as pl
 
 from curation_assets import dedup_corpus, deduped
-from curation_assets._dagster import source_partitions
+from curation_assets.steps.common import source_partitions
 import yaml
 
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
-from curation_assets.frames import StepOutput, empty_frame
-from resources import Settings, build_resources
+from curation_assets.core.frames import StepOutput, empty_frame
+from curation_assets.config.settings import Settings
+from resources import build_resources
 
 ARTICLE = (
     "Near duplicate detection compares documents by the sets of word sequences they contain. Every document is cut "

@@ -7,9 +7,9 @@ import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from pydantic import ValidationError
 
-from curation_assets.dedup_eval import read_shard, score, source_shards
-from curation_assets.dedup_minhash import fmix64, minhash, normalize, shingle_hashes, word_hashes
-from curation_assets.deduped import DedupParams, cluster, dedup_docs, signatures
+from benchmarks.dedup_eval import read_shard, score, source_shards
+from curation_assets.core.minhash import fmix64, minhash, normalize, shingle_hashes, word_hashes
+from curation_assets.core.dedup import DedupParams, cluster, dedup_docs, signatures
 
 ARTICLE = (
     "Near duplicate detection compares documents by the sets of word sequences they contain. Every document is cut "

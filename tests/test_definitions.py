@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from curation_assets.config import load_config
-from curation_assets.definitions import build_definitions
-from resources import Settings
+from curation_assets.defs import build_definitions
+from curation_assets.config.settings import Settings
 
 ASSETS = [
     "raw",

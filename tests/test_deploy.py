@@ -3,7 +3,7 @@ prod differ only where they are meant to, every pod (the Deployments' and the ru
 is hardened and pinned, RBAC is exactly what dagster-k8s calls, and dagster.yaml loads as a real instance.
 
 Run and step Jobs are produced by dagster-k8s itself: the K8sRunLauncher built from deploy/dagster.yaml, and the
-K8sStepHandler of each job's own executor (`curation_assets.definitions.build_definitions` with the overlay's
+K8sStepHandler of each job's own executor (`curation_assets.defs.build_definitions` with the overlay's
 curation-env as the environment), with the Kubernetes API replaced by a mock that records what is submitted."""
 
 import base64
@@ -50,8 +50,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from curation_assets.config import load_config
-from curation_assets.definitions import ASSETS, build_definitions
-from resources import Settings
+from curation_assets.defs import ASSETS, build_definitions
+from curation_assets.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -65,7 +65,7 @@ ZONE_LABELS = (ZONE_LABEL, "topology.kubernetes.io/zone")
 UID = 10001  # the user of deploy/Dockerfile
 # What deploy/README.md tells the operator to put in Secret curation-postgres.
 POSTGRES_SECRET_KEYS = {"DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"}
-# The op_tags example of deploy/README.md (same shape as curation_assets._dagster.pod()).
+# The op_tags example of deploy/README.md (same shape as curation_assets.steps.common.pod()).
 STEP_K8S_CONFIG = {
     "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}}
 }
@@ -260,7 +260,7 @@ def code_origin(objs: list[dict], job_name: str) -> JobPythonOrigin:
         job_name,
         RepositoryPythonOrigin(
             executable_path="/usr/local/bin/python",
-            code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", working_directory=None),
+            code_pointer=ModuleCodePointer("curation_assets.defs", "defs", working_directory=None),
             container_image=env["DAGSTER_CURRENT_IMAGE"],
             container_context=json.loads(context) if context else None,
         ),
@@ -420,7 +420,7 @@ def test_code_server_runs_dagster_code_server_on_port_4000(overlay):
     args = c["args"]
     assert args[:3] == ["dagster", "code-server", "start"]
     assert args[args.index("-p") + 1] == "4000" and args[args.index("-h") + 1] == "0.0.0.0"
-    assert args[args.index("-m") + 1] == "curation_assets.definitions"
+    assert args[args.index("-m") + 1] == "curation_assets.defs"
     assert {"name": "grpc", "containerPort": 4000} in c["ports"]
     assert c["readinessProbe"]["exec"]["command"] == ["dagster", "api", "grpc-health-check", "-p", "4000"]
     # The image's own CMD is the same command, so `docker run <image>` behaves like the pod.
@@ -1139,7 +1139,7 @@ def test_dagster_yaml_loads_as_instance_and_runs_against_postgres(tmp_path, monk
             RepositoryPythonOrigin(
                 executable_path="/usr/local/bin/python",
                 container_image="img:1",
-                code_pointer=ModuleCodePointer("curation_assets.definitions", "defs", None),
+                code_pointer=ModuleCodePointer("curation_assets.defs", "defs", None),
             ),
         )
         queued = instance.add_run(DagsterRun(job_name="queued_job", run_id=str(uuid.uuid4()), job_code_origin=origin))

@@ -6,7 +6,7 @@ from collections import Counter
 
 import polars as pl
 
-from curation_assets.filter_rules import features, words_expr
+from curation_assets.core.filter_rules import features, words_expr
 
 
 def top_duplicate(words: list[str], n: int) -> int | None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation_assets.filtered import FilterParams, family_params, filter_docs, lang_labels
+from curation_assets.core.filtering import FilterParams, family_params, filter_docs, lang_labels
 
 LID_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "lid.176.ftz"
 
@@ -199,8 +199,8 @@ def test_lid176_labels_english_german_japanese():
 
 
 def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_fraction(tmp_path):
-    from curation_assets.filtered import distributions_markdown, iter_decided, run_filter
-    from curation_assets.frames import drop_counts, funnel_markdown
+    from curation_assets.core.filtering import distributions_markdown, iter_decided, run_filter
+    from curation_assets.core.frames import drop_counts, funnel_markdown
 
     texts = [PROSE.replace("Curation", f"Curation{i}") for i in range(40)] + [" ".join(PROSE.split()[:20])] * 2
     docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
@@ -252,7 +252,7 @@ def test_c4_line_removing_variant_rewrites_kept_text():
 
 
 def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
-    from curation_assets.filtered import keep_top_fraction
+    from curation_assets.core.filtering import keep_top_fraction
 
     ledger = pl.DataFrame(
         {

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation_assets.filter_rules import features
-from curation_assets.filtered import DATATROVE_REASON, FilterParams, _features, decide, family_params, lang_labels
+from curation_assets.core.filter_rules import features
+from curation_assets.core.filtering import DATATROVE_REASON, FilterParams, _features, decide, family_params, lang_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "datatrove_parity.parquet"

@@ -1,6 +1,6 @@
 import polars as pl
 
-from curation_assets.frames import drop_counts, drop_tokens, mark_dropped, split_kept, stable_id, step_metadata
+from curation_assets.core.frames import drop_counts, drop_tokens, mark_dropped, split_kept, stable_id, step_metadata
 
 
 def test_first_failing_rule_wins_and_nulls_never_drop():

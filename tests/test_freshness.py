@@ -12,8 +12,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from curation_assets.cli import run
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
-from curation_assets.definitions import BUILD_MIXTURE, build_definitions
-from resources import Settings
+from curation_assets.defs import BUILD_MIXTURE, build_definitions
+from curation_assets.config.settings import Settings
 
 
 def test_a_stale_source_or_a_failed_check_on_its_latest_output_stops_mixed_before_it_mixes(tmp_path):

@@ -18,9 +18,9 @@ import zstandard
 
 from curation_assets import readers
 from curation_assets.config import load_config
-from curation_assets.definitions import INGEST_SOURCE, build_definitions
-from curation_assets.raw import landed_outside, resolve_source
-from resources import Settings
+from curation_assets.defs import INGEST_SOURCE, build_definitions
+from curation_assets.steps.raw import landed_outside, resolve_source
+from curation_assets.config.settings import Settings
 from resources.cost_guard import CostGuard
 from resources.storage import ObjectStore, ParquetIOManager
 
@@ -223,7 +223,7 @@ def test_a_gzip_bomb_is_decoded_in_bounded_pieces(monkeypatch):
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from curation_assets.readers import read_shard
+    from curation_assets.core.readers import read_shard
 
     def status(field):
         return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field + ":"))

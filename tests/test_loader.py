@@ -7,9 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation_assets.loader import OfflineSource, OnlineSource, sequences
-from curation_assets.readers import detect_format, read_shard
-from curation_assets.tokenized import sha256, text_batches, tokenize_docs
+from curation_assets.core.loader import OfflineSource, OnlineSource, sequences
+from curation_assets.core.readers import detect_format, read_shard
+from curation_assets.core.tokens import sha256, text_batches, tokenize_docs
 from resources.tokenizer import TokenizerResource
 
 SAMPLE = Path(__file__).resolve().parents[1] / "curation_assets" / "sample"

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from curation_assets.config import Recipe
-from curation_assets.mixed import (
+from curation_assets.core.mixing import (
     MixtureError,
     check_mixture,
     fill_quota,

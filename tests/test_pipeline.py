@@ -12,7 +12,7 @@ import yaml
 from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from resources.cost_guard import CostGuard
-from resources import Settings
+from curation_assets.config.settings import Settings
 from resources.storage import ObjectStore, ParquetIOManager
 
 FIXTURES = Path(__file__).parent / "fixtures"

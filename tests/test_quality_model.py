@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from curation_assets.config import load_config
-from curation_assets.definitions import INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, build_definitions
-from curation_assets.quality_model import (
+from curation_assets.defs import INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, build_definitions
+from curation_assets.core.quality import (
     CC,
     HQ,
     MAX_CHARS,
@@ -21,7 +21,8 @@ from curation_assets.quality_model import (
     training_params,
     training_set,
 )
-from resources import Settings, build_resources
+from curation_assets.config.settings import Settings
+from resources import build_resources
 from resources.classifiers import QualityModel
 
 
@@ -65,7 +66,7 @@ def test_training_set_labels_by_source_balances_classes_and_leaves_repeated_text
 
 
 def test_presample_draws_about_twice_the_cap_lazily_and_truncates_texts():
-    from curation_assets.quality_model import presample
+    from curation_assets.core.quality import presample
 
     n = 20_000
     docs = pl.LazyFrame({"doc_id": [f"d{i}" for i in range(n)], "text": ["x" * (MAX_CHARS + 10)] * (n - 1) + ["  "]})

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from curation_assets.config import load_config
-from curation_assets.definitions import CURATE_SOURCE, INGEST_SOURCE, build_definitions
-from curation_assets.raw import shard_names
+from curation_assets.defs import CURATE_SOURCE, INGEST_SOURCE, build_definitions
+from curation_assets.steps.raw import shard_names
 from resources.cost_guard import CostGuard
-from resources import Settings
+from curation_assets.config.settings import Settings
 from resources.storage import ObjectStore, ParquetIOManager
 
 SAMPLE_BOOKS = load_config().resolve_uri("../sample/books")

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, stable_id
-from curation_assets.readers import ShardResult, detect_format, html_to_text, read_shard
+from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, stable_id
+from curation_assets.core.readers import ShardResult, detect_format, html_to_text, read_shard
 
 from conftest import find_shared_corpus
 

@@ -19,8 +19,9 @@ import yaml
 
 from curation_assets.cli import main as cli_main
 from curation_assets.config import load_config
-from curation_assets.definitions import ASSETS
-from resources import Settings, build_resources
+from curation_assets.defs import ASSETS
+from curation_assets.config.settings import Settings
+from resources import build_resources
 from resources.storage import PROTECTED, FileSetOutput, ObjectStore, ProtectedVersionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,7 +200,7 @@ def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where, tmp_
 
 
 def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
-    from curation_assets.definitions import CURATE_SOURCE, INGEST_SOURCE, build_definitions
+    from curation_assets.defs import CURATE_SOURCE, INGEST_SOURCE, build_definitions
 
     books = load_config().source("books")
     sources = tmp_path / "s3-sources.yaml"

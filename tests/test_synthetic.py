@@ -5,9 +5,9 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
-from curation_assets.frames import DOC_SCHEMA
-from curation_assets.synthetic import SYNTH_SCHEMA, SynthParams, synthesize
-from resources.generators import gen_code_docs, gen_glossary_qa, gen_math
+from curation_assets.core.frames import DOC_SCHEMA
+from curation_assets.core.synthesis import SYNTH_SCHEMA, SynthParams, synthesize
+from curation_assets.core.generators import gen_code_docs, gen_glossary_qa, gen_math
 from resources.storage import ObjectStore
 from resources.synthetic import SyntheticBackend, cloze, llm_requests
 from tests.openai_stub import StubServer

@@ -7,10 +7,10 @@ import yaml
 
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets import synthetic
-from curation_assets._dagster import source_partitions
-from curation_assets.definitions import build_definitions, versions
-from curation_assets.frames import DOC_SCHEMA, StepOutput
-from resources import Settings
+from curation_assets.steps.common import source_partitions
+from curation_assets.defs import build_definitions, versions
+from curation_assets.core.frames import DOC_SCHEMA, StepOutput
+from curation_assets.config.settings import Settings
 from resources.synthetic import SyntheticBackend
 from tests.openai_stub import StubServer
 

@@ -5,8 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation_assets import megatron
-from curation_assets.tokenized import (
+from curation_assets.core import megatron
+from curation_assets.core.tokens import (
     decode_sample,
     documents_frame,
     sha256,

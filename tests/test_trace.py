@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 from curation_assets.config import load_config
-from curation_assets.definitions import ASSETS, CURATE_SOURCE, INGEST_SOURCE, TRAIN_QUALITY, build_definitions
-from resources import Settings
+from curation_assets.defs import ASSETS, CURATE_SOURCE, INGEST_SOURCE, TRAIN_QUALITY, build_definitions
+from curation_assets.config.settings import Settings
 from resources.storage import TRACE_TAG
 
 

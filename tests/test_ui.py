@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from curation_assets.definitions import ASSETS as GRAPH_ASSETS
+from curation_assets.defs import ASSETS as GRAPH_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -147,7 +147,7 @@ def webserver(tmp_path_factory):
                     "-p",
                     str(grpc_port),
                     "-m",
-                    "curation_assets.definitions",
+                    "curation_assets.defs",
                     "--location-name",
                     LOCATION,
                 ],

@@ -16,13 +16,29 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from resources.cost_guard import zone_of
+from curation_assets.core.dedup import DedupParams
+from curation_assets.core.filtering import FilterParams
+from curation_assets.core.quality import TrainingParams
+from curation_assets.core.readers import ReaderParams
+from curation_assets.core.synthesis import SynthParams
+from curation_assets.core.tokens import TokenizeParams
+
 
 CONFIG_DIR = Path(__file__).parent
 DEFAULT_SOURCES = CONFIG_DIR / "sources.yaml"
 DEFAULT_RECIPE = CONFIG_DIR / "recipe.yaml"
 DEFAULT_THRESHOLDS = CONFIG_DIR / "thresholds.yaml"
 DEFAULT_COSTS = CONFIG_DIR / "costs.yaml"
+
+# S3 Express One Zone directory buckets carry their AZ ID in the name: `name--use1-az4--x-s3`.
+S3_EXPRESS = re.compile(r"^s3://(?P<base>[a-z0-9][a-z0-9-]*?)--(?P<zone_id>[a-z0-9]+-az\d+)--x-s3(/|$)")
+
+
+def zone_of(uri: str) -> str | None:
+    """The AZ ID of an S3 Express One Zone directory bucket, read off its name; None for anything else."""
+    m = S3_EXPRESS.match(uri)
+    return m["zone_id"] if m else None
+
 
 Format = Literal["auto", "jsonl", "jsonl.gz", "jsonl.zst", "parquet", "warc"]
 # A source name is also a partition key and a path component: no separator, no dot segment, no glob character.
@@ -208,27 +224,94 @@ class PodSize(Strict):
     memory: str = Field(default="4Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti)$")
 
 
-class StepThresholds(Strict):
-    """Params of one step: `default` for every source, `per_source` overrides merged key by key on top.
+class Step(Strict):
+    """Settings every step has: the `pod` size of its Kubernetes step (not part of its code_version)."""
 
-    Overrides for sources absent from the sources file are ignored, so one thresholds file can serve several
-    source lists; the params themselves are validated (unknown keys fail) when a step builds them.
-
-    `max_drop_rate` is the blocking `drop_rate` check's bound: a step that suddenly drops more than this share of its
-    input is far more likely broken (a bad model, a schema change) than right, so the run stops before it spends more.
-    """
-
-    max_drop_rate: float = Field(default=1.0, ge=0, le=1)
     pod: PodSize = PodSize()
-    default: dict[str, Any] = {}
-    per_source: dict[str, dict[str, Any]] = {}
 
     def data_params(self) -> dict[str, Any]:
         """What changes the step's output (its code_version input): everything but the pod size."""
-        return self.model_dump(mode="json", exclude={"pod"})
+        return self.model_dump(mode="json", exclude={"pod"}, exclude_unset=False)
 
-    def for_source(self, source: str) -> dict[str, Any]:
-        return {**self.default, **self.per_source.get(source, {})}
+
+class DropRateStep(Step):
+    """`max_drop_rate` is the blocking `drop_rate` check's bound: a step that suddenly drops more than this share of
+    its input is far more likely broken (a bad model, a schema change) than right, so the run stops before it spends
+    more."""
+
+    max_drop_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class PerSourceStep(DropRateStep):
+    """A per-source step's params: `default` for every source, `per_source` overrides merged key by key on top (only
+    the keys an override sets). Every override is validated when the config loads, merged onto the default, so a
+    typo or a bad combination fails at load with its key path, not when that partition runs. Overrides for sources
+    absent from the sources file are validated too but unused, so one thresholds file can serve several source
+    lists. Subclasses type `default` and `per_source` with the step's params model."""
+
+    default: BaseModel
+    per_source: dict[str, BaseModel] = {}
+
+    @model_validator(mode="after")
+    def _merged_overrides_valid(self) -> "PerSourceStep":
+        for source in self.per_source:
+            self.for_source(source)
+        return self
+
+    def for_source(self, source: str) -> Any:
+        """The step's params for `source`: the default with the source's override on top."""
+        own = self.per_source.get(source)
+        if own is None:
+            return self.default
+        merged = {**self.default.model_dump(), **own.model_dump(exclude_unset=True)}
+        return type(self.default).model_validate(merged)
+
+    def data_params(self) -> dict[str, Any]:
+        return {
+            "max_drop_rate": self.max_drop_rate,
+            "default": self.default.model_dump(mode="json"),
+            "per_source": {s: o.model_dump(mode="json", exclude_unset=True) for s, o in sorted(self.per_source.items())},
+        }
+
+
+class RawThresholds(PerSourceStep):
+    default: ReaderParams = ReaderParams()
+    per_source: dict[str, ReaderParams] = {}
+
+
+class QualityModelThresholds(Step):
+    """One model over its reference and background sources: no per-source params."""
+
+    default: TrainingParams = TrainingParams()
+
+
+class FilteredThresholds(PerSourceStep):
+    default: FilterParams = FilterParams()
+    per_source: dict[str, FilterParams] = {}
+
+
+class DedupedThresholds(PerSourceStep):
+    default: DedupParams = DedupParams()
+    per_source: dict[str, DedupParams] = {}
+
+    @model_validator(mode="after")
+    def _one_signature_scheme(self) -> "DedupedThresholds":
+        for source in self.per_source:
+            if self.for_source(source).signature_version != self.default.signature_version:
+                raise ValueError(
+                    f"per_source.{source} changes the signature params (num_perm, ngram, seed, normalize): "
+                    "dedup_clusters compares signatures across sources, so there is one set"
+                )
+        return self
+
+
+class SyntheticThresholds(PerSourceStep):
+    default: SynthParams = SynthParams()
+    per_source: dict[str, SynthParams] = {}
+
+
+class TokenizedThresholds(Step):
+    default: TokenizeParams = TokenizeParams()
 
 
 class Freshness(Strict):
@@ -247,13 +330,13 @@ class Freshness(Strict):
 
 
 class ThresholdsFile(Strict):
-    raw: StepThresholds = StepThresholds()
-    quality_model: StepThresholds = StepThresholds()
-    filtered: StepThresholds = StepThresholds()
-    deduped: StepThresholds = StepThresholds()
-    synthetic: StepThresholds = StepThresholds()
-    mixed: StepThresholds = StepThresholds()
-    tokenized: StepThresholds = StepThresholds()
+    raw: RawThresholds = RawThresholds()
+    quality_model: QualityModelThresholds = QualityModelThresholds()
+    filtered: FilteredThresholds = FilteredThresholds()
+    deduped: DedupedThresholds = DedupedThresholds()
+    synthetic: SyntheticThresholds = SyntheticThresholds()
+    mixed: Step = Step()
+    tokenized: TokenizedThresholds = TokenizedThresholds()
     freshness: Freshness = Freshness()
 
 
@@ -289,7 +372,38 @@ class CurationConfig(Strict):
         unknown = self.recipe.sources() - set(self.source_names)
         if unknown:
             raise ValueError(f"recipe {self.recipe.name!r} weights unknown sources: {sorted(unknown)}")
+        self.quality_model_params  # raises on a model without its sources, or a cut without a model
         return self
+
+    @property
+    def quality_model_params(self) -> TrainingParams | None:
+        """The params of the one (unpartitioned) quality model, or None when the sources config has no source of one
+        of its classes (a config without e.g. any reference source has no model: `filtered` then records no
+        `quality_score`, and a quality cut in it is a config error). A class whose sources are only partly configured
+        is an error too."""
+        params = self.thresholds.quality_model.default
+        configured = set(self.source_names)
+        if not all(set(c) & configured for c in (params.reference, params.background)):
+            cuts = [
+                s
+                for s in self.source_names
+                if (own := self.thresholds.filtered.for_source(s)).quality_keep_fraction is not None
+                or own.min_quality_score is not None
+            ]
+            if cuts:
+                raise ValueError(f"filtered of {cuts} cuts by quality score, but quality_model has no sources of a class")
+            return None
+        unknown = set(params.reference + params.background) - configured
+        if unknown:
+            raise ValueError(f"quality_model names sources that are not configured: {sorted(unknown)}")
+        return params
+
+    @property
+    def dedup_params(self) -> DedupParams:
+        """The one parameter set of cross-source dedup: the `deduped` default, with the sources file order as the
+        default priority (per-source overrides may not change signatures: checked when the thresholds load)."""
+        params = self.thresholds.deduped.default
+        return params if params.priority else params.model_copy(update={"priority": tuple(self.source_names)})
 
     @property
     def source_names(self) -> list[str]:

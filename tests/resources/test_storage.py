@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation_assets.frames import DOC_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame
 from resources.cost_guard import CostGuard
 from resources.storage import MANIFEST, FileSetOutput, ObjectStore, ParquetIOManager
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from dagster_aws.s3.sensor import get_objects
 
-from curation_assets._dagster import source_partitions
+from curation_assets.steps.common import source_partitions
 from curation_assets.config import SOURCE_NAME, CurationConfig, LandingZone
 from resources.storage import ObjectStore
 

@@ -13,16 +13,16 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from curation_assets._dagster import (
+from curation_assets.steps.common import (
     drop_rate_result,
     enforce_transfers,
     source_step,
     pod,
     traceable,
 )
-from curation_assets.dedup_minhash import empty_ledger
-from curation_assets.deduped import DedupParams, cluster, signatures
-from curation_assets.frames import StepOutput, empty_frame
+from curation_assets.core.minhash import empty_ledger
+from curation_assets.core.dedup import DedupParams, cluster, signatures
+from curation_assets.core.frames import StepOutput, empty_frame
 from resources.cost_guard import CostGuard
 
 SIGNATURE_BATCH_ROWS = 20_000  # rows pulled from `filtered` at a time: memory is bounded by a batch, not a source

@@ -94,7 +94,8 @@ class StepOutput:
     `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
     rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
     `side` holds named tables persisted next to the output (e.g. filtered's per-document decision ledger).
-    After persistence the IO manager fills `written` (rows_out, rows_dropped, bytes_written, uris).
+    The IO manager persists it and reports what it wrote in the materialization's metadata (`step_metadata`); the
+    checks read that record, never this object.
     """
 
     kept: pl.DataFrame | Iterable[pl.DataFrame]
@@ -104,7 +105,6 @@ class StepOutput:
     config_version: str
     extra: dict[str, object] = field(default_factory=dict)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
-    written: dict[str, object] = field(default_factory=dict)
     trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
     def kept_parts(self) -> Iterator[pl.DataFrame]:
@@ -115,6 +115,18 @@ class StepOutput:
 
     def resolve(self, value: int | Callable[[], int]) -> int:
         return int(value() if callable(value) else value)
+
+
+@dataclass
+class FileSetOutput:
+    """Named files written into one version directory (e.g. a token format's data and index shards).
+
+    `files` yields (name, bytes) one at a time, so a writer streams shard by shard; the IO manager publishes the
+    manifest (name -> URI) after the last file and records `files`, `bytes_out` and `uri` in the metadata.
+    """
+
+    files: Iterable[tuple[str, bytes]]
+    trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
 
 def funnel_markdown(

@@ -34,10 +34,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field
 from resiliparse.extract.html2text import extract_plain_text
 
-from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, meta_json, stable_id
-from curation_assets.readers_warc import WarcSink
+from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, meta_json, stable_id
+from curation_assets.core.warc import WarcSink
 
 CHUNK = 1 << 18  # compressed bytes per read
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -101,6 +102,15 @@ def html_to_text(html: str) -> str:
         hidden_elements=False,
         skip_elements=None,
     ).strip()
+
+
+class ReaderParams(BaseModel):
+    """`raw`'s per-source reader settings (thresholds.yaml `raw`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # 64 MiB: a longer line or record is quarantined as document_too_large, counted but never held in memory
+    max_doc_bytes: int = Field(default=64 * 2**20, gt=0)
 
 
 @dataclass(frozen=True)

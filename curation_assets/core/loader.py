@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from curation_assets import megatron
+from curation_assets.core import megatron
 
 Mode = Literal["offline", "online"]
 

@@ -26,7 +26,7 @@ def read_shard(path: Path, html: bool = False, batch_rows: int = 4096) -> Iterat
         frames = _jsonl_batches(path, batch_rows)
     for frame in frames:
         if html:
-            from curation_assets.readers import html_to_text
+            from curation_assets.core.readers import html_to_text
 
             frame = frame.with_columns(pl.Series("text", [html_to_text(t) for t in frame["text"]], pl.String))
         yield frame

@@ -19,7 +19,7 @@ from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from warcio.archiveiterator import ArchiveIterator
 
 if TYPE_CHECKING:
-    from curation_assets.readers import _Collector
+    from curation_assets.core.readers import _Collector
 
 _RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r\n)")
 _MAX_HEADER = 1 << 20  # a header block that has not ended by then is debris

@@ -6,15 +6,15 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from curation_assets._dagster import (
+from curation_assets.steps.common import (
     drop_rate_result,
     enforce_transfers,
     source_step,
     with_tokens,
 )
 from curation_assets.config import check_source_name
-from curation_assets.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
-from curation_assets.readers import detect_format, read_shard
+from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.readers import detect_format, read_shard
 from resources.cost_guard import CostGuard, Transfer
 from resources.storage import ObjectStore
 from resources.tokenizer import TokenizerResource

@@ -6,11 +6,13 @@ Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads th
 import dagster as dg
 
 from curation_assets import dedup_corpus, deduped, filtered, mixed, quality_model, raw, synthetic, tokenized
-from curation_assets._dagster import freshness_policy, source_partitions, transfer_check
-from curation_assets.automation import automation_sensor, landing_sensors, with_automation
+from curation_assets.steps.common import freshness_policy, source_partitions, transfer_check
+from curation_assets.defs.sensors import automation_sensor, landing_sensors, with_automation
 from curation_assets.config import CurationConfig, load_config, version_of
-from resources import Settings, build_resources
-from resources.cost_guard import zone_of, zone_pin
+from curation_assets.config.settings import Settings
+from resources import build_resources
+from curation_assets.config import zone_of
+from resources.cost_guard import zone_pin
 
 ASSETS = (
     "raw",
@@ -111,7 +113,7 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
     # forkserver with the location preloaded: each step (and check step) forks from a warm server instead of
     # importing dagster, polars and the step modules again in a fresh interpreter
     return dg.multiprocess_executor.configured(
-        {"start_method": {"forkserver": {"preload_modules": ["curation_assets.definitions"]}}}
+        {"start_method": {"forkserver": {"preload_modules": ["curation_assets.defs"]}}}
     )
 
 

@@ -20,7 +20,7 @@ import bisect
 import numpy as np
 import polars as pl
 
-from curation_assets._dt_chars import PUNCTUATION, SENTENCE_PUNCT, SPACY_AFFIXES, TERMINAL_PUNCTUATION
+from curation_assets.core._dt_chars import PUNCTUATION, SENTENCE_PUNCT, SPACY_AFFIXES, TERMINAL_PUNCTUATION
 
 
 def _cls(chars: str) -> str:

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from curation_assets.config import Freshness, PodSize
-from curation_assets.frames import StepOutput
+from curation_assets.core.frames import StepOutput
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
 from resources.storage import OVERRIDE_TAG, TRACE_TAG
 from resources.tokenizer import TokenizerResource

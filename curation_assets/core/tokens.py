@@ -1,0 +1,188 @@
+"""tokenized: the mixture as Megatron-compatible token shards (`.bin` + `.idx`) with a manifest.
+
+Written by the IO manager under `<root>/tokenized/_all/<version>/`:
+- `shard-NNNNN.bin` / `shard-NNNNN.idx`: a Megatron-LM `MMIDIDX` indexed dataset per shard (layout in
+  `curation_assets/megatron.py`; the prefix `.../shard-NNNNN` loads with Megatron's `IndexedDataset`). Each
+  document of the mixture, in mixture order, is one sequence: its `encode_ordinary` ids followed by the EOT id.
+  A shard is closed before the document that would take it past `shard_tokens` (documents never straddle shards).
+- `documents.parquet`: one row per document: doc_id, source, component, epoch, shard, sequence (index in its
+  shard), n_tokens (without the EOT).
+- `manifest.json`: format, tokenizer, vocab_size, dtype (+ Megatron dtype code), eot_id, sequence_length, recipe +
+  recipe hash, token and document counts (total, per component, per shard) and the sha256 of every file.
+"""
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation_assets.core import megatron
+
+FORMAT = "curation-megatron-v1"
+BATCH = 1024
+
+
+class TokenizeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # tokens per shard; 2^28 int32 tokens = 1 GiB, a size object stores and Megatron's mmap handle well
+    shard_tokens: int = Field(default=1 << 28, gt=0)
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str  # Megatron prefix: `<name>.bin`, `<name>.idx`
+    data: bytes
+    index: bytes
+    lengths: np.ndarray  # tokens per sequence, EOT included
+
+
+def tokenize_docs(
+    texts: Iterator[list[str]],
+    encode: Callable[[list[str]], list[np.ndarray]],
+    eot_id: int,
+    vocab_size: int,
+    shard_tokens: int,
+) -> Iterator[Shard]:
+    """Encode batches of texts (in mixture order) and yield full shards, so memory is one shard plus one batch.
+
+    `encode` maps texts to uint32 id arrays (`TokenizerResource.encode_arrays`: batched, multi-threaded).
+    """
+    dtype = megatron.optimal_dtype(vocab_size)
+    eot = np.array([eot_id], dtype=np.uint32)
+    parts: list[np.ndarray] = []
+    lengths: list[int] = []
+    size = 0
+
+    def close() -> Shard:
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+        data = (flat.view("<i4") if dtype.itemsize == 4 else flat.astype(dtype)).tobytes()
+        n = np.asarray(lengths, dtype=np.int32)
+        return Shard(f"shard-{n_shards:05d}", data, megatron.index_bytes(n, dtype), n)
+
+    n_shards = 0
+    for batch in texts:
+        for ids in encode(batch):
+            if size and size + ids.size + 1 > shard_tokens:
+                yield close()
+                n_shards, parts, lengths, size = n_shards + 1, [], [], 0
+            parts += [ids, eot]
+            lengths.append(ids.size + 1)
+            size += ids.size + 1
+    if lengths or n_shards == 0:
+        yield close()
+
+
+def text_batches(docs: pl.DataFrame, batch: int = BATCH) -> Iterator[list[str]]:
+    for start in range(0, docs.height, batch):
+        yield docs["text"].slice(start, batch).to_list()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_shards(manifest: dict, read: Callable[[str], bytes]) -> dict[str, object]:
+    """Re-read every shard and check it against its index and the manifest: checksums, pointers and counts agree,
+    every sequence ends in EOT and no other token is EOT, every id is below the vocabulary size."""
+    problems, tokens, sequences, max_id = [], 0, 0, -1
+    eot, vocab = manifest["eot_id"], manifest["vocab_size"]
+    for s in manifest["shards"]:
+        data, idx_bytes = read(s["bin"]), read(s["idx"])
+        if sha256(data) != s["bin_sha256"] or sha256(idx_bytes) != s["idx_sha256"]:
+            problems.append(f"{s['name']}: checksum mismatch")
+        try:
+            idx = megatron.read_index(idx_bytes)
+        except megatron.MegatronIndexError as e:
+            problems.append(f"{s['name']}: {e}")
+            continue
+        problems += [f"{s['name']}: {p}" for p in megatron.check_shard(idx, len(data))]
+        ids = np.frombuffer(data, dtype=idx.dtype)
+        ends = np.cumsum(idx.lengths.astype(np.int64)) - 1
+        if ids.size and (ends[-1] >= ids.size or (ids[ends[ends < ids.size]] != eot).any()):
+            problems.append(f"{s['name']}: a sequence does not end in EOT")
+        if int((ids == eot).sum()) != len(idx.lengths):
+            problems.append(f"{s['name']}: EOT inside a document")
+        max_id = max(max_id, int(ids.max()) if ids.size else -1)
+        if ids.size and int(ids.min()) < 0:
+            problems.append(f"{s['name']}: negative id")
+        tokens += idx.tokens
+        sequences += len(idx.lengths)
+    if tokens != manifest["tokens"] or sequences != manifest["documents"]:
+        problems.append(
+            f"manifest says {manifest['tokens']} tokens / {manifest['documents']} documents, "
+            f"the shards hold {tokens} / {sequences}"
+        )
+    return {
+        "tokens_in_data": tokens,
+        "sequences_in_data": sequences,
+        "max_id": max_id,
+        "ids_in_range": max_id < vocab,
+        "index_ok": not problems,
+        "problems": "; ".join(problems[:10]) or "none",
+    }
+
+
+def sample_positions(n: int, k: int = 16, seed: int = 0) -> list[int]:
+    """The seeded sample of mixture positions that `decode_sample` checks."""
+    return sorted(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False).tolist())
+
+
+def decode_sample(
+    manifest: dict,
+    documents: pl.DataFrame,
+    texts: pl.Series | dict[int, str],
+    read: Callable[[str], bytes],
+    decode: Callable[[np.ndarray], str],
+    k: int = 16,
+    seed: int = 0,
+) -> list[int]:
+    """Positions (mixture order) of up to `k` sampled documents whose tokens do NOT decode back to their text."""
+    picks = sample_positions(documents.height, k, seed)
+    shards = {s["name"]: s for s in manifest["shards"]}
+    bad, cache = [], {}
+    for i in picks:
+        row = documents.row(i, named=True)
+        if row["shard"] not in cache:
+            s = shards[row["shard"]]
+            idx = megatron.read_index(read(s["idx"]))
+            cache = {row["shard"]: (idx, np.frombuffer(read(s["bin"]), dtype=idx.dtype))}
+        idx, ids = cache[row["shard"]]
+        start = int(idx.pointers[row["sequence"]]) // idx.dtype.itemsize
+        if decode(ids[start : start + row["n_tokens"]]) != texts[i]:
+            bad.append(i)
+    return bad
+
+
+def shard_sizes(lengths: np.ndarray, shard_tokens: int) -> list[int]:
+    """Documents per shard under `tokenize_docs`'s rule (close a shard before the sequence that would overflow it)."""
+    sizes, size, n = [], 0, 0
+    for length in lengths.tolist():
+        if size and size + length > shard_tokens:
+            sizes.append(n)
+            size, n = 0, 0
+        size, n = size + length, n + 1
+    return sizes + [n] if n or not sizes else sizes
+
+
+def documents_frame(docs: pl.DataFrame, shards: list[dict], lengths: list[np.ndarray]) -> pl.DataFrame:
+    """documents.parquet: provenance of every sequence (its shard and position there) in mixture order."""
+    return docs.select("doc_id", "source", "component", "epoch").with_columns(
+        pl.Series("shard", np.repeat([s["name"] for s in shards], [len(x) for x in lengths]), dtype=pl.String),
+        pl.Series("sequence", np.concatenate([np.arange(len(x)) for x in lengths]), dtype=pl.UInt32),
+        pl.Series("n_tokens", np.concatenate(lengths) - 1, dtype=pl.UInt32),
+    )
+
+
+def shard_table(manifest: dict) -> str:
+    lines = ["| shard | documents | tokens | bin sha256 |", "|---|---:|---:|---|"]
+    lines += [
+        f"| {s['name']} | {s['documents']:,} | {s['tokens']:,} | `{s['bin_sha256'][:16]}` |" for s in manifest["shards"]
+    ]
+    return (
+        "\n".join(lines) + f"\n\n{manifest['tokens']:,} tokens ({manifest['tokenizer']}, {manifest['dtype']}, EOT "
+        f"{manifest['eot_id']}) in {manifest['documents']:,} documents"
+    )
