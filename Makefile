@@ -19,7 +19,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 run: install
-	$(PY) -m curation_assets.cli run
+	$(VENV)/bin/curation run
 
 test: install
 	$(PY) -m pytest

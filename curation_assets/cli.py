@@ -1,55 +1,77 @@
-"""`python -m curation_assets.cli run|table|versions|remove-version`: the whole graph against the persistent instance.
+"""`curation run|table|versions|remove-version|validate`: the whole graph against the persistent instance.
 
 `run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
 source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
 `build_mixture`; then prints the per-asset table. A job whose
 inputs (config versions, input files, the fingerprints of the stages before it) are unchanged since its last
 successful run is skipped, so re-running is fast and changes nothing; `--force` re-runs everything. Runs are
-recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them.
+recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them. `validate` loads and checks the environment
+and every config file without running anything (and without importing Dagster).
+
+This module imports only the standard library at import time: Dagster, polars, the config models and `resources`
+are imported inside the commands, so `curation --help` answers at once. `python -m curation_assets.cli` is an alias.
 """
+
+from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
+if TYPE_CHECKING:  # annotations only (the module has `from __future__ import annotations`)
+    import dagster as dg
 
-from curation_assets.steps.common import source_partitions
-from curation_assets.config import CurationConfig
-from curation_assets.defs import (
-    BUILD_MIXTURE,
-    CURATE_SOURCE,
-    DEDUPE_CORPUS,
-    FINISH_SOURCE,
-    INGEST_SOURCE,
-    JOB_ASSETS,
-    TRAIN_QUALITY,
-    build_definitions,
-    config_for,
-    versions,
-)
-from curation_assets.core.mixing import mixture_table
-from curation_assets.core.quality import training_params
-from curation_assets.core.tokens import shard_table
-from curation_assets.config.settings import Settings
-from resources import build_resources
-from resources.storage import TRACE_TAG, UNPARTITIONED, ObjectStore, ProtectedVersionError
+    from curation_assets.config import CurationConfig
+    from curation_assets.config.settings import Settings
+    from resources.store import ObjectStore
 
 FINGERPRINT = "curation/fingerprint"
-SOURCE_ASSETS = (*JOB_ASSETS[INGEST_SOURCE], *JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE])  # by source
-ALL_ASSETS = (
-    *JOB_ASSETS[INGEST_SOURCE],
-    *JOB_ASSETS[TRAIN_QUALITY],
-    *JOB_ASSETS[CURATE_SOURCE],
-    *JOB_ASSETS[DEDUPE_CORPUS],
-    *JOB_ASSETS[FINISH_SOURCE],
-    *JOB_ASSETS[BUILD_MIXTURE],
-)
+EXIT_CONFIG = 2  # a config or environment problem (the lines name the file and key), or a refused remove-version
+ENVIRONMENT = """environment:
+  CURATION_SOURCES, CURATION_RECIPE, CURATION_THRESHOLDS, CURATION_COSTS   the config files (default: the bundled ones)
+  CURATION_DATA_ROOT   where outputs go (default .curation/data); CURATION_ENV  local (default) or k8s
+  DAGSTER_HOME         the Dagster instance runs are recorded in (make run: .curation/dagster)
+exit codes: 0 ok, 1 a job failed, 2 a config or environment problem (one line each: <file>: <key.path>: <message>)"""
+
+
+def _asset_lists() -> dict[str, tuple[str, ...]]:
+    from curation_assets.defs.jobs import (
+        BUILD_MIXTURE,
+        CURATE_SOURCE,
+        DEDUPE_CORPUS,
+        FINISH_SOURCE,
+        INGEST_SOURCE,
+        JOB_ASSETS,
+        TRAIN_QUALITY,
+    )
+
+    jobs = (INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, DEDUPE_CORPUS, FINISH_SOURCE, BUILD_MIXTURE)
+    return {
+        "SOURCE_ASSETS": (*JOB_ASSETS[INGEST_SOURCE], *JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE]),
+        "ALL_ASSETS": tuple(a for job in jobs for a in JOB_ASSETS[job]),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """`ALL_ASSETS` (in job order) and `SOURCE_ASSETS` (partitioned by source), computed on first use (they need the
+    definitions, which import Dagster)."""
+    if name in ("ALL_ASSETS", "SOURCE_ASSETS"):
+        return _asset_lists()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _store(settings: Settings) -> ObjectStore:
+    from resources.store import ObjectStore
+
+    return ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
 
 
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
+    from curation_assets.config.versions import asset_versions as versions
+
     files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
     stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if "://" not in f else ())) for f in files]
     payload = [cfg.source(source).model_dump(mode="json"), versions(cfg)["raw"], stats]
@@ -57,15 +79,30 @@ def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> 
 
 
 def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | None) -> str | None:
+    import dagster as dg
+
     tags = {"dagster/partition": partition} if partition else {}
     runs = instance.get_runs(dg.RunsFilter(job_name=job, tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
     return runs[0].tags.get(FINGERPRINT) if runs else None
 
 
 def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dict[str, str] | None = None) -> bool:
+    from curation_assets.config.versions import asset_versions as versions
+    from curation_assets.defs import build_definitions, config_for
+    from curation_assets.defs.jobs import (
+        BUILD_MIXTURE,
+        CURATE_SOURCE,
+        DEDUPE_CORPUS,
+        FINISH_SOURCE,
+        INGEST_SOURCE,
+        JOB_ASSETS,
+        TRAIN_QUALITY,
+    )
+    from curation_assets.steps.common import source_partitions
+
     cfg = config_for(settings)
     defs = build_definitions(cfg, settings)
-    store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
+    store = _store(settings)
     known = set(instance.get_dynamic_partitions(source_partitions.name))
     instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
     ok = True
@@ -91,7 +128,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     for source, fp in ingested.items():
         stage(INGEST_SOURCE, fp, source)
     if ok:  # each later stage's fingerprint chains the ones it depends on
-        training = training_params(cfg)
+        training = cfg.quality_model_params
         model = training and chain(
             [ingested[s] for s in (*training.reference, *training.background)], v["quality_model"]
         )
@@ -117,9 +154,12 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
 
 def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
     """One line per asset and partition from the latest materialization: rows in, rows out, dropped, tokens."""
+    import dagster as dg
+
+    assets = _asset_lists()
     lines = [f"{'asset':<16} {'partition':<14} {'rows_in':>9} {'rows_out':>9} {'dropped':>8} {'tokens':>11}"]
-    for asset in ALL_ASSETS:
-        for part in cfg.source_names if asset in SOURCE_ASSETS else [None]:
+    for asset in assets["ALL_ASSETS"]:
+        for part in cfg.source_names if asset in assets["SOURCE_ASSETS"] else [None]:
             flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part] if part else None)
             rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
@@ -133,11 +173,16 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
 
 def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
     """The latest mixture (components, tokens, epochs, shares) and the tokenized shards, as Markdown tables."""
+    import dagster as dg
+
+    from curation_assets.core.mixing import mixture_table
+    from curation_assets.core.tokens import shard_table
+
     rec = next(iter(instance.fetch_materializations(dg.AssetKey("mixed"), limit=1).records), None)
     if rec is None:
         return ""
     parts = [mixture_table(rec.asset_materialization.metadata["manifest"].value)]
-    store = ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
+    store = _store(settings)
     latest = f"{settings.data_root.rstrip('/')}/tokenized/_all/_latest.json"
     if store.exists(latest):
         files = json.loads(store.read_bytes(latest))["files"]
@@ -146,7 +191,12 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
 
 
 def versions_command(settings: Settings, args: argparse.Namespace) -> int:
-    io = build_resources(settings, config_for(settings).costs.model_dump())["io_manager"]
+    import dagster as dg
+
+    from curation_assets.defs import build_definitions, config_for
+    from resources.versions import UNPARTITIONED, ProtectedVersionError
+
+    io = build_definitions(config_for(settings), settings).resources["io_manager"]
     key, partition = dg.AssetKey(args.asset), None if args.partition == UNPARTITIONED else args.partition
     if args.command == "versions":
         current = (io.manifest(key, partition) or {}).get("version")
@@ -157,38 +207,122 @@ def versions_command(settings: Settings, args: argparse.Namespace) -> int:
         deleted = io.remove_version(key, partition, args.version, args.reason)
     except (ProtectedVersionError, FileNotFoundError, ValueError) as e:
         print(f"refused: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     print(f"removed {args.asset}[{args.partition}] {args.version}: {len(deleted)} files; reason recorded")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="curation", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_cmd = sub.add_parser("run", help="materialize every source and the recipe")
+def validate_command(args: argparse.Namespace) -> int:
+    """Load and check the environment and the four config files; print `ok: ...` lines or the problems."""
+    from curation_assets.config.check import check
+
+    _, _, lines = check(os.environ)
+    print("\n".join(lines))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from curation_assets.config import load_config
+    from curation_assets.config.settings import Settings
+    from curation_assets.steps.common import TRACE_TAG
+
+    settings = Settings.from_env()
+    # local source paths that match no file stop here, one line each, before Dagster is started
+    load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
+    with dg.DagsterInstance.get() as instance:
+        tags = {TRACE_TAG: "1"} if args.trace else None
+        return 0 if run(instance, settings, args.force or args.trace, tags) else 1
+
+
+def table_command(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from curation_assets.config.settings import Settings
+    from curation_assets.defs import config_for
+
+    settings = Settings.from_env()
+    cfg = config_for(settings)
+    with dg.DagsterInstance.get() as instance:
+        print(table(instance, cfg))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="curation",
+        description=__doc__.splitlines()[0].replace("`", ""),
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_cmd = sub.add_parser(
+        "run",
+        help="materialize every source and the recipe (skips what is unchanged), then print the table",
+        description="Register every configured source, run the six jobs in order, print the table and the mixture.",
+    )
     run_cmd.add_argument("--force", action="store_true", help="rerun even what is unchanged")
     run_cmd.add_argument("--trace", action="store_true", help="save a Viztracer trace beside each step's output")
-    sub.add_parser("table", help="print rows and tokens of the latest materializations")
+    sub.add_parser(
+        "table",
+        help="print rows and tokens of the latest materializations",
+        description="One line per asset and partition: rows in, rows out, dropped, tokens (latest materialization).",
+    )
+    ls = sub.add_parser(
+        "versions",
+        help="list the versions of an asset partition, the current one marked",
+        description="List the stored versions of an asset partition; the current one is marked.",
+    )
+    ls.add_argument("asset")
+    ls.add_argument("partition", help="the source, or _all for unpartitioned assets (mixed, tokenized, ...)")
     rm = sub.add_parser(
-        "remove-version", help="delete one old version of an unprotected asset (never synthetic, tokenized or current)"
+        "remove-version",
+        help="delete one old version of an unprotected asset (never synthetic, tokenized or current)",
+        description="Delete one old version of an asset partition; the reason is kept in an audit record beside it.",
     )
     rm.add_argument("asset")
-    rm.add_argument("partition", help="the source, or _all for mixed/tokenized")
+    rm.add_argument("partition", help="the source, or _all for unpartitioned assets (mixed, tokenized, ...)")
     rm.add_argument("version", help="a version folder name (see `versions`)")
     rm.add_argument("--reason", required=True, help="recorded in the audit record beside the removed version")
-    ls = sub.add_parser("versions", help="list the versions of an asset partition, the current one marked")
-    ls.add_argument("asset")
-    ls.add_argument("partition")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.command in ("remove-version", "versions"):
-        return versions_command(settings, args)
-    with dg.DagsterInstance.get() as instance:
-        if args.command == "run":
-            tags = {TRACE_TAG: "1"} if args.trace else None
-            return 0 if run(instance, settings, args.force or args.trace, tags) else 1
-        print(table(instance, config_for(settings)))
-    return 0
+    sub.add_parser(
+        "validate",
+        help="check the environment and every config file without running anything",
+        description="Load the environment (CURATION_*) and the sources, recipe, thresholds and costs files, check\n"
+        "every value, key and local source path, and print a summary with the config versions; or print one\n"
+        "line per problem (<file>: <key.path>: <message>) and exit 2. Starts no Dagster, contacts no S3.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return p
+
+
+COMMANDS = {
+    "run": run_command,
+    "table": table_command,
+    "validate": validate_command,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command in ("remove-version", "versions"):
+            from curation_assets.config.settings import Settings
+
+            return versions_command(Settings.from_env(), args)
+        return COMMANDS[args.command](args)
+    except Exception as e:  # a ConfigError, or one a Dagster wrapper raised from it: its lines, no traceback
+        from curation_assets.config.errors import ConfigError
+
+        cause, seen = e, set()
+        while cause is not None and not isinstance(cause, ConfigError) and id(cause) not in seen:
+            seen.add(id(cause))
+            cause = cause.__cause__
+        if not isinstance(cause, ConfigError):
+            raise
+        print(str(cause), file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

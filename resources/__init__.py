@@ -14,9 +14,12 @@ from curation_assets.config.settings import Settings
 
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
-from resources.storage import ObjectStore, ParquetIOManager, staging_dir_for
+from resources.io_manager import ParquetIOManager
+from resources.store import ObjectStore
 from resources.synthetic import SyntheticBackend
 from resources.tokenizer import TokenizerResource
+from resources.versions import staging_dir_for
+
 
 def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str, object]:
     """Resource instances by key; the only branch on the environment. `costs`: the price table and budgets."""

@@ -20,10 +20,13 @@ from typing import Literal
 import dagster as dg
 
 from curation_assets.config import zone_of
+from resources.store import kind_of
 
 GB = 1e9
 PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
 REFUSED: tuple[PathClass, ...] = ("cross_az", "cross_region")
+# A run tag whose value (a reason) lets a run move data across zones or over budget; it is logged and recorded.
+OVERRIDE_TAG = "curation/allow-transfer"
 
 
 class CrossZoneTransferError(Exception):
@@ -125,7 +128,7 @@ class CostGuard(dg.ConfigurableResource):
         return (zones[0] if self.pinned and len(zones) == 1 else self.pod_zone), zones
 
     def classify(self, t: Transfer, pod_zone: str | None = None) -> PathClass:
-        if "://" not in t.uri or self.pod_region is None:
+        if kind_of(t.uri) == "local" or self.pod_region is None:
             return "local"
         zone = t.zone or zone_of(t.uri)
         if t.region and t.region != self.pod_region:

@@ -22,7 +22,9 @@ from curation_assets.config import load_config
 from curation_assets.defs import ASSETS
 from curation_assets.config.settings import Settings
 from resources import build_resources
-from resources.storage import PROTECTED, FileSetOutput, ObjectStore, ProtectedVersionError
+from curation_assets.core.frames import FileSetOutput
+from resources.store import ObjectStore
+from resources.versions import PROTECTED, ProtectedVersionError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,28 +1,32 @@
-"""Declarative configuration: sources, recipe and thresholds, as YAML validated by pydantic (`extra="forbid"`).
+"""Declarative configuration: sources, recipe, thresholds and costs, as YAML validated by pydantic (`extra="forbid"`).
 
 The bundled YAML files next to this module are the embedded default. Paths inside a sources file are resolved
 relative to that file, so a config directory can be moved as a whole. Nothing here reads the environment: the
-caller (definitions.py, through `resources.Settings`) says which files to load.
+caller (`curation_assets.defs`, the `curation` CLI, through `settings.Settings`) says which files to load.
+Every problem `load_config` finds is reported at once as a `ConfigError`, one line per problem:
+`<file>: <key.path>: <message>` (see errors.py). Nothing here imports dagster, boto3 or `resources`.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curation_assets.config.errors import ConfigError, KeyedValueError, did_you_mean, line, short, validation_lines
 from curation_assets.core.dedup import DedupParams
 from curation_assets.core.filtering import FilterParams
 from curation_assets.core.quality import TrainingParams
 from curation_assets.core.readers import ReaderParams
 from curation_assets.core.synthesis import SynthParams
 from curation_assets.core.tokens import TokenizeParams
-
 
 CONFIG_DIR = Path(__file__).parent
 DEFAULT_SOURCES = CONFIG_DIR / "sources.yaml"
@@ -125,8 +129,9 @@ class SourcesFile(Strict):
     @model_validator(mode="after")
     def _unique(self) -> SourcesFile:
         names = [s.name for s in self.sources]
-        if len(names) != len(set(names)):
-            raise ValueError(f"duplicate source names: {names}")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise KeyedValueError(("sources", i, "name"), f"duplicate source name {name!r}")
         return self
 
 
@@ -174,18 +179,27 @@ class Recipe(Strict):
     def _components(self) -> Recipe:
         names = self.component_names()
         if self.sampling == "manual" and (not self.component_weights or self.components):
-            raise ValueError("sampling: manual takes `weights` (token share per component), not `components`")
+            raise KeyedValueError(
+                ("components" if self.components else "weights",),
+                "sampling: manual takes `weights` (token share per component), not `components`",
+            )
         if self.sampling != "manual" and (self.component_weights or not self.components):
-            raise ValueError(
-                f"sampling: {self.sampling} takes `components` (weights come from the data), not `weights`"
+            raise KeyedValueError(
+                ("weights" if self.component_weights else "components",),
+                f"sampling: {self.sampling} takes `components` (weights come from the data), not `weights`",
             )
         if self.sampling == "unimax" and self.target_tokens is None:
-            raise ValueError("sampling: unimax needs target_tokens (the budget it spreads)")
+            raise KeyedValueError(("target_tokens",), "sampling: unimax needs target_tokens (the budget it spreads)")
+        key = "weights" if self.sampling == "manual" else "components"
         bad = [c for c in names if not re.fullmatch(rf"{SOURCE_NAME}(\.synthetic)?", c)]
         if bad or len(set(names)) != len(names):
-            raise ValueError(f"components are `<source>` or `<source>.synthetic`, once each: {names}")
+            raise KeyedValueError(
+                (key,), f"components are `<source>` or `<source>.synthetic`, once each: {short(bad or names)}"
+            )
         if set(self.epoch_caps) - set(names) or any(v <= 0 for v in self.epoch_caps.values()):
-            raise ValueError(f"epoch_caps must be > 0 and name components of the recipe: {self.epoch_caps}")
+            raise KeyedValueError(
+                ("epoch_caps",), f"epoch_caps must be > 0 and name components of the recipe: {short(self.epoch_caps)}"
+            )
         return self
 
     def component_names(self) -> list[str]:
@@ -229,6 +243,12 @@ class Step(Strict):
 
     pod: PodSize = PodSize()
 
+    @field_validator("pod", "default", "per_source", mode="before", check_fields=False)
+    @classmethod
+    def _empty_is_default(cls, v: Any) -> Any:
+        """`default:` followed only by commented keys (as the bundled file shows them) is YAML null: the defaults."""
+        return {} if v is None else v
+
     def data_params(self) -> dict[str, Any]:
         """What changes the step's output (its code_version input): everything but the pod size."""
         return self.model_dump(mode="json", exclude={"pod"}, exclude_unset=False)
@@ -252,10 +272,23 @@ class PerSourceStep(DropRateStep):
     default: BaseModel
     per_source: dict[str, BaseModel] = {}
 
+    @field_validator("per_source", mode="before")
+    @classmethod
+    def _empty_override(cls, v: Any) -> Any:
+        """`web:` with every override commented out is YAML null: no override."""
+        return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
+
     @model_validator(mode="after")
     def _merged_overrides_valid(self) -> "PerSourceStep":
         for source in self.per_source:
-            self.for_source(source)
+            try:
+                self.for_source(source)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise KeyedValueError(
+                    ("per_source", source, *err["loc"]),
+                    f"merged onto default: {err['msg'].removeprefix('Value error, ')}",
+                ) from None
         return self
 
     def for_source(self, source: str) -> Any:
@@ -270,7 +303,9 @@ class PerSourceStep(DropRateStep):
         return {
             "max_drop_rate": self.max_drop_rate,
             "default": self.default.model_dump(mode="json"),
-            "per_source": {s: o.model_dump(mode="json", exclude_unset=True) for s, o in sorted(self.per_source.items())},
+            "per_source": {
+                s: o.model_dump(mode="json", exclude_unset=True) for s, o in sorted(self.per_source.items())
+            },
         }
 
 
@@ -298,9 +333,10 @@ class DedupedThresholds(PerSourceStep):
     def _one_signature_scheme(self) -> "DedupedThresholds":
         for source in self.per_source:
             if self.for_source(source).signature_version != self.default.signature_version:
-                raise ValueError(
-                    f"per_source.{source} changes the signature params (num_perm, ngram, seed, normalize): "
-                    "dedup_clusters compares signatures across sources, so there is one set"
+                raise KeyedValueError(
+                    ("per_source", source),
+                    f"the override of {source!r} changes the signature params (num_perm, ngram, seed, normalize): "
+                    "dedup_clusters compares signatures across sources, so there is one set",
                 )
         return self
 
@@ -325,7 +361,7 @@ class Freshness(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> "Freshness":
         if self.warn_hours >= self.fail_hours:
-            raise ValueError("freshness: warn_hours must be < fail_hours")
+            raise KeyedValueError(("warn_hours",), f"freshness: warn_hours must be < fail_hours ({self.fail_hours:g})")
         return self
 
 
@@ -338,6 +374,12 @@ class ThresholdsFile(Strict):
     mixed: Step = Step()
     tokenized: TokenizedThresholds = TokenizedThresholds()
     freshness: Freshness = Freshness()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, v: Any) -> Any:
+        """A step whose keys are all commented out (`mixed:` then comments) is YAML null: its defaults."""
+        return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
 
 
 PathClass = Literal["local", "same_zone", "regional_gateway", "regional_nat", "cross_az", "cross_region"]
@@ -391,7 +433,9 @@ class CurationConfig(Strict):
                 or own.min_quality_score is not None
             ]
             if cuts:
-                raise ValueError(f"filtered of {cuts} cuts by quality score, but quality_model has no sources of a class")
+                raise ValueError(
+                    f"filtered of {cuts} cuts by quality score, but quality_model has no sources of a class"
+                )
             return None
         unknown = set(params.reference + params.background) - configured
         if unknown:
@@ -431,9 +475,97 @@ class CurationConfig(Strict):
         return str((self.sources_path.parent / uri).resolve())
 
 
-def _read_yaml(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+FILES = {  # kind: (bundled default, the model of the file's top level)
+    "sources": (DEFAULT_SOURCES, SourcesFile),
+    "recipe": (DEFAULT_RECIPE, RecipeFile),
+    "thresholds": (DEFAULT_THRESHOLDS, ThresholdsFile),
+    "costs": (DEFAULT_COSTS, Costs),
+}
+
+
+def _read_yaml(path: Path) -> tuple[Any, list[str]]:
+    """(the parsed document, []) or (None, one problem line): missing, unreadable, not YAML, not a mapping."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        return None, [line(path, "", "file not found")]
+    except IsADirectoryError:
+        return None, [line(path, "", "is a directory, not a YAML file")]
+    except OSError as e:
+        return None, [line(path, "", f"cannot read: {e.strerror or e}")]
+    except UnicodeDecodeError as e:
+        return None, [line(path, "", f"not UTF-8 text (byte {e.start})")]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        return None, [line(path, where, f"YAML syntax error: {what}")]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return None, [line(path, "", f"expected a mapping of keys, got a {type(data).__name__}")]
+    return data, []
+
+
+def _recipe_problems(recipe: Recipe, recipe_path: Path, names: list[str], sources_path: Path) -> list[str]:
+    """A recipe component whose source the sources file does not define (both files named)."""
+    out = []
+    for i, component in enumerate(recipe.component_weights if recipe.sampling == "manual" else recipe.components):
+        source = component.split(".", 1)[0]
+        if source not in names:
+            key = f"recipe.weights.{component}" if recipe.sampling == "manual" else f"recipe.components[{i}]"
+            hint = did_you_mean(source, names)
+            out.append(line(recipe_path, key, f"source {source!r} is not defined in {sources_path}{hint}"))
+    return out
+
+
+def _quality_problems(t: ThresholdsFile, path: Path, names: list[str], sources_path: Path) -> list[str]:
+    """What `CurationConfig.quality_model_params` refuses, with key paths: a class only partly configured, or a
+    quality cut when a class has no configured source (then there is no model)."""
+    params, configured = t.quality_model.default, set(names)
+    classes = {"reference": params.reference, "background": params.background}
+    absent = [c for c, members in classes.items() if not set(members) & configured]
+    if absent:
+        cuts = []  # the key that sets each configured source's cut: its override's, else the default's
+        for s in names:
+            own = t.filtered.per_source.get(s)
+            for key in ("quality_keep_fraction", "min_quality_score"):
+                if getattr(t.filtered.for_source(s), key) is not None:
+                    overridden = own is not None and key in own.model_fields_set
+                    cuts.append(f"filtered.per_source.{s}.{key}" if overridden else f"filtered.default.{key}")
+        cuts = list(dict.fromkeys(cuts))
+        return [
+            line(
+                path,
+                cut,
+                f"cuts by quality score, but quality_model has no {' or '.join(absent)} source "
+                f"({', '.join(sorted(set(classes[absent[0]])))}) in {sources_path}, so there is no model",
+            )
+            for cut in cuts
+        ]
+    return [
+        line(path, f"quality_model.default.{cls}[{i}]", f"source {s!r} is not defined in {sources_path}")
+        for cls, members in classes.items()
+        for i, s in enumerate(members)
+        if s not in configured
+    ]
+
+
+def path_problems(cfg: CurationConfig) -> list[str]:
+    """Local source paths and globs that match no file (`s3://` and other URLs are not listed here)."""
+    out = []
+    for source in cfg.sources.sources:
+        for j, uri in enumerate(source.uris):
+            if "://" in uri:
+                continue
+            resolved = cfg.resolve_uri(uri)
+            if any(os.path.isfile(p) for p in glob.iglob(resolved)):
+                continue
+            key = f"sources[{source.name}].uris[{j}]"
+            why = "is a directory (name its files, e.g. with /*)" if os.path.isdir(resolved) else "matches no file"
+            out.append(line(cfg.sources_path, key, f"{short(uri)} {why} (resolved: {short(resolved, 200)})"))
+    return out
 
 
 def load_config(
@@ -441,13 +573,53 @@ def load_config(
     recipe: str | Path | None = None,
     thresholds: str | Path | None = None,
     costs: str | Path | None = None,
+    *,
+    check_paths: bool = False,
 ) -> CurationConfig:
-    """Load and cross-validate the YAML files (bundled defaults where a path is None)."""
-    sources_path = Path(sources or DEFAULT_SOURCES).resolve()
-    return CurationConfig(
-        sources=SourcesFile.model_validate(_read_yaml(sources_path)),
-        recipe=RecipeFile.model_validate(_read_yaml(Path(recipe or DEFAULT_RECIPE))).recipe,
-        thresholds=ThresholdsFile.model_validate(_read_yaml(Path(thresholds or DEFAULT_THRESHOLDS))),
-        costs=Costs.model_validate(_read_yaml(Path(costs or DEFAULT_COSTS))),
-        sources_path=sources_path,
-    )
+    """Load and cross-validate the YAML files (bundled defaults where a path is None).
+
+    Every problem of every file is collected and raised at once as a `ConfigError` (one line each, naming the file
+    and key path); `check_paths` also reports local source paths and globs that match no file (`curation validate`
+    does; loading the definitions does not, since files may land later).
+    """
+    given = {"sources": sources, "recipe": recipe, "thresholds": thresholds, "costs": costs}
+    paths = {kind: Path(given[kind] or default) for kind, (default, _) in FILES.items()}
+    problems: list[str] = []
+    parsed: dict[str, Any] = {}
+    for kind, (_, model) in FILES.items():
+        data, errors = _read_yaml(paths[kind])
+        problems += errors
+        if errors:
+            continue
+        try:
+            parsed[kind] = model.model_validate(data)
+        except ValidationError as e:
+            problems += validation_lines(paths[kind], e, model, data)
+    sources_path = paths["sources"].resolve()
+    names = [s.name for s in parsed["sources"].sources] if "sources" in parsed else None
+    if names is not None and "recipe" in parsed:
+        problems += _recipe_problems(parsed["recipe"].recipe, paths["recipe"], names, paths["sources"])
+    if names is not None and "thresholds" in parsed:
+        problems += _quality_problems(parsed["thresholds"], paths["thresholds"], names, paths["sources"])
+    if problems:
+        raise ConfigError(problems)
+    try:
+        cfg = CurationConfig(
+            sources=parsed["sources"],
+            recipe=parsed["recipe"].recipe,
+            thresholds=parsed["thresholds"],
+            costs=parsed["costs"],
+            sources_path=sources_path,
+        )
+    except ValidationError as e:  # a cross-file rule the checks above do not name yet: still one line each
+        raise ConfigError(
+            line(
+                f"{paths['sources']} + {paths['recipe']} + {paths['thresholds']}",
+                "",
+                err["msg"].removeprefix("Value error, "),
+            )
+            for err in e.errors()
+        ) from None
+    if check_paths and (problems := path_problems(cfg)):
+        raise ConfigError(problems)
+    return cfg

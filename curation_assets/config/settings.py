@@ -7,12 +7,89 @@ that branches on it.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from curation_assets.config.errors import ConfigError, line, short
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every variable a deployment may set; a CURATION_* variable not listed here is reported (a typo is silent otherwise)
+VARIABLES = (
+    "CURATION_ENV",
+    "CURATION_DATA_ROOT",
+    "CURATION_SOURCES",
+    "CURATION_RECIPE",
+    "CURATION_THRESHOLDS",
+    "CURATION_COSTS",
+    "CURATION_S3_ENDPOINT",
+    "CURATION_POD_ZONE",
+    "CURATION_DATA_REGION",
+    "CURATION_DATA_ZONE",
+    "CURATION_DATA_VIA",
+    "CURATION_ZONE_LABEL",
+    "CURATION_LLM_BASE_URL",
+    "CURATION_LLM_MODEL",
+    "CURATION_LLM_API_KEY",
+    "CURATION_NAMESPACE",
+)
+FILE_VARIABLES = {
+    "sources": "CURATION_SOURCES",
+    "recipe": "CURATION_RECIPE",
+    "thresholds": "CURATION_THRESHOLDS",
+    "costs": "CURATION_COSTS",
+}
+ZONE_ID = re.compile(r"^[a-z0-9]+-az\d+$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line per environment variable whose value cannot work (`environment: <VAR>: <message>`)."""
+    e = {k: v for k, v in environ.items() if v != ""}  # an empty variable means "unset" (from_env reads it so)
+    out = []
+
+    def bad(var: str, message: str) -> None:
+        out.append(line("environment", var, message))
+
+    if e.get("CURATION_ENV", "local") not in ("local", "k8s"):
+        bad("CURATION_ENV", f"must be 'local' or 'k8s', got {short(e['CURATION_ENV'])}")
+    if "CURATION_DATA_ROOT" in e:
+        root = e["CURATION_DATA_ROOT"]
+        scheme, _, rest = root.rpartition("://")
+        if scheme not in ("", "s3"):
+            bad("CURATION_DATA_ROOT", f"must be a local path or an s3:// URI, got {short(root)}")
+        elif not rest.strip("/"):
+            bad(
+                "CURATION_DATA_ROOT",
+                f"must name a directory below the root, not {short(root)} (versions are deleted under it)",
+            )
+        elif ".." in rest.split("/"):
+            bad("CURATION_DATA_ROOT", f"must not contain '..' segments, got {short(root)}")
+    if e.get("CURATION_DATA_VIA", "gateway") not in ("gateway", "nat"):
+        bad("CURATION_DATA_VIA", f"must be 'gateway' or 'nat', got {short(e['CURATION_DATA_VIA'])}")
+    for var in ("CURATION_POD_ZONE", "CURATION_DATA_ZONE"):
+        if var in e and not ZONE_ID.match(e[var]):
+            bad(var, f"must be an AZ ID such as use1-az4 (not a zone name such as us-east-1a), got {short(e[var])}")
+    for var in ("CURATION_S3_ENDPOINT", "CURATION_LLM_BASE_URL"):
+        if var in e and not re.match(r"^https?://[^/\s]+", e[var]):
+            bad(var, f"must be an http:// or https:// URL, got {short(e[var])}")
+    if "CURATION_NAMESPACE" in e and not DNS_LABEL.match(e["CURATION_NAMESPACE"]):
+        bad("CURATION_NAMESPACE", f"must be a Kubernetes namespace (DNS label), got {short(e['CURATION_NAMESPACE'])}")
+    return out
+
+
+def misspelled_variables(environ: Mapping[str, str]) -> list[str]:
+    """A `CURATION_*` variable curation does not read but that is one typo away from one it does (`CURATION_THRESHOLD`
+    silently leaves the bundled thresholds in force). Reported by `curation validate`; not refused at load."""
+    out = []
+    for var in sorted(k for k in environ if k.startswith("CURATION_") and k not in VARIABLES):
+        near = difflib.get_close_matches(var, VARIABLES, n=1, cutoff=0.85)
+        if near:
+            out.append(line("environment", var, f"not a variable curation reads (did you mean {near[0]!r}?)"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -39,12 +116,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings of this process's environment; a `ConfigError` (one line per bad variable) if any value
+        cannot work (see `environment_problems`)."""
         e = os.environ if environ is None else environ
-        env = e.get("CURATION_ENV", "local")
-        if env not in ("local", "k8s"):
-            raise ValueError(f"CURATION_ENV must be 'local' or 'k8s', got {env!r}")
+        problems = environment_problems(e)
+        if problems:
+            raise ConfigError(problems)
         return cls(
-            env=env,
+            env=e.get("CURATION_ENV") or "local",
             data_root=e.get("CURATION_DATA_ROOT") or cls.data_root,
             sources=e.get("CURATION_SOURCES") or None,
             recipe=e.get("CURATION_RECIPE") or None,

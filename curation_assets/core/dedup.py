@@ -1,8 +1,8 @@
-"""`deduped`: filtered docs -> docs without exact or near duplicates (MinHash LSH, datasketch-compatible signatures).
+"""Dedup: documents -> exact and near-duplicate clusters (MinHash LSH, datasketch-compatible signatures) and a ledger
+that says which document of each cluster is kept.
 
-Pure core on top (no Dagster, no I/O), thin asset wrapper at the bottom. The stages live in `dedup_minhash`
-(signatures -> band edges -> verified edges -> connected components); this module holds the params and applies a
-cluster ledger to documents. Scope: `dedup_docs` dedups the frame it is given (one source partition); `dedup_corpus`
+Pure (no Dagster, no I/O). The stages live in `core/minhash.py` (signatures -> band edges -> verified edges -> connected components); this module holds the params and applies a
+cluster ledger to documents. Scope: `dedup_docs` dedups the frame it is given (one source partition); `steps/dedup.py`
 runs the same stages across sources as separate assets (map per source, reduce over all), with a source priority.
 
 Keep rule (deterministic, independent of row order and sharding): in a cluster the document of the highest-priority
@@ -13,14 +13,15 @@ edge is kept only if its estimated Jaccard (share of equal signature values) is 
 connected components, so a member may be similar only to another member (its Jaccard to the kept one is in the ledger).
 """
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from curation_assets.core.minhash import HASH_SCHEME, cluster_signatures, signature_frame
 from curation_assets.core.frames import stable_id
+from curation_assets.core.minhash import HASH_SCHEME, cluster_signatures, signature_frame
 
 
 class DedupParams(BaseModel):
@@ -116,3 +117,22 @@ def dedup_docs(docs: pl.DataFrame, params: DedupParams) -> pl.DataFrame:
     """Return `docs` + `dup_cluster` + `drop_reason` (null = kept). Requires `doc_id`, `text`; scope = this frame."""
     sigs = pl.concat(list(signatures(docs.select("doc_id", "text"), params, source="")))
     return apply_ledger(docs, cluster(sigs, params))
+
+
+def ledger_summary(ledger: pl.DataFrame, n_docs: int) -> dict[str, object]:
+    """What a cluster ledger removed: counts by reason and across sources, the removal rate, the cluster size
+    histogram (size -> clusters) and removals per `source/reason`."""
+    dropped = ledger.filter(~pl.col("kept"))
+    cross = dropped.filter(pl.col("source") != pl.col("kept_source"))
+    sizes = Counter(ledger.group_by("cluster_id").agg(n=pl.len())["n"].to_list())
+    by_source = dropped.group_by("source", "drop_reason").len().sort("source", "drop_reason")
+    return {
+        "docs": n_docs,
+        "clusters": len(ledger["cluster_id"].unique()),
+        "removed_exact": dropped.filter(pl.col("drop_reason") == "exact_duplicate").height,
+        "removed_near": dropped.filter(pl.col("drop_reason") == "near_duplicate").height,
+        "removed_cross_source": cross.height,
+        "removal_rate": round(dropped.height / n_docs, 6) if n_docs else 0.0,
+        "cluster_size_histogram": {str(k): v for k, v in sorted(sizes.items())},
+        "removed_by_source": {f"{s}/{r}": n for s, r, n in by_source.iter_rows()},
+    }

@@ -10,7 +10,7 @@ datatrove reuses names such as `empty` across filters). A threshold of None disa
 Parity with datatrove 0.10.1 is measured by tests/test_filtered_parity.py (words: see filter_rules' docstring).
 """
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -329,26 +329,25 @@ def distributions_markdown(ledger: pl.DataFrame) -> str:
     return "\n".join([head, "|---|---:|" + "---:|" * len(qs), *rows])
 
 
-def run_filter(
-    batches: Iterable[pl.DataFrame],
+def mark_batch(
+    batch: pl.DataFrame,
     params: FilterParams,
     predict_lang: Callable,
     score_quality: Callable[[list[str]], list[float]] | None,
-    spill_dir: str,
 ) -> pl.DataFrame:
-    """Pass 1 of the streaming filter: mark each batch, spill it to `spill_dir` (one Parquet per batch, memory stays
-    one batch), return the ledger (with the partition-wide quality cut applied). `iter_decided` is pass 2.
-    `score_quality` gets every document's text as one line (`quality_model.one_line`) and returns P(hq)."""
-    ledgers = []
-    for k, batch in enumerate(batches):
-        lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
-        quality = None
-        if score_quality is not None:
-            lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
-            quality = pl.Series(score_quality(lines), dtype=pl.Float64)
-        marked = filter_docs(batch, params, lang, quality)
-        marked.write_parquet(f"{spill_dir}/batch-{k:05d}.parquet")
-        ledgers.append(ledger_of(marked))
+    """Pass 1 on one batch of documents: `filter_docs` with its language labels and, when a quality model is given,
+    every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`)."""
+    lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
+    quality = None
+    if score_quality is not None:
+        lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
+        quality = pl.Series(score_quality(lines), dtype=pl.Float64)
+    return filter_docs(batch, params, lang, quality)
+
+
+def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.DataFrame:
+    """The partition's ledger (LEDGER_COLUMNS) from its batches' `ledger_of`, with the partition-wide quality cut
+    (`quality_keep_fraction` ranks the survivors of the whole partition, not of a batch) applied."""
     ledger = (
         pl.concat(ledgers, how="diagonal_relaxed")
         if ledgers
@@ -363,15 +362,8 @@ def run_filter(
     return ledger
 
 
-def iter_decided(spill_dir: str, ledger: pl.DataFrame, dropped: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """Pass 2: yield each spilled batch's kept rows (without rule columns); append its dropped rows to `dropped`."""
-    import glob
-
-    offset = 0
-    for path in sorted(glob.glob(f"{spill_dir}/batch-*.parquet")):
-        marked = pl.read_parquet(path).drop("values", "drop_value", DROP_REASON)
-        decided = marked.with_columns(ledger[DROP_REASON].slice(offset, marked.height).alias(DROP_REASON))
-        offset += marked.height
-        kept, gone = split_kept(decided)
-        dropped.append(gone)
-        yield kept
+def apply_decisions(marked: pl.DataFrame, reasons: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pass 2 on one marked batch: its final `drop_reason`s (the ledger's slice for these rows) -> (kept rows without
+    the rule columns, dropped rows with their `drop_reason`)."""
+    decided = marked.drop("values", "drop_value", DROP_REASON).with_columns(reasons.alias(DROP_REASON))
+    return split_kept(decided)

@@ -46,6 +46,20 @@ def stable_id(*parts: object) -> str:
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
+def seeded_hash(key: str) -> int:
+    """The first 64 bits of sha256(`key`), big-endian: the one hash behind every seeded sample and order (the seed is
+    part of `key`). sha256 rather than polars' or Python's `hash`, whose values change across versions and processes,
+    so a sample is the same on every machine and library version."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+def seeded_hash_expr(key: pl.Expr) -> pl.Expr:
+    """`seeded_hash` of every string of `key`, as UInt64 (usable lazily, e.g. in a filter of a scan)."""
+    return key.map_batches(
+        lambda keys: pl.Series([seeded_hash(k) for k in keys], dtype=pl.UInt64), return_dtype=pl.UInt64
+    )
+
+
 def mark_dropped(df: pl.DataFrame, rules: Mapping[str, pl.Expr]) -> pl.DataFrame:
     """Add `drop_reason` (null = kept): the name of the first rule, in order, whose expression is true.
 
@@ -152,38 +166,3 @@ def funnel_markdown(
         row("**kept**", rows_out, tok(tokens_out)),
     ]
     return "\n".join(lines)
-
-
-def step_metadata(
-    *,
-    rows_in: int,
-    rows_out: int,
-    drops: Mapping[str, int],
-    bytes_in: int,
-    bytes_out: int,
-    config_version: str,
-    tokens_out: int | None = None,
-    tokens_dropped: Mapping[str, int] | None = None,
-    extra: Mapping[str, object] | None = None,
-) -> dict[str, object]:
-    """The metadata every step emits, with the same keys: the only builder of step metadata. `funnel` is a
-    Markdown table (see funnel_markdown); `tokens` and `tokens_dropped_<reason>` appear when the rows carry
-    `n_tokens`."""
-    import dagster as dg
-
-    md: dict[str, object] = {
-        "rows_in": int(rows_in),
-        "rows_out": int(rows_out),
-        "rows_dropped": int(sum(drops.values())),
-        "drop_rate": round(1 - rows_out / rows_in, 6) if rows_in else 0.0,
-        "bytes_in": int(bytes_in),
-        "bytes_out": int(bytes_out),
-        "config_version": config_version,
-    }
-    md.update({f"dropped_{reason}": int(n) for reason, n in sorted(drops.items())})
-    if tokens_out is not None:
-        md["tokens"] = int(tokens_out)
-    md.update({f"tokens_dropped_{reason}": int(n) for reason, n in sorted((tokens_dropped or {}).items())})
-    md["funnel"] = dg.MetadataValue.md(funnel_markdown(rows_in, rows_out, drops, tokens_out, tokens_dropped or {}))
-    md.update(extra or {})
-    return md

@@ -6,12 +6,13 @@ Each generator maps (text, seed) to zero or more `Synth` documents. Pure Python:
 from __future__ import annotations
 
 import ast
-import hashlib
 import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+
+from curation_assets.core.frames import seeded_hash
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Synth:
 
 
 def rng_for(seed: str, salt: str) -> random.Random:
-    return random.Random(int(hashlib.sha256(f"{salt}\x1f{seed}".encode()).hexdigest()[:16], 16))
+    return random.Random(seeded_hash(f"{salt}\x1f{seed}"))
 
 
 # --- cloze ---------------------------------------------------------------------------------------------------

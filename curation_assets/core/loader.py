@@ -132,20 +132,6 @@ def sequences(
     yield from _windows(src.chunks(first * seq_len), seq_len, start, rank, world_size)
 
 
-def open_sources(io_manager, tokenizer=None) -> tuple[OfflineSource, OnlineSource | None]:
-    """Both sources from a data root's latest `tokenized` and `mixed` (a `ParquetIOManager`); online needs a
-    `TokenizerResource` of the recipe's encoding."""
-    import dagster as dg
-
-    files = io_manager.load_files(dg.AssetKey("tokenized"))
-    off = OfflineSource(files, io_manager.store.read_bytes)
-    on = None
-    if tokenizer is not None:
-        mixed = io_manager.scan(dg.AssetKey("mixed"), None)
-        on = OnlineSource(mixed.select("text", "n_tokens"), tokenizer.encode_arrays, tokenizer.eot_id)
-    return off, on
-
-
 def read_documents(src: OfflineSource) -> pl.DataFrame:
     return pl.read_parquet(io.BytesIO(src.read(src.files["documents.parquet"])))
 

@@ -1,12 +1,11 @@
 """mixed: the recipe's token-weighted mixture over components (each source's curated docs and its synthetic set)."""
 
-import hashlib
 import math
 
 import polars as pl
 
 from curation_assets.config import Recipe, version_of
-from curation_assets.core.frames import DROP_REASON
+from curation_assets.core.frames import DROP_REASON, seeded_hash_expr
 
 
 class MixtureError(ValueError):
@@ -14,10 +13,8 @@ class MixtureError(ValueError):
 
 
 def _order_key(seed: int, *cols: str) -> pl.Expr:
-    # sha256 over the key columns: a shuffle that is stable across polars versions and machines
-    return pl.concat_str([pl.lit(str(seed)), *cols], separator="\x1f").map_elements(
-        lambda s: hashlib.sha256(s.encode()).hexdigest()[:16], return_dtype=pl.String
-    )
+    """A seeded shuffle key over the key columns, stable across polars versions and machines."""
+    return seeded_hash_expr(pl.concat_str([pl.lit(str(seed)), *cols], separator="\x1f"))
 
 
 def split_components(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:

@@ -14,10 +14,10 @@ for the ranking quality, AUC >= `min_auc`, before `filtered` may use the model. 
 Pure polars core on top (no Dagster, no I/O); fastText itself is behind `resources.classifiers.QualityModel`.
 """
 
-
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curation_assets.core.frames import seeded_hash_expr
 
 HQ, CC = "hq", "cc"
 # The classifier reads a document's first 10,000 characters (~1,500 words), in training and in filtered alike.
@@ -73,7 +73,7 @@ def one_line(text: pl.Expr) -> pl.Expr:
 def sample_key(seed: int) -> pl.Expr:
     """A per-document pseudo-random UInt64 that depends only on `doc_id` and `seed` (order of the input is
     irrelevant, so the same documents are drawn on every run)."""
-    return pl.col("doc_id").hash(seed=seed)
+    return seeded_hash_expr(pl.concat_str([pl.lit(str(seed)), pl.col("doc_id")], separator="\x1f"))
 
 
 def presample(docs: pl.LazyFrame, rows: int, params: TrainingParams) -> pl.LazyFrame:
@@ -99,7 +99,7 @@ def training_set(docs: pl.DataFrame, params: TrainingParams) -> tuple[pl.DataFra
     unique = labelled.filter(pl.col("line").is_unique())
     cap = min(params.max_per_class, *(unique.filter(pl.col("label") == x).height for x in (HQ, CC)))
     capped = unique.sort("_key", "doc_id").filter(pl.int_range(pl.len()).over("label") < cap)
-    split = pl.col("doc_id").hash(seed=params.seed + 1) % 1_000_000 < int(params.held_out * 1_000_000)
+    split = sample_key(params.seed + 1) % 1_000_000 < int(params.held_out * 1_000_000)
     out = capped.sort("label", "doc_id").select("doc_id", "source", "label", split.alias("held_out"), "line")
     left_out = {"repeated_text": docs.height - unique.height, "over_class_cap": unique.height - capped.height}
     return out, {k: v for k, v in left_out.items() if v}
@@ -129,4 +129,15 @@ def held_out_metrics(is_hq: pl.Series, score: pl.Series) -> dict[str, float | in
         "held_out_auc": round(float(auc), 4),
         "held_out_hq": n_pos,
         "held_out_cc": n_neg,
+    }
+
+
+def class_counts(train: pl.DataFrame) -> dict[str, int]:
+    """Documents per split and label of a `training_set`: train_hq, train_cc, held_out_hq, held_out_cc."""
+    return {
+        f"{split}_{label}": train.filter(
+            (pl.col("held_out") == (split == "held_out")) & (pl.col("label") == label)
+        ).height
+        for split in ("train", "held_out")
+        for label in (HQ, CC)
     }

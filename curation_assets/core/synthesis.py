@@ -1,12 +1,11 @@
 """synthetic: deduped docs + synthetic documents generated from seeded samples of them (programmatic and LLM)."""
 
-import hashlib
 from collections.abc import Callable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation_assets.core.frames import DOC_SCHEMA, empty_frame, meta_json, stable_id
+from curation_assets.core.frames import DOC_SCHEMA, empty_frame, meta_json, seeded_hash, stable_id
 from curation_assets.core.generators import PROGRAMMATIC, Synth
 from curation_assets.core.prompts import LLM_TEMPLATES
 
@@ -47,9 +46,7 @@ class SynthParams(BaseModel):
 def seed_selected(doc_ids: pl.Series, rate: float, salt: str = "") -> pl.Series:
     """Deterministic Bernoulli(rate) per doc_id (sha256, so it does not depend on the polars version)."""
     cut = rate * 2**32
-    return pl.Series(
-        [int(hashlib.sha256((salt + d).encode()).hexdigest()[:8], 16) < cut for d in doc_ids], dtype=pl.Boolean
-    )
+    return pl.Series([seeded_hash(salt + d) >> 32 < cut for d in doc_ids], dtype=pl.Boolean)
 
 
 def _rows(seeds: pl.DataFrame, made: list[list[Synth]], generator: str, model: str | None, params: dict) -> list[dict]:

@@ -12,6 +12,8 @@ Written by the IO manager under `<root>/tokenized/_all/<version>/`:
 """
 
 import hashlib
+import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -186,3 +188,75 @@ def shard_table(manifest: dict) -> str:
         "\n".join(lines) + f"\n\n{manifest['tokens']:,} tokens ({manifest['tokenizer']}, {manifest['dtype']}, EOT "
         f"{manifest['eot_id']}) in {manifest['documents']:,} documents"
     )
+
+
+def manifest_header(
+    *,
+    tokenizer: str,
+    vocab_size: int,
+    eot_id: int,
+    sequence_length: int,
+    shard_tokens: int,
+    recipe: str,
+    recipe_hash: str,
+) -> dict:
+    """The manifest's fields known before any token is written (`token_files` adds shards, counts and checksums)."""
+    dtype = megatron.optimal_dtype(vocab_size)
+    return {
+        "format": FORMAT,
+        "tokenizer": tokenizer,
+        "vocab_size": vocab_size,
+        "dtype": dtype.str,
+        "megatron_dtype_code": megatron.DTYPE_CODES[dtype.newbyteorder("=")],
+        "eot_id": eot_id,
+        "sequence_length": sequence_length,
+        "shard_tokens": shard_tokens,
+        "recipe": recipe,
+        "recipe_hash": recipe_hash,
+        "shards": [],
+    }
+
+
+def token_files(
+    docs: pl.DataFrame,
+    texts: Iterator[list[str]],
+    encode: Callable[[list[str]], list[np.ndarray]],
+    header: dict,
+) -> Iterator[tuple[str, bytes]]:
+    """The `tokenized` file set in write order, one file at a time: each shard's `.bin` and `.idx`, then
+    `documents.parquet`, then `manifest.json` (`header` + shards, counts per component and the sha256 of every file).
+
+    `docs` holds the mixture's per-document columns (doc_id, source, component, epoch) in mixture order and `texts`
+    its text in batches in the same order."""
+    manifest = {**header, "shards": []}
+    lengths: list[np.ndarray] = []
+    shards = tokenize_docs(texts, encode, header["eot_id"], header["vocab_size"], header["shard_tokens"])
+    for shard in shards:
+        manifest["shards"].append(
+            {
+                "name": shard.name,
+                "bin": f"{shard.name}.bin",
+                "idx": f"{shard.name}.idx",
+                "documents": len(shard.lengths),
+                "tokens": int(shard.lengths.sum()),
+                "bin_sha256": sha256(shard.data),
+                "idx_sha256": sha256(shard.index),
+            }
+        )
+        lengths.append(shard.lengths)
+        yield f"{shard.name}.bin", shard.data
+        yield f"{shard.name}.idx", shard.index
+    documents = documents_frame(docs, manifest["shards"], lengths)
+    buf = io.BytesIO()
+    documents.write_parquet(buf, compression="zstd")
+    per = documents.group_by("component").agg(
+        pl.len().alias("documents"), (pl.col("n_tokens").sum() + pl.len()).alias("tokens")
+    )
+    manifest.update(
+        documents=documents.height,
+        tokens=int(sum(int(x.sum()) for x in lengths)),
+        documents_sha256=sha256(buf.getvalue()),
+        components={c: {"documents": d, "tokens": t} for c, d, t in per.sort("component").iter_rows()},
+    )
+    yield "documents.parquet", buf.getvalue()
+    yield "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode()

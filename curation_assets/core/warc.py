@@ -13,13 +13,27 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from warcio.archiveiterator import ArchiveIterator
 
-if TYPE_CHECKING:
-    from curation_assets.core.readers import _Collector
+
+class Collector(Protocol):
+    """What a WARC sink writes into (`readers._Collector`): documents, quarantine rows and rollback marks."""
+
+    def bad(self, location: str, reason: str, detail: str, record_id: str | None = None) -> None: ...
+
+    def add_doc(
+        self, position: str, record_id: str, text: str, url: str | None, meta: dict, html: bool
+    ) -> int | None: ...
+
+    def merge_meta(self, index: int, extra: dict) -> None: ...
+
+    def mark(self) -> tuple[int, int]: ...
+
+    def rollback(self, mark: tuple[int, int]) -> None: ...
+
 
 _RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r\n)")
 _MAX_HEADER = 1 << 20  # a header block that has not ended by then is debris
@@ -50,9 +64,9 @@ def _decode(payload: bytes, charset: str | None) -> str:
 
 
 class WarcSink:
-    """Consumes decoded WARC bytes (events of `readers._framed` / `readers._plain`) and fills a `readers._Collector`."""
+    """Consumes decoded WARC bytes (events of `readers._framed` / `readers._plain`) and fills a `Collector`."""
 
-    def __init__(self, col: _Collector, max_doc_bytes: int):
+    def __init__(self, col: Collector, max_doc_bytes: int):
         self.col, self.max_doc_bytes = col, max_doc_bytes
         self.buf = bytearray()
         self.skip = 0  # bytes still to drop of an oversized record

@@ -14,42 +14,28 @@
 
 import hashlib
 import json
-import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster_aws.s3.sensor import get_objects
 
-from curation_assets.steps.common import source_partitions
 from curation_assets.config import SOURCE_NAME, CurationConfig, LandingZone
-from resources.storage import ObjectStore
+from curation_assets.steps.common import source_partitions
+from resources.store import ObjectStore
 
 OVERLAP = timedelta(seconds=2)
 LANDING_TAG = "curation/landing-zone"
 
 
 def list_landing(zone_uri: str, since: datetime | None, store: ObjectStore) -> list[tuple[str, str, datetime]]:
-    """(source, shard key, modified) of every shard under `<zone>/<source>/` modified after `since`."""
+    """(source, shard key, modified) of every shard under `<zone>/<source>/` modified after `since`. The key names
+    the shard and its content (`Store.list_since`'s token: `path@size:mtime_ns` locally, `Key@ETag` on S3), so a
+    rewritten shard is new again."""
     out = []
-    if zone_uri.startswith("s3://"):
-        bucket, _, prefix = zone_uri.removeprefix("s3://").partition("/")
-        prefix = prefix.rstrip("/") + "/" if prefix else ""
-        for o in get_objects(bucket, prefix, since_last_modified=since, client=store._s3()):
-            source, _, shard = o["Key"][len(prefix) :].partition("/")
-            if shard:
-                out.append((source, f"{o['Key']}@{o['ETag']}", o["LastModified"]))
-        return out
-    for root, _, files in os.walk(zone_uri):
-        rel = os.path.relpath(root, zone_uri)
-        if rel == ".":
-            continue
-        for f in files:
-            path = os.path.join(root, f)
-            st = os.stat(path)
-            modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
-            if since is None or modified > since:
-                out.append((rel.split(os.sep)[0], f"{path}@{st.st_size}:{st.st_mtime_ns}", modified))
+    for obj in store.list_since(zone_uri, since):
+        source, _, shard = obj.key.partition("/")
+        if shard:  # files directly under the zone belong to no source
+            out.append((source, obj.token, obj.modified))
     return out
 
 
@@ -128,3 +114,23 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
     description="evaluates the assets' automation conditions",
 )
+
+
+def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
+    @dg.sensor(
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="adds a `source` partition for every source in the sources config and ingests new ones",
+    )
+    def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        known = set(context.instance.get_dynamic_partitions(source_partitions.name))
+        new = [s for s in cfg.source_names if s not in known]
+        if not new:
+            return dg.SkipReason("every configured source is registered")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[source_partitions.build_add_request(new)],
+            run_requests=[dg.RunRequest(run_key=f"register:{s}", partition_key=s) for s in new],
+        )
+
+    return register_sources

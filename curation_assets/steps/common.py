@@ -1,20 +1,28 @@
-"""Wrapper-only helpers: partitions, pod sizing, cost-guarded reads and the checks every step carries."""
+"""What every step module shares: source partitions, the step decorator and pod sizing, the cost-guard preflight,
+tracing on demand, and the blocking checks over what the IO manager recorded.
+
+A step yields one output (`core.frames.StepOutput` or `FileSetOutput`); the IO manager persists it and records what
+it wrote (rows, drops, bytes, tokens, bytes moved by path class) in the materialization's metadata. The checks are
+`@multi_asset_check`s that read that record of their own run (by run id, never "the latest"), so a check can only
+pass on what was persisted.
+"""
 
 import functools
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
 from curation_assets.config import Freshness, PodSize
-from curation_assets.core.frames import StepOutput
-from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
-from resources.storage import OVERRIDE_TAG, TRACE_TAG
+from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, Transfer
 from resources.tokenizer import TokenizerResource
 
-# One partition per source, registered from the sources config (`make run`, the `register_sources` sensor or the UI).
+# One partition per source, registered from the sources config (`curation run`, the `register_sources` sensor or the
+# UI).
 source_partitions = dg.DynamicPartitionsDefinition(name="source")
+TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (see `traceable`)
 
 
 def freshness_policy(f: Freshness) -> dg.FreshnessPolicy:
@@ -22,6 +30,54 @@ def freshness_policy(f: Freshness) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(
         fail_window=timedelta(hours=f.fail_hours), warn_window=timedelta(hours=f.warn_hours)
     )
+
+
+def pod(size: PodSize) -> dict[str, dict]:
+    """op_tags sizing the step's pod under the k8s executor from the step's `pod` in thresholds.yaml (dagster-k8s
+    reads op tags, never asset tags)."""
+    res = {"requests": {"cpu": size.cpu, "memory": size.memory}, "limits": {"memory": size.memory}}
+    return {"dagster-k8s/config": {"container_config": {"resources": res}}}
+
+
+def source_step(version: str, size: PodSize, ins: dict | None = None, description: str | None = None):
+    """The asset decorator of a per-source step: source partitions, the config hash as code version, its pod size,
+    traceable on demand; `ins` are inputs with a partition mapping; `description` defaults to the docstring."""
+
+    def decorate(fn):
+        return dg.asset(
+            partitions_def=source_partitions,
+            ins=ins or {},
+            code_version=version,
+            op_tags=pod(size),
+            group_name="curation",
+            description=description,
+        )(traceable(fn))
+
+    return decorate
+
+
+def enforce_transfers(
+    guard: CostGuard,
+    transfers: list[Transfer],
+    context: dg.AssetExecutionContext | None = None,
+    step: str | None = None,
+) -> dict[str, object]:
+    """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary or its budget, unless the
+    run carries the override tag (then the reason is logged and recorded). Returns the plan's metadata."""
+    override = context.run.tags.get(OVERRIDE_TAG) if context else None
+    try:
+        plan = guard.enforce(transfers, override=override, step=step)
+    except CrossZoneTransferError as e:
+        raise dg.Failure(description=str(e), metadata=guard.plan(transfers).metadata(), allow_retries=False) from e
+    if override and plan.offenders:
+        context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
+    return plan.metadata()
+
+
+def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:
+    """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once, in `raw`; later steps carry it, so
+    per-step token metadata and the token-weighted mixture never re-tokenize."""
+    return docs.with_columns(pl.Series("n_tokens", tokenizer.count_tokens(docs["text"].to_list()), pl.Int64))
 
 
 def source_ages_hours(instance: dg.DagsterInstance, asset: str, partitions: list[str]) -> dict[str, float | None]:
@@ -60,97 +116,61 @@ def failed_checks_of_latest(
     return {p: sorted(set(c)) for p, c in sorted(failed.items(), key=lambda item: item[0] or "")}
 
 
-def pod(size: PodSize) -> dict[str, dict]:
-    """op_tags sizing the step's pod under the k8s executor from the step's `pod` in thresholds.yaml (dagster-k8s
-    reads op tags, never asset tags)."""
-    res = {"requests": {"cpu": size.cpu, "memory": size.memory}, "limits": {"memory": size.memory}}
-    return {"dagster-k8s/config": {"container_config": {"resources": res}}}
+# --- checks over the persisted record ---------------------------------------------------------------------------
+# A check: (description, rule), where rule(metadata of this run's materialization) -> (passed, check metadata).
+Rule = Callable[[dict[str, object]], tuple[bool, dict[str, object]]]
 
 
-def source_step(name: str, version: str, size: PodSize, *checks: dg.AssetCheckSpec, deps: list[str] | None = None):
-    """The asset decorator of a per-source step `name`: source partitions, the config hash as code version, its pod
-    size, the blocking `drop_rate` check (plus `checks`), traceable on demand; `deps` are upstream assets the step
-    reads itself (not as inputs)."""
-
-    def decorate(fn):
-        return dg.asset(
-            partitions_def=source_partitions,
-            deps=deps or [],
-            code_version=version,
-            op_tags=pod(size),
-            group_name="curation",
-            check_specs=[drop_rate_spec(name), *checks],
-        )(traceable(fn))
-
-    return decorate
+def own_materialization(context: dg.AssetCheckExecutionContext, asset: str) -> dict[str, object] | None:
+    """The metadata values of `asset`'s materialization in this check's own run, or None when the run made none."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
+    ).records
+    for record in records:
+        m = record.event_log_entry.asset_materialization
+        if m is not None and m.asset_key == dg.AssetKey(asset):
+            return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    return None
 
 
-def drop_rate_spec(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        "drop_rate",
-        asset=asset,
-        blocking=True,
-        description="share of input rows dropped is within the step's max_drop_rate",
-    )
+def drop_rate(max_drop_rate: float) -> tuple[str, Rule]:
+    """The share of input rows the step dropped is at most `max_drop_rate`."""
+
+    def rule(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        rows_in, rows_out = int(md["rows_in"]), int(md["rows_out"])
+        rate = 1 - rows_out / rows_in if rows_in else 0.0
+        return rate <= max_drop_rate, {"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate}
+
+    return "share of input rows dropped is within the step's max_drop_rate", rule
 
 
-def drop_rate_result(out: StepOutput, max_drop_rate: float) -> dg.AssetCheckResult:
-    rows_in = out.resolve(out.rows_in)
-    rate = 1 - out.written["rows_out"] / rows_in if rows_in else 0.0
-    return dg.AssetCheckResult(
-        check_name="drop_rate",
-        passed=rate <= max_drop_rate,
-        metadata={"drop_rate": round(rate, 6), "max_drop_rate": max_drop_rate},
-    )
+def no_cross_zone_bytes(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+    """What the step actually moved (recorded by the IO manager and, for raw, by the source reader): any cross-AZ or
+    cross-region byte fails, override or not."""
+    crossed = {k: v for k, v in md.items() if k.endswith(("cross_az_bytes", "cross_region_bytes"))}
+    return not any(crossed.values()), {**crossed, "transfer_override": md.get("transfer_override", "")}
 
 
-def enforce_transfers(
-    guard: CostGuard,
-    transfers: list[Transfer],
-    context: dg.AssetExecutionContext | None = None,
-    step: str | None = None,
-) -> dict[str, object]:
-    """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary or its budget, unless the
-    run carries the override tag (then the reason is logged and recorded). Returns the plan's metadata."""
-    override = context.run.tags.get(OVERRIDE_TAG) if context else None
-    try:
-        plan = guard.enforce(transfers, override=override, step=step)
-    except CrossZoneTransferError as e:
-        raise dg.Failure(description=str(e), metadata=guard.plan(transfers).metadata(), allow_retries=False) from e
-    if override and plan.offenders:
-        context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
-    return plan.metadata()
+NO_CROSS_ZONE = ("the step moved no byte across an AZ or region (measured, not estimated)", no_cross_zone_bytes)
 
 
-def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:
-    """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once, in `raw`; later steps carry it, so
-    per-step token metadata and the token-weighted mixture never re-tokenize."""
-    return docs.with_columns(pl.Series("n_tokens", tokenizer.count_tokens(docs["text"].to_list()), pl.Int64))
+def step_checks(asset: str, checks: dict[str, tuple[str, Rule]]) -> dg.AssetChecksDefinition:
+    """One op with the blocking checks of `asset` (plus `no_cross_zone_bytes`), each a rule over the metadata of the
+    asset's materialization in the same run; a run without one fails every check."""
+    checks = {**checks, "no_cross_zone_bytes": NO_CROSS_ZONE}
+    specs = [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d) for n, (d, _) in checks.items()]
 
+    @dg.multi_asset_check(specs=specs, name=f"{asset}_checks")
+    def _checks(context: dg.AssetCheckExecutionContext):
+        md = own_materialization(context, asset)
+        for name, (_, rule) in checks.items():
+            if md is None:
+                passed, meta = False, {"error": f"no materialization of {asset} in this run"}
+            else:
+                passed, meta = rule(md)
+            yield dg.AssetCheckResult(asset_key=asset, check_name=name, passed=bool(passed), metadata=meta)
 
-def transfer_check(asset: str) -> dg.AssetChecksDefinition:
-    """Blocking check on what the step actually moved (recorded in its materialization by the IO manager and, for
-    raw, by the source reader): any cross-AZ or cross-region byte fails it, override or not."""
-
-    @dg.asset_check(
-        asset=asset,
-        name="no_cross_zone_bytes",
-        blocking=True,
-        description="the step moved no byte across an AZ or region (measured, not estimated)",
-    )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        partition = context.run.tags.get("dagster/partition")
-        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
-        rec = next(iter(context.instance.fetch_materializations(flt, limit=1).records), None)
-        if rec is None or rec.run_id != context.run.run_id:
-            return dg.AssetCheckResult(passed=False, metadata={"error": "no materialization in this run"})
-        md = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
-        crossed = {k: md[k] for k in md if k.endswith(("cross_az_bytes", "cross_region_bytes"))}
-        return dg.AssetCheckResult(
-            passed=not any(crossed.values()), metadata={**crossed, "transfer_override": md.get("transfer_override", "")}
-        )
-
-    return _check
+    return _checks
 
 
 # Calls shorter than this are left out of traces: per-record helpers would otherwise make a trace of a few MB of

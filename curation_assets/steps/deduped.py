@@ -1,29 +1,21 @@
-"""deduped: the asset wrapper of core/dedup.py."""
-
-from collections.abc import Iterator
-from typing import Literal
+"""deduped: the source's filtered documents minus what the corpus-wide `dedup_clusters` ledger drops
+(`core/dedup.py: apply_ledger`). Checks: `drop_rate`, `no_cross_zone_bytes`."""
 
 import dagster as dg
 import polars as pl
-from pydantic import BaseModel, ConfigDict, model_validator
 
-from curation_assets.steps.common import (
-    drop_rate_result,
-    enforce_transfers,
-    source_step,
-)
-from curation_assets.core.minhash import HASH_SCHEME, cluster_signatures, empty_ledger, signature_frame
-from curation_assets.core.frames import StepOutput, split_kept, stable_id
+from curation_assets.core.dedup import apply_ledger
+from curation_assets.core.frames import StepOutput, split_kept
+from curation_assets.core.minhash import empty_ledger
+from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks
 from resources.cost_guard import CostGuard
 
 
-from curation_assets.core.dedup import *  # FIXME
+def build(cfg, version: str) -> list:
+    """`deduped` per source and its checks."""
+    t = cfg.thresholds.deduped
 
-def build(cfg, version: str) -> dg.AssetsDefinition:
-    """`deduped` per source: the source's filtered documents minus those the corpus-wide `dedup_clusters` ledger drops
-    (near duplicates within the source and across sources; see `dedup_corpus`)."""
-
-    @source_step("deduped", version, cfg.thresholds.deduped.pod)
+    @source_step(version, t.pod)
     def deduped(
         context: dg.AssetExecutionContext, filtered: pl.LazyFrame, dedup_clusters: pl.LazyFrame, cost_guard: CostGuard
     ):
@@ -37,15 +29,15 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
             else empty_ledger()
         )
         kept, dropped = split_kept(apply_ledger(docs, mine))
-        out = StepOutput(
-            kept=kept.drop("dup_cluster"),
-            dropped=dropped,
-            rows_in=docs.height,
-            bytes_in=docs.estimated_size(),
-            config_version=version,
-            extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), **transfer},
+        yield dg.Output(
+            StepOutput(
+                kept=kept.drop("dup_cluster"),
+                dropped=dropped,
+                rows_in=docs.height,
+                bytes_in=docs.estimated_size(),
+                config_version=version,
+                extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), **transfer},
+            )
         )
-        yield dg.Output(out)
-        yield drop_rate_result(out, cfg.thresholds.deduped.max_drop_rate)
 
-    return deduped
+    return [deduped, step_checks("deduped", {"drop_rate": drop_rate(t.max_drop_rate)})]

@@ -1,24 +1,38 @@
-"""filtered: the asset wrapper of core/filtering.py."""
+"""filtered: raw documents through language ID, datatrove's Gopher / C4 / FineWeb rules and the quality model's cut
+(`core/filtering.py`), with the per-document decision ledger beside the output. Checks: `drop_rate`,
+`no_cross_zone_bytes`.
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+Streams raw in batches in two passes: pass 1 marks each batch and spills it to a local scratch directory (memory
+stays one batch), then the partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and
+yields its kept rows.
+"""
+
+import tempfile
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
-from curation_assets.steps.common import (
-    failed_checks_of_latest,
-    drop_rate_result,
-    enforce_transfers,
-    source_step,
+from curation_assets.core.filtering import (
+    BATCH_DOCS,
+    apply_decisions,
+    distributions_markdown,
+    ledger_of,
+    mark_batch,
+    partition_ledger,
 )
-from curation_assets.core.filter_rules import features
-from curation_assets.core.frames import DROP_REASON, StepOutput, mark_dropped, split_kept, stable_id
-from curation_assets.core.quality import one_line
+from curation_assets.core.frames import DROP_REASON, StepOutput
+from curation_assets.steps.common import (
+    drop_rate,
+    enforce_transfers,
+    failed_checks_of_latest,
+    source_step,
+    step_checks,
+)
 from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
+from resources.store import ObjectStore
 
-from curation_assets.core.filtering import *  # FIXME
 
 def _batches(raw: pl.LazyFrame, size: int = BATCH_DOCS) -> Iterator[pl.DataFrame]:
     n = raw.select(pl.len()).collect().item()
@@ -26,66 +40,83 @@ def _batches(raw: pl.LazyFrame, size: int = BATCH_DOCS) -> Iterator[pl.DataFrame
         yield raw.slice(start, size).collect()
 
 
-def _materialize(
-    cfg,
-    version: str,
-    context: dg.AssetExecutionContext,
-    raw: pl.LazyFrame,
-    with_model: bool,
-    lid: LanguageIdResource,
-    cost_guard: CostGuard,
-):
-    import tempfile
+def build(cfg, version: str, with_model: bool) -> list:
+    """One asset `filtered` per source partition and its checks. With a quality model configured, the current
+    `quality_model` file set is an input (name -> URI)."""
+    t = cfg.thresholds.filtered
 
-    params = FilterParams(**cfg.thresholds.filtered.for_source(context.partition_key))
-    size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
-    transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
-    spill = tempfile.TemporaryDirectory(prefix="filtered-")
-    score = None
-    if with_model:  # the file set of the current quality_model version (a dep, not an input: it may be absent)
-        failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
-        if failed:  # a run of curate_source alone does not see the train job's blocking check
-            raise dg.Failure(f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it")
-        io = context.resources.io_manager
-        score = QualityModel.from_files(io.load_files(dg.AssetKey("quality_model")), io.store).score
-    ledger = run_filter(_batches(raw), params, lid.predict, score, spill.name)
-    dropped: list[pl.DataFrame] = []
+    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store):
+        params = t.for_source(context.partition_key)
+        size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
+        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
+        score = None
+        if model_files is not None:
+            failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
+            if failed:  # a run of curate_source alone does not see the train job's blocking check
+                raise dg.Failure(
+                    f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it"
+                )
+            score = QualityModel.from_files(model_files, store).score
+        spill = tempfile.TemporaryDirectory(prefix="filtered-")
+        ledgers = []
+        for k, batch in enumerate(_batches(raw)):
+            marked = mark_batch(batch, params, lid.predict, score)
+            marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
+            ledgers.append(ledger_of(marked))
+        ledger = partition_ledger(ledgers, params)
+        dropped: list[pl.DataFrame] = []
 
-    def dropped_frame() -> pl.DataFrame:
-        frame = (
-            pl.concat(dropped, how="diagonal_relaxed")
-            if dropped
-            else pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
+        def kept() -> Iterator[pl.DataFrame]:
+            offset = 0
+            for k in range(len(ledgers)):
+                marked = pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet")
+                keep, gone = apply_decisions(marked, ledger[DROP_REASON].slice(offset, marked.height))
+                offset += marked.height
+                dropped.append(gone)
+                yield keep
+
+        def dropped_frame() -> pl.DataFrame:
+            spill.cleanup()
+            if dropped:
+                return pl.concat(dropped, how="diagonal_relaxed")
+            return pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
+
+        yield dg.Output(
+            StepOutput(
+                kept=kept(),
+                dropped=dropped_frame,
+                rows_in=ledger.height,
+                bytes_in=size,
+                config_version=version,
+                extra={**transfer, "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger))},
+                side={"ledger": ledger},
+            )
         )
-        spill.cleanup()
-        return frame
 
-    extra = {
-        **transfer,
-        "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
-    }
-    out = StepOutput(
-        kept=iter_decided(spill.name, ledger, dropped),
-        dropped=dropped_frame,
-        rows_in=ledger.height,
-        bytes_in=size,
-        config_version=version,
-        extra=extra,
-        side={"ledger": ledger},
+    doc = (
+        "Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality and the configured "
+        "quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their "
+        "`drop_reason`."
     )
-    yield dg.Output(out)
-    yield drop_rate_result(out, cfg.thresholds.filtered.max_drop_rate)
+    if with_model:
 
+        @source_step(version, t.pod, ins={"quality_model": dg.AssetIn()}, description=doc)
+        def filtered(
+            context: dg.AssetExecutionContext,
+            raw: pl.LazyFrame,
+            quality_model: dict[str, str],
+            lid: LanguageIdResource,
+            cost_guard: CostGuard,
+            store: ObjectStore,
+        ):
+            yield from materialize(context, raw, quality_model, lid, cost_guard, store)
 
-def build(cfg, version: str, with_model: bool) -> dg.AssetsDefinition:
-    """One asset `filtered` per source partition. Streams batches of raw (two passes over spilled batches); the
-    per-document decision ledger is persisted beside the output (side table `ledger`)."""
+    else:
 
-    @source_step("filtered", version, cfg.thresholds.filtered.pod, deps=["quality_model"] if with_model else [])
-    def filtered(context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard):
-        """Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality and the configured
-        quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their
-        `drop_reason`."""
-        yield from _materialize(cfg, version, context, raw, with_model, lid, cost_guard)
+        @source_step(version, t.pod, description=doc)
+        def filtered(
+            context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard
+        ):
+            yield from materialize(context, raw, None, lid, cost_guard, None)
 
-    return filtered
+    return [filtered, step_checks("filtered", {"drop_rate": drop_rate(t.max_drop_rate)})]

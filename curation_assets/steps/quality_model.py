@@ -1,20 +1,31 @@
-"""quality_model: the asset wrapper of core/quality.py."""
+"""quality_model: the DCLM-style fastText quality classifier (`core/quality.py`), trained on raw of its reference and
+background sources, stored as the file set `model.bin` + `training.json`. Checks: `held_out_quality`,
+`no_cross_zone_bytes`."""
 
 import json
 
 import dagster as dg
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curation_assets.steps.common import enforce_transfers, pod, traceable
-from curation_assets.core.frames import step_metadata
+from curation_assets.core.frames import FileSetOutput
+from curation_assets.core.quality import (
+    CC,
+    HQ,
+    TrainingParams,
+    class_counts,
+    fasttext_lines,
+    held_out_metrics,
+    presample,
+    training_set,
+)
+from curation_assets.steps.common import enforce_transfers, pod, step_checks, traceable
 from resources.classifiers import QualityModel
 from resources.cost_guard import CostGuard
-from resources.storage import FileSetOutput
+from resources.metadata import step_metadata
 
-from curation_assets.core.quality import *  # FIXME
 
-def build(cfg, params: TrainingParams, version: str) -> dg.AssetsDefinition:
+def build(cfg, params: TrainingParams, version: str) -> list:
+    """The unpartitioned `quality_model` asset and its checks."""
     sources = [*params.reference, *params.background]
 
     @dg.asset(
@@ -22,14 +33,6 @@ def build(cfg, params: TrainingParams, version: str) -> dg.AssetsDefinition:
         op_tags=pod(cfg.thresholds.quality_model.pod),
         group_name="curation",
         ins={"raw": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(sources))},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "held_out_quality",
-                asset="quality_model",
-                blocking=True,
-                description="held-out ROC AUC of P(hq) reaches min_auc (filtered ranks documents by it)",
-            )
-        ],
     )
     @traceable
     def quality_model(context: dg.AssetExecutionContext, raw: dict[str, pl.LazyFrame], cost_guard: CostGuard):
@@ -46,17 +49,10 @@ def build(cfg, params: TrainingParams, version: str) -> dg.AssetsDefinition:
         for label in (HQ, CC):
             if train.filter(~pl.col("held_out") & (pl.col("label") == label)).is_empty():
                 raise dg.Failure(f"quality_model: no {label} training documents in {sources}")
-        fit = train.filter(~pl.col("held_out"))
-        model = QualityModel.train(fasttext_lines(fit), **params.fasttext)
+        model = QualityModel.train(fasttext_lines(train.filter(~pl.col("held_out"))), **params.fasttext)
         test = train.filter(pl.col("held_out"))
         metrics = held_out_metrics(test["label"] == HQ, pl.Series(model.score(test["line"].to_list())))
-        counts = {
-            f"{split}_{label}": train.filter(
-                (pl.col("held_out") == (split == "held_out")) & (pl.col("label") == label)
-            ).height
-            for split in ("train", "held_out")
-            for label in (HQ, CC)
-        }
+        counts = class_counts(train)
         # documents not drawn by the pre-sample (and empty ones) count as not_sampled: the funnel adds up to raw's rows
         drops = {"not_sampled": sum(rows.values()) - docs.height, **left_out}
         report = {"params": params.model_dump(mode="json"), "rows": rows, **counts, **metrics, "left_out": drops}
@@ -81,13 +77,10 @@ def build(cfg, params: TrainingParams, version: str) -> dg.AssetsDefinition:
                 },
             ),
         )
-        yield dg.AssetCheckResult(
-            check_name="held_out_quality",
-            passed=metrics["held_out_auc"] >= params.min_auc,
-            metadata={
-                **{k: metrics[k] for k in ("held_out_auc", "held_out_precision", "held_out_recall")},
-                "min_auc": params.min_auc,
-            },
-        )
 
-    return quality_model
+    def held_out_quality(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        shown = {k: md[k] for k in ("held_out_auc", "held_out_precision", "held_out_recall")}
+        return float(md["held_out_auc"]) >= params.min_auc, {**shown, "min_auc": params.min_auc}
+
+    description = "held-out ROC AUC of P(hq) reaches min_auc (filtered ranks documents by it)"
+    return [quality_model, step_checks("quality_model", {"held_out_quality": (description, held_out_quality)})]

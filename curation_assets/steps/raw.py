@@ -1,4 +1,5 @@
-"""raw: every shard of a source, read into the canonical document schema; broken input goes to quarantine."""
+"""raw: every shard of a source, read into the canonical document schema (`core/readers.py`); broken input goes to
+quarantine. Checks: `drop_rate`, `records_accounted`, `no_cross_zone_bytes`."""
 
 import os
 from collections.abc import Iterator
@@ -6,17 +7,12 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from curation_assets.steps.common import (
-    drop_rate_result,
-    enforce_transfers,
-    source_step,
-    with_tokens,
-)
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
 from curation_assets.core.readers import detect_format, read_shard
+from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard, Transfer
-from resources.storage import ObjectStore
+from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource
 
 
@@ -66,20 +62,17 @@ def shard_names(uris: list[str]) -> list[str]:
     return [u.replace("s3://", "/", 1)[len(common) :].lstrip("/") for u in uris]
 
 
-# --- asset wrapper ---------------------------------------------------------------------------------------------
-def build(cfg, version: str) -> dg.AssetsDefinition:
+def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+    """Every record the readers saw is either a row or a quarantine row."""
+    seen, rows, quarantined = int(md["rows_in"]), int(md["rows_out"]), int(md["rows_dropped"])
+    return rows + quarantined == seen, {"records_seen": seen, "rows_out": rows, "rows_quarantined": quarantined}
 
-    @source_step(
-        "raw",
-        version,
-        cfg.thresholds.raw.pod,
-        dg.AssetCheckSpec(
-            "records_accounted",
-            asset="raw",
-            blocking=True,
-            description="rows written + rows quarantined == records seen by the readers",
-        ),
-    )
+
+def build(cfg, version: str) -> list:
+    """The `raw` asset and its checks."""
+    t = cfg.thresholds.raw
+
+    @source_step(version, t.pod)
     def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""
@@ -133,7 +126,7 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
                         id_field=source.id_field,
                         url_field=source.url_field,
                         html=source.html,
-                        **cfg.thresholds.raw.for_source(source.name),
+                        max_doc_bytes=t.for_source(source.name).max_doc_bytes,
                     )
                 seen["records"] += res.records_seen
                 seen["bytes"] += res.bytes_read
@@ -150,16 +143,6 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
             extra={"shards": len(files), **{f"source_{k}": v for k, v in transfer.items()}},
         )
         yield dg.Output(out)
-        yield drop_rate_result(out, cfg.thresholds.raw.max_drop_rate)
-        accounted = out.written["rows_out"] + out.written["rows_dropped"]
-        yield dg.AssetCheckResult(
-            check_name="records_accounted",
-            passed=accounted == seen["records"],
-            metadata={
-                "records_seen": seen["records"],
-                "rows_out": out.written["rows_out"],
-                "rows_quarantined": out.written["rows_dropped"],
-            },
-        )
 
-    return raw
+    accounted = ("rows written + rows quarantined == records seen by the readers", records_accounted)
+    return [raw, step_checks("raw", {"drop_rate": drop_rate(t.max_drop_rate), "records_accounted": accounted})]

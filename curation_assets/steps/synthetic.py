@@ -1,47 +1,41 @@
-"""synthetic: the asset wrapper of core/synthesis.py."""
-
-import hashlib
-from collections.abc import Callable
+"""synthetic: the deduped documents plus synthetic ones from seeded samples (`core/synthesis.py`: programmatic
+generators, and LLM templates through `resources.synthetic.SyntheticBackend`). Checks: `drop_rate`,
+`no_cross_zone_bytes`."""
 
 import dagster as dg
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
-from curation_assets.steps.common import (
-    drop_rate_result,
-    enforce_transfers,
-    source_step,
-    with_tokens,
-)
-from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame, meta_json, stable_id
+from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.prompts import llm_requests
+from curation_assets.core.synthesis import synthesize
+from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard
-from curation_assets.core.generators import PROGRAMMATIC, Synth
-from resources.synthetic import LLM_TEMPLATES, SyntheticBackend, llm_requests
+from resources.store import ObjectStore
+from resources.synthetic import SyntheticBackend
 from resources.tokenizer import TokenizerResource
 
-from curation_assets.core.synthesis import *  # FIXME
 
-def build(cfg, version: str) -> dg.AssetsDefinition:
+def build(cfg, version: str) -> list:
+    """`synthetic` per source and its checks."""
+    t = cfg.thresholds.synthetic
 
-    @source_step("synthetic", version, cfg.thresholds.synthetic.pod)
+    @source_step(version, t.pod)
     def synthetic(
         context: dg.AssetExecutionContext,
         deduped: pl.LazyFrame,
         synth_backend: SyntheticBackend,
         cost_guard: CostGuard,
         tokenizer: TokenizerResource,
+        store: ObjectStore,
     ):
         """Deduped documents plus synthetic ones (provenance columns: parent_doc_id, generator, template_id, model,
         gen_params). LLM results are cached by content hash under the data root and never recomputed."""
         docs = deduped.collect()
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
-        params = SynthParams(**cfg.thresholds.synthetic.for_source(context.partition_key))
+        params = t.for_source(context.partition_key)
         client, llm = None, None
         if params.llm_templates:
-            io = context.resources.io_manager
-            client = synth_backend.client(
-                io.store, f"{io.base_uri.rstrip('/')}/_synthetic_cache", params.budget_tokens, params.budget_usd
-            )
+            client = synth_backend.client(store, synth_backend.cache_uri, params.budget_tokens, params.budget_usd)
 
             def llm(template: str, texts: list[str]) -> list[dict | None]:
                 reqs = llm_requests(
@@ -68,21 +62,21 @@ def build(cfg, version: str) -> dg.AssetsDefinition:
             if client
             else {}
         )
-        out = StepOutput(
-            kept=pl.concat([docs, made], how="diagonal_relaxed"),
-            dropped=empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()}),
-            rows_in=docs.height,
-            bytes_in=docs.estimated_size(),
-            config_version=version,
-            extra={
-                "synthetic_docs": made.height,
-                "synthetic_tokens": int(made["n_tokens"].sum() or 0),
-                **{f"synthetic_{t}": n for t, n in per_gen.items()},
-                **llm_md,
-                **transfer,
-            },
+        yield dg.Output(
+            StepOutput(
+                kept=pl.concat([docs, made], how="diagonal_relaxed"),
+                dropped=empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()}),
+                rows_in=docs.height,
+                bytes_in=docs.estimated_size(),
+                config_version=version,
+                extra={
+                    "synthetic_docs": made.height,
+                    "synthetic_tokens": int(made["n_tokens"].sum() or 0),
+                    **{f"synthetic_{tid}": n for tid, n in per_gen.items()},
+                    **llm_md,
+                    **transfer,
+                },
+            )
         )
-        yield dg.Output(out)
-        yield drop_rate_result(out, cfg.thresholds.synthetic.max_drop_rate)
 
-    return synthetic
+    return [synthetic, step_checks("synthetic", {"drop_rate": drop_rate(t.max_drop_rate)})]

@@ -1,0 +1,93 @@
+"""Jobs and schedules: the six stages of a nightly rebuild.
+
+Jobs in the order a full rebuild runs them: per source its documents read; the quality classifier trained on the
+reference and background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
+every source's signatures (reduce); per source the ledger applied and synthetic data; the mixture.
+"""
+
+import dagster as dg
+
+from curation_assets.steps.common import source_partitions
+
+ASSETS = (
+    "raw",
+    "quality_model",
+    "filtered",
+    "dedup_signatures",
+    "dedup_clusters",
+    "deduped",
+    "synthetic",
+    "mixed",
+    "tokenized",
+)
+INGEST_SOURCE = "ingest_source"
+TRAIN_QUALITY = "train_quality_model"
+CURATE_SOURCE = "curate_source"
+DEDUPE_CORPUS = "dedupe_corpus"
+FINISH_SOURCE = "finish_source"
+BUILD_MIXTURE = "build_mixture"
+JOB_ASSETS = {
+    INGEST_SOURCE: ("raw",),
+    TRAIN_QUALITY: ("quality_model",),
+    CURATE_SOURCE: ("filtered", "dedup_signatures"),
+    DEDUPE_CORPUS: ("dedup_clusters",),
+    FINISH_SOURCE: ("deduped", "synthetic"),
+    BUILD_MIXTURE: ("mixed", "tokenized"),
+}
+JOB_DESCRIPTIONS = {
+    INGEST_SOURCE: "raw for one source partition (read, parsed, quarantined)",
+    TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
+    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (after train_quality_model)",
+    DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority)",
+    FINISH_SOURCE: "deduped -> synthetic for one source partition (after dedupe_corpus)",
+    BUILD_MIXTURE: "the recipe's mixture and its token stream, over every source",
+}
+
+
+def build_jobs(
+    ingest_config: dg.PartitionedConfig | None, with_model: bool
+) -> dict[str, dg.JobDefinition]:
+    """The jobs by name, in rebuild order (`train_quality_model` only when a quality model is configured);
+    `ingest_config` is `ingest_source`'s partitioned run config (the k8s zone pin of raw)."""
+
+    def job(name: str) -> dg.JobDefinition:
+        selection = dg.AssetSelection.assets(*JOB_ASSETS[name])
+        config = ingest_config if name == INGEST_SOURCE else None
+        return dg.define_asset_job(name, selection=selection, description=JOB_DESCRIPTIONS[name], config=config)
+
+    return {name: job(name) for name in JOB_ASSETS if with_model or name != TRAIN_QUALITY}
+
+
+# Nightly rebuild; each stage has 30-60 min for the one before it (declarative automation also runs the later stages as
+# soon as their inputs change, so the schedules are the floor, not the only trigger).
+SCHEDULES = {
+    INGEST_SOURCE: ("0 1 * * *", "ingest_sources_daily"),
+    TRAIN_QUALITY: ("30 1 * * *", "train_quality_model_daily"),
+    CURATE_SOURCE: ("0 2 * * *", "curate_sources_daily"),
+    DEDUPE_CORPUS: ("0 3 * * *", "dedupe_corpus_daily"),
+    FINISH_SOURCE: ("30 3 * * *", "finish_sources_daily"),
+    BUILD_MIXTURE: ("0 5 * * *", "build_mixture_daily"),
+}
+PER_SOURCE = (INGEST_SOURCE, CURATE_SOURCE, FINISH_SOURCE)
+
+
+def schedules(jobs: dict[str, dg.JobDefinition]) -> list[dg.ScheduleDefinition]:
+    """One daily schedule per job; the per-source jobs request a run per registered source partition."""
+
+    def per_source(job, cron: str, name: str) -> dg.ScheduleDefinition:
+        @dg.schedule(job=job, cron_schedule=cron, execution_timezone="UTC", name=name)
+        def _schedule(context: dg.ScheduleEvaluationContext):
+            day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+            for s in context.instance.get_dynamic_partitions(source_partitions.name):
+                yield dg.RunRequest(run_key=f"{s}:{day}", partition_key=s)
+
+        return _schedule
+
+    return [
+        per_source(job, *SCHEDULES[name])
+        if name in PER_SOURCE
+        else dg.ScheduleDefinition(
+            job=job, cron_schedule=SCHEDULES[name][0], execution_timezone="UTC", name=SCHEDULES[name][1]
+        )
+        for name, job in jobs.items()
+    ]

@@ -1,0 +1,305 @@
+"""The Parquet IO manager: maps assets to folders, persists step outputs as versions and loads them back.
+
+Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://bucket/prefix`)::
+
+    <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
+    <root>/<asset>/<partition>/<version>/part-NNNNN.parquet      kept rows, one file per streamed part
+    <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
+    <root>/<asset>/<partition>/<version>/<name>.parquet          a side table (filtered: `ledger`)
+    <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
+    <root>/<asset>/<partition>/<version>/trace.json             the step's trace (run tag curation/trace)
+    <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `cli remove-version`
+
+Unpartitioned assets use the partition folder `_all`. The mechanics live beside this module: bytes in
+`resources.store`, write-once versions, pruning and removal in `resources.versions`, the one-writer-per-partition
+lock in `resources.locks`. Guarantees: tests/test_reliability.py and tests/resources/.
+
+The manifest (`_latest.json`) of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`,
+`rows`, `rows_dropped`, `tokens`, `bytes`, `part_bytes` (and `trace`); of a `FileSetOutput` `version`, `run_id`,
+`files` (name -> URI), `bytes` (and `trace`). The IO manager never changes the output object: what it wrote is in
+the manifest and in the materialization's metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field, PrivateAttr
+
+from resources import locks, versions
+from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
+from resources.store import ObjectStore, Store
+from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, Version
+
+
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """One Parquet file (zstd, with statistics)."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Persists step outputs under `base_uri` (layout in the module docstring) and loads them back as polars frames.
+
+    Inputs: a partitioned upstream loads as a `pl.LazyFrame` over its kept parts; a fan-in (an unpartitioned asset
+    reading a partitioned one) loads as `{partition: LazyFrame}` over the partitions that exist (a source that was
+    never materialized is reported and skipped, so one broken source does not block a recipe); a file set loads as
+    name -> URI.
+
+    Every read and write under the data root goes through the cost guard first: a step whose data root sits in
+    another AZ or region fails before its first byte moves (unless the run carries OVERRIDE_TAG), and each
+    materialization records the bytes it moved by path class and their estimated cost.
+    """
+
+    base_uri: str
+    store: ObjectStore
+    cost_guard: CostGuard
+    keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
+    lock_timeout_s: float = 6 * 3600  # a second writer of the same asset partition waits this long, then fails
+    _reads: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)
+
+    # -- cost guard ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _step_context(context: dg.InputContext | dg.OutputContext):
+        try:
+            return context.step_context
+        except dg.DagsterInvariantViolationError:  # a context built by hand (unit tests) has no step
+            return None
+
+    def _run_tags(self, context: dg.InputContext | dg.OutputContext) -> dict[str, str]:
+        sc = self._step_context(context)
+        return dict(sc.run_tags) if sc else {}
+
+    def _preflight(self, context: dg.InputContext | dg.OutputContext, nbytes: int) -> TransferPlan:
+        override = self._run_tags(context).get(OVERRIDE_TAG)
+        try:
+            plan = self.cost_guard.enforce(
+                [self.cost_guard.data_root(nbytes)], override=override, step=context.asset_key.path[-1]
+            )
+        except CrossZoneTransferError as e:
+            raise dg.Failure(description=f"{context.asset_key.to_user_string()}: {e}", allow_retries=False) from e
+        if override and (plan.offenders or plan.usd > self.cost_guard.budget(context.asset_key.path[-1])):
+            context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
+        return plan
+
+    def _step(self, context: dg.InputContext | dg.OutputContext) -> tuple[str, str]:
+        sc = self._step_context(context)
+        return (sc.run_id, sc.step.key) if sc else ("", "")
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def _dir(self, asset_key: dg.AssetKey, partition: str | None) -> str:
+        return "/".join([self.base_uri.rstrip("/"), *asset_key.path, partition or UNPARTITIONED])
+
+    @staticmethod
+    def _label(asset_key: dg.AssetKey, partition: str | None) -> str:
+        return f"{asset_key.to_user_string()}[{partition or UNPARTITIONED}]"
+
+    @property
+    def root_store(self) -> Store:
+        """The store that holds the data root."""
+        return self.store.impl(self.base_uri)
+
+    @property
+    def staging_root(self) -> str | None:
+        return versions.staging_dir_for(self.base_uri)
+
+    def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
+        uri = f"{self._dir(asset_key, partition)}/{MANIFEST}"
+        if not self.store.exists(uri):
+            return None
+        return json.loads(self.store.read_bytes(uri))
+
+    # -- output --------------------------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        partition = context.partition_key if context.has_partition_key else None
+        self._preflight(context, 0)  # a data root in another zone is refused before the first write
+        name = f"{'.'.join(context.asset_key.path)}.{partition or UNPARTITIONED}"
+        lock = locks.lock_for(self.root_store, name, self._dir(context.asset_key, partition), self.staging_root)
+        with locks.writer_lock(lock, name, self.lock_timeout_s, context.log):
+            self._publish(context, obj, partition)
+
+    def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None) -> None:
+        from curation_assets.core.frames import FileSetOutput, StepOutput, drop_counts, drop_tokens
+        from resources.metadata import step_metadata
+
+        root = self._dir(context.asset_key, partition)
+        version = versions.new_version_id(context.run_id)
+        out = versions.begin(self.root_store, self.base_uri, root, version, self.staging_root)
+        try:
+            if isinstance(obj, FileSetOutput):
+                files = self._write_files(obj, out)
+                context.add_output_metadata(
+                    {
+                        "uri": dg.MetadataValue.path(f"{root}/{version}"),
+                        "bytes_out": files["bytes"],
+                        "files": dg.MetadataValue.json(files["files"]),
+                    }
+                )
+            elif isinstance(obj, StepOutput):
+                files = self._write_step(obj, out)
+                dropped = files.pop("dropped_frame")
+                context.add_output_metadata(
+                    step_metadata(
+                        rows_in=obj.resolve(obj.rows_in),
+                        rows_out=files["rows"],
+                        drops=drop_counts(dropped),
+                        bytes_in=obj.resolve(obj.bytes_in),
+                        bytes_out=files["bytes"],
+                        config_version=obj.config_version,
+                        tokens_out=files["tokens"],
+                        tokens_dropped=drop_tokens(dropped),
+                        extra={
+                            **obj.extra,
+                            "uri": dg.MetadataValue.path(f"{root}/{version}"),
+                            **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
+                        },
+                    )
+                )
+            else:
+                raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
+            if obj.trace is not None:
+                files["trace"] = self._save_trace(obj.trace, out)
+                context.add_output_metadata(
+                    {
+                        "trace": dg.MetadataValue.path(files["trace"]),
+                        "trace_viewer": dg.MetadataValue.url("https://ui.perfetto.dev"),  # Open trace file
+                    }
+                )
+            out.commit()
+        except BaseException:
+            out.abort()  # nothing of a failed write stays under the root
+            raise
+        manifest = {"version": version, "run_id": context.run_id, **files}
+        self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), tmp_dir=self.staging_root)
+        versions.prune(self.root_store, root, context.asset_key.to_user_string(), version, self.keep_versions)
+        moved = [
+            self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
+            self.cost_guard.data_root(files["bytes"]),
+        ]
+        context.add_output_metadata(
+            {
+                **self.cost_guard.plan(moved).metadata("data_"),
+                "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, ""),
+            }
+        )
+
+    def _save_trace(self, tracer: Any, out: Version) -> str:
+        """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open)."""
+        tracer.stop()
+        with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
+            tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
+            return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
+
+    def _write_step(self, out: Any, version: Version) -> dict[str, Any]:
+        parts, rows, nbytes, tokens, part_bytes = [], 0, 0, None, 0
+        for frame in out.kept_parts():
+            if frame.height == 0 and parts:
+                continue
+            data = parquet_bytes(frame)
+            parts.append(version.write(f"part-{len(parts):05d}.parquet", data))
+            nbytes += len(data)
+            part_bytes = nbytes
+            rows += frame.height
+            if "n_tokens" in frame.columns:  # document tables; a signature or ledger table has no tokens
+                tokens = (tokens or 0) + int(frame["n_tokens"].sum())
+        dropped = out.dropped_frame()
+        dropped_files = []
+        if dropped.height:
+            data = parquet_bytes(dropped)
+            dropped_files.append(version.write("dropped-00000.parquet", data))
+            nbytes += len(data)
+        side = {}
+        for name, table in out.side.items():
+            data = parquet_bytes(table)
+            side[name] = version.write(f"{name}.parquet", data)
+            nbytes += len(data)
+        return {
+            "parts": parts,
+            "dropped": dropped_files,
+            "side": side,
+            "rows": rows,
+            "rows_dropped": dropped.height,
+            "tokens": tokens,
+            "bytes": nbytes,
+            "part_bytes": part_bytes,
+            "dropped_frame": dropped,
+        }
+
+    def _write_files(self, out: Any, version: Version) -> dict[str, Any]:
+        names, nbytes = {}, 0
+        for name, data in out.files:
+            names[name] = version.write(name, data)
+            nbytes += len(data)
+        return {"files": names, "bytes": nbytes}
+
+    def versions(self, asset_key: dg.AssetKey, partition: str | None) -> list[str]:
+        """The version folders of an asset partition, oldest first (local roots), or by name (S3)."""
+        return versions.list_versions(self.root_store, self._dir(asset_key, partition))
+
+    def remove_version(self, asset_key: dg.AssetKey, partition: str | None, version: str, reason: str) -> list[str]:
+        """Delete one version of an unprotected asset, never the current one, and leave an audit record beside it
+        (`_removed/<version>.json`: who, when, why, which files). Returns the deleted URIs."""
+        name = asset_key.to_user_string()
+        current = None if name in versions.PROTECTED else (self.manifest(asset_key, partition) or {}).get("version")
+        return versions.remove_version(
+            self.root_store,
+            self._dir(asset_key, partition),
+            asset=name,
+            label=self._label(asset_key, partition),
+            version=version,
+            current=current,
+            reason=reason,
+        )
+
+    # -- input ---------------------------------------------------------------------------------------------
+    def scan(self, asset_key: dg.AssetKey, partition: str | None, dropped: bool = False) -> pl.LazyFrame | None:
+        m = self.manifest(asset_key, partition)
+        if m is None:
+            return None
+        files = m["dropped"] if dropped else m["parts"]
+        if not files:
+            return None
+        return pl.scan_parquet(files, storage_options=self.store.storage_options(files[0]))
+
+    def load_files(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict[str, str]:
+        """name -> URI of the files of a FileSetOutput's current version."""
+        m = self.manifest(asset_key, partition)
+        if m is None or "files" not in m:
+            raise FileNotFoundError(f"{asset_key.to_user_string()} has no published file set")
+        return m["files"]
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        nbytes = sum(m.get("part_bytes", m["bytes"]) for pk in partitions if (m := self.manifest(key, pk)))
+        self._preflight(context, nbytes)  # before the first byte is read
+        self._reads[self._step(context)] = self._reads.get(self._step(context), 0) + nbytes
+        if not context.has_asset_partitions:
+            m = self.manifest(key, None)
+            if m is not None and "files" in m:
+                return m["files"]  # a file set loads as name -> URI; its reader knows the format
+            return self._require(key, None)
+        keys = context.asset_partition_keys
+        if context.has_partition_key and len(keys) == 1:
+            return self._require(key, keys[0])
+        out = {}
+        for pk in keys:
+            frame = self.scan(key, pk)
+            if frame is None and self.manifest(key, pk) is None:
+                context.log.warning(f"{key.to_user_string()}[{pk}] has not been materialized: left out")
+                continue
+            out[pk] = frame if frame is not None else pl.LazyFrame()
+        return out
+
+    def _require(self, key: dg.AssetKey, partition: str | None) -> pl.LazyFrame:
+        m = self.manifest(key, partition)
+        if m is None:
+            raise FileNotFoundError(f"{self._label(key, partition)} has not been materialized")
+        return self.scan(key, partition) if m["parts"] else pl.LazyFrame()

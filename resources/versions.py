@@ -1,0 +1,137 @@
+"""Write-once versions of an asset partition: staging, publishing, listing, pruning and audited removal.
+
+    <root>/<asset>/<partition>/_latest.json             manifest of the current version (MANIFEST; the IO manager)
+    <root>/<asset>/<partition>/<version>/...            one version's files, never modified once published
+    <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `remove_version`
+
+How a version is written depends on the store that holds the data root (`kind_of`):
+- local: its files are written into a staging directory beside the root (`staging_dir_for`: `.<root name>.staging/`,
+  same filesystem) and `Version.commit` renames the directory into place complete; a writer first clears what a
+  dead writer staged for the same partition (it holds the partition's writer lock);
+- S3: every file is a create-only PUT (`If-None-Match: *`) straight to its final key, and `Version.abort` deletes
+  what was written.
+`synthetic` and `tokenized` (PROTECTED: GPU- and dollar-expensive) are never pruned or removed; other assets keep
+their last KEEP_VERSIONS versions locally (S3 retention belongs to a bucket lifecycle rule, not to the writer).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from resources.store import Store, kind_of
+
+MANIFEST = "_latest.json"
+UNPARTITIONED = "_all"
+REMOVED = "_removed"
+KEEP_VERSIONS = 3
+# Outputs that cost GPU-hours or dollars to remake: no code path deletes or overwrites one of their versions.
+PROTECTED = ("synthetic", "tokenized")
+log = logging.getLogger(__name__)
+
+
+class ProtectedVersionError(Exception):
+    """Raised instead of deleting a protected or current version."""
+
+
+def staging_dir_for(data_root: str) -> str | None:
+    """Where local writes are assembled: beside the data root (same filesystem, so a rename publishes), so nothing
+    half-written is ever under it. None for S3 (a PUT is atomic)."""
+    if kind_of(data_root) != "local":
+        return None
+    base = Path(data_root).resolve()
+    return str(base.parent / f".{base.name}.staging")
+
+
+def new_version_id(run_id: str) -> str:
+    """`<first 8 characters of the run id>-<8 random hex digits>`: unique, and names the run that wrote it."""
+    return f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+
+
+class Version:
+    """One version being written. Locally its files go to a staging directory and `commit` renames it into place
+    complete (atomic on one filesystem); on S3 each file is a write-once PUT and `abort` deletes what was written."""
+
+    def __init__(self, store: Store, final: str, staging: str | None):
+        self.store, self.final, self.staging, self.written = store, final, staging, []
+        if staging:
+            os.makedirs(staging)
+
+    def write(self, name: str, data: bytes) -> str:
+        """Write the file `name` of this version; returns its final URI."""
+        uri = f"{self.final}/{name}"
+        if self.staging:
+            with open(os.path.join(self.staging, name), "wb") as f:
+                f.write(data)
+        else:
+            self.store.write_bytes(uri, data, create_only=True)
+        self.written.append(uri)
+        return uri
+
+    def commit(self) -> None:
+        if self.staging:
+            os.makedirs(os.path.dirname(self.final), exist_ok=True)
+            os.rename(self.staging, self.final)  # fails rather than merge into an existing version
+
+    def abort(self) -> None:
+        if self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            self.store.delete_prefix(self.final)
+
+
+def begin(store: Store, base_uri: str, root: str, version: str, staging_root: str | None) -> Version:
+    """Start writing `version` of the asset partition folder `root` under the data root `base_uri`. Locally its
+    staging folder is `<staging_root>/<root relative to base_uri>/<version>`, and whatever a killed writer left
+    staged for the partition is cleared first (the caller holds the partition's writer lock)."""
+    staging = None
+    if store.kind == "local":
+        stage_dir = Path(staging_root) / Path(root).resolve().relative_to(Path(base_uri).resolve())
+        shutil.rmtree(stage_dir, ignore_errors=True)  # what a killed writer left (we hold the lock)
+        staging = str(stage_dir / version)
+    return Version(store, f"{root}/{version}", staging)
+
+
+def list_versions(store: Store, root: str) -> list[str]:
+    """The version folders of the asset partition folder `root`: oldest first locally (by modification time), by
+    name on S3; never the `_removed` audit folder."""
+    return [name for name in store.list_dirs(root) if name != REMOVED]
+
+
+def prune(store: Store, root: str, asset: str, keep: str, keep_versions: int = KEEP_VERSIONS) -> list[str]:
+    """Delete all but the newest `keep_versions` versions of a local, unprotected asset partition, never `keep`
+    (the version just published). Returns the versions deleted. A PROTECTED asset and S3 are left alone."""
+    if asset in PROTECTED or store.kind != "local":
+        return []  # S3 retention belongs to a bucket lifecycle rule, not to the writer
+    old = [v for v in list_versions(store, root)[:-keep_versions] if v != keep]
+    for v in old:
+        store.delete_prefix(f"{root}/{v}")
+    return old
+
+
+def remove_version(
+    store: Store, root: str, asset: str, label: str, version: str, current: str | None, reason: str
+) -> list[str]:
+    """Delete `version` of the asset partition folder `root` (`asset`: the asset's name; `label`: how messages name
+    the partition) and leave an audit record beside it (`_removed/<version>.json`: who, when, why, which files).
+    Refuses a PROTECTED asset and the `current` version (ProtectedVersionError), an empty reason (ValueError) and a
+    version that does not exist (FileNotFoundError). Returns the deleted URIs."""
+    if asset in PROTECTED:
+        raise ProtectedVersionError(f"{asset} versions are protected: remove them with the bucket's own tools")
+    if version == current:
+        raise ProtectedVersionError(f"{label} {version} is the current version")
+    if not reason.strip():
+        raise ValueError("a reason is required")
+    if version not in list_versions(store, root):
+        raise FileNotFoundError(f"{label} has no version {version!r}")
+    deleted = store.delete_prefix(f"{root}/{version}")
+    record = {"version": version, "reason": reason, "by": getpass.getuser(), "at": time.time(), "files": deleted}
+    store.write_bytes(f"{root}/{REMOVED}/{version}.json", json.dumps(record, indent=1).encode())
+    log.warning(f"removed {label} version {version} ({len(deleted)} files): {reason}")
+    return deleted

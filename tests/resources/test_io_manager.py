@@ -1,0 +1,229 @@
+"""resources/io_manager.py: what the IO manager writes (files, bytes, manifest keys), what it reports in the
+materialization metadata, and what it loads, on real files and on the loopback S3 server."""
+
+import json
+import os
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from curation_assets.core.frames import DOC_SCHEMA, FileSetOutput, StepOutput, empty_frame
+from resources.cost_guard import CostGuard
+from resources.io_manager import ParquetIOManager, parquet_bytes
+from resources.store import ObjectStore
+from resources.versions import MANIFEST, staging_dir_for
+
+RUN_ID = "r" * 36
+
+
+def docs(n: int, source: str = "s") -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "doc_id": [f"{source}{i}" for i in range(n)],
+            "source": source,
+            "text": "t" * 10,
+            "url": None,
+            "shard": "p",
+            "meta": "{}",
+            "n_tokens": 3,
+        }
+    ).cast(DOC_SCHEMA)
+
+
+def dropped_docs(n: int) -> pl.DataFrame:
+    if not n:
+        return empty_frame({**DOC_SCHEMA, "drop_reason": pl.String()})
+    return docs(n, "d").with_columns(drop_reason=pl.lit("too_short"))
+
+
+def step_output(parts: list[pl.DataFrame], dropped: int, **kw) -> StepOutput:
+    drop = dropped_docs(dropped)
+    return StepOutput(
+        kept=iter(parts),
+        dropped=lambda: drop,
+        rows_in=sum(p.height for p in parts) + dropped,
+        bytes_in=1,
+        config_version="v1",
+        **kw,
+    )
+
+
+def io_for(where, **kw) -> ParquetIOManager:
+    store = where.store.model_copy(update={"staging_dir": staging_dir_for(where.root)})
+    return ParquetIOManager(base_uri=where.root, store=store, cost_guard=CostGuard(data_uri=where.root), **kw)
+
+
+def write(io: ParquetIOManager, obj, asset: str = "filtered", partition: str | None = "web") -> dict:
+    """handle_output; returns the logged metadata (values unwrapped)."""
+    ctx = dg.build_output_context(asset_key=dg.AssetKey(asset), partition_key=partition, run_id=RUN_ID)
+    io.handle_output(ctx, obj)
+    return {k: getattr(v, "value", v) for k, v in ctx.get_logged_metadata().items()}
+
+
+def test_a_step_output_is_written_reported_and_loaded(where):
+    io = io_for(where)
+    parts = [docs(3), docs(0), docs(2)]
+    ledger = pl.DataFrame({"doc_id": ["s0", "d0"], "decision": ["keep", "drop"]})
+    out = step_output(parts, dropped=2, extra={"note": "x"}, side={"ledger": ledger})
+    before = dict(vars(out))
+    md = write(io, out)
+    assert vars(out) == before  # the output object is never changed
+
+    root = f"{where.root}/filtered/web"
+    manifest = json.loads(where.store.read_bytes(f"{root}/{MANIFEST}"))
+    version = manifest["version"]
+    assert version.startswith(RUN_ID[:8] + "-") and manifest["run_id"] == RUN_ID
+    v = f"{root}/{version}"
+    # an empty part after the first is skipped; one part per streamed frame, then dropped rows, then side tables
+    assert manifest == {
+        "version": version,
+        "run_id": RUN_ID,
+        "parts": [f"{v}/part-00000.parquet", f"{v}/part-00001.parquet"],
+        "dropped": [f"{v}/dropped-00000.parquet"],
+        "side": {"ledger": f"{v}/ledger.parquet"},
+        "rows": 5,
+        "rows_dropped": 2,
+        "tokens": 15,
+        "bytes": manifest["bytes"],
+        "part_bytes": manifest["part_bytes"],
+    }
+    want = {
+        "part-00000.parquet": parquet_bytes(parts[0]),
+        "part-00001.parquet": parquet_bytes(parts[2]),
+        "dropped-00000.parquet": parquet_bytes(dropped_docs(2)),
+        "ledger.parquet": parquet_bytes(ledger),
+    }
+    assert {u.rsplit("/", 1)[1]: where.store.read_bytes(u) for u, _ in where.store.expand(f"{v}/*")} == want
+    assert manifest["part_bytes"] == len(want["part-00000.parquet"]) + len(want["part-00001.parquet"])
+    assert manifest["bytes"] == sum(map(len, want.values()))
+
+    assert {k: md[k] for k in ("rows_in", "rows_out", "rows_dropped", "dropped_too_short", "tokens")} == {
+        "rows_in": 7,
+        "rows_out": 5,
+        "rows_dropped": 2,
+        "dropped_too_short": 2,
+        "tokens": 15,
+    }
+    assert md["tokens_dropped_too_short"] == 6 and md["bytes_in"] == 1 and md["bytes_out"] == manifest["bytes"]
+    assert md["config_version"] == "v1" and md["note"] == "x" and "funnel" in md
+    assert md["uri"] == v and md["side_ledger"] == f"{v}/ledger.parquet"
+    assert md["data_bytes_local"] == manifest["bytes"] and md["data_cross_az_bytes"] == 0
+    assert md["data_cross_region_bytes"] == 0 and md["data_transfer_usd"] == 0 and md["transfer_override"] == ""
+
+    loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web"))
+    assert loaded.collect().equals(pl.concat([parts[0], parts[2]]))
+    assert io.scan(dg.AssetKey("filtered"), "web", dropped=True).collect()["drop_reason"].to_list() == ["too_short"] * 2
+    assert io.manifest(dg.AssetKey("filtered"), "web") == manifest
+    assert io.versions(dg.AssetKey("filtered"), "web") == [version]
+    assert not where.store.exists(f"{root}/_lock")  # the writer lock is released
+
+
+def test_a_file_set_is_written_reported_and_loaded_as_name_to_uri(where):
+    io = io_for(where)
+    tokens = np.array([1, 2, 100257, 70000, 100257], dtype="<u4").tobytes()
+    out = FileSetOutput(files=iter([("tokens.bin", tokens), ("header.json", b"{}")]))
+    before = dict(vars(out))
+    md = write(io, out, "tokenized", None)
+    assert vars(out) == before
+
+    manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
+    v = f"{where.root}/tokenized/_all/{manifest['version']}"
+    files = {"tokens.bin": f"{v}/tokens.bin", "header.json": f"{v}/header.json"}
+    assert manifest == {"version": manifest["version"], "run_id": RUN_ID, "files": files, "bytes": len(tokens) + 2}
+    assert md["uri"] == v and md["bytes_out"] == len(tokens) + 2 and md["files"] == files
+    assert md["data_bytes_local"] == len(tokens) + 2 and md["transfer_override"] == ""
+    assert io.load_files(dg.AssetKey("tokenized")) == files
+    assert io.store.read_bytes(files["tokens.bin"]) == tokens
+    assert io.load_input(dg.build_input_context(asset_key=dg.AssetKey("tokenized"))) == files
+
+
+def test_a_trace_is_saved_beside_the_output(where):
+    class Tracer:  # VizTracer's interface: stop(), save(output_file=..., verbose=0)
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+        def save(self, output_file, verbose):
+            with open(output_file, "w") as f:
+                f.write('{"traceEvents": []}')
+
+    tracer = Tracer()
+    md = write(io_for(where), FileSetOutput(files=iter([("a", b"a")]), trace=tracer), "tokenized", None)
+    manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
+    assert tracer.stopped and manifest["trace"] == md["trace"] and md["trace"].endswith("/trace.json")
+    assert md["trace_viewer"] == "https://ui.perfetto.dev"
+    assert where.store.read_bytes(manifest["trace"]) == b'{"traceEvents": []}' and manifest["bytes"] == 1
+
+
+def test_old_versions_are_pruned_locally_and_the_newest_three_kept(tmp_path):
+    io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard())
+    made = []
+    for i in range(5):
+        write(io, step_output([docs(1)], 0))
+        made.append(io.manifest(dg.AssetKey("filtered"), "web")["version"])
+        os.utime(tmp_path / "data" / "filtered" / "web" / made[-1], (1_000_000 + i, 1_000_000 + i))
+    assert io.versions(dg.AssetKey("filtered"), "web") == made[-3:]
+    assert not list((tmp_path / "data").rglob(".tmp-*"))  # no temp file left under the root
+
+
+def test_a_failed_write_leaves_nothing_and_releases_the_lock(where):
+    io = io_for(where)
+
+    def parts():
+        yield docs(2)
+        raise RuntimeError("the step failed while streaming")
+
+    with pytest.raises(RuntimeError, match="while streaming"):
+        write(io, StepOutput(kept=parts(), dropped=dropped_docs(0), rows_in=2, bytes_in=1, config_version="v1"))
+    assert where.store.expand(f"{where.root}/filtered/web/*") == []
+    assert where.store.expand(f"{where.root}/filtered/web/*/*") == []
+    with pytest.raises(TypeError, match="cannot persist dict"):
+        write(io, {"not": "an output"})
+    assert where.store.expand(f"{where.root}/filtered/web/*/*") == []
+    write(io, step_output([docs(1)], 0))  # the lock was released both times
+    assert io.scan(dg.AssetKey("filtered"), "web").collect().height == 1
+
+
+def test_a_data_root_in_another_zone_is_refused_before_anything_is_written(tmp_path):
+    guard = CostGuard(pod_region="us-east-1", pod_zone="use1-az1", data_uri="s3://out--use1-az4--x-s3/curation")
+    io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=guard)
+    with pytest.raises(dg.Failure, match="cross_az"):
+        write(io, step_output([docs(1)], 0))
+    assert not (tmp_path / "data").exists()
+
+
+def test_fan_in_skips_partitions_that_were_never_materialized(tmp_path):
+    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore(), cost_guard=CostGuard())
+    write(io, step_output([docs(3), docs(2)], 2))
+    ctx = dg.build_input_context(
+        asset_key=dg.AssetKey("filtered"),
+        asset_partitions_def=dg.StaticPartitionsDefinition(["web", "code"]),
+        asset_partition_key_range=dg.PartitionKeyRange("web", "code"),
+    )
+    loaded = io.load_input(ctx)
+    assert set(loaded) == {"web"} and loaded["web"].collect().height == 5
+
+
+def test_a_missing_upstream_is_named(tmp_path):
+    io = ParquetIOManager(base_uri=str(tmp_path), store=ObjectStore(), cost_guard=CostGuard())
+    with pytest.raises(FileNotFoundError, match=r"filtered\[web\] has not been materialized"):
+        io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web"))
+    with pytest.raises(FileNotFoundError, match="tokenized has no published file set"):
+        io.load_files(dg.AssetKey("tokenized"))
+
+
+def test_remove_version_through_the_io_manager(where):
+    io = io_for(where, keep_versions=10)
+    made = []
+    for _ in range(2):
+        write(io, FileSetOutput(files=iter([("a", b"a")])))
+        made.append(io.manifest(dg.AssetKey("filtered"), "web")["version"])
+    with pytest.raises(Exception, match="is the current version"):
+        io.remove_version(dg.AssetKey("filtered"), "web", made[1], reason="x")
+    assert io.remove_version(dg.AssetKey("filtered"), "web", made[0], reason="x") == [
+        f"{where.root}/filtered/web/{made[0]}/a"
+    ]
+    assert io.versions(dg.AssetKey("filtered"), "web") == made[1:]

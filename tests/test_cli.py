@@ -1,0 +1,181 @@
+"""The `curation` command as a user runs it: a subprocess, its exit code and every line it prints."""
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curation_assets.config import DEFAULT_SOURCES, DEFAULT_THRESHOLDS
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ("run", "table", "versions", "remove-version", "validate")
+
+
+def curation(*args: str, cwd: Path, **env: str) -> tuple[int, list[str]]:
+    """`curation ARGS` (as `python -m curation_assets.cli`) with only `env` of the CURATION_* variables set: (exit
+    code, the non-empty lines of stdout and stderr)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "curation_assets.cli", *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return res.returncode, [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
+
+
+def one_problem(cwd: Path, **env: str) -> str:
+    code, lines = curation("validate", cwd=cwd, **env)
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+def sources_file(tmp_path: Path, edit=None) -> Path:
+    """The bundled sources with absolute paths (so the file works from tmp_path), edited by `edit(doc)`."""
+    doc = yaml.safe_load(DEFAULT_SOURCES.read_text())
+    for s in doc["sources"]:
+        s["uris"] = [str((DEFAULT_SOURCES.parent / u).resolve()) for u in s["uris"]]
+    doc.pop("landing_zones")
+    if edit:
+        edit(doc)
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_the_bundled_config_validates(tmp_path):
+    code, lines = curation("validate", cwd=tmp_path)
+    assert code == 0, lines
+    assert all(line.startswith("ok: ") for line in lines)
+    assert "4 (web, code, books, multilingual)" in lines[0] and "'default', unimax" in lines[1]
+    assert lines[-1].startswith("ok: config versions: raw=") and "tokenized=" in lines[-1]
+    code, lines = curation("validate", cwd=tmp_path, CURATION_SOURCES=str(sources_file(tmp_path)))
+    assert code == 0 and str(tmp_path / "sources.yaml") in lines[0], lines
+
+
+def test_a_misspelled_threshold_is_one_line_with_file_key_path_and_closest_key(tmp_path):
+    doc = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    doc["filtered"]["per_source"]["web"]["min_stop_word"] = doc["filtered"]["per_source"]["web"].pop("min_stop_words")
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    line = one_problem(tmp_path, CURATION_THRESHOLDS=str(path))
+    assert line == f"{path}: filtered.per_source.web.min_stop_word: unknown key (did you mean 'min_stop_words'?)"
+
+
+def test_a_misspelled_source_key_names_the_source(tmp_path):
+    path = sources_file(tmp_path, lambda d: d["sources"][1].update(text_feild="content"))
+    line = one_problem(tmp_path, CURATION_SOURCES=str(path))
+    assert line == f"{path}: sources[code].text_feild: unknown key (did you mean 'text_field'?)"
+
+
+def test_a_misspelled_recipe_key(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("recipe:\n  name: r\n  weights: {web: 1}\n  max_epoch: 2\n")
+    line = one_problem(tmp_path, CURATION_RECIPE=str(path))
+    assert line == f"{path}: recipe.max_epoch: unknown key (did you mean 'max_epochs'?)"
+
+
+def test_a_missing_file_names_the_variable_that_named_it(tmp_path):
+    line = one_problem(tmp_path, CURATION_COSTS=str(tmp_path / "costs.yml"))
+    assert line == f"{tmp_path / 'costs.yml'}: file not found (set by CURATION_COSTS)"
+
+
+def test_a_recipe_naming_an_unknown_source_names_both_files(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("recipe:\n  name: r\n  sampling: temperature\n  components: [web, books, bokos.synthetic]\n")
+    line = one_problem(tmp_path, CURATION_RECIPE=str(path))
+    assert line == (
+        f"{path}: recipe.components[2]: source 'bokos' is not defined in {DEFAULT_SOURCES} (did you mean 'books'?)"
+    )
+
+
+def test_a_glob_that_matches_no_file(tmp_path):
+    path = sources_file(tmp_path, lambda d: d["sources"][2]["uris"].append("books-2026/*.jsonl.zst"))
+    line = one_problem(tmp_path, CURATION_SOURCES=str(path))
+    assert line.startswith(f"{path}: sources[books].uris[1]: 'books-2026/*.jsonl.zst' matches no file (resolved: ")
+    assert str(tmp_path / "books-2026") in line
+
+
+def test_environment_variables_are_checked(tmp_path):
+    line = one_problem(tmp_path, CURATION_ENV="prod")
+    assert line == "environment: CURATION_ENV: must be 'local' or 'k8s', got 'prod'"
+    line = one_problem(tmp_path, CURATION_DATA_ROOT="/srv/../")
+    assert line == "environment: CURATION_DATA_ROOT: must not contain '..' segments, got '/srv/../'"
+    line = one_problem(tmp_path, CURATION_THRESHOLD=str(DEFAULT_THRESHOLDS))  # silently ignored otherwise
+    assert (
+        line == "environment: CURATION_THRESHOLD: not a variable curation reads (did you mean 'CURATION_THRESHOLDS'?)"
+    )
+
+
+def test_every_problem_is_reported_at_once_and_run_reports_them_the_same_way(tmp_path):
+    thresholds = tmp_path / "t.yaml"
+    thresholds.write_text("filtered:\n  default: {min_doc_word: 3}\nfreshness: {warn_hours: x}\n")
+    env = {"CURATION_THRESHOLDS": str(thresholds), "CURATION_ENV": "cloud"}
+    code, lines = curation("validate", cwd=tmp_path, **env)
+    assert code == 2 and len(lines) == 3, lines
+    assert lines[0].startswith("environment: CURATION_ENV:")
+    assert lines[1] == f"{thresholds}: filtered.default.min_doc_word: unknown key (did you mean 'min_doc_words'?)"
+    assert lines[2].startswith(f"{thresholds}: freshness.warn_hours: Input should be a valid number")
+    code, lines = curation("run", cwd=tmp_path, CURATION_THRESHOLDS=str(thresholds))  # stops before Dagster starts
+    assert code == 2 and lines == [
+        f"{thresholds}: filtered.default.min_doc_word: unknown key (did you mean 'min_doc_words'?)",
+        lines[1],
+    ], lines
+
+
+def imported_after(argv: list[str], cwd: Path) -> dict[str, bool]:
+    code = (
+        "import sys\n"
+        "from curation_assets import cli\n"
+        "try:\n"
+        f"    rc = cli.main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        "print(rc, *(m in sys.modules for m in ('dagster', 'polars', 'pydantic', 'resources')))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=clean, capture_output=True, text=True, timeout=120)
+    rc, *flags = res.stdout.split()[-5:]
+    return {"rc": rc, **dict(zip(("dagster", "polars", "pydantic", "resources"), (f == "True" for f in flags)))}
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    """`curation --help` and `curation <cmd> --help` import neither Dagster nor polars (nor the config models or
+    `resources`): the deterministic stand-in for "answers at once"."""
+    for argv in (["--help"], *([cmd, "--help"] for cmd in SUBCOMMANDS)):
+        assert imported_after(argv, tmp_path) == {
+            "rc": "0",
+            "dagster": False,
+            "polars": False,
+            "pydantic": False,
+            "resources": False,
+        }, argv
+
+
+def test_validate_does_not_import_dagster(tmp_path):
+    assert imported_after(["validate"], tmp_path) == {
+        "rc": "0",
+        "dagster": False,
+        "polars": True,  # through the core's params models
+        "pydantic": True,
+        "resources": False,
+    }
+
+
+def test_the_console_script_is_declared_and_installed(tmp_path):
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"curation": "curation_assets.cli:main"}
+    script = Path(sys.executable).parent / "curation"
+    if not script.exists():
+        pytest.skip("the venv predates [project.scripts]: pip install -e . installs `curation`")
+    res = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("usage: curation ")
+    assert all(cmd in res.stdout for cmd in SUBCOMMANDS)
