@@ -15,6 +15,7 @@ are imported inside the commands, so `curation --help` answers at once. `python 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ ENVIRONMENT = """environment:
   CURATION_SOURCES, CURATION_RECIPE, CURATION_THRESHOLDS, CURATION_COSTS   the config files (default: the bundled ones)
   CURATION_DATA_ROOT   where outputs go (default .curation/data); CURATION_ENV  local (default) or k8s
   DAGSTER_HOME         the Dagster instance runs are recorded in (make run: .curation/dagster)
+  CURATION_WORKERS     CPUs of the embedded Ray cluster (default: every core); CURATION_RAY_ADDRESS  an existing one
 exit codes: 0 ok, 1 a job failed, 2 a config or environment problem (one line each: <file>: <key.path>: <message>)"""
 
 
@@ -86,6 +88,40 @@ def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | No
     return runs[0].tags.get(FINGERPRINT) if runs else None
 
 
+def _execute(defs, instance: dg.DagsterInstance, job: str, partition: str | None, tags: dict) -> tuple[bool, str]:
+    res = defs.resolve_job_def(job).execute_in_process(
+        partition_key=partition, instance=instance, tags=tags, raise_on_error=False
+    )
+    return res.success, res.run_id
+
+
+_WORKER: dict[str, object] = {}  # a pool worker's definitions and instance, built once per process
+
+
+def _init_worker(instance_ref, settings: Settings) -> None:
+    import dagster as dg
+
+    from curation_assets.defs import build_definitions, config_for
+
+    _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
+    _WORKER["defs"] = build_definitions(config_for(settings), settings)
+
+
+def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str]:
+    return _execute(_WORKER["defs"], _WORKER["instance"], job, partition, tags)
+
+
+def _pool(size: int, instance: dg.DagsterInstance, settings: Settings):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker (the parent holds threads and an instance; forking them is unsafe)
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings)
+    )
+
+
 def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dict[str, str] | None = None) -> bool:
     from curation_assets.config.versions import asset_versions as versions
     from curation_assets.defs import build_definitions, config_for
@@ -107,46 +143,61 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
     ok = True
 
-    def stage(job: str, fp: str, partition: str | None = None) -> None:
-        """Run `job` (for `partition`) unless its last successful run had the same fingerprint."""
+    # Independent partitions of a stage run at once, each in a worker process of its own (a Dagster run executes
+    # in process there), as far as the CPUs allow; an ephemeral instance cannot be shared, so it runs them in turn.
+    parallel = (
+        1 if instance.is_ephemeral else max(1, min(settings.workers or os.cpu_count() or 1, len(cfg.source_names)))
+    )
+    pool = _pool(parallel, instance, settings) if parallel > 1 else None
+
+    def stage(job: str, fps: dict[str | None, str]) -> None:
+        """Run `job` for each partition whose last successful run had another fingerprint."""
         nonlocal ok
-        name = f"{job}[{partition}]" if partition else job
-        if not force and last_fingerprint(instance, job, partition) == fp:
-            print(f"{name}: unchanged since its last successful run, skipped")
-            return
-        res = defs.resolve_job_def(job).execute_in_process(
-            partition_key=partition, instance=instance, tags={FINGERPRINT: fp, **(tags or {})}, raise_on_error=False
-        )
-        ok &= res.success
-        print(f"{name}: {'ok' if res.success else 'FAILED'} (run {res.run_id})")
+        todo = {}
+        for partition, fp in fps.items():
+            name = f"{job}[{partition}]" if partition else job
+            if not force and last_fingerprint(instance, job, partition) == fp:
+                print(f"{name}: unchanged since its last successful run, skipped")
+            else:
+                todo[partition] = {FINGERPRINT: fp, **(tags or {})}
+        if pool is None:
+            results = {p: _execute(defs, instance, job, p, t) for p, t in todo.items()}
+        else:
+            futures = {p: pool.submit(_execute_in_worker, job, p, t) for p, t in todo.items()}
+            results = {p: f.result() for p, f in futures.items()}
+        for partition, (success, run_id) in results.items():
+            ok &= success
+            name = f"{job}[{partition}]" if partition else job
+            print(f"{name}: {'ok' if success else 'FAILED'} (run {run_id})")
 
     def chain(*parts: object) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     v = versions(cfg)
-    ingested = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
-    for source, fp in ingested.items():
-        stage(INGEST_SOURCE, fp, source)
-    if ok:  # each later stage's fingerprint chains the ones it depends on
-        training = cfg.quality_model_params
-        model = training and chain(
-            [ingested[s] for s in (*training.reference, *training.background)], v["quality_model"]
-        )
-        if training:
-            stage(TRAIN_QUALITY, model)
-    if ok:
-        prints = {s: chain(fp, model, [v[a] for a in JOB_ASSETS[CURATE_SOURCE]]) for s, fp in ingested.items()}
-        for source, fp in prints.items():
-            stage(CURATE_SOURCE, fp, source)
-    if ok:
-        corpus = chain(prints, [v[a] for a in JOB_ASSETS[DEDUPE_CORPUS]])
-        stage(DEDUPE_CORPUS, corpus)
-    if ok:
-        finished = {s: chain(corpus, fp, [v[a] for a in JOB_ASSETS[FINISH_SOURCE]]) for s, fp in prints.items()}
-        for source, fp in finished.items():
-            stage(FINISH_SOURCE, fp, source)
-    if ok:
-        stage(BUILD_MIXTURE, chain(finished, [v[a] for a in JOB_ASSETS[BUILD_MIXTURE]]))
+    try:
+        ingested = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
+        stage(INGEST_SOURCE, ingested)
+        if ok:  # each later stage's fingerprint chains the ones it depends on
+            training = cfg.quality_model_params
+            model = training and chain(
+                [ingested[s] for s in (*training.reference, *training.background)], v["quality_model"]
+            )
+            if training:
+                stage(TRAIN_QUALITY, {None: model})
+        if ok:
+            prints = {s: chain(fp, model, [v[a] for a in JOB_ASSETS[CURATE_SOURCE]]) for s, fp in ingested.items()}
+            stage(CURATE_SOURCE, prints)
+        if ok:
+            corpus = chain(prints, [v[a] for a in JOB_ASSETS[DEDUPE_CORPUS]])
+            stage(DEDUPE_CORPUS, {None: corpus})
+        if ok:
+            finished = {s: chain(corpus, fp, [v[a] for a in JOB_ASSETS[FINISH_SOURCE]]) for s, fp in prints.items()}
+            stage(FINISH_SOURCE, finished)
+        if ok:
+            stage(BUILD_MIXTURE, {None: chain(finished, [v[a] for a in JOB_ASSETS[BUILD_MIXTURE]])})
+    finally:
+        if pool is not None:
+            pool.shutdown()
     print(table(instance, cfg))
     print(mixture_report(instance, settings))
     return ok
@@ -229,11 +280,37 @@ def run_command(args: argparse.Namespace) -> int:
     from curation_assets.steps.common import TRACE_TAG
 
     settings = Settings.from_env()
+    if args.workers:
+        settings = dataclasses.replace(settings, workers=args.workers)
     # local source paths that match no file stop here, one line each, before Dagster is started
     load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
-    with dg.DagsterInstance.get() as instance:
-        tags = {TRACE_TAG: "1"} if args.trace else None
-        return 0 if run(instance, settings, args.force or args.trace, tags) else 1
+    cluster = _local_cluster(settings)
+    was_up = cluster is not None and cluster.address() is not None
+    try:
+        with dg.DagsterInstance.get() as instance:
+            tags = {TRACE_TAG: "1"} if args.trace else None
+            return 0 if run(instance, settings, args.force or args.trace, tags) else 1
+    finally:
+        if cluster is not None and not was_up:  # the embedded Ray cluster this command started
+            cluster.stop()
+
+
+def _local_cluster(settings: Settings):
+    """The embedded Ray cluster of this instance (None when CURATION_RAY_ADDRESS names another)."""
+    from pathlib import Path
+
+    from resources.engine import LocalCluster
+
+    return None if settings.ray_address else LocalCluster(Path(settings.instance_dir) / "ray")
+
+
+def ray_stop_command(args: argparse.Namespace) -> int:
+    from curation_assets.config.settings import Settings
+
+    cluster = _local_cluster(Settings.from_env())
+    pids = cluster.stop() if cluster is not None else []
+    print(f"stopped the embedded Ray cluster ({len(pids)} processes)" if pids else "no embedded Ray cluster is running")
+    return 0
 
 
 def table_command(args: argparse.Namespace) -> int:
@@ -264,6 +341,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--force", action="store_true", help="rerun even what is unchanged")
     run_cmd.add_argument("--trace", action="store_true", help="save a Viztracer trace beside each step's output")
+    run_cmd.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="CPUs of the embedded Ray cluster and partitions run at once (default: CURATION_WORKERS, else every core)",
+    )
     sub.add_parser(
         "table",
         help="print rows and tokens of the latest materializations",
@@ -286,6 +369,11 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("version", help="a version folder name (see `versions`)")
     rm.add_argument("--reason", required=True, help="recorded in the audit record beside the removed version")
     sub.add_parser(
+        "ray-stop",
+        help="stop this instance's embedded Ray cluster (by its own PIDs)",
+        description="Stop the embedded Ray cluster recorded under $DAGSTER_HOME/ray, by the PIDs of its own processes.",
+    )
+    sub.add_parser(
         "validate",
         help="check the environment and every config file without running anything",
         description="Load the environment (CURATION_*) and the sources, recipe, thresholds and costs files, check\n"
@@ -299,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "run": run_command,
+    "ray-stop": ray_stop_command,
     "table": table_command,
     "validate": validate_command,
 }

@@ -7,13 +7,14 @@ The environment is read by `curation_assets.config.settings.Settings.from_env()`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 
 from curation_assets.config.settings import Settings
-
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
+from resources.engine import RayEngine
 from resources.io_manager import ParquetIOManager
 from resources.store import ObjectStore
 from resources.synthetic import SyntheticBackend
@@ -50,5 +51,8 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
             model=settings.llm_model,
             api_key=dg.EnvVar("CURATION_LLM_API_KEY") if settings.llm_api_key else None,  # a secret: never in config
             cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache",
+        ),
+        "engine": RayEngine(
+            address=settings.ray_address, workers=settings.workers, state_dir=str(Path(settings.instance_dir) / "ray")
         ),
     }

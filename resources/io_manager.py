@@ -156,7 +156,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                         tokens_out=files["tokens"],
                         tokens_dropped=drop_tokens(dropped),
                         extra={
-                            **obj.extra,
+                            **obj.metadata(),
                             "uri": dg.MetadataValue.path(f"{root}/{version}"),
                             **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
                         },

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple, Protocol
 
@@ -156,7 +156,7 @@ class LocalStore:
             for name in files:
                 path = os.path.join(root, name)
                 st = os.stat(path)
-                modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+                modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
                 if since is None or modified > since:
                     key = os.path.relpath(path, prefix).replace(os.sep, "/")
                     out.append(Listed(key, path, f"{path}@{st.st_size}:{st.st_mtime_ns}", modified))

@@ -35,6 +35,8 @@ VARIABLES = (
     "CURATION_LLM_MODEL",
     "CURATION_LLM_API_KEY",
     "CURATION_NAMESPACE",
+    "CURATION_RAY_ADDRESS",
+    "CURATION_WORKERS",
 )
 FILE_VARIABLES = {
     "sources": "CURATION_SOURCES",
@@ -78,6 +80,10 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
             bad(var, f"must be an http:// or https:// URL, got {short(e[var])}")
     if "CURATION_NAMESPACE" in e and not DNS_LABEL.match(e["CURATION_NAMESPACE"]):
         bad("CURATION_NAMESPACE", f"must be a Kubernetes namespace (DNS label), got {short(e['CURATION_NAMESPACE'])}")
+    if "CURATION_RAY_ADDRESS" in e and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", e["CURATION_RAY_ADDRESS"]):
+        bad("CURATION_RAY_ADDRESS", f"must be a Ray GCS address host:port, got {short(e['CURATION_RAY_ADDRESS'])}")
+    if "CURATION_WORKERS" in e and not (e["CURATION_WORKERS"].isdigit() and int(e["CURATION_WORKERS"]) > 0):
+        bad("CURATION_WORKERS", f"must be a positive number of CPUs, got {short(e['CURATION_WORKERS'])}")
     return out
 
 
@@ -113,6 +119,10 @@ class Settings:
     llm_model: str | None = None
     llm_api_key: bool = False
     namespace: str = "curation"
+    ray_address: str | None = None  # an existing Ray cluster (the KubeRay head); None: the embedded local cluster
+    workers: int | None = None  # CPUs of the embedded Ray cluster (None: every core)
+    # the Dagster instance's directory: the embedded Ray cluster of the instance is recorded under `<it>/ray`
+    instance_dir: str = str(REPO_ROOT / ".curation" / "dagster")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,4 +150,7 @@ class Settings:
             llm_model=e.get("CURATION_LLM_MODEL") or None,
             llm_api_key="CURATION_LLM_API_KEY" in e,
             namespace=e.get("CURATION_NAMESPACE") or cls.namespace,
+            ray_address=e.get("CURATION_RAY_ADDRESS") or None,
+            workers=int(e["CURATION_WORKERS"]) if e.get("CURATION_WORKERS") else None,
+            instance_dir=e.get("DAGSTER_HOME") or cls.instance_dir,
         )

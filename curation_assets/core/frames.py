@@ -107,6 +107,7 @@ class StepOutput:
     `kept` is one frame or an iterator of frames (one Parquet part each, so a step can stream shard by shard).
     `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
     rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
+    `extra` (more metadata) may be a callable too, read after streaming (e.g. the tasks' progress).
     `side` holds named tables persisted next to the output (e.g. filtered's per-document decision ledger).
     The IO manager persists it and reports what it wrote in the materialization's metadata (`step_metadata`); the
     checks read that record, never this object.
@@ -117,7 +118,7 @@ class StepOutput:
     rows_in: int | Callable[[], int]
     bytes_in: int | Callable[[], int]
     config_version: str
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] | Callable[[], dict[str, object]] = field(default_factory=dict)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
     trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
@@ -129,6 +130,10 @@ class StepOutput:
 
     def resolve(self, value: int | Callable[[], int]) -> int:
         return int(value() if callable(value) else value)
+
+    def metadata(self) -> dict[str, object]:
+        """`extra`, resolved (call after the parts were consumed)."""
+        return self.extra() if callable(self.extra) else self.extra
 
 
 @dataclass

@@ -172,3 +172,10 @@ PROGRAMMATIC: dict[str, Callable[[str, str], list[Synth]]] = {
     "code_docs": gen_code_docs,
     "glossary_qa": gen_glossary_qa,
 }
+
+
+def generate(name: str, texts: list[str], seeds: list[str]) -> list[list[Synth]]:
+    """What the programmatic generator `name` makes of each text (seeded by its document's id)."""
+    if name not in PROGRAMMATIC:
+        raise ValueError(f"unknown programmatic generator {name!r} (known: {sorted(PROGRAMMATIC)})")
+    return [PROGRAMMATIC[name](t, s) for t, s in zip(texts, seeds, strict=True)]

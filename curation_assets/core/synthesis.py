@@ -74,6 +74,39 @@ def _rows(seeds: pl.DataFrame, made: list[list[Synth]], generator: str, model: s
     return rows
 
 
+def seeds_of(docs: pl.DataFrame, params: SynthParams) -> pl.DataFrame:
+    """The programmatic generators' seeds: a Bernoulli(`rate`) sample of the documents with >= `min_chars`."""
+    long_enough = pl.col("text").str.len_chars() >= params.min_chars
+    return docs.filter(seed_selected(docs["doc_id"], params.rate) & long_enough)
+
+
+def generated(
+    seeds: pl.DataFrame, name: str, generate: Callable[[str, list[str], list[str]], list[list[Synth]]]
+) -> pl.DataFrame:
+    """What the programmatic generator `name` makes of `seeds` (SYNTH_SCHEMA rows, in seed order)."""
+    rows = _rows(seeds, generate(name, seeds["text"].to_list(), seeds["doc_id"].to_list()), name, None, {})
+    return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA)
+
+
+def llm_generated(
+    docs: pl.DataFrame,
+    params: SynthParams,
+    llm: Callable[[str, list[str]], list[dict | None]],
+    llm_params: dict | None = None,
+) -> pl.DataFrame:
+    """The LLM templates' rows over their own Bernoulli(`llm_rate`) sample, through `llm(template_id, texts) ->
+    [result | None]` (None: failed or over budget, no row)."""
+    long_enough = pl.col("text").str.len_chars() >= params.min_chars
+    llm_seeds = docs.filter(seed_selected(docs["doc_id"], params.llm_rate, salt="llm:") & long_enough)
+    rows = []
+    for template in params.llm_templates:
+        results = llm(template, llm_seeds["text"].to_list())
+        for model in sorted({r["model"] for r in results if r}):
+            made = [[Synth(r["text"], template)] if r and r["model"] == model else [] for r in results]
+            rows += _rows(llm_seeds, made, "llm", model, {**(llm_params or {}), "max_tokens": params.max_output_tokens})
+    return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA)
+
+
 def synthesize(
     docs: pl.DataFrame,
     params: SynthParams,
@@ -81,27 +114,14 @@ def synthesize(
     llm: Callable[[str, list[str]], list[dict | None]] | None = None,
     llm_params: dict | None = None,
 ) -> pl.DataFrame:
-    """Synthetic documents (SYNTH_SCHEMA: DOC_SCHEMA + provenance) from `docs` (DOC_SCHEMA).
-
-    Programmatic generators run on a Bernoulli(`rate`) sample of the documents with >= `min_chars` characters; LLM
-    templates on a separate Bernoulli(`llm_rate`) sample, through `llm(template_id, texts) -> [result | None]`
-    (None: failed or over budget, no row). Every row carries parent_doc_id, generator, template_id, model and
-    gen_params (also in `meta`); doc_id = stable_id(generator, template, parent, k).
-    """
-    long_enough = pl.col("text").str.len_chars() >= params.min_chars
-    seeds = docs.filter(seed_selected(docs["doc_id"], params.rate) & long_enough)
-    rows = []
-    for name in params.generators:
-        rows += _rows(seeds, generate(name, seeds["text"].to_list(), seeds["doc_id"].to_list()), name, None, {})
+    """Synthetic documents (SYNTH_SCHEMA: DOC_SCHEMA + provenance) from `docs` (DOC_SCHEMA): each programmatic
+    generator over `seeds_of(docs)` in order, then the LLM templates (`llm_generated`). Every row carries
+    parent_doc_id, generator, template_id, model and gen_params (also in `meta`); doc_id = stable_id(generator,
+    template, parent, k). The `synthetic` step runs the same pieces, the generators as Ray tasks over seed chunks."""
+    if params.llm_templates and llm is None:
+        raise ValueError("LLM templates configured but no LLM backend")
+    seeds = seeds_of(docs, params)
+    parts = [generated(seeds, name, generate) for name in params.generators]
     if params.llm_templates:
-        if llm is None:
-            raise ValueError("LLM templates configured but no LLM backend")
-        llm_seeds = docs.filter(seed_selected(docs["doc_id"], params.llm_rate, salt="llm:") & long_enough)
-        for template in params.llm_templates:
-            results = llm(template, llm_seeds["text"].to_list())
-            for model in sorted({r["model"] for r in results if r}):
-                made = [[Synth(r["text"], template)] if r and r["model"] == model else [] for r in results]
-                rows += _rows(
-                    llm_seeds, made, "llm", model, {**(llm_params or {}), "max_tokens": params.max_output_tokens}
-                )
-    return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA)
+        parts.append(llm_generated(docs, params, llm, llm_params))
+    return pl.concat([empty_frame(SYNTH_SCHEMA), *parts])

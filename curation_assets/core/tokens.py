@@ -14,7 +14,7 @@ Written by the IO manager under `<root>/tokenized/_all/<version>/`:
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,16 +43,14 @@ class Shard:
 
 
 def tokenize_docs(
-    texts: Iterator[list[str]],
-    encode: Callable[[list[str]], list[np.ndarray]],
+    encoded: Iterable[list[np.ndarray]],
     eot_id: int,
     vocab_size: int,
     shard_tokens: int,
 ) -> Iterator[Shard]:
-    """Encode batches of texts (in mixture order) and yield full shards, so memory is one shard plus one batch.
-
-    `encode` maps texts to uint32 id arrays (`TokenizerResource.encode_arrays`: batched, multi-threaded).
-    """
+    """Pack batches of encoded documents (uint32 id arrays, in mixture order) into shards and yield each full shard,
+    so memory is one shard plus one batch. Encoding is the caller's (`TokenizerResource.encode_arrays`, or Ray tasks
+    in the `tokenized` step)."""
     dtype = megatron.optimal_dtype(vocab_size)
     eot = np.array([eot_id], dtype=np.uint32)
     parts: list[np.ndarray] = []
@@ -66,8 +64,8 @@ def tokenize_docs(
         return Shard(f"shard-{n_shards:05d}", data, megatron.index_bytes(n, dtype), n)
 
     n_shards = 0
-    for batch in texts:
-        for ids in encode(batch):
+    for batch in encoded:
+        for ids in batch:
             if size and size + ids.size + 1 > shard_tokens:
                 yield close()
                 n_shards, parts, lengths, size = n_shards + 1, [], [], 0
@@ -217,20 +215,15 @@ def manifest_header(
     }
 
 
-def token_files(
-    docs: pl.DataFrame,
-    texts: Iterator[list[str]],
-    encode: Callable[[list[str]], list[np.ndarray]],
-    header: dict,
-) -> Iterator[tuple[str, bytes]]:
+def token_files(docs: pl.DataFrame, encoded: Iterable[list[np.ndarray]], header: dict) -> Iterator[tuple[str, bytes]]:
     """The `tokenized` file set in write order, one file at a time: each shard's `.bin` and `.idx`, then
     `documents.parquet`, then `manifest.json` (`header` + shards, counts per component and the sha256 of every file).
 
-    `docs` holds the mixture's per-document columns (doc_id, source, component, epoch) in mixture order and `texts`
-    its text in batches in the same order."""
+    `docs` holds the mixture's per-document columns (doc_id, source, component, epoch) in mixture order and `encoded`
+    their token ids in batches in the same order."""
     manifest = {**header, "shards": []}
     lengths: list[np.ndarray] = []
-    shards = tokenize_docs(texts, encode, header["eot_id"], header["vocab_size"], header["shard_tokens"])
+    shards = tokenize_docs(encoded, header["eot_id"], header["vocab_size"], header["shard_tokens"])
     for shard in shards:
         manifest["shards"].append(
             {

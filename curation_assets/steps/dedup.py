@@ -9,17 +9,36 @@ other in one step, each holding its slice of band keys plus the corpus's (num_pe
 signature matrix for the Jaccard check.
 """
 
+import itertools
+from dataclasses import dataclass
+
 import dagster as dg
 import polars as pl
 
-from curation_assets.core.dedup import cluster, ledger_summary, signatures
+from curation_assets.core.dedup import DedupParams, cluster, ledger_summary, signatures
 from curation_assets.core.frames import StepOutput, empty_frame
 from curation_assets.core.minhash import empty_ledger
 from curation_assets.steps.common import drop_rate, enforce_transfers, pod, source_step, step_checks, traceable
 from resources.cost_guard import CostGuard
+from resources.engine import Progress, RayEngine
 
-SIGNATURE_BATCH_ROWS = 20_000  # rows pulled from `filtered` at a time: memory is bounded by a batch, not a source
+SIGNATURE_BATCH_ROWS = 20_000  # rows of `filtered` per task: a task's memory is bounded by its range, not the source
 NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
+
+
+@dataclass(frozen=True)
+class SignatureTask:
+    """A batch of a source's filtered documents: the unit of work of `dedup_signatures` (a Ray task)."""
+
+    batch: pl.DataFrame
+    params: DedupParams
+    source: str
+
+
+def signature_task(task: SignatureTask) -> tuple[tuple[list[pl.DataFrame], int], int]:
+    """(signature frames, text bytes) of one row range (`core.dedup.signatures`); runs in a Ray worker."""
+    frames = list(signatures(task.batch, task.params, source=task.source))
+    return (frames, task.batch.estimated_size()), task.batch.height
 
 
 def build_signatures(cfg, version: str) -> list:
@@ -27,18 +46,25 @@ def build_signatures(cfg, version: str) -> list:
     params = cfg.dedup_params
 
     @source_step(version, cfg.thresholds.deduped.pod)
-    def dedup_signatures(context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard):
+    def dedup_signatures(
+        context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard, engine: RayEngine
+    ):
         """MinHash signatures (datasketch affine32 hash values) and exact keys of one source's filtered documents."""
         source = context.partition_key
         docs = filtered.select("doc_id", "text")
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(0)])
+        n = docs.select(pl.len()).collect().item()
+        batches = docs.collect_batches(chunk_size=SIGNATURE_BATCH_ROWS)
+        tasks = (SignatureTask(batch, params, source) for batch in batches)
+        labels = (f"{source} batch {k}" for k in itertools.count())
+        progress = Progress(total=-(-n // SIGNATURE_BATCH_ROWS))
         seen = {"rows": 0, "bytes": 0}
 
         def parts():
-            for batch in docs.collect_batches(chunk_size=SIGNATURE_BATCH_ROWS):
-                seen["rows"] += batch.height
-                seen["bytes"] += batch.estimated_size()
-                yield from signatures(batch, params, source=source)
+            for frames, nbytes in engine.map(signature_task, tasks, labels, context.log.info, progress):
+                seen["rows"] += sum(f.height for f in frames)
+                seen["bytes"] += nbytes
+                yield from frames
 
         yield dg.Output(
             StepOutput(
@@ -47,7 +73,7 @@ def build_signatures(cfg, version: str) -> list:
                 rows_in=lambda: seen["rows"],
                 bytes_in=lambda: seen["bytes"],
                 config_version=version,
-                extra={"signature_version": params.signature_version, **transfer},
+                extra=lambda: {"signature_version": params.signature_version, **transfer, **progress.metadata()},
             )
         )
 

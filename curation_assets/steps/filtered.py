@@ -2,19 +2,22 @@
 (`core/filtering.py`), with the per-document decision ledger beside the output. Checks: `drop_rate`,
 `no_cross_zone_bytes`.
 
-Streams raw in batches in two passes: pass 1 marks each batch and spills it to a local scratch directory (memory
-stays one batch), then the partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and
-yields its kept rows.
+Two passes over batches of raw: pass 1 marks each batch in a Ray task (a row range of raw: language ID, rules,
+quality score) and the driver spills it to a local scratch directory (memory stays a few batches), then the
+partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and yields its kept rows.
 """
 
+import functools
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
 from curation_assets.core.filtering import (
     BATCH_DOCS,
+    FilterParams,
     apply_decisions,
     distributions_markdown,
     ledger_of,
@@ -31,13 +34,37 @@ from curation_assets.steps.common import (
 )
 from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
+from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 
 
-def _batches(raw: pl.LazyFrame, size: int = BATCH_DOCS) -> Iterator[pl.DataFrame]:
-    n = raw.select(pl.len()).collect().item()
-    for start in range(0, n, size):
-        yield raw.slice(start, size).collect()
+@dataclass(frozen=True)
+class FilterTask:
+    """A batch of a source's raw documents: the unit of work of `filtered` (a Ray task)."""
+
+    batch: pl.DataFrame
+    params: FilterParams
+    lid_model: str
+    quality_model: str | None  # URI of the quality model's `model.bin`
+    endpoint_url: str | None
+    region: str
+
+
+@functools.cache
+def _lid(path: str) -> LanguageIdResource:
+    return LanguageIdResource(model_path=path)
+
+
+@functools.cache
+def _quality(uri: str, endpoint_url: str | None, region: str) -> QualityModel:
+    return QualityModel.from_files({"model.bin": uri}, ObjectStore(endpoint_url=endpoint_url, region=region))
+
+
+def mark_task(task: FilterTask) -> tuple[pl.DataFrame, int]:
+    """Pass 1 on one batch (`core.filtering.mark_batch`); runs in a Ray worker, models loaded once per worker."""
+    batch = task.batch
+    score = _quality(task.quality_model, task.endpoint_url, task.region).score if task.quality_model else None
+    return mark_batch(batch, task.params, _lid(task.lid_model).predict, score), batch.height
 
 
 def build(cfg, version: str, with_model: bool) -> list:
@@ -45,22 +72,33 @@ def build(cfg, version: str, with_model: bool) -> list:
     `quality_model` file set is an input (name -> URI)."""
     t = cfg.thresholds.filtered
 
-    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store):
+    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine):
         params = t.for_source(context.partition_key)
         size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
-        score = None
         if model_files is not None:
             failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
             if failed:  # a run of curate_source alone does not see the train job's blocking check
                 raise dg.Failure(
                     f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it"
                 )
-            score = QualityModel.from_files(model_files, store).score
+        n = raw.select(pl.len()).collect().item()
+        tasks = (
+            FilterTask(
+                batch=raw.slice(start, BATCH_DOCS).collect(),
+                params=params,
+                lid_model=lid.model_path,
+                quality_model=model_files["model.bin"] if model_files else None,
+                endpoint_url=store.endpoint_url,
+                region=store.region,
+            )
+            for start in range(0, n, BATCH_DOCS)
+        )
+        progress = Progress(total=-(-n // BATCH_DOCS))
+        labels = (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
         spill = tempfile.TemporaryDirectory(prefix="filtered-")
         ledgers = []
-        for k, batch in enumerate(_batches(raw)):
-            marked = mark_batch(batch, params, lid.predict, score)
+        for k, marked in enumerate(engine.map(mark_task, tasks, labels, context.log.info, progress)):
             marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
             ledgers.append(ledger_of(marked))
         ledger = partition_ledger(ledgers, params)
@@ -88,7 +126,11 @@ def build(cfg, version: str, with_model: bool) -> list:
                 rows_in=ledger.height,
                 bytes_in=size,
                 config_version=version,
-                extra={**transfer, "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger))},
+                extra={
+                    **transfer,
+                    **progress.metadata(),
+                    "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
+                },
                 side={"ledger": ledger},
             )
         )
@@ -108,8 +150,9 @@ def build(cfg, version: str, with_model: bool) -> list:
             lid: LanguageIdResource,
             cost_guard: CostGuard,
             store: ObjectStore,
+            engine: RayEngine,
         ):
-            yield from materialize(context, raw, quality_model, lid, cost_guard, store)
+            yield from materialize(context, raw, quality_model, lid, cost_guard, store, engine)
 
     else:
 

@@ -1,7 +1,9 @@
 """raw: every shard of a source, read into the canonical document schema (`core/readers.py`); broken input goes to
 quarantine. Checks: `drop_rate`, `records_accounted`, `no_cross_zone_bytes`."""
 
+import functools
 import os
+from dataclasses import dataclass, replace
 from collections.abc import Iterator
 
 import dagster as dg
@@ -9,9 +11,10 @@ import polars as pl
 
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
-from curation_assets.core.readers import detect_format, read_shard
+from curation_assets.core.readers import ShardResult, detect_format, read_shard
 from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard, Transfer
+from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource
 
@@ -62,6 +65,46 @@ def shard_names(uris: list[str]) -> list[str]:
     return [u.replace("s3://", "/", 1)[len(common) :].lstrip("/") for u in uris]
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """One input file of a source: the unit of work of `raw` (a Ray task)."""
+
+    uri: str
+    shard: str
+    fmt: str
+    source: str
+    text_field: str
+    id_field: str
+    url_field: str
+    html: bool
+    max_doc_bytes: int
+    endpoint_url: str | None
+    region: str
+    encoding: str
+
+
+@functools.cache
+def _tokenizer(encoding: str) -> TokenizerResource:
+    return TokenizerResource(encoding=encoding, num_threads=1)  # one CPU per task
+
+
+def read_task(task: ShardTask) -> tuple[ShardResult, int]:
+    """Read one shard (`core.readers.read_shard`) and count each document's tokens; runs in a Ray worker."""
+    with ObjectStore(endpoint_url=task.endpoint_url, region=task.region).open(task.uri) as stream:
+        res = read_shard(
+            stream,
+            fmt=task.fmt,
+            source=task.source,
+            shard=task.shard,
+            text_field=task.text_field,
+            id_field=task.id_field,
+            url_field=task.url_field,
+            html=task.html,
+            max_doc_bytes=task.max_doc_bytes,
+        )
+    return replace(res, docs=with_tokens(res.docs, _tokenizer(task.encoding))), res.docs.height
+
+
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
     """Every record the readers saw is either a row or a quarantine row."""
     seen, rows, quarantined = int(md["rows_in"]), int(md["rows_out"]), int(md["rows_dropped"])
@@ -73,7 +116,13 @@ def build(cfg, version: str) -> list:
     t = cfg.thresholds.raw
 
     @source_step(version, t.pod)
-    def raw(context: dg.AssetExecutionContext, store: ObjectStore, cost_guard: CostGuard, tokenizer: TokenizerResource):
+    def raw(
+        context: dg.AssetExecutionContext,
+        store: ObjectStore,
+        cost_guard: CostGuard,
+        tokenizer: TokenizerResource,
+        engine: RayEngine,
+    ):
         """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
         with a stable `drop_reason` and the shard + location they came from."""
         source, landed = resolve_source(cfg, store, context.partition_key)
@@ -109,30 +158,33 @@ def build(cfg, version: str) -> list:
         ]
         seen = {"records": len(escaped), "bytes": 0}
 
+        tasks = [
+            ShardTask(
+                uri=uri,
+                shard=names[uri],
+                fmt=detect_format(uri) if source.format == "auto" else source.format,
+                source=source.name,
+                text_field=source.text_field,
+                id_field=source.id_field,
+                url_field=source.url_field,
+                html=source.html,
+                max_doc_bytes=t.for_source(source.name).max_doc_bytes,
+                endpoint_url=store.endpoint_url,
+                region=store.region,
+                encoding=tokenizer.encoding,
+            )
+            for uri, _ in files
+        ]
+        progress = Progress(total=len(tasks))
+
         def shards() -> Iterator[pl.DataFrame]:
-            yield with_tokens(
-                empty_frame(DOC_SCHEMA), tokenizer
-            )  # a source whose every record is broken still has a (empty) part
-            for uri, _ in files:
-                name = names[uri]
-                fmt = detect_format(uri) if source.format == "auto" else source.format
-                with store.open(uri) as stream:
-                    res = read_shard(
-                        stream,
-                        fmt=fmt,
-                        source=source.name,
-                        shard=name,
-                        text_field=source.text_field,
-                        id_field=source.id_field,
-                        url_field=source.url_field,
-                        html=source.html,
-                        max_doc_bytes=t.for_source(source.name).max_doc_bytes,
-                    )
+            # a source whose every record is broken still has an (empty) part
+            yield with_tokens(empty_frame(DOC_SCHEMA), tokenizer)
+            for res in engine.map(read_task, tasks, [t.shard for t in tasks], context.log.info, progress):
                 seen["records"] += res.records_seen
                 seen["bytes"] += res.bytes_read
                 quarantine.append(res.quarantine)
-                context.log.info(f"{name}: {res.docs.height} docs, {res.quarantine.height} quarantined")
-                yield with_tokens(res.docs, tokenizer)
+                yield res.docs
 
         out = StepOutput(
             kept=shards(),
@@ -140,7 +192,11 @@ def build(cfg, version: str) -> list:
             rows_in=lambda: seen["records"],
             bytes_in=lambda: seen["bytes"],
             config_version=version,
-            extra={"shards": len(files), **{f"source_{k}": v for k, v in transfer.items()}},
+            extra=lambda: {
+                "shards": len(files),
+                **progress.metadata(),
+                **{f"source_{k}": v for k, v in transfer.items()},
+            },
         )
         yield dg.Output(out)
 

@@ -2,17 +2,47 @@
 generators, and LLM templates through `resources.synthetic.SyntheticBackend`). Checks: `drop_rate`,
 `no_cross_zone_bytes`."""
 
+import functools
+from dataclasses import dataclass
+
 import dagster as dg
 import polars as pl
 
 from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.generators import generate
 from curation_assets.core.prompts import llm_requests
-from curation_assets.core.synthesis import synthesize
+from curation_assets.core.synthesis import SYNTH_SCHEMA, generated, llm_generated, seeds_of
 from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard
+from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 from resources.synthetic import SyntheticBackend
 from resources.tokenizer import TokenizerResource
+
+
+# Seeds per generator task: enough work to amortise a task (~ms each), few enough that a slow document's task does
+# not hold the step back.
+SEEDS_PER_TASK = 256
+
+
+@dataclass(frozen=True)
+class GenerateTask:
+    """One programmatic generator over a chunk of seeds: the unit of work of `synthetic` (a Ray task)."""
+
+    generator: str
+    seeds: pl.DataFrame
+    encoding: str
+
+
+@functools.cache
+def _tokenizer(encoding: str) -> TokenizerResource:
+    return TokenizerResource(encoding=encoding, num_threads=1)
+
+
+def generate_task(task: GenerateTask) -> tuple[pl.DataFrame, int]:
+    """`core.synthesis.generated` + token counts of one chunk; runs in a Ray worker."""
+    made = generated(task.seeds, task.generator, generate)
+    return with_tokens(made, _tokenizer(task.encoding)), task.seeds.height
 
 
 def build(cfg, version: str) -> list:
@@ -27,6 +57,7 @@ def build(cfg, version: str) -> list:
         cost_guard: CostGuard,
         tokenizer: TokenizerResource,
         store: ObjectStore,
+        engine: RayEngine,
     ):
         """Deduped documents plus synthetic ones (provenance columns: parent_doc_id, generator, template_id, model,
         gen_params). LLM results are cached by content hash under the data root and never recomputed."""
@@ -49,8 +80,19 @@ def build(cfg, version: str) -> list:
                 results = client.run(reqs)
                 return [results[r.key] for r in reqs]
 
-        made = synthesize(docs.select(list(DOC_SCHEMA)), params, synth_backend.generate, llm, synth_backend.llm_params)
-        made = with_tokens(made, tokenizer)
+        docs_in = docs.select(list(DOC_SCHEMA))
+        seeds = seeds_of(docs_in, params)
+        tasks = [
+            GenerateTask(name, seeds.slice(start, SEEDS_PER_TASK), tokenizer.encoding)
+            for name in params.generators
+            for start in range(0, seeds.height, SEEDS_PER_TASK)
+        ]
+        progress = Progress(total=len(tasks))
+        labels = [f"{t.generator} seeds {t.seeds['doc_id'][0]}.." for t in tasks]
+        parts = list(engine.map(generate_task, tasks, labels, context.log.info, progress))
+        if params.llm_templates:
+            parts.append(with_tokens(llm_generated(docs_in, params, llm, synth_backend.llm_params), tokenizer))
+        made = pl.concat([with_tokens(empty_frame(SYNTH_SCHEMA), tokenizer), *parts])
         per_gen = dict(made.group_by("template_id").len().sort("template_id").iter_rows()) if made.height else {}
         llm_md = (
             {f"llm_{k}": v for k, v in vars(client.stats).items()}
@@ -75,6 +117,7 @@ def build(cfg, version: str) -> list:
                     **{f"synthetic_{tid}": n for tid, n in per_gen.items()},
                     **llm_md,
                     **transfer,
+                    **progress.metadata(),
                 },
             )
         )

@@ -2,9 +2,12 @@
 format `core/megatron.py`). Checks (they re-read what was persisted): `index_matches_tokens`, `ids_in_range`,
 `sample_decodes`, `no_cross_zone_bytes`."""
 
+import functools
+import itertools
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -33,6 +36,7 @@ from curation_assets.steps.common import (
     traceable,
 )
 from resources.cost_guard import CostGuard
+from resources.engine import Progress, RayEngine
 from resources.metadata import step_metadata
 from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource
@@ -43,6 +47,24 @@ CHECKS = {
     "sample_decodes": "a seeded sample of documents decodes back to its text",
     "no_cross_zone_bytes": NO_CROSS_ZONE[0],
 }
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    """A batch of the mixture's texts: the unit of work of `tokenized` (a Ray task)."""
+
+    texts: list[str]
+    encoding: str
+
+
+@functools.cache
+def _tokenizer(encoding: str) -> TokenizerResource:
+    return TokenizerResource(encoding=encoding, num_threads=1)
+
+
+def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
+    """`encode_ordinary` ids of one range of documents, in order; runs in a Ray worker."""
+    return _tokenizer(task.encoding).encode_arrays(task.texts), len(task.texts)
 
 
 def build(cfg, version: str) -> list:
@@ -64,7 +86,11 @@ def build(cfg, version: str) -> list:
     )
     @traceable
     def tokenized(
-        context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, cost_guard: CostGuard
+        context: dg.AssetExecutionContext,
+        mixed: pl.LazyFrame,
+        tokenizer: TokenizerResource,
+        cost_guard: CostGuard,
+        engine: RayEngine,
     ):
         """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see core/tokens.py)."""
         # The mixture's text is streamed batch by batch; only its per-document columns are held (about 100 bytes a
@@ -73,17 +99,20 @@ def build(cfg, version: str) -> list:
         text_bytes = mixed.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
 
-        def texts() -> Iterator[list[str]]:
-            for frame in mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True):
-                yield frame["text"].to_list()
-
         tok = recipe_tokenizer(tokenizer)
+
+        def encoded(progress: Progress | None = None) -> Iterator[list[np.ndarray]]:
+            batches = mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True)
+            tasks = (EncodeTask(frame["text"].to_list(), recipe.tokenizer) for frame in batches)
+            labels = (f"batch {k}" for k in itertools.count())
+            return engine.map(encode_task, tasks, labels, context.log.debug, progress)
+
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
         # predicted from `n_tokens` (counted by the same encoding in `raw`); the check asserts the shards match.
         lengths = (
             docs["n_tokens"].to_numpy()
             if tok is tokenizer
-            else np.array([n for batch in texts() for n in tok.count_tokens(batch)], dtype=np.int64)
+            else np.array([ids.size for batch in encoded() for ids in batch], dtype=np.int64)
         ) + 1
         header = manifest_header(
             tokenizer=recipe.tokenizer,
@@ -101,7 +130,7 @@ def build(cfg, version: str) -> list:
         }
         itemsize = megatron.optimal_dtype(tok.vocab_size).itemsize
         yield dg.Output(
-            FileSetOutput(files=token_files(docs, texts(), tok.encode_arrays, header)),
+            FileSetOutput(files=token_files(docs, encoded(Progress(total=-(-docs.height // BATCH))), header)),
             metadata=step_metadata(
                 rows_in=docs.height,
                 rows_out=docs.height,

@@ -1,0 +1,255 @@
+"""The data-parallel engine of the heavy steps: Ray. A step (the Dagster step process, or a step pod in the cluster) is
+the Ray driver; each task runs a pure core on one shard and returns its result; the step consumes the results in
+shard order (never completion order), so the output is the same whatever the number of workers.
+
+- Locally: one embedded Ray cluster per Dagster instance, started on demand on loopback (`ray start --head`) with
+  `workers` CPUs (default: the machine's cores), recorded in `<DAGSTER_HOME>/ray/cluster.json`, reused by every step
+  and run, and stopped by the PIDs of its own processes (`curation ray-stop`; `curation run` stops the one it started).
+- In the cluster: `address` (`CURATION_RAY_ADDRESS`) points at the KubeRay RayCluster of `deploy/`.
+
+Ray binds and connects on 127.0.0.1 only here (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` for every Ray process and
+driver; ../shared/notes/ray.md): by default it rewrites loopback to the machine's own address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+# Environment of every Ray process we start and of every driver: loopback only, no usage reporting; one polars
+# thread per task (a task is the unit of parallelism: Ray runs one per CPU, and polars ignores OMP_NUM_THREADS).
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "POLARS_MAX_THREADS": "1",
+}
+# Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
+MAX_RETRIES = 3
+STOP_GRACE_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=2):
+        return True
+    return False
+
+
+@dataclass
+class LocalCluster:
+    """The embedded Ray cluster of one Dagster instance, described by `<state_dir>/cluster.json`."""
+
+    state_dir: Path
+
+    @property
+    def temp_dir(self) -> str:
+        # Ray's socket paths must stay under 108 bytes: a short directory named after the state dir.
+        return f"/tmp/ray-curation-{hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:10]}"
+
+    @property
+    def _state(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    def address(self) -> str | None:
+        """The GCS address of the recorded cluster if it is up, else None."""
+        if not self._state.is_file():
+            return None
+        address = json.loads(self._state.read_text())["address"]
+        return address if self.pids() and _listening(address) else None
+
+    def start(self, num_cpus: int) -> tuple[str, bool]:
+        """(address, started now): the running cluster, or a new one with `num_cpus` CPUs. Under a file lock, so
+        concurrent steps of one instance start one cluster."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "cluster.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            address = self.address()
+            if address:
+                return address, False
+            self.stop()  # leftovers of a cluster that died half-way
+            port = _free_port()
+            cmd = [
+                str(Path(sys.executable).with_name("ray")),
+                "start",
+                "--head",
+                f"--port={port}",
+                f"--num-cpus={num_cpus}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={self.temp_dir}",
+            ]
+            done = subprocess.run(cmd, env={**os.environ, **RAY_ENV}, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"ray start failed: {done.stderr.strip().splitlines()[-3:]}")
+            address = f"127.0.0.1:{port}"
+            self._state.write_text(json.dumps({"address": address, "num_cpus": num_cpus, "temp_dir": self.temp_dir}))
+            return address, True
+
+    def pids(self) -> list[int]:
+        """PIDs of this cluster's processes: those whose command line names its temp dir, and their children (Ray's
+        agents rename themselves `ray::...`). Nothing else on the machine is ever matched."""
+        mine: set[int] = set()
+        parents: dict[int, int] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                pid = int(proc.name)
+                if self.temp_dir.encode() in (proc / "cmdline").read_bytes():
+                    mine.add(pid)
+                parents[pid] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        mine |= {pid for pid, parent in parents.items() if parent in mine}
+        return sorted(mine)
+
+    def stop(self) -> list[int]:
+        """Stop this cluster by its own PIDs (SIGTERM, then SIGKILL after a grace period); never `ray stop`, which
+        kills every Ray process on the machine. Returns the PIDs signalled."""
+        pids = self.pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+                time.sleep(0.1)
+            if not any(Path(f"/proc/{p}").exists() for p in pids):
+                break
+        with contextlib.suppress(FileNotFoundError):
+            self._state.unlink()
+        return pids
+
+
+@dataclass
+class TaskStats:
+    """What each task reported: its label, seconds, documents and the peak RSS of the task (not of the worker)."""
+
+    label: str
+    seconds: float
+    docs: int
+    peak_rss_bytes: int
+
+
+def _peak_rss_reset() -> None:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the peak below is this task's, not the worker's.
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
+    """Run `fn(item)` in a Ray worker and measure it. `fn` returns (result, documents processed)."""
+    _peak_rss_reset()
+    start = time.perf_counter()
+    result, docs = fn(item)
+    return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss())
+
+
+@dataclass
+class Progress:
+    """The roll-up of a step's tasks, for its log and metadata."""
+
+    total: int
+    tasks: list[TaskStats] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def metadata(self) -> dict[str, object]:
+        wall = time.perf_counter() - self.started
+        docs = sum(t.docs for t in self.tasks)
+        return {
+            "ray_tasks": len(self.tasks),
+            "ray_task_docs_per_s": round(docs / wall, 1) if wall > 0 else 0.0,
+            "ray_task_max_peak_rss_mb": round(max((t.peak_rss_bytes for t in self.tasks), default=0) / 2**20, 1),
+            "ray_task_max_seconds": round(max((t.seconds for t in self.tasks), default=0.0), 3),
+        }
+
+
+class RayEngine(dg.ConfigurableResource):
+    """Runs a step's per-shard tasks on Ray: `map(fn, items)` yields `fn(item)`'s results in item order.
+
+    `address`: an existing cluster (`CURATION_RAY_ADDRESS`, e.g. the KubeRay head `ray-head:6379`); None = the
+    embedded cluster of this instance under `state_dir`, with `workers` CPUs (`CURATION_WORKERS`; None = every core).
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    state_dir: str
+
+    def connect(self) -> None:
+        """Join the cluster (once per process), starting the embedded one if it is not up."""
+        if self.address is None or self.address.startswith(("127.0.0.1:", "localhost:")):
+            # the driver's side of the loopback rule: read by Ray when it is imported, so set before the import
+            os.environ.update(RAY_ENV)
+        import ray
+
+        if ray.is_initialized():
+            return
+        address = self.address or LocalCluster(Path(self.state_dir)).start(self.workers or os.cpu_count() or 1)[0]
+        ray.init(address=address, namespace="curation", log_to_driver=False, logging_level="ERROR")
+
+    def map(
+        self,
+        fn: Callable[[object], tuple[object, int]],
+        items: Iterable[object],
+        labels: Iterable[str],
+        log: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[object]:
+        """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
+        cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
+        function) and return (result, documents). A task that fails for good raises, naming its item's label."""
+        self.connect()  # first: it sets the loopback environment Ray reads when it is imported
+        import ray
+
+        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
+        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque = deque()
+        for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
+            pending.append((label, remote.remote(fn, item, label)))
+            if len(pending) >= window:
+                yield self._collect(*pending.popleft(), log, progress)
+        while pending:
+            yield self._collect(*pending.popleft(), log, progress)
+
+    @staticmethod
+    def _collect(label: str, ref, log, progress: Progress | None) -> object:
+        import ray
+
+        try:
+            result, stats = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            raise RuntimeError(f"task {label} failed: {e}") from e
+        if progress is not None:
+            progress.tasks.append(stats)
+            if log:
+                log(
+                    f"{label}: {len(progress.tasks)}/{progress.total} tasks done, {stats.docs} docs in "
+                    f"{stats.seconds:.2f} s, peak RSS {stats.peak_rss_bytes / 2**20:.0f} MB"
+                )
+        return result
