@@ -72,10 +72,12 @@ def _store(settings: Settings) -> ObjectStore:
 
 
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
+    from resources.store import kind_of
+
     from curation_assets.config.versions import asset_versions as versions
 
     files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
-    stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if "://" not in f else ())) for f in files]
+    stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if kind_of(f) == "local" else ())) for f in files]
     payload = [cfg.source(source).model_dump(mode="json"), versions(cfg)["raw"], stats]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -301,7 +303,7 @@ def _local_cluster(settings: Settings):
 
     from resources.engine import LocalCluster
 
-    return None if settings.ray_address else LocalCluster(Path(settings.instance_dir) / "ray")
+    return None if settings.ray_address else LocalCluster(Path(settings.ray_dir))
 
 
 def ray_stop_command(args: argparse.Namespace) -> int:

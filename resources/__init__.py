@@ -1,4 +1,4 @@
-"""Resources of the code location, and the one function that branches on the environment (`build_resources`).
+"""Resources of the code location, built by `build_resources` from the settings and the deployment's placement.
 
 The environment is read by `curation_assets.config.settings.Settings.from_env()` when Dagster loads the Definitions
 (never at import time).
@@ -7,7 +7,6 @@ The environment is read by `curation_assets.config.settings.Settings.from_env()`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 
@@ -22,18 +21,17 @@ from resources.tokenizer import TokenizerResource
 from resources.versions import staging_dir_for
 
 
-def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str, object]:
-    """Resource instances by key; the only branch on the environment. `costs`: the price table and budgets."""
+def build_resources(
+    settings: Settings, costs: Mapping[str, object], placement: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """Resource instances by key. `costs`: the price table and budgets; `placement`: where the steps run, for the cost
+    guard (`pod_region`, `pod_zone`, `pinned`; none on a laptop, where every path is `local`). The deployment
+    (`curation_assets/defs/deployment.py`) decides it."""
     store = ObjectStore(
         endpoint_url=settings.s3_endpoint, region=settings.region, staging_dir=staging_dir_for(settings.data_root)
     )
-    # On a laptop there are no zones (pod_region None: every path is `local`); in the cluster the guard is armed.
-    # The k8s executor pins each step to the zone of its zonal data (definitions.executor), so the guard may too.
-    placement = (
-        {"pod_region": settings.region, "pod_zone": settings.pod_zone, "pinned": True} if settings.env == "k8s" else {}
-    )
     guard = CostGuard(
-        **placement,
+        **(placement or {}),
         data_uri=settings.data_root,
         data_region=settings.data_region,
         data_zone=settings.data_zone,
@@ -52,7 +50,5 @@ def build_resources(settings: Settings, costs: Mapping[str, object]) -> dict[str
             api_key=dg.EnvVar("CURATION_LLM_API_KEY") if settings.llm_api_key else None,  # a secret: never in config
             cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache",
         ),
-        "engine": RayEngine(
-            address=settings.ray_address, workers=settings.workers, state_dir=str(Path(settings.instance_dir) / "ray")
-        ),
+        "engine": RayEngine(address=settings.ray_address, workers=settings.workers, state_dir=settings.ray_dir),
     }

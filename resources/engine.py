@@ -39,7 +39,7 @@ RAY_ENV = {
 }
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 5.0
 
 
 def _free_port() -> int:
@@ -163,11 +163,29 @@ def _peak_rss() -> int:
     return 0
 
 
+# Fault injection for the reliability tests (and chaos drills on a real cluster): with this variable naming a
+# directory, the first task whose label contains `CURATION_CHAOS_MATCH` (any task if unset) SIGKILLs its own worker
+# after its work and before its result is returned, once per directory (an O_EXCL marker file decides).
+CHAOS_DIR = "CURATION_CHAOS_KILL_ONCE"
+
+
+def _chaos(label: str) -> None:
+    where = os.environ.get(CHAOS_DIR)
+    if not where or os.environ.get("CURATION_CHAOS_MATCH", "") not in label:
+        return
+    try:
+        os.close(os.open(os.path.join(where, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
     """Run `fn(item)` in a Ray worker and measure it. `fn` returns (result, documents processed)."""
     _peak_rss_reset()
     start = time.perf_counter()
     result, docs = fn(item)
+    _chaos(label)
     return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss())
 
 
@@ -244,7 +262,8 @@ class RayEngine(dg.ConfigurableResource):
         try:
             result, stats = ray.get(ref)
         except ray.exceptions.RayError as e:
-            raise RuntimeError(f"task {label} failed: {e}") from e
+            cause = getattr(e, "cause", None) or e  # the core's own exception, without Ray's wrapping
+            raise RuntimeError(f"task {label} failed: {type(cause).__name__}: {cause}") from e
         if progress is not None:
             progress.tasks.append(stats)
             if log:

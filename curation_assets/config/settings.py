@@ -37,6 +37,7 @@ VARIABLES = (
     "CURATION_NAMESPACE",
     "CURATION_RAY_ADDRESS",
     "CURATION_WORKERS",
+    "CURATION_RAY_DIR",
 )
 FILE_VARIABLES = {
     "sources": "CURATION_SOURCES",
@@ -121,8 +122,9 @@ class Settings:
     namespace: str = "curation"
     ray_address: str | None = None  # an existing Ray cluster (the KubeRay head); None: the embedded local cluster
     workers: int | None = None  # CPUs of the embedded Ray cluster (None: every core)
-    # the Dagster instance's directory: the embedded Ray cluster of the instance is recorded under `<it>/ray`
-    instance_dir: str = str(REPO_ROOT / ".curation" / "dagster")
+    # where the embedded Ray cluster is recorded: by default `<DAGSTER_HOME>/ray`, one cluster per Dagster instance
+    # (CURATION_RAY_DIR shares one across instances, as the test suite does)
+    ray_dir: str = str(REPO_ROOT / ".curation" / "dagster" / "ray")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -152,5 +154,5 @@ class Settings:
             namespace=e.get("CURATION_NAMESPACE") or cls.namespace,
             ray_address=e.get("CURATION_RAY_ADDRESS") or None,
             workers=int(e["CURATION_WORKERS"]) if e.get("CURATION_WORKERS") else None,
-            instance_dir=e.get("DAGSTER_HOME") or cls.instance_dir,
+            ray_dir=e.get("CURATION_RAY_DIR") or (f"{e['DAGSTER_HOME']}/ray" if e.get("DAGSTER_HOME") else cls.ray_dir),
         )

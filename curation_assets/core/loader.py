@@ -69,7 +69,7 @@ class OfflineSource:
     def _shard(self, s: dict) -> np.ndarray:
         uri = self.files[s["bin"]]
         dtype = np.dtype(self.manifest["dtype"])
-        if "://" not in uri and os.path.isfile(uri):  # local: memory-map, nothing is read until touched
+        if os.path.isfile(uri):  # local: memory-map, nothing is read until touched
             return np.memmap(uri, dtype=dtype, mode="r") if s["tokens"] else np.zeros(0, dtype)
         return np.frombuffer(self.read(uri), dtype=dtype)
 

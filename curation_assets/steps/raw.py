@@ -15,7 +15,7 @@ from curation_assets.core.readers import ShardResult, detect_format, read_shard
 from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
-from resources.store import ObjectStore
+from resources.store import ObjectStore, kind_of
 from resources.tokenizer import TokenizerResource
 
 
@@ -46,7 +46,7 @@ def landed_outside(files: list[tuple[str, int]], landed: str) -> dict[str, str]:
     operator may mount it through a link, the uploader may not. Object-store keys are literal, so an s3:// listing
     under the prefix cannot leave it.
     """
-    if landed.startswith("s3://"):
+    if kind_of(landed) != "local":
         return {}
     zone, name = os.path.split(landed)
     root = os.path.join(os.path.realpath(zone), name)

@@ -1,7 +1,6 @@
 import pytest
 
-from curation_assets.config import load_config
-from curation_assets.config import zone_of
+from curation_assets.config import load_config, zone_of
 from resources.cost_guard import CostGuard, CrossZoneTransferError, Transfer
 
 PRICES = load_config().costs.model_dump()  # the bundled price table

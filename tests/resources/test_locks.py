@@ -17,7 +17,7 @@ class FakeClock:
     """`time`/`monotonic` read `now`; `sleep(s)` advances it by `step` (default: s) and runs `on_sleep`."""
 
     def __init__(self, step: float | None = None, on_sleep=None):
-        self.now, self.step, self.on_sleep, self.sleeps = 1_000_000.0, step, on_sleep, 0
+        self.now, self.step, self.on_sleep, self.sleeps, self.slept = 1_000_000.0, step, on_sleep, 0, []
 
     def time(self) -> float:
         return self.now
@@ -26,6 +26,7 @@ class FakeClock:
 
     def sleep(self, s: float) -> None:
         self.sleeps += 1
+        self.slept.append(s)
         self.now += self.step if self.step is not None else s
         if self.on_sleep:
             self.on_sleep()
@@ -61,9 +62,11 @@ def test_the_kernel_releases_the_flock_of_a_killed_holder(tmp_path):
         [
             sys.executable,
             "-c",
-            "import fcntl, sys, time\n"
-            f"f = open({path!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            "print('held', flush=True); time.sleep(600)\n",
+            (
+                "import fcntl, sys, time\n"
+                f"f = open({path!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                "print('held', flush=True); time.sleep(600)\n"
+            ),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -83,13 +86,16 @@ def test_the_wait_loop_warns_once_and_times_out_on_the_injected_clock(tmp_path, 
     path = str(tmp_path / "x.lock")
     holder = FileLock(path)
     assert holder.try_acquire()
-    clock, log = FakeClock(), logging.getLogger("test.locks")
-    with caplog.at_level(logging.WARNING, logger="test.locks"):
-        with pytest.raises(TimeoutError, match="raw.web stayed locked for 60 s"):
-            with writer_lock(FileLock(path), "raw.web", 60, log, monotonic=clock.monotonic, sleep=clock.sleep):
-                pytest.fail("entered while another holds the lock")
+    clock, log = FakeClock(step=1.0), logging.getLogger("test.locks")
+    with (
+        caplog.at_level(logging.WARNING, logger="test.locks"),
+        pytest.raises(TimeoutError, match="raw.web stayed locked for 60 s"),
+        writer_lock(FileLock(path), "raw.web", 60, log, monotonic=clock.monotonic, sleep=clock.sleep),
+    ):
+        pytest.fail("entered while another holds the lock")
     assert [r.getMessage() for r in caplog.records] == ["another run is writing raw.web: waiting for it"]
-    assert clock.sleeps == int(60 / POLL_S) + 1  # polled every POLL_S until the deadline had passed
+    # one try per POLL_S of sleep (the fake clock moves 1 s per sleep) until the deadline had passed
+    assert clock.slept == [POLL_S] * 61 and clock.now == 1_000_000.0 + 61
     # released by its holder while a writer waits: the writer goes in at its next try
     waiting = FileLock(path)
     clock = FakeClock(on_sleep=holder.release)
@@ -162,9 +168,11 @@ def test_a_live_holders_lease_is_waited_for_and_never_broken(s3):
 
     clock.on_sleep = holder_renews
     waiter = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
-    with pytest.raises(TimeoutError, match="tokenized.web stayed locked for 600 s"):
-        with writer_lock(waiter, "tokenized.web", 600, monotonic=clock.monotonic, sleep=clock.sleep):
-            pytest.fail("entered while the holder is alive")
+    with (
+        pytest.raises(TimeoutError, match="tokenized.web stayed locked for 600 s"),
+        writer_lock(waiter, "tokenized.web", 600, monotonic=clock.monotonic, sleep=clock.sleep),
+    ):
+        pytest.fail("entered while the holder is alive")
     assert clock.now - 1_000_000.0 > LEASE_S  # far past the first expiry: only renewal kept the lease
     assert lease_body(store, uri)["token"] == holder.token
     holder.release()

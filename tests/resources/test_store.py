@@ -2,7 +2,7 @@
 
 import ast
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,8 +96,8 @@ def test_local_list_since_keys_tokens_and_times(tmp_path):
     assert set(listed) == {"news/part-0.jsonl", "news/sub/part-1.jsonl", "top.jsonl"}
     x = listed["news/part-0.jsonl"]
     assert x.uri == str(old) and x.token == f"{old}@2:{old.stat().st_mtime_ns}"
-    assert x.modified == datetime.fromtimestamp(1_000_000, tz=timezone.utc)
-    since = datetime.fromtimestamp(1_000_000, tz=timezone.utc)  # strictly after
+    assert x.modified == datetime.fromtimestamp(1_000_000, tz=UTC)
+    since = datetime.fromtimestamp(1_000_000, tz=UTC)  # strictly after
     assert [x.key for x in ObjectStore().list_since(str(zone), since) if x.key != "top.jsonl"] == [
         "news/sub/part-1.jsonl"
     ]
@@ -112,9 +112,7 @@ def test_s3_list_since_keys_tokens_and_times(s3_endpoint):
     prefix = f"landing-{os.urandom(4).hex()}"
     for key in ("news/part-0.jsonl", "news/sub/part-1.jsonl", "top.jsonl"):
         s3.put_object(Bucket="curation", Key=f"{prefix}/{key}", Body=b"x")
-    heads = {
-        o["Key"]: o for o in s3.list_objects_v2(Bucket="curation", Prefix=f"{prefix}/")["Contents"]
-    }
+    heads = {o["Key"]: o for o in s3.list_objects_v2(Bucket="curation", Prefix=f"{prefix}/")["Contents"]}
     store = ObjectStore(endpoint_url=s3_endpoint)
     for zone in (f"s3://curation/{prefix}", f"s3://curation/{prefix}/"):
         listed = {x.key: x for x in store.list_since(zone, None)}
@@ -157,9 +155,10 @@ def test_storage_options():
 def test_one_s3_client_per_process_endpoint_and_region(s3_endpoint):
     a, b = ObjectStore(endpoint_url=s3_endpoint), ObjectStore(endpoint_url=s3_endpoint, staging_dir="/x")
     assert a.impl("s3://curation/x").client is b.impl("s3://curation/y").client
-    assert a.impl("s3://curation/x").client is not ObjectStore(endpoint_url=s3_endpoint, region="eu-west-1").impl(
-        "s3://curation/x"
-    ).client
+    assert (
+        a.impl("s3://curation/x").client
+        is not ObjectStore(endpoint_url=s3_endpoint, region="eu-west-1").impl("s3://curation/x").client
+    )
     # dagster-aws S3Resource's default max_attempts=5: botocore's standard mode, the first try and five retries
     assert a.impl("s3://curation/x").client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
 

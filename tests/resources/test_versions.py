@@ -24,7 +24,12 @@ from resources.versions import (
 
 
 def test_constants_are_unchanged():
-    assert (MANIFEST, UNPARTITIONED, KEEP_VERSIONS, PROTECTED) == ("_latest.json", "_all", 3, ("synthetic", "tokenized"))
+    assert (MANIFEST, UNPARTITIONED, KEEP_VERSIONS, PROTECTED) == (
+        "_latest.json",
+        "_all",
+        3,
+        ("synthetic", "tokenized"),
+    )
 
 
 def test_staging_dir_is_beside_a_local_root_and_none_on_s3(tmp_path):
