@@ -72,9 +72,8 @@ def _store(settings: Settings) -> ObjectStore:
 
 
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
-    from resources.store import kind_of
-
     from curation_assets.config.versions import asset_versions as versions
+    from resources.store import kind_of
 
     files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
     stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if kind_of(f) == "local" else ())) for f in files]

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from curation_assets.config import zone_of
 from curation_assets.config.settings import Settings
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
@@ -50,5 +51,11 @@ def build_resources(
             api_key=dg.EnvVar("CURATION_LLM_API_KEY") if settings.llm_api_key else None,  # a secret: never in config
             cache_uri=f"{settings.data_root.rstrip('/')}/_synthetic_cache",
         ),
-        "engine": RayEngine(address=settings.ray_address, workers=settings.workers, state_dir=settings.ray_dir),
+        "engine": RayEngine(
+            address=settings.ray_address,
+            workers=settings.workers,
+            state_dir=settings.ray_dir,
+            # in the cluster (a placement is given) every Ray worker must be in a zonal data root's zone
+            data_zone=(settings.data_zone or zone_of(settings.data_root)) if placement else None,
+        ),
     }

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.cost_guard import OVERRIDE_TAG, CrossZoneTransferError
+from resources.ray_zones import ray_node_zones, worker_zone_problems
+
 # Environment of every Ray process we start and of every driver: loopback only, no usage reporting; one polars
 # thread per task (a task is the unit of parallelism: Ray runs one per CPU, and polars ignores OMP_NUM_THREADS).
 RAY_ENV = {
@@ -163,19 +166,25 @@ def _peak_rss() -> int:
     return 0
 
 
-# Fault injection for the reliability tests (and chaos drills on a real cluster): with this variable naming a
-# directory, the first task whose label contains `CURATION_CHAOS_MATCH` (any task if unset) SIGKILLs its own worker
-# after its work and before its result is returned, once per directory (an O_EXCL marker file decides).
-CHAOS_DIR = "CURATION_CHAOS_KILL_ONCE"
+# Fault injection for the reliability tests (and chaos drills on a real cluster): with CURATION_CHAOS_DIR set in the
+# workers' environment, writing a label substring into `<dir>/kill-once` arms it: the first task whose label contains
+# it SIGKILLs its own worker after its work and before its result is returned (renaming the file to `killed` first,
+# so exactly one task fires per arming).
+CHAOS_DIR = "CURATION_CHAOS_DIR"
 
 
 def _chaos(label: str) -> None:
     where = os.environ.get(CHAOS_DIR)
-    if not where or os.environ.get("CURATION_CHAOS_MATCH", "") not in label:
+    armed = os.path.join(where, "kill-once") if where else None
+    try:
+        match = Path(armed).read_text() if armed else None
+    except FileNotFoundError:
+        return
+    if match is None or match not in label:
         return
     try:
-        os.close(os.open(os.path.join(where, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
+        os.rename(armed, os.path.join(where, "killed"))
+    except FileNotFoundError:  # another task fired first
         return
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -218,18 +227,24 @@ class RayEngine(dg.ConfigurableResource):
     address: str | None = None
     workers: int | None = None
     state_dir: str
+    # the AZ of the data root when it is zonal: every worker must be in it (the cost guard's zone rule)
+    data_zone: str | None = None
 
-    def connect(self) -> None:
-        """Join the cluster (once per process), starting the embedded one if it is not up."""
+    def connect(self, override: str | None = None) -> None:
+        """Join the cluster (once per process), starting the embedded one if it is not up. A cluster whose workers
+        are not all in the data root's zone is refused (CrossZoneTransferError) unless `override` (the run's
+        transfer-override reason) is given."""
         if self.address is None or self.address.startswith(("127.0.0.1:", "localhost:")):
             # the driver's side of the loopback rule: read by Ray when it is imported, so set before the import
             os.environ.update(RAY_ENV)
         import ray
 
-        if ray.is_initialized():
-            return
-        address = self.address or LocalCluster(Path(self.state_dir)).start(self.workers or os.cpu_count() or 1)[0]
-        ray.init(address=address, namespace="curation", log_to_driver=False, logging_level="ERROR")
+        if not ray.is_initialized():
+            address = self.address or LocalCluster(Path(self.state_dir)).start(self.workers or os.cpu_count() or 1)[0]
+            ray.init(address=address, namespace="curation", log_to_driver=False, logging_level="ERROR")
+        problems = worker_zone_problems(ray_node_zones(ray.nodes()), self.data_zone)
+        if problems and not override:
+            raise CrossZoneTransferError("; ".join(problems) + f" (override with the run tag {OVERRIDE_TAG})")
 
     def map(
         self,
@@ -238,11 +253,12 @@ class RayEngine(dg.ConfigurableResource):
         labels: Iterable[str],
         log: Callable[[str], None] | None = None,
         progress: Progress | None = None,
+        override: str | None = None,
     ) -> Iterator[object]:
         """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
         cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
         function) and return (result, documents). A task that fails for good raises, naming its item's label."""
-        self.connect()  # first: it sets the loopback environment Ray reads when it is imported
+        self.connect(override)  # first: it sets the loopback environment Ray reads when it is imported
         import ray
 
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)

@@ -44,9 +44,7 @@ JOB_DESCRIPTIONS = {
 }
 
 
-def build_jobs(
-    ingest_config: dg.PartitionedConfig | None, with_model: bool
-) -> dict[str, dg.JobDefinition]:
+def build_jobs(ingest_config: dg.PartitionedConfig | None, with_model: bool) -> dict[str, dg.JobDefinition]:
     """The jobs by name, in rebuild order (`train_quality_model` only when a quality model is configured);
     `ingest_config` is `ingest_source`'s partitioned run config (the k8s zone pin of raw)."""
 

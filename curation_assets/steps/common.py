@@ -9,7 +9,7 @@ pass on what was persisted.
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -17,6 +17,7 @@ import polars as pl
 
 from curation_assets.config import Freshness, PodSize
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, Transfer
+from resources.engine import Progress, RayEngine
 from resources.tokenizer import TokenizerResource
 
 # One partition per source, registered from the sources config (`curation run`, the `register_sources` sensor or the
@@ -72,6 +73,18 @@ def enforce_transfers(
     if override and plan.offenders:
         context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
     return plan.metadata()
+
+
+def run_tasks(
+    context: dg.AssetExecutionContext,
+    engine: RayEngine,
+    fn: Callable[[object], tuple[object, int]],
+    items: Iterable[object],
+    labels: Iterable[str],
+    progress: Progress | None = None,
+) -> Iterator[object]:
+    """`engine.map` for a step: task progress in the step's log, the run's transfer override for the zone rule."""
+    return engine.map(fn, items, labels, context.log.info, progress, override=context.run.tags.get(OVERRIDE_TAG))
 
 
 def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:

@@ -18,7 +18,15 @@ import polars as pl
 from curation_assets.core.dedup import DedupParams, cluster, ledger_summary, signatures
 from curation_assets.core.frames import StepOutput, empty_frame
 from curation_assets.core.minhash import empty_ledger
-from curation_assets.steps.common import drop_rate, enforce_transfers, pod, source_step, step_checks, traceable
+from curation_assets.steps.common import (
+    drop_rate,
+    enforce_transfers,
+    pod,
+    run_tasks,
+    source_step,
+    step_checks,
+    traceable,
+)
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 
@@ -61,7 +69,7 @@ def build_signatures(cfg, version: str) -> list:
         seen = {"rows": 0, "bytes": 0}
 
         def parts():
-            for frames, nbytes in engine.map(signature_task, tasks, labels, context.log.info, progress):
+            for frames, nbytes in run_tasks(context, engine, signature_task, tasks, labels, progress):
                 seen["rows"] += sum(f.height for f in frames)
                 seen["bytes"] += nbytes
                 yield from frames

@@ -29,6 +29,7 @@ from curation_assets.steps.common import (
     drop_rate,
     enforce_transfers,
     failed_checks_of_latest,
+    run_tasks,
     source_step,
     step_checks,
 )
@@ -98,7 +99,7 @@ def build(cfg, version: str, with_model: bool) -> list:
         labels = (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
         spill = tempfile.TemporaryDirectory(prefix="filtered-")
         ledgers = []
-        for k, marked in enumerate(engine.map(mark_task, tasks, labels, context.log.info, progress)):
+        for k, marked in enumerate(run_tasks(context, engine, mark_task, tasks, labels, progress)):
             marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
             ledgers.append(ledger_of(marked))
         ledger = partition_ledger(ledgers, params)
@@ -158,8 +159,13 @@ def build(cfg, version: str, with_model: bool) -> list:
 
         @source_step(version, t.pod, description=doc)
         def filtered(
-            context: dg.AssetExecutionContext, raw: pl.LazyFrame, lid: LanguageIdResource, cost_guard: CostGuard
+            context: dg.AssetExecutionContext,
+            raw: pl.LazyFrame,
+            lid: LanguageIdResource,
+            cost_guard: CostGuard,
+            store: ObjectStore,
+            engine: RayEngine,
         ):
-            yield from materialize(context, raw, None, lid, cost_guard, None)
+            yield from materialize(context, raw, None, lid, cost_guard, store, engine)
 
     return [filtered, step_checks("filtered", {"drop_rate": drop_rate(t.max_drop_rate)})]

@@ -3,8 +3,8 @@ quarantine. Checks: `drop_rate`, `records_accounted`, `no_cross_zone_bytes`."""
 
 import functools
 import os
-from dataclasses import dataclass, replace
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import dagster as dg
 import polars as pl
@@ -12,7 +12,7 @@ import polars as pl
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
 from curation_assets.core.readers import ShardResult, detect_format, read_shard
-from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
+from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore, kind_of
@@ -180,7 +180,7 @@ def build(cfg, version: str) -> list:
         def shards() -> Iterator[pl.DataFrame]:
             # a source whose every record is broken still has an (empty) part
             yield with_tokens(empty_frame(DOC_SCHEMA), tokenizer)
-            for res in engine.map(read_task, tasks, [t.shard for t in tasks], context.log.info, progress):
+            for res in run_tasks(context, engine, read_task, tasks, [t.shard for t in tasks], progress):
                 seen["records"] += res.records_seen
                 seen["bytes"] += res.bytes_read
                 quarantine.append(res.quarantine)

@@ -12,13 +12,12 @@ from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame
 from curation_assets.core.generators import generate
 from curation_assets.core.prompts import llm_requests
 from curation_assets.core.synthesis import SYNTH_SCHEMA, generated, llm_generated, seeds_of
-from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks, with_tokens
+from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 from resources.synthetic import SyntheticBackend
 from resources.tokenizer import TokenizerResource
-
 
 # Seeds per generator task: enough work to amortise a task (~ms each), few enough that a slow document's task does
 # not hold the step back.
@@ -89,7 +88,7 @@ def build(cfg, version: str) -> list:
         ]
         progress = Progress(total=len(tasks))
         labels = [f"{t.generator} seeds {t.seeds['doc_id'][0]}.." for t in tasks]
-        parts = list(engine.map(generate_task, tasks, labels, context.log.info, progress))
+        parts = list(run_tasks(context, engine, generate_task, tasks, labels, progress))
         if params.llm_templates:
             parts.append(with_tokens(llm_generated(docs_in, params, llm, synth_backend.llm_params), tokenizer))
         made = pl.concat([with_tokens(empty_frame(SYNTH_SCHEMA), tokenizer), *parts])

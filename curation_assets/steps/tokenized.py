@@ -3,8 +3,8 @@ format `core/megatron.py`). Checks (they re-read what was persisted): `index_mat
 `sample_decodes`, `no_cross_zone_bytes`."""
 
 import functools
-import itertools
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from curation_assets.steps.common import (
     freshness_policy,
     own_materialization,
     pod,
+    run_tasks,
     traceable,
 )
 from resources.cost_guard import CostGuard
@@ -105,7 +106,7 @@ def build(cfg, version: str) -> list:
             batches = mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True)
             tasks = (EncodeTask(frame["text"].to_list(), recipe.tokenizer) for frame in batches)
             labels = (f"batch {k}" for k in itertools.count())
-            return engine.map(encode_task, tasks, labels, context.log.debug, progress)
+            return run_tasks(context, engine, encode_task, tasks, labels, progress)
 
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
         # predicted from `n_tokens` (counted by the same encoding in `raw`); the check asserts the shards match.
