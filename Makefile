@@ -7,6 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.curation/dagster
 .PHONY: install run test dev bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "installing curation and its dependencies into $(VENV) (a few minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -24,12 +25,14 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# the UI's runs share the instance's embedded Ray cluster; it is stopped (by its own PIDs) when the UI exits
 dev: install
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml; status=$$?; $(VENV)/bin/curation ray-stop; exit $$status
 
 bench: install
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_tokenize.py
+	$(PY) benchmarks/bench_graph.py
 
 clean:
 	rm -rf .curation

@@ -91,11 +91,21 @@ class LocalCluster:
                 return address, False
             self.stop()  # leftovers of a cluster that died half-way
             port = _free_port()
+            # Every fixed default port (client server 10001, dashboard 8265, its agent 52365, ...) is replaced by a
+            # free one, so two instances' clusters (or a test's) never collide.
+            fixed = (
+                "ray-client-server",
+                "dashboard",
+                "dashboard-agent-listen",
+                "dashboard-agent-grpc",
+                "metrics-export",
+            )
             cmd = [
                 str(Path(sys.executable).with_name("ray")),
                 "start",
                 "--head",
                 f"--port={port}",
+                *(f"--{name}-port={_free_port()}" for name in fixed),
                 f"--num-cpus={num_cpus}",
                 "--include-dashboard=false",
                 "--disable-usage-stats",
