@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from curation_assets.core.loader import OfflineSource, OnlineSource, sequences  # noqa: E402
-from curation_assets.core.readers import detect_format, read_shard  # noqa: E402
-from curation_assets.core.tokens import text_batches, tokenize_docs  # noqa: E402
-from resources.tokenizer import TokenizerResource  # noqa: E402
+from curation_assets.core.loader import OfflineSource, OnlineSource, sequences
+from curation_assets.core.readers import detect_format, read_shard
+from curation_assets.core.tokens import text_batches, tokenize_docs
+from resources.tokenizer import TokenizerResource
 
 SEQ = 2048
 
@@ -70,7 +70,7 @@ def main() -> None:
             # shards for the offline path, written once
             out, shards = Path(tmp) / f"t{threads}", []
             out.mkdir()
-            for s in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, 1 << 24):
+            for s in tokenize_docs(map(tok.encode_arrays, text_batches(docs)), tok.eot_id, tok.vocab_size, 1 << 24):
                 (out / f"{s.name}.bin").write_bytes(s.data)
                 shards.append({"name": s.name, "bin": f"{s.name}.bin", "tokens": int(s.lengths.sum())})
             (out / "manifest.json").write_text(json.dumps({"dtype": "<i4", "shards": shards}))
@@ -80,7 +80,9 @@ def main() -> None:
                 "bare.encode_ordinary_batch": lambda: enc.encode_ordinary_batch(texts, num_threads=threads),
                 "tokenized.tokenize_docs": lambda: sum(
                     len(s.data)
-                    for s in tokenize_docs(text_batches(docs), tok.encode_arrays, tok.eot_id, tok.vocab_size, 1 << 24)
+                    for s in tokenize_docs(
+                        map(tok.encode_arrays, text_batches(docs)), tok.eot_id, tok.vocab_size, 1 << 24
+                    )
                 ),
                 "loader.online": lambda: sum(
                     1

@@ -39,6 +39,10 @@ RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "POLARS_MAX_THREADS": "1",
+    # Ray 2.60 turns token auth on for `ray start` whenever ~/.ray/auth_token exists (any earlier `ray.init()` writes
+    # one), and then refuses drivers without the token: the embedded cluster listens on loopback only, so auth is off
+    # on both sides, whatever the home directory holds.
+    "RAY_AUTH_MODE": "disabled",
 }
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
@@ -264,10 +268,17 @@ class RayEngine(dg.ConfigurableResource):
         log: Callable[[str], None] | None = None,
         progress: Progress | None = None,
         override: str | None = None,
+        inline: bool = False,
     ) -> Iterator[object]:
         """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
         cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
         function) and return (result, documents). A task that fails for good raises, naming its item's label."""
+        if inline:  # in this process, in order (a traced run: the step's trace then shows every task's work)
+            for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
+                result, stats = run_task(fn, item, label)
+                self._record(stats, log, progress)
+                yield result
+            return
         self.connect(override)  # first: it sets the loopback environment Ray reads when it is imported
         import ray
 
@@ -290,11 +301,15 @@ class RayEngine(dg.ConfigurableResource):
         except ray.exceptions.RayError as e:
             cause = getattr(e, "cause", None) or e  # the core's own exception, without Ray's wrapping
             raise RuntimeError(f"task {label} failed: {type(cause).__name__}: {cause}") from e
+        RayEngine._record(stats, log, progress)
+        return result
+
+    @staticmethod
+    def _record(stats: TaskStats, log, progress: Progress | None) -> None:
         if progress is not None:
             progress.tasks.append(stats)
             if log:
                 log(
-                    f"{label}: {len(progress.tasks)}/{progress.total} tasks done, {stats.docs} docs in "
+                    f"{stats.label}: {len(progress.tasks)}/{progress.total} tasks done, {stats.docs} docs in "
                     f"{stats.seconds:.2f} s, peak RSS {stats.peak_rss_bytes / 2**20:.0f} MB"
                 )
-        return result

@@ -1,70 +1,141 @@
-import os
-import socket
+"""Session fixtures: the one shared run of the bundled sample, the shared development corpus, the loopback S3 server
+and an S3 proxy that injects faults; and the hooks that start the background jobs (tests/background.py).
+
+The test pyramid: tests/core/ (the pure cores, one module each, seconds), tests/steps/ (one asset materialized
+against stand-in upstreams), tests/resources/ (persistence), and at the top the graph, the deployment and the UI.
+Every test that only reads what the whole graph produces on the bundled sample reads `sample_run`: one `curation
+run` into a throw-away data root and DAGSTER_HOME, made once per session, in the background.
+"""
+
+from __future__ import annotations
+
+import time
+import types
 from pathlib import Path
 
 import pytest
 
-def _origin_checkout() -> list[Path]:
-    """The checkout this one was cloned from, when it is a local path: CI clones main into a temp directory, and
-    `../shared` is next to the original checkout, not next to the clone."""
-    import subprocess
+# helpers that assert (their failures show the compared values, as in a test module)
+pytest.register_assert_rewrite("tests.helpers", "tests.core.reading")
 
-    url = subprocess.run(
-        ["git", "-C", str(Path(__file__).parent), "config", "--get", "remote.origin.url"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return [Path(url).resolve()] if url and "://" not in url and ":" not in url.split("/")[0] else []
+from tests.background import background, clean_env, workers
+from tests.helpers import corpus_yaml as _corpus_yaml
+from tests.helpers import (
+    ensure_ray,
+    find_shared_corpus,
+    free_port,
+    ray_dir,
+    restore_environment,
+    s3_server,
+    session_environment,
+    stop_ray,
+    stop_s3_server,
+)
 
-
-# The shared development corpus: $CURATION_SHARED_CORPUS, else ../shared/corpus next to the checkout or next to the
-# checkout it was cloned from.
-SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("CURATION_SHARED_CORPUS"),) if p] + [
-    root.parent / "shared" / "corpus" for root in [Path(__file__).resolve().parents[1], *_origin_checkout()]
-]
 FIXTURES = Path(__file__).parent / "fixtures"
+_STARTED = pytest.StashKey[float]()
+_SAVED_ENV = pytest.StashKey[dict]()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --- background jobs --------------------------------------------------------------------------------------------
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin's
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background(name): the test reads the result of a background job")
+    # the S3 test credentials and one embedded Ray cluster for the whole session (tests.helpers.ray_dir)
+    config.stash[_SAVED_ENV] = session_environment(config._tmp_path_factory.getbasetemp() / "ray")
+
+
+def _needs(item) -> set[str]:
+    names = {m.args[0] for m in item.iter_markers("background")}
+    return names | {f for f in getattr(item, "fixturenames", ()) if f in background.jobs}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that need a background job run after all the others (so that the jobs have the session to finish),
+    in the order their jobs are expected to finish (`Background.expected_ends`); ties keep the collection order."""
+    needs = {item: _needs(item) for item in items}
+    ends = background.expected_ends(set().union(*needs.values()) if needs else set())
+    due = {item: max((ends[j] for j in needs[item]), default=-1.0) for item in items}
+    items[:] = sorted(items, key=lambda it: due[it])
+
+
+def pytest_collection_finish(session):
+    session.config.stash[_STARTED] = time.monotonic()
+    if session.config.option.collectonly:
+        return
+    needed = set().union(*(_needs(item) for item in session.items)) if session.items else set()
+    factory = session.config._tmp_path_factory
+    background.start(needed, tmp=lambda name: factory.mktemp(f"bg-{name}", numbered=True))
+
+
+def pytest_sessionfinish(session):
+    workers.close()
+    stop_s3_server()
+    stop_ray()
+
+
+def pytest_unconfigure(config):
+    if _SAVED_ENV in config.stash:
+        restore_environment(config.stash[_SAVED_ENV])
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """When each background job ran (seconds since collection finished), for whoever tunes the suite's wall time."""
+    if background.started and _STARTED in config.stash:
+        terminalreporter.write_sep("-", "background jobs (start -> end, s after collection)")
+        for line in background.summary(config.stash[_STARTED]):
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_driver_of_the_session():
+    """After each test module, this process is a Ray driver of the session's cluster or of none. A step run in this
+    process connects it to a cluster as a driver (`RayEngine.connect`, once per process); a module that connects it
+    to a cluster of its own and then stops that cluster would leave a driver that Ray kills (exit 1, no report) once
+    it notices the cluster is gone, and the next module's steps would find Ray "initialized" on a dead cluster. A
+    connection to the session's cluster is kept: every new connection is a new Ray job, whose tasks need worker
+    processes of their own (a few CPU seconds each to start)."""
+    yield
+    import json
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    state = ray_dir() / "cluster.json"
+    session = json.loads(state.read_text())["address"] if state.exists() else None
+    if ray.get_runtime_context().gcs_address != session:
+        ray.shutdown()
+
+
+# --- the shared run of the bundled sample -----------------------------------------------------------------------
+@background.job("sample_run", cost=60, first=True)  # first: most tests that wait wait for it
+def _sample_run(tmp: Path) -> types.SimpleNamespace:
+    """`curation run` of the embedded default (bundled sources, recipe and thresholds) into `tmp/data`, recorded in
+    the instance at `tmp/home`; its output (the table and the mixture) in `tmp/run.log`. Partitions one at a time
+    (CURATION_WORKERS=1: on this 2-core machine the session already runs jobs side by side; the pool of
+    `curation run` is exercised by the S3 run, tests/test_pipeline.py), the steps' tasks on the session's Ray
+    cluster."""
+    home, root, log = tmp / "home", tmp / "data", tmp / "run.log"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_ray()
+    env = clean_env(DAGSTER_HOME=home, CURATION_DATA_ROOT=root, CURATION_WORKERS=1)
+    code = workers.run(["cli", "run"], env, log)
+    assert code == 0, f"curation run of the bundled sample exited {code}:\n{log.read_text()[-5000:]}"
+    return types.SimpleNamespace(home=home, root=root, log=log, env=env)
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 API (moto's threaded server) on loopback, with a `curation` bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    # moto serves S3 Express directory buckets (`name--use1-az4--x-s3`) as plain buckets and has no CreateSession:
-    # botocore must sign them like any bucket.
-    env = dict(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_S3_DISABLE_EXPRESS_SESSION_AUTH="true",
-    )
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="curation")
-    yield endpoint
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def sample_run() -> types.SimpleNamespace:
+    """The session's one run of the whole graph on the bundled sample: `.home` (DAGSTER_HOME), `.root` (data root),
+    `.log` (what `curation run` printed), `.env` (its environment). Read it, never write to it: a test that changes
+    config, data or the instance makes a run of its own (or stages the upstreams it needs: `helpers.stage`)."""
+    return background.result("sample_run")
 
 
-def find_shared_corpus() -> Path | None:
-    return next((p for p in SHARED_CANDIDATES if (p / "manifest.json").is_file()), None)
-
-
+# --- the shared development corpus -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def shared_corpus() -> Path:
     path = find_shared_corpus()
@@ -76,13 +147,14 @@ def shared_corpus() -> Path:
 @pytest.fixture
 def corpus_yaml(shared_corpus, tmp_path):
     """A copy of a tests/fixtures YAML whose `../../../shared/corpus` URIs point at the corpus actually found."""
+    return lambda name: _corpus_yaml(name, shared_corpus, tmp_path)
 
-    def copy(name: str) -> str:
-        out = tmp_path / name
-        out.write_text((FIXTURES / name).read_text().replace("../../../shared/corpus", str(shared_corpus)))
-        return str(out)
 
-    return copy
+# --- S3 on loopback ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto's threaded server, in a process of its own) on loopback, with a `curation` bucket."""
+    return s3_server()
 
 
 S3_ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
@@ -95,7 +167,6 @@ def s3_proxy(s3_endpoint):
     (status, code) (answer with that S3 error), so a test can inject faults and prove which calls were made."""
     import http.client
     import threading
-    import types
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
 

@@ -1,3 +1,7 @@
+"""Automation: landing-zone sensors (local and S3) register and ingest new sources and miss nothing; declarative
+conditions make each step follow its upstream, and hold `filtered` and the mixture back behind failed blocking
+checks."""
+
 import os
 import time
 from datetime import datetime
@@ -7,11 +11,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from curation_assets.defs.sensors import LANDING_TAG
 from curation_assets.config import load_config
-from curation_assets.defs import build_definitions
 from curation_assets.config.settings import Settings
-from resources.storage import ObjectStore
+from curation_assets.defs import build_definitions
+from curation_assets.defs.sensors import LANDING_TAG
+from resources.store import ObjectStore
 
 
 def defs_with_landing(tmp_path, uri: str) -> dg.Definitions:

@@ -1,11 +1,14 @@
+"""The code location: the nine assets in order with code versions, checks and pod sizes; the executor by environment;
+the register_sources sensor; the nightly schedules."""
+
 import json
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from curation_assets.config import load_config
-from curation_assets.defs import build_definitions
 from curation_assets.config.settings import Settings
+from curation_assets.defs import build_definitions
 
 ASSETS = [
     "raw",

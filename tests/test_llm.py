@@ -1,4 +1,5 @@
-"""The OpenAI-compatible client against a real HTTP server on loopback (tests/openai_stub.py, a stand-in)."""
+"""resources/llm.py: the OpenAI-compatible client against a real HTTP server on loopback (tests/openai_stub.py, a
+stand-in)."""
 
 import json
 import subprocess
@@ -6,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from resources.llm import Budget, ChatClient, Request, ResultCache, cache_key, prompt_bound
-from resources.storage import ObjectStore
+from curation_assets.core.prompts import Request, cache_key
+from resources.llm import Budget, ChatClient, ResultCache, prompt_bound
+from resources.store import ObjectStore
 from tests.openai_stub import StubServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +104,7 @@ def test_cache_answers_a_rerun_without_calls(tmp_path):
 CRASHING_RUN = """
 import sys
 from resources.llm import ChatClient, ResultCache
-from resources.storage import ObjectStore
+from resources.store import ObjectStore
 from tests.test_llm import requests
 c = ChatClient(sys.argv[1], "stub-model", concurrency=2, backoff_s=0.01, timeout_s=60,
                cache=ResultCache(sys.argv[2], ObjectStore()))

@@ -1,45 +1,49 @@
-"""End to end: the whole graph through the CLI's runner, on a real (temporary) instance and real files."""
+"""End to end: the whole graph through `curation run`, on real (temporary) instances and real files.
+
+The embedded default is the session's shared run (`sample_run`); the torture set, the shared corpus and the S3 data
+root are runs of their own (other config, other data root), made by background jobs while other tests run.
+"""
 
 import json
 import re
+import types
 from pathlib import Path
 
-import dagster as dg
-import polars as pl
 import pytest
 import yaml
 
 from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
-from resources.cost_guard import CostGuard
-from curation_assets.config.settings import Settings
-from resources.storage import ObjectStore, ParquetIOManager
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def latest(instance: dg.DagsterInstance, asset: str, partition: str | None) -> dict:
-    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
-    (rec,) = instance.fetch_materializations(flt, limit=1).records
-    return {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
-
-
-def check_results(instance: dg.DagsterInstance) -> list[tuple[str, str, bool]]:
-    out = []
-    for run_rec in instance.get_run_records():
-        for ev in instance.get_records_for_run(
-            run_rec.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records:
-            data = ev.event_log_entry.dagster_event.event_specific_data
-            out.append((data.asset_key.to_user_string(), data.check_name, data.passed))
-    return out
+from tests.background import background, clean_env, workers
+from tests.helpers import (
+    FIXTURES,
+    check_results,
+    corpus_yaml,
+    ensure_ray,
+    find_shared_corpus,
+    latest,
+    local_settings,
+    open_instance,
+    s3_server,
+    snapshot,
+)
 
 
-def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_no_op(tmp_path, capsys):
-    settings = Settings(data_root=str(tmp_path / "data"))
+def curation_run(tmp: Path, **env) -> types.SimpleNamespace:
+    """`curation run` in a run worker with its own DAGSTER_HOME (`tmp/home`) and `env` (CURATION_* variables); by
+    default one partition at a time (CURATION_WORKERS=1: on this 2-core machine the session already runs jobs side by
+    side), the steps' tasks on the session's Ray cluster."""
+    home, log = tmp / "home", tmp / "run.log"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_ray()
+    code = workers.run(["cli", "run"], clean_env(DAGSTER_HOME=home, **{"CURATION_WORKERS": 1, **env}), log)
+    return types.SimpleNamespace(code=code, home=home, log=log, output=lambda: log.read_text()[-5000:])
+
+
+def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_no_op(sample_run, capsys):
     cfg = load_config()
-    with dg.instance_for_test() as instance:
-        assert run(instance, settings, force=False)
+    with open_instance(sample_run.home) as instance:
         for asset in ALL_ASSETS:
             for part in cfg.source_names if asset in SOURCE_ASSETS else [None]:
                 md = latest(instance, asset, part)
@@ -57,32 +61,47 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
         assert {(a, c) for a, c, _ in checks} >= {
             ("raw", "records_accounted"),
             ("mixed", "weights_honoured"),
+            ("mixed", "sources_fresh"),  # every source fresh: mixed passes sources_fresh
             ("tokenized", "index_matches_tokens"),
         }
+        assert {a for a, c, _ in checks if c == "no_cross_zone_bytes"} == set(ALL_ASSETS)  # a check step per asset
         assert all(passed for _, _, passed in checks), [c for c in checks if not c[2]]
-        table = capsys.readouterr().out
-        assert re.search(r"^tokenized +default ", table, re.M)
+        assert re.search(r"^tokenized +default ", sample_run.log.read_text(), re.M)  # the table `curation run` printed
 
+        # nothing changed: a second `curation run` recomputes nothing (and prints the same table)
         runs = len(instance.get_run_records())
-        manifest = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["manifest.json"]
-        sha = [s["bin_sha256"] for s in json.loads(Path(manifest).read_text())["shards"]]
-        assert run(instance, settings, force=False)
-        assert len(instance.get_run_records()) == runs  # nothing changed: nothing recomputed
-        assert run(instance, settings, force=True)
-        manifest = json.loads((tmp_path / "data/tokenized/_all/_latest.json").read_text())["files"]["manifest.json"]
-        assert [s["bin_sha256"] for s in json.loads(Path(manifest).read_text())["shards"]] == sha  # byte-identical
+        assert run(instance, local_settings(data_root=str(sample_run.root)), force=False)
+        assert len(instance.get_run_records()) == runs
+    assert re.search(r"^tokenized +default ", capsys.readouterr().out, re.M)
 
 
-def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus, corpus_yaml, tmp_path):
-    settings = Settings(
-        data_root=str(tmp_path / "data"),
-        sources=corpus_yaml("torture_sources.yaml"),
-        recipe=str(FIXTURES / "torture_recipe.yaml"),
+@background.job("torture_run", cost=50)
+def _torture_run(tmp: Path) -> types.SimpleNamespace:
+    corpus = find_shared_corpus()
+    if corpus is None:
+        pytest.skip("the shared development corpus (../shared/corpus) is not on this machine")
+    return curation_run(
+        tmp,
+        CURATION_DATA_ROOT=tmp / "data",
+        CURATION_SOURCES=corpus_yaml("torture_sources.yaml", corpus, tmp),
+        CURATION_RECIPE=FIXTURES / "torture_recipe.yaml",
     )
-    with dg.instance_for_test() as instance:
-        assert run(instance, settings, force=False)  # the whole graph finishes
+
+
+@pytest.mark.background("torture_run")
+def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(shared_corpus):
+    import dagster as dg
+    import polars as pl
+
+    from resources.cost_guard import CostGuard
+    from resources.io_manager import ParquetIOManager
+    from resources.store import ObjectStore
+
+    res = background.result("torture_run")
+    assert res.code == 0, res.output()  # the whole graph finishes
+    with open_instance(res.home) as instance:
         md = latest(instance, "raw", "torture")
-    io = ParquetIOManager(base_uri=settings.data_root, store=ObjectStore(), cost_guard=CostGuard())
+    io = ParquetIOManager(base_uri=str(res.home.parent / "data"), store=ObjectStore(), cost_guard=CostGuard())
     docs = io.scan(dg.AssetKey("raw"), "torture").collect()
     quarantine = io.scan(dg.AssetKey("raw"), "torture", dropped=True).collect()
     ids = docs.with_columns(pl.col("meta").str.json_path_match("$.id").alias("id"))
@@ -108,23 +127,33 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
     assert quarantine["location"].str.contains(r"^(line|row|record|frame):\d+$|^file$").all()
 
 
-@pytest.mark.slow
-def test_shared_corpus_in_every_format_runs_the_whole_graph(corpus_yaml, tmp_path):
+@background.job("shared_corpus_run", cost=240)
+def _shared_corpus_run(tmp: Path) -> types.SimpleNamespace:
+    corpus = find_shared_corpus()
+    if corpus is None:
+        pytest.skip("the shared development corpus (../shared/corpus) is not on this machine")
     # web-warc is web again in another container: corpus-wide dedup removes all of it (kept in web, first in the
     # priority order), which deduped's drop_rate check would stop as a source ingested twice; let it through here.
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
     thresholds["deduped"]["max_drop_rate"] = 1.0
     # the same pages are filtered the same way (incl. web's quality cut), so every web-warc survivor is a web one
     thresholds["filtered"]["per_source"]["web-warc"] = thresholds["filtered"]["per_source"]["web"]
-    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
-    settings = Settings(
-        data_root=str(tmp_path / "data"),
-        sources=corpus_yaml("shared_corpus_sources.yaml"),
-        recipe=str(FIXTURES / "shared_corpus_recipe.yaml"),
-        thresholds=str(tmp_path / "thresholds.yaml"),
+    (tmp / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
+    return curation_run(
+        tmp,
+        CURATION_DATA_ROOT=tmp / "data",
+        CURATION_SOURCES=corpus_yaml("shared_corpus_sources.yaml", corpus, tmp),
+        CURATION_RECIPE=FIXTURES / "shared_corpus_recipe.yaml",
+        CURATION_THRESHOLDS=tmp / "thresholds.yaml",
     )
-    with dg.instance_for_test() as instance:
-        assert run(instance, settings, force=False)
+
+
+@pytest.mark.slow
+@pytest.mark.background("shared_corpus_run")
+def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
+    res = background.result("shared_corpus_run")
+    assert res.code == 0, res.output()
+    with open_instance(res.home) as instance:
         raw = {s: latest(instance, "raw", s) for s in ["web", "web-warc", "code", "books", "multilingual"]}
         warc = latest(instance, "deduped", "web-warc")
         assert warc["rows_out"] == 0 and warc["rows_dropped"] == warc["rows_in"] > 0  # every filtered doc of it
@@ -138,14 +167,34 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(corpus_yaml, tmp_pat
     assert all(r["rows_dropped"] == 0 for r in raw.values())
 
 
+@background.job("s3_graph_run", cost=100)
+def _s3_graph_run(tmp: Path) -> types.SimpleNamespace:
+    """The embedded default with the data root on S3, its partitions at once in the pool of `curation run` (two
+    worker processes: CURATION_WORKERS=2, the default on this machine)."""
+    endpoint = s3_server()
+    res = curation_run(tmp, CURATION_DATA_ROOT="s3://curation/e2e", CURATION_S3_ENDPOINT=endpoint, CURATION_WORKERS=2)
+    res.endpoint = endpoint
+    return res
+
+
 @pytest.mark.s3
-def test_whole_graph_with_the_data_root_on_s3(s3_endpoint):
-    settings = Settings(data_root="s3://curation/e2e", s3_endpoint=s3_endpoint)
-    with dg.instance_for_test() as instance:
-        assert run(instance, settings, force=False)
+@pytest.mark.background("s3_graph_run")
+def test_whole_graph_with_the_data_root_on_s3_writes_what_the_local_run_writes(sample_run):
+    from resources.store import ObjectStore
+
+    res = background.result("s3_graph_run")
+    assert res.code == 0, res.output()
+    with open_instance(res.home) as instance:
         assert latest(instance, "tokenized", None)["tokens"] > 0
         md = latest(instance, "raw", "web")
         assert md["data_bytes_local"] > 0 and md["data_cross_az_bytes"] == 0  # a local guard sees no zones
-    store = ObjectStore(endpoint_url=s3_endpoint)
-    manifest = json.loads(store.read_bytes("s3://curation/e2e/tokenized/_all/_latest.json"))
-    assert manifest["files"] and all(u.startswith("s3://curation/e2e/") for u in manifest["files"].values())
+    store = ObjectStore(endpoint_url=res.endpoint)
+    files = json.loads(store.read_bytes("s3://curation/e2e/tokenized/_all/_latest.json"))["files"]
+    assert files and all(u.startswith("s3://curation/e2e/") for u in files.values())
+    # Two clean runs of the same config (another instance, another kind of data root, partitions at once or one at a
+    # time) write the same bytes: every file of the current version of every asset partition
+    cfg = load_config()
+    partitions = {a: list(cfg.source_names) if a in SOURCE_ASSETS else [None] for a in ALL_ASSETS}
+    local = snapshot(ObjectStore(), str(sample_run.root), partitions)
+    assert len(local) > 2 * len(ALL_ASSETS) and {k.split("/")[0] for k in local} == set(ALL_ASSETS)
+    assert snapshot(store, "s3://curation/e2e", partitions) == local

@@ -1,59 +1,52 @@
 """Reliability: crash safety, determinism, write-once protected versions and one writer per asset partition.
 
-The pipeline runs as real run workers (subprocesses running `cli run` in process) on the bundled `web` source with a
-one-source recipe, on throw-away instances and data roots.
+The pipeline runs as real run workers (processes running `curation run`, forked by tests/workers.py) on the bundled
+`web` and `books` sources with a two-source recipe, on throw-away instances and data roots. The worker scenarios are
+background jobs (tests/background.py): they run while the session's other tests do.
 """
 
+import functools
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from curation_assets.cli import main as cli_main
 from curation_assets.config import load_config
-from curation_assets.defs import ASSETS
 from curation_assets.config.settings import Settings
-from resources import build_resources
 from curation_assets.core.frames import FileSetOutput
+from curation_assets.defs.jobs import ASSETS
+from resources import build_resources
 from resources.store import ObjectStore
 from resources.versions import PROTECTED, ProtectedVersionError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def mini_config(tmp_path: Path) -> dict[str, str]:
-    """web and books (the quality model's background and reference) of the bundled sample."""
-    cfg = load_config()
-    sources = tmp_path / "sources.yaml"
-    listed = [
-        {"name": s, "uris": [cfg.resolve_uri(u) for u in cfg.source(s).uris], "licence": cfg.source(s).licence}
-        for s in ("web", "books")
-    ]
-    sources.write_text(yaml.safe_dump({"sources": listed}))
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"recipe": {"name": "web-books", "weights": {"web": 1, "books": 1}}}))
-    return {"CURATION_SOURCES": str(sources), "CURATION_RECIPE": str(recipe)}
+from tests.background import background, clean_env, workers
+from tests.helpers import ensure_ray, local_settings, mini_config, s3_server
 
 
-def worker_cmd(tmp_path: Path, root: Path, home: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+def worker_env(tmp_path: Path, root, home: Path, **extra) -> dict[str, str]:
+    """The environment of a run worker on the web + books config, its own data root and instance; its partitions one
+    at a time (CURATION_WORKERS=1), so every write happens in the worker itself, the steps' tasks on the session's
+    Ray cluster."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")} | mini_config(tmp_path)
-    env |= {"CURATION_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    return [sys.executable, str(REPO / "tests" / "crash_worker.py"), *args], env
+    ensure_ray()
+    return clean_env(
+        **mini_config(tmp_path / "config"), CURATION_DATA_ROOT=root, DAGSTER_HOME=home, CURATION_WORKERS=1, **extra
+    )
 
 
-def worker(tmp_path: Path, root: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd, env = worker_cmd(tmp_path, root, home, *args)
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def worker(tmp_path: Path, root: Path, home: Path, *crash_in: str):
+    """`curation run` in a run worker, SIGKILLed in the middle of writing the asset `crash_in` when given: its exit
+    code and what it printed."""
+    log = tmp_path / f"{home.name}-{len(list(tmp_path.glob(home.name + '-*.log')))}.log"
+    task = ["crash", crash_in[0], "run"] if crash_in else ["cli", "run"]
+    code = workers.run(task, worker_env(tmp_path, root, home), log)
+    return code, log.read_text(errors="replace")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -83,32 +76,34 @@ def assert_nothing_partial(root: Path) -> None:
             json.loads(f.read_text())
 
 
-@pytest.mark.slow
-def test_a_worker_killed_in_the_middle_of_each_assets_write_leaves_nothing_partial_and_the_rerun_is_identical(
-    tmp_path,
-):
-    reference = worker(tmp_path, tmp_path / "clean-a", tmp_path / "home-a")
-    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
-    clean = snapshot(tmp_path / "clean-a")
-    assert {k.split("/")[0] for k in clean} == set(ASSETS)
-
-    # Determinism: a second clean run (another instance, another root) writes the same bytes.
-    again = worker(tmp_path, tmp_path / "clean-b", tmp_path / "home-b")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert snapshot(tmp_path / "clean-b") == clean
+@background.job("crash_and_rerun", cost=80)
+def crash_and_rerun(tmp_path: Path) -> None:
+    # An undisturbed run: the reference. (That two clean runs write the same bytes - another instance, another data
+    # root - is tests/test_pipeline.py's S3 run against the session's local run, every file of every asset.)
+    code, output = worker(tmp_path, tmp_path / "clean", tmp_path / "home-clean")
+    assert code == 0, output[-5000:]
+    reference = snapshot(tmp_path / "clean")
+    assert {k.split("/")[0] for k in reference} == set(ASSETS)
 
     # Crash safety: one worker dies in each asset's write in turn; each rerun resumes on the same instance and root.
+    # The outputs of the reruns are the undisturbed run's, byte for byte (so each rerun is deterministic, too).
     root, home = tmp_path / "crashed", tmp_path / "home-c"
     for asset in ASSETS:
         before = versions_of(root, asset)
-        killed = worker(tmp_path, root, home, asset)
-        assert killed.returncode == -9, (asset, killed.returncode, killed.stderr[-3000:])
+        code, output = worker(tmp_path, root, home, asset)
+        assert code == -9, (asset, code, output[-3000:])
         assert versions_of(root, asset) == before, f"{asset}: a version appeared although its writer died"
         assert_nothing_partial(root)
-    final = worker(tmp_path, root, home)
-    assert final.returncode == 0, final.stderr[-3000:]
-    assert snapshot(root) == clean, "after the crashes, the outputs differ from an undisturbed run"
+    code, output = worker(tmp_path, root, home)
+    assert code == 0, output[-3000:]
+    assert snapshot(root) == reference, "after the crashes, the outputs differ from an undisturbed run"
     assert_nothing_partial(root)
+
+
+@pytest.mark.slow
+@pytest.mark.background("crash_and_rerun")
+def test_a_worker_killed_in_the_middle_of_each_assets_write_leaves_nothing_partial_and_the_rerun_is_identical():
+    background.result("crash_and_rerun")  # the scenario and its assertions: crash_and_rerun above
 
 
 def materialize(io, asset: str, partition: str | None, payload: bytes) -> str:
@@ -169,24 +164,25 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
     assert io.load_files(dg.AssetKey("tokenized"), "web")["data.bin"].endswith(f"{made['tokenized'][-1]}/data.bin")
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where, tmp_path, request):
+def two_writers(tmp_path: Path, where: str) -> None:
     """Two run workers (two instances, as two machines sharing the data root) materialize raw[web] at once with
     slow writes: the second waits for the first (flock locally, a lease object on S3), their write windows do not
     overlap, and the published version is complete."""
     log = tmp_path / "windows.jsonl"
     if where == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
+        endpoint = s3_server()
         root, extra = f"s3://curation/concurrent-{os.urandom(4).hex()}", {"CURATION_S3_ENDPOINT": endpoint}
     else:
         root, extra = tmp_path / "data", {}
-    procs = []
-    for i in range(2):
-        cmd, env = worker_cmd(tmp_path, root, tmp_path / f"home-{i}", "--raw-slowly", str(log))
-        env |= extra
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
+    runs = [
+        workers.submit(
+            ["raw-slowly", str(log)], worker_env(tmp_path, root, tmp_path / f"home-{i}", **extra), tmp_path / f"{i}.log"
+        )
+        for i in range(2)
+    ]
+    codes = [r.result(timeout=600) for r in runs]
+    outputs = [(tmp_path / f"{i}.log").read_text(errors="replace") for i in range(2)]
+    assert codes == [0, 0], [o[-3000:] for o in outputs]
     windows = sorted((w["start"], w["end"]) for w in map(json.loads, log.read_text().splitlines()))
     assert len(windows) == 2
     (s1, e1), (s2, e2) = windows
@@ -201,10 +197,48 @@ def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where, tmp_
         assert_nothing_partial(root)
 
 
-def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
-    from curation_assets.defs import CURATE_SOURCE, INGEST_SOURCE, build_definitions
+for _where in ("local", "s3"):
+    # light: the writers mostly sleep (a second per file written)
+    background.job(f"two_writers_{_where}", cost=25, light=True)(lambda tmp, where=_where: two_writers(tmp, where))
+
+
+@pytest.mark.parametrize(
+    "where", [pytest.param(w, marks=pytest.mark.background(f"two_writers_{w}")) for w in ("local", "s3")]
+)
+def test_two_runs_of_the_same_partition_never_write_at_the_same_time(where):
+    background.result(f"two_writers_{where}")  # the scenario and its assertions: two_writers above
+
+
+@functools.cache
+def small_books() -> tuple[tuple[str, bytes], ...]:
+    """The bundled books shards (JSONL.zst and Parquet), each cut to its first 50 documents: two shards as before,
+    small enough that three runs through the fault-injecting proxy stay quick."""
+    import io
+
+    import polars as pl
+    import zstandard
 
     books = load_config().source("books")
+    out = []
+    for path in sorted(Path(load_config().resolve_uri(books.uris[0])).parent.glob("part-*")):
+        if path.name.endswith(".jsonl.zst"):
+            lines = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30).splitlines()
+            data = zstandard.ZstdCompressor().compress(b"\n".join(lines[:50]) + b"\n")
+        else:
+            buf = io.BytesIO()
+            pl.read_parquet(path).head(50).write_parquet(buf)
+            data = buf.getvalue()
+        out.append((path.name, data))
+    assert [n.split(".", 1)[1] for n, _ in out] == ["jsonl.zst", "parquet"]
+    return tuple(out)
+
+
+def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProcessResult:
+    import yaml
+
+    from curation_assets.defs import build_definitions
+    from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+
     sources = tmp_path / "s3-sources.yaml"
     sources.write_text(
         yaml.safe_dump({"sources": [{"name": "books", "uris": ["s3://curation/faults-in/books/*"], "licence": "t"}]})
@@ -212,9 +246,9 @@ def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProces
     recipe = tmp_path / "s3-recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
     store = ObjectStore(endpoint_url=endpoint)
-    for path in sorted(Path(load_config().resolve_uri(books.uris[0])).parent.glob("part-*")):
-        store.write_bytes(f"s3://curation/faults-in/books/{path.name}", path.read_bytes())
-    settings = Settings(data_root=root, s3_endpoint=endpoint, sources=str(sources), recipe=str(recipe))
+    for name, data in small_books():
+        store.write_bytes(f"s3://curation/faults-in/books/{name}", data)
+    settings = local_settings(data_root=root, s3_endpoint=endpoint, sources=str(sources), recipe=str(recipe))
     defs = build_definitions(load_config(settings.sources, settings.recipe), settings)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["books"])

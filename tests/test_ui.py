@@ -1,9 +1,10 @@
 """The location used the way an operator uses it: through a real `dagster-webserver` process.
 
-The module fixture starts a standalone `dagster code-server start` and a `dagster-webserver` whose workspace loads it
-through a `grpc_server` entry (the shape deploy/ runs in the cluster), against a
-throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and a throw-away CURATION_DATA_ROOT.
-Through GraphQL it registers the `books` partition and runs `ingest_source` for it; then
+A background job (tests/background.py: it starts with the session and runs beside the other tests) starts a standalone
+`dagster code-server start` and a `dagster-webserver` whose workspace loads it through a `grpc_server` entry (the
+shape deploy/ runs in the cluster), against a throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a
+daemon) and a throw-away CURATION_DATA_ROOT. Through GraphQL it registers the `books` partition and runs
+`ingest_source` for it; then
 - test_graphql_curate_books: the location `curation` is LOADED with exactly the nine assets, the run succeeded, `raw`
   partition `books` is materialized by that run with rows_in / rows_out / tokens > 0, and
   raw's checks records_accounted and drop_rate (and any other check on raw) passed against that materialization;
@@ -12,6 +13,7 @@ Through GraphQL it registers the `books` partition and runs `ingest_source` for 
   lineage graph with all nine assets.
 """
 
+import atexit
 import json
 import os
 import re
@@ -26,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from curation_assets.defs import ASSETS as GRAPH_ASSETS
+from curation_assets.defs.jobs import ASSETS as GRAPH_ASSETS
+from tests.background import background, clean_env
+from tests.helpers import ensure_ray
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -110,16 +114,21 @@ def _wait_loaded(ws: Webserver) -> None:
         time.sleep(0.25)
 
 
-@pytest.fixture(scope="module")
-def webserver(tmp_path_factory):
-    home = tmp_path_factory.mktemp("dagster_home")
-    data_root = tmp_path_factory.mktemp("curation_data")
+def start_webserver(tmp: Path) -> Webserver:
+    """A standalone `dagster code-server start` and a `dagster-webserver` that loads it from a grpc_server entry (the
+    cluster's shape), on a throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and data
+    root; returns once the location is LOADED. The processes are killed by `Webserver.stop` (or at exit)."""
+    home = tmp / "dagster_home"
+    data_root = tmp / "curation_data"
+    home.mkdir()
+    data_root.mkdir()
     (home / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\n"
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     )
-    # the bundled embedded default: no CURATION_* overrides leak in from the caller's environment
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
+    # the bundled embedded default: no CURATION_* overrides leak in from the caller's environment (but the session's
+    # Ray cluster, which the runs' steps use)
+    env = clean_env()
     env.update(
         DAGSTER_HOME=str(home),
         CURATION_DATA_ROOT=str(data_root),
@@ -134,52 +143,9 @@ def webserver(tmp_path_factory):
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION}\n"
     )
     log = home / "webserver.log"
-    procs = []
-    with open(home / "code-server.log", "wb") as out:
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "dagster"),
-                    "code-server",
-                    "start",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(grpc_port),
-                    "-m",
-                    "curation_assets.defs",
-                    "--location-name",
-                    LOCATION,
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    deadline = time.monotonic() + LOAD_TIMEOUT
-    while subprocess.run(
-        [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True, env=env
-    ).returncode:
-        assert time.monotonic() < deadline, (home / "code-server.log").read_text()[-4000:]
-        time.sleep(0.5)
-    with open(log, "wb") as out:
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    ws = Webserver(port, procs[-1], log, data_root)
-    try:
-        _wait_loaded(ws)
-        yield ws
-    finally:
+    procs: list[subprocess.Popen] = []
+
+    def stop() -> None:
         # SIGTERM does not stop these servers promptly and their children (run workers) share their process groups
         for proc in procs:
             try:
@@ -187,6 +153,57 @@ def webserver(tmp_path_factory):
             except ProcessLookupError:
                 pass
             proc.wait(timeout=30)
+        procs.clear()
+
+    atexit.register(stop)
+    try:
+        with open(home / "code-server.log", "wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dagster"),
+                        "code-server",
+                        "start",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(grpc_port),
+                        "-m",
+                        "curation_assets.defs",
+                        "--location-name",
+                        LOCATION,
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + LOAD_TIMEOUT
+        while subprocess.run(
+            [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True, env=env
+        ).returncode:
+            assert time.monotonic() < deadline, (home / "code-server.log").read_text()[-4000:]
+            time.sleep(0.5)
+        with open(log, "wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        ws = Webserver(port, procs[-1], log, data_root)
+        ws.stop = stop
+        _wait_loaded(ws)
+        return ws
+    except BaseException:
+        stop()
+        raise
 
 
 ADD_PARTITION_M = """
@@ -196,8 +213,7 @@ mutation($repo: RepositorySelector!, $def: String!, $key: String!) {
     ... on PythonError { message } ... on UnauthorizedError { message } } }"""
 
 
-@pytest.fixture(scope="module")
-def books_run(webserver):
+def run_books(webserver: Webserver) -> tuple[str, object, float]:
     """Register partition `books` and run ingest_source for it through GraphQL; (run_id, final status, seconds)."""
     from dagster import DagsterRunStatus
     from dagster_graphql import DagsterGraphQLClient
@@ -221,6 +237,35 @@ def books_run(webserver):
             break
         time.sleep(0.5)
     return run_id, status, time.monotonic() - t0
+
+
+@background.job("ui_books_run", cost=45, light=True)  # light: it waits for servers and a run to come up
+def _ui_books_run(tmp: Path) -> tuple[Webserver, tuple[str, object, float]]:
+    """The servers come up and the books run is launched while the session's other tests run."""
+    ensure_ray()
+    ws = start_webserver(tmp)
+    try:
+        return ws, run_books(ws)
+    except BaseException:
+        ws.stop()
+        raise
+
+
+@pytest.fixture(scope="module")
+def webserver(ui_books_run) -> Webserver:
+    ws, _ = ui_books_run
+    yield ws
+    ws.stop()
+
+
+@pytest.fixture(scope="module")
+def ui_books_run():
+    return background.result("ui_books_run")
+
+
+@pytest.fixture(scope="module")
+def books_run(ui_books_run) -> tuple[str, object, float]:
+    return ui_books_run[1]
 
 
 ASSET_KEYS_Q = """

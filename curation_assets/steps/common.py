@@ -83,8 +83,12 @@ def run_tasks(
     labels: Iterable[str],
     progress: Progress | None = None,
 ) -> Iterator[object]:
-    """`engine.map` for a step: task progress in the step's log, the run's transfer override for the zone rule."""
-    return engine.map(fn, items, labels, context.log.info, progress, override=context.run.tags.get(OVERRIDE_TAG))
+    """`engine.map` for a step: task progress in the step's log, the run's transfer override for the zone rule; a
+    traced run (`curation/trace`) runs the tasks in the step's own process, so its trace shows their work."""
+    tags = context.run.tags
+    return engine.map(
+        fn, items, labels, context.log.info, progress, override=tags.get(OVERRIDE_TAG), inline=TRACE_TAG in tags
+    )
 
 
 def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:

@@ -65,7 +65,7 @@ def build(cfg, version: str) -> list:
         params = t.for_source(context.partition_key)
         client, llm = None, None
         if params.llm_templates:
-            client = synth_backend.client(store, synth_backend.cache_uri, params.budget_tokens, params.budget_usd)
+            client = synth_backend.client(store, params.budget_tokens, params.budget_usd)
 
             def llm(template: str, texts: list[str]) -> list[dict | None]:
                 reqs = llm_requests(

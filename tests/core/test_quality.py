@@ -1,15 +1,11 @@
-"""quality_model: the pure core on literal frames, fastText training on real text, and the asset in the graph
-(trained on raw of its reference/background sources, scored by filtered, the configured fraction kept)."""
+"""core/quality.py: the quality classifier's training set, pre-sample and held-out metrics on literal frames, and
+fastText training on real text. (The asset in the graph: tests/steps/test_quality_model.py.)"""
 
-import json
-
-import dagster as dg
 import polars as pl
 import pytest
 import yaml
 
 from curation_assets.config import load_config
-from curation_assets.defs import INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, build_definitions
 from curation_assets.core.quality import (
     CC,
     HQ,
@@ -18,11 +14,8 @@ from curation_assets.core.quality import (
     fasttext_lines,
     held_out_metrics,
     one_line,
-    training_params,
     training_set,
 )
-from curation_assets.config.settings import Settings
-from resources import build_resources
 from resources.classifiers import QualityModel
 
 
@@ -96,11 +89,11 @@ def test_params_refuse_a_source_in_both_classes_and_a_cut_without_a_model(tmp_pa
     sources.write_text(yaml.safe_dump({"sources": [{"name": "books", "uris": ["x"], "licence": "t"}]}))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
-    assert training_params(load_config(sources, recipe)) is None  # no background source configured: no model
+    assert load_config(sources, recipe).quality_model_params is None  # no background source configured: no model
     cut = tmp_path / "thresholds.yaml"
     cut.write_text(yaml.safe_dump({"filtered": {"per_source": {"books": {"quality_keep_fraction": 0.5}}}}))
     with pytest.raises(ValueError, match="cuts by quality score"):
-        training_params(load_config(sources, recipe, cut))
+        _ = load_config(sources, recipe, cut).quality_model_params
 
 
 @pytest.fixture(scope="module")
@@ -124,65 +117,3 @@ def test_a_model_trained_on_real_text_separates_held_out_documents(shared_docs):
     again = QualityModel.train(fasttext_lines(fit), **params.fasttext)  # one thread, seeded: reproducible
     assert again.score(test["line"].to_list()) == scores.to_list()
     assert again.to_bytes() == model.to_bytes()
-
-
-def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the_configured_fraction(tmp_path):
-    settings = Settings(data_root=str(tmp_path / "data"))
-    cfg = load_config()
-    defs = build_definitions(cfg, settings)
-    with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("source", ["web", "books"])
-        for source in ("web", "books"):
-            res = defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key=source, instance=instance)
-            assert res.success
-        res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance)
-        assert res.success
-        md = res.asset_materializations_for_node("quality_model")[0].metadata
-        for key in ("held_out_precision", "held_out_recall", "held_out_f1", "held_out_auc"):
-            assert 0 <= md[key].value <= 1
-        assert md["held_out_auc"].value >= TrainingParams().min_auc
-        # balanced classes before the split
-        assert md["train_hq"].value + md["held_out_hq"].value == md["train_cc"].value + md["held_out_cc"].value
-        check = res.get_asset_check_evaluations()[0]
-        assert check.check_name == "held_out_quality" and check.passed
-        io = build_resources(settings, cfg.costs.model_dump())["io_manager"]
-        files = io.load_files(dg.AssetKey("quality_model"))
-        report = json.loads(io.store.read_bytes(files["training.json"]))
-        assert report["held_out_auc"] == md["held_out_auc"].value and report["params"]["reference"] == ["books"]
-
-        res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(partition_key="web", instance=instance)
-        assert res.success
-        ledger = pl.read_parquet(res.asset_materializations_for_node("filtered")[0].metadata["side_ledger"].value)
-        assert ledger["quality_score"].is_not_null().all()  # every document is scored, dropped ones too
-        cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
-        survivors = ledger.filter(pl.col("kept") | (pl.col("drop_reason") == "low_quality_score"))
-        fraction = cfg.thresholds.filtered.for_source("web")["quality_keep_fraction"]
-        assert abs(ledger["kept"].sum() / survivors.height - fraction) <= 0.02
-        assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
-        assert cut["drop_value"].equals(cut["quality_score"])
-
-
-def test_a_model_below_its_held_out_bar_fails_the_blocking_check_and_filtered_refuses_it(tmp_path):
-    from curation_assets.config import DEFAULT_THRESHOLDS
-
-    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
-    thresholds["quality_model"]["default"]["min_auc"] = 1.0  # the bundled sample's held-out AUC is below 1
-    path = tmp_path / "thresholds.yaml"
-    path.write_text(yaml.safe_dump(thresholds))
-    settings = Settings(data_root=str(tmp_path / "data"), thresholds=str(path))
-    defs = build_definitions(load_config(thresholds=path), settings)
-    with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("source", ["web", "books"])
-        for source in ("web", "books"):
-            defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key=source, instance=instance)
-        res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance, raise_on_error=False)
-        check = res.get_asset_check_evaluations()[0]
-        assert check.check_name == "held_out_quality" and not check.passed
-        assert check.metadata["held_out_auc"].value < 1.0
-        res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
-            partition_key="web", instance=instance, raise_on_error=False
-        )
-        assert not res.success
-        failure = next(e for e in res.all_events if e.is_step_failure)
-        assert "failed its blocking check ['held_out_quality']" in failure.step_failure_data.error.message
-        assert not res.asset_materializations_for_node("filtered")

@@ -12,7 +12,7 @@ from curation_assets.core.readers import detect_format, read_shard
 from curation_assets.core.tokens import sha256, text_batches, tokenize_docs
 from resources.tokenizer import TokenizerResource
 
-SAMPLE = Path(__file__).resolve().parents[1] / "curation_assets" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "curation_assets" / "sample"
 TOK = TokenizerResource()
 
 
@@ -31,7 +31,7 @@ def mixture() -> pl.DataFrame:
 def offline(mixture, tmp_path_factory) -> OfflineSource:
     out = tmp_path_factory.mktemp("tokenized")
     shards = []
-    for s in tokenize_docs(text_batches(mixture, 64), TOK.encode_arrays, TOK.eot_id, TOK.vocab_size, 20_000):
+    for s in tokenize_docs(map(TOK.encode_arrays, text_batches(mixture, 64)), TOK.eot_id, TOK.vocab_size, 20_000):
         (out / f"{s.name}.bin").write_bytes(s.data)
         (out / f"{s.name}.idx").write_bytes(s.index)
         shards.append(

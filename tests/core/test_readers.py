@@ -1,18 +1,28 @@
-"""readers.read_shard on the torture set, on one real shard per format, and on small literal inputs."""
+"""core/readers.py: read_shard on the torture set, on one real shard per format, on small literal inputs, and on hostile
+input (a 1 GiB line, decompression bombs: read in bounded memory and quarantined, never fatal). WARC framing:
+tests/core/test_warc.py."""
 
 import gzip
 import io
 import json
+import subprocess
+import sys
+import textwrap
+import zlib
 from pathlib import Path
 
 import polars as pl
 import pytest
+import zstandard
 
-from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, stable_id
+from curation_assets.core import readers
+from curation_assets.core.frames import stable_id
 from curation_assets.core.readers import ShardResult, detect_format, html_to_text, read_shard
+from tests.core.reading import check_contract, ids, read
+from tests.helpers import find_shared_corpus
 
-from conftest import find_shared_corpus
-
+REPO = Path(__file__).resolve().parents[2]
+GIB = 1 << 30
 CORPUS = find_shared_corpus() or Path("/nonexistent/shared/corpus")
 TORTURE = CORPUS / "torture"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is absent")
@@ -50,28 +60,6 @@ QUARANTINED = {
 
 # Bad lines that cannot name their id: a Python repr with single quotes, and a top-level array.
 UNNAMEABLE = {"924b7dbb6ff5e58d38c0ba855a31cb7fbd11acd0", "14090a0507b432ab76598cd180a1fa4c9e07d27e"}
-
-
-def read(path: Path, **kwargs) -> ShardResult:
-    with path.open("rb") as fh:
-        return read_shard(fh, fmt=detect_format(path.name), source="test", shard=path.name, **kwargs)
-
-
-def ids(result: ShardResult) -> list[str]:
-    return [json.loads(m)["id"] for m in result.docs["meta"]]
-
-
-def check_contract(result: ShardResult) -> None:
-    assert result.docs.schema == pl.Schema(DOC_SCHEMA)
-    assert result.quarantine.schema == pl.Schema(QUARANTINE_SCHEMA)
-    assert result.records_seen == result.docs.height + result.quarantine.height
-    for text in result.docs["text"]:
-        text.encode("utf-8")
-        assert "\x00" not in text and text.strip()
-    for column in ("detail", "record_id", "location", "drop_reason"):
-        for value in result.quarantine[column].drop_nulls():
-            value.encode("utf-8")
-    assert result.quarantine["drop_reason"].null_count() == 0
 
 
 def location(bad: dict) -> str:
@@ -266,28 +254,101 @@ def test_corrupt_gzip_member_is_skipped_and_later_members_recovered():
     assert result.quarantine.select("location", "drop_reason").rows() == [("frame:2", "corrupt_frame")]
 
 
-def test_plain_warc_resyncs_after_a_bad_content_length():
-    def record(n: int, body: bytes, declared: int | None = None) -> bytes:
-        http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n" + body
-        head = (
-            f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{n}>\r\n"
-            f"WARC-Target-URI: http://example.invalid/{n}\r\nContent-Type: application/http; msgtype=response\r\n"
-            f"Content-Length: {declared or len(http)}\r\n\r\n"
-        )
-        return head.encode() + http + b"\r\n\r\n"
+# --- a 1 GiB line and a decompression bomb -------------------------------------------------------------------
+def piece_sizes(monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    feed = readers._JsonlSink.feed
+    monkeypatch.setattr(readers._JsonlSink, "feed", lambda self, data: sizes.append(len(data)) or feed(self, data))
+    return sizes
 
-    data = (
-        record(1, b"<html><body><p>caf\xe9 one</p></body></html>")
-        + record(2, b"<p>two</p>", declared=400)
-        + record(3, b"<html><body><p>three</p></body></html>")
-        + record(4, b"<p>four</p>")
+
+@pytest.mark.parametrize("level", [1, 19])  # 1: RLE blocks (4 bytes -> 128 KiB each); 19: compressed blocks
+def test_a_zstd_bomb_is_decoded_in_bounded_pieces(monkeypatch, level):
+    bomb = zstandard.ZstdCompressor(level=level).compress(b"a" * (64 << 20))
+    assert len(bomb) < 64 << 10  # one 256 KiB read holds the whole 64 MiB
+    sizes = piece_sizes(monkeypatch)
+    result = readers.read_shard(io.BytesIO(bomb), fmt="jsonl.zst", source="s", shard="b", max_doc_bytes=1 << 20)
+    assert sum(sizes) == 64 << 20 and max(sizes) <= readers.MAX_PIECE + (128 << 10)
+    assert result.quarantine["drop_reason"].to_list() == ["document_too_large"]
+
+
+def test_a_gzip_bomb_is_decoded_in_bounded_pieces(monkeypatch):
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    data = bomb.compress(b"\0" * (64 << 20)) + bomb.flush()
+    assert len(data) < 256 << 10
+    sizes = piece_sizes(monkeypatch)
+    result = readers.read_shard(io.BytesIO(data), fmt="jsonl.gz", source="s", shard="b", max_doc_bytes=1 << 20)
+    assert sum(sizes) == 64 << 20 and max(sizes) <= readers.MAX_PIECE
+    assert result.quarantine["drop_reason"].to_list() == ["document_too_large"]
+
+
+# Runs read_shard in a fresh interpreter and reports its peak RSS (VmHWM) against its RSS before the read, so the
+# import footprint (~300 MB: polars, pyarrow, resiliparse) is not mistaken for the reader's.
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from curation_assets.core.readers import read_shard
+
+    def status(field):
+        return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field + ":"))
+
+    before, t = status("VmRSS"), time.monotonic()
+    with open(sys.argv[1], "rb") as f:
+        r = read_shard(f, fmt=sys.argv[2], source="hostile", shard="x")
+    print(json.dumps({
+        "ids": [json.loads(m)["id"] for m in r.docs["meta"]],
+        "quarantine": r.quarantine.select("location", "drop_reason", "record_id").rows(),
+        "seen": r.records_seen, "before": before, "peak": status("VmHWM"), "seconds": time.monotonic() - t,
+    }))
+    """
+)
+MAX_GROWTH = 256 << 20  # the reader holds at most max_doc_bytes (64 MiB) of a line plus a few decoded pieces
+
+
+def read_in_child(path: Path, fmt: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), fmt],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    result = read_shard(io.BytesIO(data), fmt="warc", source="s", shard="s")
-    check_contract(result)
-    assert result.docs.select("text", "url").rows() == [
-        ("café one", "http://example.invalid/1"),
-        ("three", "http://example.invalid/3"),
-        ("four", "http://example.invalid/4"),
-    ]
-    assert ids(result) == ["<urn:uuid:1>", "<urn:uuid:3>", "<urn:uuid:4>"]
-    assert result.quarantine.select("location", "drop_reason").rows() == [("record:2", "content_length_mismatch")]
+    assert proc.returncode == 0, proc.stderr[-3000:]  # no exception, and no OOM kill
+    report = json.loads(proc.stdout)
+    print(
+        f"{path.name}: peak RSS {report['peak'] >> 20} MiB ({(report['peak'] - report['before']) >> 20} MiB over "
+        f"the imports), read in {report['seconds']:.1f} s"
+    )
+    return report
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+def test_a_1_gib_line_between_two_good_ones_is_quarantined_in_bounded_memory(tmp_path):
+    path = tmp_path / "huge_line.jsonl.zst"
+    chunk = b"a" * (8 << 20)
+    with open(path, "wb") as f, zstandard.ZstdCompressor(level=1).stream_writer(f) as z:
+        z.write(b'{"id": "before", "text": "a good document"}\n{"id": "huge", "text": "')
+        for _ in range(GIB // len(chunk)):
+            z.write(chunk)
+        z.write(b'"}\n{"id": "after", "text": "another good document"}\n')
+    assert path.stat().st_size < 1 << 20, "built small: the test itself stays low on memory and disk"
+    report = read_in_child(path, "jsonl.zst")
+    assert report["ids"] == ["before", "after"] and report["seen"] == 3
+    assert report["quarantine"] == [["line:2", "document_too_large", "huge"]]
+    assert report["peak"] - report["before"] < MAX_GROWTH
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+def test_a_1_gib_gzip_bomb_without_a_newline_is_quarantined_in_bounded_memory(tmp_path):
+    path = tmp_path / "bomb.jsonl.gz"
+    chunk = b"\0" * (8 << 20)
+    with open(path, "wb") as f:
+        gz = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # ~1000:1, deflate's ceiling: ~5 s to build
+        f.writelines(gz.compress(chunk) for _ in range(GIB // len(chunk)))
+        f.write(gz.flush())
+    assert path.stat().st_size < 2 << 20  # one 256 KiB read inflates to ~256 MiB
+    report = read_in_child(path, "jsonl.gz")
+    assert report["ids"] == [] and report["seen"] == 1
+    assert report["quarantine"] == [["line:1", "document_too_large", None]]
+    assert report["peak"] - report["before"] < MAX_GROWTH

@@ -18,7 +18,7 @@ import pytest
 from curation_assets.core.filter_rules import features
 from curation_assets.core.filtering import DATATROVE_REASON, FilterParams, _features, decide, family_params, lang_labels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "datatrove_parity.parquet"
 FAMILIES = [  # (datatrove column, our family, overrides): datatrove's filter with its defaults
     ("dt_gopher_repetition", "gopher_repetition", {}),

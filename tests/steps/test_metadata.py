@@ -1,15 +1,10 @@
+"""The metadata every step emits (`resources/metadata.py: step_metadata`, built from core/frames.py's counts): the same
+keys for every asset, and the funnel of documents and tokens."""
+
 import polars as pl
 
-from curation_assets.core.frames import drop_counts, drop_tokens, mark_dropped, split_kept, stable_id, step_metadata
-
-
-def test_first_failing_rule_wins_and_nulls_never_drop():
-    df = pl.DataFrame({"n": [1, 5, None, 50]})
-    marked = mark_dropped(df, {"too_small": pl.col("n") < 3, "odd": pl.col("n") % 2 == 1})
-    assert marked["drop_reason"].to_list() == ["too_small", "odd", None, None]
-    kept, dropped = split_kept(marked)
-    assert kept.columns == ["n"] and kept["n"].to_list() == [None, 50]
-    assert drop_counts(dropped) == {"odd": 1, "too_small": 1}
+from curation_assets.core.frames import drop_counts, drop_tokens
+from resources.metadata import step_metadata
 
 
 def test_step_metadata_has_the_same_keys_for_every_step():
@@ -47,9 +42,3 @@ def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
     assert lines[3].startswith("| dropped: short | 2 | 12 | 25.0% | `██████ ")  # largest reason first
     assert lines[4].startswith("| dropped: lang | 1 | 100 | 12.5% | `███ ")
     assert lines[5].startswith("| **kept** | 5 | 1,000 | 62.5% | `███████████████ ")
-
-
-def test_stable_id_depends_only_on_its_parts():
-    assert stable_id("web", "part-0.jsonl", "line:3") == stable_id("web", "part-0.jsonl", "line:3")
-    assert stable_id("web", "part-0.jsonl", "line:3") != stable_id("web", "part-0.jsonl", "line:4")
-    assert len(stable_id("x")) == 32

@@ -1,4 +1,5 @@
-"""raw through Dagster: cost guard before any byte moves, and sources + outputs on a real S3 API."""
+"""The `raw` asset through Dagster: the cost guard stops it before any byte moves, and sources and outputs on a real S3
+API. (The readers: tests/core/test_readers.py; landing zones and symlinks: tests/test_hostile_input.py.)"""
 
 import boto3
 import dagster as dg
@@ -7,11 +8,14 @@ import pytest
 import yaml
 
 from curation_assets.config import load_config
-from curation_assets.defs import CURATE_SOURCE, INGEST_SOURCE, build_definitions
+from curation_assets.config.settings import Settings
+from curation_assets.defs import build_definitions
+from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
 from curation_assets.steps.raw import shard_names
 from resources.cost_guard import CostGuard
-from curation_assets.config.settings import Settings
-from resources.storage import ObjectStore, ParquetIOManager
+from resources.io_manager import ParquetIOManager
+from resources.store import ObjectStore
+from tests.helpers import local_settings
 
 SAMPLE_BOOKS = load_config().resolve_uri("../sample/books")
 
@@ -24,6 +28,46 @@ def sources_yaml(tmp_path, uris: list[str], **location) -> str:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
     return str(path)
+
+
+@pytest.fixture
+def zonal_ray(tmp_path):
+    """The address of a Ray cluster of its own whose node carries the zone label `curation/zone=use1-az4`, as the
+    cluster's zone-pinned KubeRay worker groups do: a step whose data root is zonal hands its shards only to Ray
+    workers of that zone (resources/ray_zones.py), and the session's cluster is in no zone. This process is a driver
+    of that cluster during the test only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from resources.engine import RAY_ENV, LocalCluster
+    from tests.helpers import free_port
+
+    def disconnect() -> None:
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()
+
+    cluster = LocalCluster(tmp_path / "zonal-ray")  # its temp dir names its processes: `stop` kills only them
+    port = free_port()
+    head = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={cluster.temp_dir}",
+        "--labels=curation/zone=use1-az4",
+    ]
+    disconnect()
+    subprocess.run(head, env={**os.environ, **RAY_ENV}, check=True, capture_output=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        disconnect()
+        cluster.stop()
 
 
 def curate(settings: Settings, instance: dg.DagsterInstance, selection=None) -> dg.ExecuteInProcessResult:
@@ -51,7 +95,7 @@ def upload_books(endpoint: str, prefix: str) -> None:
 def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, s3_request_log):
     endpoint, log = s3_request_log
     upload_books(endpoint, "zonal/books")
-    settings = Settings(
+    settings = local_settings(
         env="k8s",
         data_root=str(tmp_path / "data"),
         pod_zone="use1-az1",
@@ -72,10 +116,13 @@ def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, 
 
 
 @pytest.mark.s3
-def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_before_any_read(tmp_path, s3_request_log):
+def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_before_any_read(
+    tmp_path, s3_request_log, zonal_ray
+):
     """S3 Express One Zone: the zone comes from the bucket names alone (no `location` in the config). A source in
     the data root's zone is read there (same_zone, $0); a source in another zone is refused before a byte of it is
-    read, naming the source, both zones, the bytes and the dollars."""
+    read, naming the source, both zones, the bytes and the dollars. The step's Ray workers are in the data root's
+    zone too (`zonal_ray`)."""
     endpoint, log = s3_request_log
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3", "out--use1-az4--x-s3"):
@@ -83,9 +130,9 @@ def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_be
     for name in ("part-00000.jsonl.zst", "part-00001.parquet"):
         for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3"):
             s3.upload_file(f"{SAMPLE_BOOKS}/{name}", bucket, f"books/{name}")
-    zonal = dict(env="k8s", data_root="s3://out--use1-az4--x-s3/curation", s3_endpoint=endpoint)
+    zonal = dict(env="k8s", data_root="s3://out--use1-az4--x-s3/curation", s3_endpoint=endpoint, ray_address=zonal_ray)
 
-    same = Settings(
+    same = local_settings(
         **zonal,
         sources=sources_yaml(tmp_path, ["s3://src--use1-az4--x-s3/books/*"]),
         recipe=str(tmp_path / "recipe.yaml"),
@@ -97,7 +144,7 @@ def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_be
         assert md["source_bytes_same_zone"].value > 0 and md["source_transfer_usd"].value == 0
 
     log.clear()
-    other = Settings(
+    other = local_settings(
         **zonal,
         sources=sources_yaml(tmp_path, ["s3://src--use1-az6--x-s3/books/*"]),
         recipe=str(tmp_path / "recipe.yaml"),
@@ -115,7 +162,7 @@ def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_be
 def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     upload_books(s3_endpoint, "incoming/books")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    settings = Settings(
+    settings = local_settings(
         data_root="s3://curation/out",
         s3_endpoint=s3_endpoint,
         sources=sources_yaml(tmp_path, ["s3://curation/incoming/books/part-*"]),
@@ -151,14 +198,14 @@ def test_override_is_logged_and_the_blocking_check_fails_on_measured_cross_az_by
         recipe=str(tmp_path / "recipe.yaml"),
     )
     with dg.instance_for_test() as instance:
-        refused = curate(Settings(**zonal), instance)
+        refused = curate(local_settings(**zonal), instance)
         assert not refused.success and "cross_az" in str(
             next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error
         )
         assert instance.get_latest_materialization_event(dg.AssetKey("raw")) is None  # refused before writing
 
         cfg = load_config(zonal["sources"], zonal["recipe"])
-        job = build_definitions(cfg, Settings(**zonal)).resolve_job_def(INGEST_SOURCE)
+        job = build_definitions(cfg, local_settings(**zonal)).resolve_job_def(INGEST_SOURCE)
         result = job.execute_in_process(
             partition_key="books",
             instance=instance,

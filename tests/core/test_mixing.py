@@ -1,3 +1,5 @@
+"""core/mixing.py: manual, temperature and UniMax weights, epoch caps, the manifest and its checks."""
+
 import polars as pl
 import pytest
 from pydantic import ValidationError

@@ -1,16 +1,17 @@
-"""Cross-source dedup assets: signatures per source (map), one ledger over all (reduce), the ledger applied per source."""
+"""Cross-source dedup assets (steps/dedup.py, steps/deduped.py): signatures per source (map), one ledger over all
+(reduce), the ledger applied per source; materialized against a stand-in `filtered`. (The engine:
+tests/core/test_dedup.py, test_minhash.py.)"""
 
 import dagster as dg
 import polars as pl
-
-from curation_assets import dedup_corpus, deduped
-from curation_assets.steps.common import source_partitions
 import yaml
 
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets.core.frames import StepOutput, empty_frame
-from curation_assets.config.settings import Settings
+from curation_assets.steps import dedup, deduped
+from curation_assets.steps.common import source_partitions
 from resources import build_resources
+from tests.helpers import local_settings
 
 ARTICLE = (
     "Near duplicate detection compares documents by the sets of word sequences they contain. Every document is cut "
@@ -51,7 +52,7 @@ def filtered_stub() -> dg.AssetsDefinition:
 
 
 def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_path):
-    assert dedup_corpus.corpus_params(load_config()).priority == tuple(load_config().source_names)  # the default
+    assert load_config().dedup_params.priority == tuple(load_config().source_names)  # the default
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
     thresholds["deduped"]["default"] = {"priority": ["books", "code", "web"]}
     (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
@@ -59,11 +60,11 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
     tmp_path = tmp_path / "data"
     assets = [
         filtered_stub(),
-        dedup_corpus.build_signatures(cfg, "s1"),
-        dedup_corpus.build_clusters(cfg, "c1"),
-        deduped.build(cfg, "d1"),
+        *dedup.build_signatures(cfg, "s1"),
+        *dedup.build_clusters(cfg, "c1"),
+        *deduped.build(cfg, "d1"),
     ]
-    resources = build_resources(Settings(data_root=str(tmp_path)), cfg.costs.model_dump())  # as definitions.py
+    resources = build_resources(local_settings(data_root=str(tmp_path)), cfg.costs.model_dump())  # as the definitions
     sigs_of = {}
     with dg.instance_for_test() as instance:
 
@@ -92,7 +93,8 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
         )
         md = result.asset_materializations_for_node("dedup_clusters")[0].metadata
         assert (md["removed_exact"].value, md["removed_near"].value, md["removed_cross_source"].value) == (1, 2, 2)
-        assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks == {"removal_rate": True, "no_cross_zone_bytes": True}
 
         # the ledger: one cluster, kept in books (first in the priority order), with the estimated Jaccard
         assert ledger.select("doc_id", "source", "kept", "kept_doc_id", "drop_reason").sort("doc_id").rows() == [

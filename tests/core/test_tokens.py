@@ -1,3 +1,6 @@
+"""core/tokens.py and core/megatron.py: Megatron-LM indexed shards (read back by Megatron's own reader), their
+verification, and a sample decoded back to its text."""
+
 import json
 import struct
 
@@ -46,7 +49,9 @@ def read_idx_like_megatron(path):
 
 def build(texts, shard_tokens, batch=3):
     docs = pl.DataFrame({"text": texts})
-    return list(tokenize_docs(text_batches(docs, batch), TOK.encode_arrays, TOK.eot_id, TOK.vocab_size, shard_tokens))
+    return list(
+        tokenize_docs(map(TOK.encode_arrays, text_batches(docs, batch)), TOK.eot_id, TOK.vocab_size, shard_tokens)
+    )
 
 
 def manifest_for(shards, vocab=TOK.vocab_size):

@@ -1,17 +1,19 @@
-"""The `synthetic` asset with an LLM template, end to end through Dagster: the client is built from the resource,
-results are cached under the data root, and a re-materialization makes no call."""
+"""The `synthetic` asset with an LLM template, end to end through Dagster against a stand-in `deduped`: the client is
+built from the resource, results are cached under the data root, and a re-materialization makes no call.
+(Generators and sampling: tests/core/test_generators.py, test_synthesis.py.)"""
 
 import dagster as dg
 import polars as pl
 import yaml
 
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
-from curation_assets import synthetic
-from curation_assets.steps.common import source_partitions
-from curation_assets.defs import build_definitions, versions
+from curation_assets.config.versions import asset_versions
 from curation_assets.core.frames import DOC_SCHEMA, StepOutput
-from curation_assets.config.settings import Settings
+from curation_assets.defs import build_definitions
+from curation_assets.steps import synthetic
+from curation_assets.steps.common import source_partitions
 from resources.synthetic import SyntheticBackend
+from tests.helpers import local_settings
 from tests.openai_stub import StubServer
 
 TEXT = "The lighthouse keeper climbed the spiral staircase every evening at dusk, and polished the lens. " * 8
@@ -57,12 +59,15 @@ def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_witho
     root = tmp_path / "data"
     cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
     with StubServer() as server, dg.instance_for_test() as instance:
-        v = versions(cfg)
-        resources = {
-            **build_definitions(cfg, Settings(data_root=str(root))).resources,
-            "synth_backend": SyntheticBackend(base_url=server.base_url, model="stub-model", backoff_s=0.01),
-        }
-        defs = dg.Definitions(assets=[synthetic.build(cfg, v["synthetic"]), deduped_stand_in(40)], resources=resources)
+        v = asset_versions(cfg)
+        deployed = build_definitions(cfg, local_settings(data_root=str(root))).resources
+        # an LLM backend on the stub endpoint, caching where the deployment's does
+        backend = SyntheticBackend(
+            base_url=server.base_url, model="stub-model", backoff_s=0.01, cache_uri=deployed["synth_backend"].cache_uri
+        )
+        resources = {**deployed, "synth_backend": backend}
+        step, checks = synthetic.build(cfg, v["synthetic"])
+        defs = dg.Definitions(assets=[step, deduped_stand_in(40)], asset_checks=[checks], resources=resources)
         instance.add_dynamic_partitions("source", ["books"])
         job = defs.resolve_implicit_global_asset_job_def()
         runs = []

@@ -1,0 +1,74 @@
+"""The `quality_model` asset: trained on raw of its reference and background sources, its held-out metrics and blocking
+check, and `filtered` scoring every document with it and keeping the configured fraction; a model below its bar
+is refused. (The pure core: tests/core/test_quality.py.)"""
+
+import json
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from curation_assets.config import DEFAULT_THRESHOLDS, load_config
+from curation_assets.config.settings import Settings
+from curation_assets.core.quality import TrainingParams
+from curation_assets.defs import build_definitions
+from curation_assets.defs.jobs import CURATE_SOURCE, TRAIN_QUALITY
+from resources import build_resources
+from tests.helpers import check_evaluation, latest, local_settings, open_instance, stage
+
+
+def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the_configured_fraction(sample_run):
+    """Read from the session's shared run of the whole graph (web and books ingested, the model trained on them,
+    web curated with it)."""
+    cfg = load_config()
+    with open_instance(sample_run.home) as instance:
+        md = latest(instance, "quality_model", None)
+        for key in ("held_out_precision", "held_out_recall", "held_out_f1", "held_out_auc"):
+            assert 0 <= md[key] <= 1
+        assert md["held_out_auc"] >= TrainingParams().min_auc
+        # balanced classes before the split
+        assert md["train_hq"] + md["held_out_hq"] == md["train_cc"] + md["held_out_cc"]
+        key = dg.AssetCheckKey(dg.AssetKey("quality_model"), "held_out_quality")
+        (check,) = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
+        evaluation = check.event.dagster_event.event_specific_data
+        assert evaluation.passed and evaluation.metadata["held_out_auc"].value == md["held_out_auc"]
+        io = build_resources(Settings(data_root=str(sample_run.root)), cfg.costs.model_dump())["io_manager"]
+        files = io.load_files(dg.AssetKey("quality_model"))
+        assert files == md["files"]
+        report = json.loads(io.store.read_bytes(files["training.json"]))
+        assert report["held_out_auc"] == md["held_out_auc"] and report["params"]["reference"] == ["books"]
+
+        ledger = pl.read_parquet(latest(instance, "filtered", "web")["side_ledger"])
+    assert ledger["quality_score"].is_not_null().all()  # every document is scored, dropped ones too
+    cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
+    survivors = ledger.filter(pl.col("kept") | (pl.col("drop_reason") == "low_quality_score"))
+    fraction = cfg.thresholds.filtered.for_source("web").quality_keep_fraction
+    assert abs(ledger["kept"].sum() / survivors.height - fraction) <= 0.02
+    assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
+    assert cut["drop_value"].equals(cut["quality_score"])
+
+
+def test_a_model_below_its_held_out_bar_fails_the_blocking_check_and_filtered_refuses_it(tmp_path, sample_run):
+    """raw of web and books staged from the shared run; the model trained with an unreachable bar."""
+    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    thresholds["quality_model"]["default"]["min_auc"] = 1.0  # the bundled sample's held-out AUC is below 1
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(thresholds))
+    root = tmp_path / "data"
+    for source in ("web", "books"):
+        stage(sample_run.root, root, "raw", source)
+    settings = local_settings(data_root=str(root), thresholds=str(path))
+    defs = build_definitions(load_config(thresholds=path), settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance, raise_on_error=False)
+        check = check_evaluation(res, "held_out_quality")
+        assert not check.passed
+        assert check.metadata["held_out_auc"].value < 1.0
+        res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
+            partition_key="web", instance=instance, raise_on_error=False
+        )
+        assert not res.success
+        failure = next(e for e in res.all_events if e.is_step_failure)
+        assert "failed its blocking check ['held_out_quality']" in failure.step_failure_data.error.message
+        assert not res.asset_materializations_for_node("filtered")
