@@ -123,16 +123,21 @@ class LocalCluster:
             return address, True
 
     def pids(self) -> list[int]:
-        """PIDs of this cluster's processes: those whose command line names its temp dir, and their children (Ray's
-        agents rename themselves `ray::...`). Nothing else on the machine is ever matched."""
+        """PIDs of this cluster's processes: those whose command line names its temp dir or its GCS address (the
+        client server), and their children (Ray's agents rename themselves `ray::...`). Nothing else on the machine is
+        ever matched."""
         mine: set[int] = set()
         parents: dict[int, int] = {}
+        # the Ray client server names only the GCS address, not the temp dir
+        state = json.loads(self._state.read_text()) if self._state.is_file() else {}
+        marks = [self.temp_dir.encode(), *([f"--address={state['address']}".encode()] if "address" in state else [])]
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
                 pid = int(proc.name)
-                if self.temp_dir.encode() in (proc / "cmdline").read_bytes():
+                cmdline = (proc / "cmdline").read_bytes()
+                if any(mark in cmdline for mark in marks):
                     mine.add(pid)
                 parents[pid] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         mine |= {pid for pid, parent in parents.items() if parent in mine}

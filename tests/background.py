@@ -6,8 +6,9 @@ a fixture of the same name, and calls `background.result("name")`, which waits f
 raises what it raised (assertions made inside a job fail the test that asks for it, with their traceback).
 
 When collection is done (tests/conftest.py: `pytest_collection_finish`), the jobs that the selected tests need start
-on `LANES` threads, the most expensive first; the tests that need a job run after all the others, so that the jobs
-have the whole session to finish. Nothing starts under `--collect-only`, nor for jobs no selected test needs.
+on `LANES` threads, the `first` ones first, then the most expensive; the tests that need a job run after all the
+others, in the order their jobs should finish (`expected_ends`), so that the jobs have the whole session to finish.
+Nothing starts under `--collect-only`, nor for jobs no selected test needs.
 
 A job registered `light` (it mostly waits: sleeps, servers starting) starts at once on a thread of its own instead.
 A job's heavy work runs in other processes (run workers forked by `Workers`, the moto server, dagster's own
@@ -127,7 +128,6 @@ class Job:
     cost: float
     light: bool = False  # mostly waits (sleeps, another process's work): runs on a thread of its own, not a lane
     first: bool = False  # takes the first lane before any other (what most waiting tests wait for)
-    rank: int = 0
     future: Future = field(default_factory=Future)
     started: float | None = None  # time.monotonic() when a lane took it, and when it finished
     finished: float | None = None
@@ -174,9 +174,7 @@ class Background:
         if tmp is not None:
             self.tmp = tmp
         todo = self._order(n for n in names if n not in self.started)
-        for job in todo:
-            job.rank = len(self.started)
-            self.started.append(job.name)
+        self.started += [job.name for job in todo]
         for job in todo:
             if job.light:
                 threading.Thread(target=self._run, args=(job,), name=f"background-{job.name}", daemon=True).start()

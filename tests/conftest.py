@@ -4,7 +4,11 @@ and an S3 proxy that injects faults; and the hooks that start the background job
 The test pyramid: tests/core/ (the pure cores, one module each, seconds), tests/steps/ (one asset materialized
 against stand-in upstreams), tests/resources/ (persistence), and at the top the graph, the deployment and the UI.
 Every test that only reads what the whole graph produces on the bundled sample reads `sample_run`: one `curation
-run` into a throw-away data root and DAGSTER_HOME, made once per session, in the background.
+run` into a throw-away data root and DAGSTER_HOME, made once per session, in the background. Runs that change config,
+data or the instance are background jobs of their own (tests/background.py), so they overlap the lighter tests.
+
+Every process of the session shares one embedded Ray cluster (`CURATION_RAY_DIR`, tests/helpers.py `ray_dir`): in
+this process a step test builds its Settings with `tests.helpers.local_settings`, a run worker inherits the variable.
 """
 
 from __future__ import annotations

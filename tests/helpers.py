@@ -155,15 +155,28 @@ def ensure_ray() -> str:
 
 
 def stop_ray() -> None:
-    """Stop the session's Ray cluster (by its own PIDs) and disconnect this process from it."""
+    """Stop the session's Ray cluster (by its own PIDs) and disconnect this process from it. `LocalCluster.stop`
+    misses the cluster's Ray client server (`ray.util.client.server --address=<its GCS address>`: its command line
+    does not name the cluster's temp dir, and it is re-parented to init), so that one is stopped by its address."""
+    import signal
     import sys as _sys
 
     if "ray" in _sys.modules and _sys.modules["ray"].is_initialized():
         _sys.modules["ray"].shutdown()
-    if "CURATION_RAY_DIR" in os.environ and (ray_dir() / "cluster.json").exists():
-        from resources.engine import LocalCluster
+    state = ray_dir() / "cluster.json" if "CURATION_RAY_DIR" in os.environ else None
+    if state is None or not state.exists():
+        return
+    from resources.engine import LocalCluster
 
-        LocalCluster(ray_dir()).stop()
+    marker = f"--address={json.loads(state.read_text())['address']}".encode()
+    LocalCluster(ray_dir()).stop()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray.util.client.server" in (cmd := (proc / "cmdline").read_bytes()):
+                if marker in cmd.split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 def local_settings(**kw):

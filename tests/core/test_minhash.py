@@ -1,4 +1,4 @@
-"""core/minhash.py: signatures equal datasketch's MinHash values for the same shingles, and the hash scheme is pinned."""
+"""core/minhash.py: signatures equal datasketch's MinHash values for the same shingles; the hash scheme is pinned."""
 
 import hashlib
 
