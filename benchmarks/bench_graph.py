@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_graph.py [--corpus ../shared/corpus] [--scale 4] 
 Each setting runs `curation run --force --workers N` in a fresh process with its own Dagster instance, data root and
 embedded Ray cluster (started by the run and stopped at its end, so its start-up is part of the wall time). Printed per
 run: wall seconds, CPU seconds and CPU % of the whole process tree (`/usr/bin/time -v`), the largest per-task peak RSS
-the steps report (`ray_task_max_peak_rss_mb`), and the Ray cluster's start-up time (`ray start` alone, measured
+the steps report (`task_max_peak_rss_mb`), and the Ray cluster's start-up time (`ray start` alone, measured
 separately). With `--scale K` the same runs also go over a corpus of every shard repeated K times (symlinks under
 other names), to show that a task's peak RSS follows its shard, not the source. The last line compares the outputs
 (every file of every current version, by sha256) and prints the speedup.
@@ -95,7 +95,7 @@ def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str) -> di
 
 
 def max_task_rss(home: Path) -> float:
-    """The largest `ray_task_max_peak_rss_mb` over the latest materializations in the instance."""
+    """The largest `task_max_peak_rss_mb` over the latest materializations in the instance."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(home)
@@ -105,9 +105,9 @@ def max_task_rss(home: Path) -> float:
         for key in keys:
             records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
             values += [
-                r.asset_materialization.metadata["ray_task_max_peak_rss_mb"].value
+                r.asset_materialization.metadata["task_max_peak_rss_mb"].value
                 for r in records
-                if "ray_task_max_peak_rss_mb" in r.asset_materialization.metadata
+                if "task_max_peak_rss_mb" in r.asset_materialization.metadata
             ]
     return max(values, default=0.0)
 

@@ -147,7 +147,9 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     # Independent partitions of a stage run at once, each in a worker process of its own (a Dagster run executes
     # in process there), as far as the CPUs allow; an ephemeral instance cannot be shared, so it runs them in turn.
     parallel = (
-        1 if instance.is_ephemeral else max(1, min(settings.workers or os.cpu_count() or 1, len(cfg.source_names)))
+        1
+        if instance.is_ephemeral or settings.workers == 0
+        else max(1, min(settings.workers or os.cpu_count() or 1, len(cfg.source_names)))
     )
     pool = _pool(parallel, instance, settings) if parallel > 1 else None
 
@@ -242,12 +244,34 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
     return "\n\n".join(parts)
 
 
+def _check_target(asset: str, partition: str, version: str | None) -> None:
+    """Refuse asset, partition and version arguments that are not names of their kind (`mixed ../tokenized/_all`,
+    `./synthetic web`, `../v1`) before any path is built from them: ValueError."""
+    from curation_assets.config import check_source_name
+    from resources.versions import UNPARTITIONED, check_version_name
+
+    assets = _asset_lists()
+    if asset not in assets["ALL_ASSETS"]:
+        raise ValueError(f"{asset!r} is not an asset (one of: {', '.join(assets['ALL_ASSETS'])})")
+    if asset in assets["SOURCE_ASSETS"]:
+        check_source_name(partition)
+    elif partition != UNPARTITIONED:
+        raise ValueError(f"{asset} is not partitioned: its partition is {UNPARTITIONED}, not {partition!r}")
+    if version is not None:
+        check_version_name(version)
+
+
 def versions_command(settings: Settings, args: argparse.Namespace) -> int:
     import dagster as dg
 
     from curation_assets.defs import build_definitions, config_for
     from resources.versions import UNPARTITIONED, ProtectedVersionError
 
+    try:
+        _check_target(args.asset, args.partition, getattr(args, "version", None))
+    except ValueError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     io = build_definitions(config_for(settings), settings).resources["io_manager"]
     key, partition = dg.AssetKey(args.asset), None if args.partition == UNPARTITIONED else args.partition
     if args.command == "versions":
@@ -281,7 +305,7 @@ def run_command(args: argparse.Namespace) -> int:
     from curation_assets.steps.common import TRACE_TAG
 
     settings = Settings.from_env()
-    if args.workers:
+    if args.workers is not None:
         settings = dataclasses.replace(settings, workers=args.workers)
     # local source paths that match no file stop here, one line each, before Dagster is started
     load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
@@ -296,13 +320,19 @@ def run_command(args: argparse.Namespace) -> int:
             cluster.stop()
 
 
+def _cpus(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a number of CPUs (0: no Ray), got {value!r}")
+    return int(value)
+
+
 def _local_cluster(settings: Settings):
     """The embedded Ray cluster of this instance (None when CURATION_RAY_ADDRESS names another)."""
     from pathlib import Path
 
     from resources.engine import LocalCluster
 
-    return None if settings.ray_address else LocalCluster(Path(settings.ray_dir))
+    return None if settings.ray_address or settings.workers == 0 else LocalCluster(Path(settings.ray_dir))
 
 
 def ray_stop_command(args: argparse.Namespace) -> int:
@@ -344,9 +374,10 @@ def parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--trace", action="store_true", help="save a Viztracer trace beside each step's output")
     run_cmd.add_argument(
         "--workers",
-        type=int,
+        type=_cpus,
         metavar="N",
-        help="CPUs of the embedded Ray cluster and partitions run at once (default: CURATION_WORKERS, else every core)",
+        help="CPUs of the embedded Ray cluster and partitions run at once (default: CURATION_WORKERS, else every core; "
+        "0: no Ray, every task in its step's process)",
     )
     sub.add_parser(
         "table",

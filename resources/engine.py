@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -49,10 +50,24 @@ MAX_RETRIES = 3
 STOP_GRACE_S = 5.0
 
 
+# Ports for a cluster's listeners: free ones between Ray's worker ports (10002-19999) and the kernel's ephemeral range
+# (32768-60999 here). A port the kernel hands out for port 0 is ephemeral: an outgoing loopback connection (S3, gRPC)
+# can take it before Ray binds it, and a Ray agent that cannot bind fails the whole `ray start` (seen under load).
+PORTS = range(20000, 32768)
+START_ATTEMPTS = 3
+_RANDOM = random.SystemRandom()  # not the module's generator: forked processes would inherit one state and collide
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        port = _RANDOM.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} on 127.0.0.1")
 
 
 def _listening(address: str) -> bool:
@@ -84,43 +99,50 @@ class LocalCluster:
         address = json.loads(self._state.read_text())["address"]
         return address if self.pids() and _listening(address) else None
 
-    def start(self, num_cpus: int) -> tuple[str, bool]:
-        """(address, started now): the running cluster, or a new one with `num_cpus` CPUs. Under a file lock, so
-        concurrent steps of one instance start one cluster."""
+    def start(self, num_cpus: int, labels: dict[str, str] | None = None) -> tuple[str, bool]:
+        """(address, started now): the running cluster, or a new one with `num_cpus` CPUs (and node `labels`, e.g. the
+        zone label KubeRay's pinned worker groups carry). Under a file lock, so concurrent steps of one instance start
+        one cluster."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / "cluster.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             address = self.address()
             if address:
                 return address, False
-            self.stop()  # leftovers of a cluster that died half-way
-            port = _free_port()
-            # Every fixed default port (client server 10001, dashboard 8265, its agent 52365, ...) is replaced by a
-            # free one, so two instances' clusters (or a test's) never collide.
-            fixed = (
-                "ray-client-server",
-                "dashboard",
-                "dashboard-agent-listen",
-                "dashboard-agent-grpc",
-                "metrics-export",
-            )
-            cmd = [
-                str(Path(sys.executable).with_name("ray")),
-                "start",
-                "--head",
-                f"--port={port}",
-                *(f"--{name}-port={_free_port()}" for name in fixed),
-                f"--num-cpus={num_cpus}",
-                "--include-dashboard=false",
-                "--disable-usage-stats",
-                f"--temp-dir={self.temp_dir}",
-            ]
-            done = subprocess.run(cmd, env={**os.environ, **RAY_ENV}, capture_output=True, text=True)
-            if done.returncode:
-                raise RuntimeError(f"ray start failed: {done.stderr.strip().splitlines()[-3:]}")
-            address = f"127.0.0.1:{port}"
-            self._state.write_text(json.dumps({"address": address, "num_cpus": num_cpus, "temp_dir": self.temp_dir}))
-            return address, True
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self.stop()  # leftovers of a cluster that died half-way
+                try:
+                    return self._start(num_cpus, labels or {}), True
+                except RuntimeError:
+                    # a port taken between our check and Ray's bind, a node that timed out under load: new ports
+                    if attempt == START_ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _start(self, num_cpus: int, labels: dict[str, str]) -> str:
+        """`ray start --head` on loopback; records and returns the GCS address."""
+        port = _free_port()
+        # Every fixed default port (client server 10001, dashboard 8265, its agent 52365, ...) is replaced by a free
+        # one, so two instances' clusters (or a test's) never collide.
+        fixed = ("ray-client-server", "dashboard", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export")
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            f"--port={port}",
+            *(f"--{name}-port={_free_port()}" for name in fixed),
+            f"--num-cpus={num_cpus}",
+            *([f"--labels={','.join(f'{k}={v}' for k, v in labels.items())}"] if labels else []),
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+        ]
+        done = subprocess.run(cmd, env={**os.environ, **RAY_ENV}, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"ray start failed: {done.stderr.strip().splitlines()[-3:]}")
+        address = f"127.0.0.1:{port}"
+        self._state.write_text(json.dumps({"address": address, "num_cpus": num_cpus, "temp_dir": self.temp_dir}))
+        return address
 
     def pids(self) -> list[int]:
         """PIDs of this cluster's processes: those whose command line names its temp dir or its GCS address (the
@@ -186,26 +208,28 @@ def _peak_rss() -> int:
 
 
 # Fault injection for the reliability tests (and chaos drills on a real cluster): with CURATION_CHAOS_DIR set in the
-# workers' environment, writing a label substring into `<dir>/kill-once` arms it: the first task whose label contains
-# it SIGKILLs its own worker after its work and before its result is returned (renaming the file to `killed` first,
-# so exactly one task fires per arming).
+# workers' environment, a file `<dir>/kill-once<suffix>` holding a label substring arms it: the first task whose label
+# contains it SIGKILLs its own worker after its work and before its result is returned (renaming the file to
+# `killed<suffix>` first, so exactly one task fires per armed file; several drills may be armed at once).
 CHAOS_DIR = "CURATION_CHAOS_DIR"
 
 
 def _chaos(label: str) -> None:
     where = os.environ.get(CHAOS_DIR)
-    armed = os.path.join(where, "kill-once") if where else None
-    try:
-        match = Path(armed).read_text() if armed else None
-    except FileNotFoundError:
+    if not where:
         return
-    if match is None or match not in label:
-        return
-    try:
-        os.rename(armed, os.path.join(where, "killed"))
-    except FileNotFoundError:  # another task fired first
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    for armed in sorted(Path(where).glob("kill-once*")):
+        try:
+            match = armed.read_text()
+        except FileNotFoundError:  # another task fired first
+            continue
+        if not match or match not in label:
+            continue
+        try:
+            armed.rename(armed.with_name("killed" + armed.name.removeprefix("kill-once")))
+        except FileNotFoundError:  # another task fired first
+            continue
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
@@ -224,15 +248,17 @@ class Progress:
     total: int
     tasks: list[TaskStats] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    engine: str = "in_process"  # where the tasks ran: "ray" (a cluster's workers) or "in_process" (the step's own)
 
     def metadata(self) -> dict[str, object]:
         wall = time.perf_counter() - self.started
         docs = sum(t.docs for t in self.tasks)
         return {
-            "ray_tasks": len(self.tasks),
-            "ray_task_docs_per_s": round(docs / wall, 1) if wall > 0 else 0.0,
-            "ray_task_max_peak_rss_mb": round(max((t.peak_rss_bytes for t in self.tasks), default=0) / 2**20, 1),
-            "ray_task_max_seconds": round(max((t.seconds for t in self.tasks), default=0.0), 3),
+            "task_engine": self.engine,
+            "tasks": len(self.tasks),
+            "task_docs_per_s": round(docs / wall, 1) if wall > 0 else 0.0,
+            "task_max_peak_rss_mb": round(max((t.peak_rss_bytes for t in self.tasks), default=0) / 2**20, 1),
+            "task_max_seconds": round(max((t.seconds for t in self.tasks), default=0.0), 3),
         }
 
 
@@ -240,7 +266,8 @@ class RayEngine(dg.ConfigurableResource):
     """Runs a step's per-shard tasks on Ray: `map(fn, items)` yields `fn(item)`'s results in item order.
 
     `address`: an existing cluster (`CURATION_RAY_ADDRESS`, e.g. the KubeRay head `ray-head:6379`); None = the
-    embedded cluster of this instance under `state_dir`, with `workers` CPUs (`CURATION_WORKERS`; None = every core).
+    embedded cluster of this instance under `state_dir`, with `workers` CPUs (`CURATION_WORKERS`; None = every core;
+    0 = no Ray: tasks run in the calling process, in order, through the same `run_task`).
     """
 
     address: str | None = None
@@ -278,7 +305,7 @@ class RayEngine(dg.ConfigurableResource):
         """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
         cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
         function) and return (result, documents). A task that fails for good raises, naming its item's label."""
-        if inline:  # in this process, in order (a traced run: the step's trace then shows every task's work)
+        if inline or self.workers == 0:  # in this process, in order (a traced run: its trace shows every task)
             for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
                 result, stats = run_task(fn, item, label)
                 self._record(stats, log, progress)
@@ -287,6 +314,8 @@ class RayEngine(dg.ConfigurableResource):
         self.connect(override)  # first: it sets the loopback environment Ray reads when it is imported
         import ray
 
+        if progress is not None:
+            progress.engine = "ray"
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending: deque = deque()

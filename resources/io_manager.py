@@ -250,6 +250,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         current = None if name in versions.PROTECTED else (self.manifest(asset_key, partition) or {}).get("version")
         return versions.remove_version(
             self.root_store,
+            self.base_uri,
             self._dir(asset_key, partition),
             asset=name,
             label=self._label(asset_key, partition),

@@ -20,6 +20,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -115,13 +116,31 @@ def prune(store: Store, root: str, asset: str, keep: str, keep_versions: int = K
     return old
 
 
+# a version folder's name: `new_version_id` writes `<8 hex>-<8 hex>`; older layouts used other plain names
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_version_name(version: str) -> None:
+    """Refuse a version argument that is not a plain folder name (`..`, `a/b`, `.`) before it names a path."""
+    if not VERSION_NAME.fullmatch(version):
+        raise ValueError(f"{version!r} is not a version name ({VERSION_NAME.pattern}): refused before any path is built")
+
+
 def remove_version(
-    store: Store, root: str, asset: str, label: str, version: str, current: str | None, reason: str
+    store: Store, base: str, root: str, asset: str, label: str, version: str, current: str | None, reason: str
 ) -> list[str]:
     """Delete `version` of the asset partition folder `root` (`asset`: the asset's name; `label`: how messages name
     the partition) and leave an audit record beside it (`_removed/<version>.json`: who, when, why, which files).
     Refuses a PROTECTED asset and the `current` version (ProtectedVersionError), an empty reason (ValueError) and a
-    version that does not exist (FileNotFoundError). Returns the deleted URIs."""
+    version that does not exist (FileNotFoundError). Protection is decided on the resolved location: locally, a version
+    folder reached through a link (the version, its partition or its asset folder linked into another asset's) is
+    refused. Returns the deleted URIs."""
+    check_version_name(version)
+    if kind_of(root) == "local":
+        real = os.path.realpath(f"{root}/{version}")
+        spelled = os.path.join(os.path.realpath(base), os.path.relpath(root, base), version)
+        if real != spelled:
+            raise ProtectedVersionError(f"{label} {version} resolves to {real}, outside {asset}'s own folder")
     if asset in PROTECTED:
         raise ProtectedVersionError(f"{asset} versions are protected: remove them with the bucket's own tools")
     if version == current:

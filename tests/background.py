@@ -45,9 +45,12 @@ DRIVER_ONLY = ("POLARS_MAX_THREADS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_U
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any CURATION_* variable (the bundled embedded default) but the session's
-    Ray cluster (CURATION_RAY_DIR), plus `extra`."""
+    Ray cluster (CURATION_RAY_DIR) and no Ray unless `extra` asks for it (CURATION_WORKERS=0: every step runs its
+    tasks in its own process; a run that proves the Ray path - the S3 run - gives a number of workers), plus
+    `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_") and k not in DRIVER_ONLY}
     env["PYTHONPATH"] = str(REPO)
+    env["CURATION_WORKERS"] = "0"
     if "CURATION_RAY_DIR" in os.environ:
         env["CURATION_RAY_DIR"] = os.environ["CURATION_RAY_DIR"]
     return env | {k: str(v) for k, v in extra.items() if v is not None}

@@ -7,8 +7,11 @@ Every test that only reads what the whole graph produces on the bundled sample r
 run` into a throw-away data root and DAGSTER_HOME, made once per session, in the background. Runs that change config,
 data or the instance are background jobs of their own (tests/background.py), so they overlap the lighter tests.
 
-Every process of the session shares one embedded Ray cluster (`CURATION_RAY_DIR`, tests/helpers.py `ray_dir`): in
-this process a step test builds its Settings with `tests.helpers.local_settings`, a run worker inherits the variable.
+Ray is where it is the subject: the S3 run (every step's tasks through Ray; it must write the bytes the sample run
+writes without Ray) and tests/resources/test_engine.py (an external head, a worker killed mid-task). Every other run uses CURATION_WORKERS=0 (the
+steps' tasks in their own process, through the same `run_task`): a step test is about the step, and each Ray job
+starts worker processes of its own (a few CPU seconds each on this 2-core machine). The processes that use Ray share
+one embedded cluster (`CURATION_RAY_DIR`, tests/helpers.py `ray_dir`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ pytest.register_assert_rewrite("tests.helpers", "tests.core.reading")
 from tests.background import background, clean_env, workers
 from tests.helpers import corpus_yaml as _corpus_yaml
 from tests.helpers import (
-    ensure_ray,
     find_shared_corpus,
     free_port,
     ray_dir,
@@ -46,7 +48,8 @@ _SAVED_ENV = pytest.StashKey[dict]()
 def pytest_configure(config):
     config.addinivalue_line("markers", "background(name): the test reads the result of a background job")
     # the S3 test credentials and one embedded Ray cluster for the whole session (tests.helpers.ray_dir)
-    config.stash[_SAVED_ENV] = session_environment(config._tmp_path_factory.getbasetemp() / "ray")
+    base = config._tmp_path_factory.getbasetemp()
+    config.stash[_SAVED_ENV] = session_environment(base / "ray", base / "chaos")
 
 
 def _needs(item) -> set[str]:
@@ -117,15 +120,13 @@ def _ray_driver_of_the_session():
 @background.job("sample_run", cost=60, first=True)  # first: most tests that wait wait for it
 def _sample_run(tmp: Path) -> types.SimpleNamespace:
     """`curation run` of the embedded default (bundled sources, recipe and thresholds) into `tmp/data`, recorded in
-    the instance at `tmp/home`; its output (the table and the mixture) in `tmp/run.log`. Partitions one at a time
-    (CURATION_WORKERS=1: on this 2-core machine the session already runs jobs side by side; the pool of
-    `curation run` is exercised by the S3 run, tests/test_pipeline.py), the steps' tasks on the session's Ray
-    cluster."""
+    the instance at `tmp/home`; its output (the table and the mixture) in `tmp/run.log`. Without Ray, partitions one
+    at a time (CURATION_WORKERS=0: on this 2-core machine the session already runs jobs side by side; the pool of
+    `curation run` and Ray are exercised by the S3 run, tests/test_pipeline.py, which must write the same bytes)."""
     home, root, log = tmp / "home", tmp / "data", tmp / "run.log"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    ensure_ray()
-    env = clean_env(DAGSTER_HOME=home, CURATION_DATA_ROOT=root, CURATION_WORKERS=1)
+    env = clean_env(DAGSTER_HOME=home, CURATION_DATA_ROOT=root)
     code = workers.run(["cli", "run"], env, log)
     assert code == 0, f"curation run of the bundled sample exited {code}:\n{log.read_text()[-5000:]}"
     return types.SimpleNamespace(home=home, root=root, log=log, env=env)

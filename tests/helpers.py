@@ -113,12 +113,19 @@ def stop_s3_server() -> None:
                 proc.kill()
 
 
-def session_environment(ray_state_dir: Path) -> dict[str, str | None]:
+def session_environment(ray_state_dir: Path, chaos_dir: Path) -> dict[str, str | None]:
     """Set what every process of the session inherits - this one, the run workers, the UI's servers and the Ray
     cluster's workers (whose environment is that of whoever starts the cluster, so it is set before anything can):
-    the test credentials of the loopback S3 server (S3_ENV) and the session's Ray cluster (CURATION_RAY_DIR, unless
-    the caller names one). Returns the values it replaced, for `restore_environment`."""
-    wanted = {**S3_ENV, **({} if "CURATION_RAY_DIR" in os.environ else {"CURATION_RAY_DIR": str(ray_state_dir)})}
+    the test credentials of the loopback S3 server (S3_ENV), the session's Ray cluster (CURATION_RAY_DIR, unless the
+    caller names one) and the fault-injection directory of every Ray worker of the session (CURATION_CHAOS_DIR: inert
+    until a test arms a `kill-once*` file in it, resources/engine.py). Returns the values it replaced, for
+    `restore_environment`."""
+    chaos_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        **S3_ENV,
+        **({} if "CURATION_RAY_DIR" in os.environ else {"CURATION_RAY_DIR": str(ray_state_dir)}),
+        "CURATION_CHAOS_DIR": str(chaos_dir),
+    }
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
     return saved
@@ -180,11 +187,12 @@ def stop_ray() -> None:
 
 
 def local_settings(**kw):
-    """`Settings` of a local run in this session (in this process): the session's Ray cluster, never the one recorded
-    in the repository's .curation/."""
+    """`Settings` of a local run in this session (in this process): no Ray unless `workers` is given (the steps' tasks
+    in this process: a step test is about the step, tests/resources/test_engine.py about Ray), else the session's
+    Ray cluster, never the one recorded in the repository's .curation/."""
     from curation_assets.config.settings import Settings
 
-    return Settings(ray_dir=str(ray_dir()), **kw)
+    return Settings(ray_dir=str(ray_dir()), **{"workers": 0, **kw})
 
 
 # --- reading an instance --------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The `curation` command as a user runs it: a subprocess, its exit code and every line it prints."""
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -179,3 +180,37 @@ def test_the_console_script_is_declared_and_installed(tmp_path):
     res = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("usage: curation ")
     assert all(cmd in res.stdout for cmd in SUBCOMMANDS)
+
+
+def test_remove_version_refuses_crafted_asset_and_partition_arguments(tmp_path, monkeypatch, capsys):
+    """`remove-version mixed ../tokenized/_all V` and `remove-version ./synthetic web V` name protected versions by
+    their spelling: every argument is checked against the asset names and the partition pattern before a path is
+    built (exit 2, one `refused:` line), and the protected versions are untouched."""
+    from curation_assets.cli import main
+
+    root = tmp_path / "data"
+    for folder in ("tokenized/_all/aaaaaaaa-00000001", "synthetic/web/aaaaaaaa-00000002", "mixed/_all/m1"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "data.bin").write_bytes(b"x")
+    monkeypatch.setenv("CURATION_DATA_ROOT", str(root))
+    crafted = [
+        ("mixed", "../tokenized/_all", "aaaaaaaa-00000001", "is not a valid source name|is not partitioned"),
+        ("./synthetic", "web", "aaaaaaaa-00000002", "is not an asset"),
+        ("../tokenized", "_all", "aaaaaaaa-00000001", "is not an asset"),
+        ("mixed", "_all", "../../tokenized/_all/aaaaaaaa-00000001", "is not a version name"),
+        ("filtered", "..", "m1", "is not a valid source name"),
+        ("filtered", "_all", "m1", "is not a valid source name"),
+    ]
+    for asset, partition, version, why in crafted:
+        code = main(["remove-version", asset, partition, version, "--reason", "crafted"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("refused: "), (asset, partition, err)
+        assert re.search(why, err[0]), err
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("data.bin")) == [
+        "mixed/_all/m1/data.bin",
+        "synthetic/web/aaaaaaaa-00000002/data.bin",
+        "tokenized/_all/aaaaaaaa-00000001/data.bin",
+    ]
+    # a well-formed argument list still works
+    assert main(["remove-version", "mixed", "_all", "m1", "--reason", "old mixture"]) == 0
+    assert not (root / "mixed/_all/m1").exists() and (root / "mixed/_all/_removed/m1.json").is_file()

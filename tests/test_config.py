@@ -8,6 +8,7 @@ from curation_assets.config import (
     DEFAULT_RECIPE,
     DEFAULT_SOURCES,
     DEFAULT_THRESHOLDS,
+    MAX_CONFIG_BYTES,
     ConfigError,
     DedupedThresholds,
     FilteredThresholds,
@@ -170,6 +171,25 @@ def test_missing_files_yaml_syntax_and_cross_file_problems(tmp_path):
     assert load_config(s, r, check_paths=True).source_names == ["books"]
 
 
+def test_yaml_bombs_and_huge_files_are_refused_before_they_expand(tmp_path):
+    """A "billion laughs" file (574 bytes of anchors and aliases: 5 GB once expanded) is one line naming the alias,
+    in the thresholds and in the sources file; so is a file over the size bound. Nothing is expanded."""
+    levels = ["a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']"]
+    for k in range(1, 9):
+        prev, cur = chr(ord("a") + k - 1), chr(ord("a") + k)
+        levels.append(f"{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    bomb = "\n".join(levels) + "\n"
+    (tmp_path / "t.yaml").write_text("filtered:\n  " + bomb.replace("\n", "\n  "))
+    (tmp_path / "s.yaml").write_text("sources:\n  - name: books\n    uris: [x]\n    licence: t\n" + bomb)
+    for kind in ("thresholds", "sources"):
+        [line] = problems(**{kind: tmp_path / ("t.yaml" if kind == "thresholds" else "s.yaml")})
+        assert "aliases (*name) are not allowed" in line and len(line) < 300, line
+    (tmp_path / "big.yaml").write_text("recipe:\n  name: r\n" + "#" * (MAX_CONFIG_BYTES + 1))
+    assert problems(recipe=tmp_path / "big.yaml") == [
+        f"{tmp_path / 'big.yaml'}: larger than {MAX_CONFIG_BYTES:,} bytes: not a config file"
+    ]
+
+
 def test_environment_values_are_checked():
     assert environment_problems({}) == []
     assert Settings.from_env({"CURATION_ENV": "k8s", "CURATION_DATA_ROOT": "s3://b/curation"}).env == "k8s"
@@ -192,7 +212,7 @@ def test_environment_values_are_checked():
     with pytest.raises(ConfigError) as e:
         Settings.from_env(bad)
     assert e.value.problems == lines
-    for root in ("/", "//", "s3://", "/data/../etc", "s3://bucket/a/../b", "../data"):
+    for root in ("/", "//", "s3://", "/data/../etc", "s3://bucket/a/../b", "../data", "/data/run[1]", "s3://b/*"):
         assert environment_problems({"CURATION_DATA_ROOT": root}), root
     for root in ("/data/curation", "s3://bucket", "s3://b--use1-az4--x-s3/c", ".curation/data", "/a..b/c"):
         assert environment_problems({"CURATION_DATA_ROOT": root}) == [], root

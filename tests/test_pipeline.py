@@ -31,14 +31,19 @@ from tests.helpers import (
 
 def curation_run(tmp: Path, **env) -> types.SimpleNamespace:
     """`curation run` in a run worker with its own DAGSTER_HOME (`tmp/home`) and `env` (CURATION_* variables); by
-    default one partition at a time (CURATION_WORKERS=1: on this 2-core machine the session already runs jobs side by
-    side), the steps' tasks on the session's Ray cluster."""
+    default without Ray, one partition at a time (CURATION_WORKERS=0: on this 2-core machine the session already runs
+    jobs side by side); with CURATION_WORKERS=N, the steps' tasks on the session's Ray cluster."""
     home, log = tmp / "home", tmp / "run.log"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    ensure_ray()
-    code = workers.run(["cli", "run"], clean_env(DAGSTER_HOME=home, **{"CURATION_WORKERS": 1, **env}), log)
+    if env.get("CURATION_WORKERS"):
+        ensure_ray()
+    code = workers.run(["cli", "run"], clean_env(DAGSTER_HOME=home, **env), log)
     return types.SimpleNamespace(code=code, home=home, log=log, output=lambda: log.read_text()[-5000:])
+
+
+# the steps whose metadata reports their tasks (tokenized's is taken before its shards stream: it logs them only)
+TASK_STEPS = {"raw", "filtered", "dedup_signatures", "synthetic"}
 
 
 def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_no_op(sample_run, capsys):
@@ -57,6 +62,8 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
                 assert kept in md["funnel"] and md["funnel"].count("`") >= 4, (asset, part, md["funnel"])
                 for reason in (k.removeprefix("dropped_") for k in md if k.startswith("dropped_")):
                     assert f"| dropped: {reason} | {md['dropped_' + reason]:,} |" in md["funnel"], (asset, reason)
+                if asset in TASK_STEPS:  # without Ray (CURATION_WORKERS=0) the tasks ran in the steps' processes
+                    assert md["task_engine"] == "in_process" and md["tasks"] > 0, (asset, part, md)
         checks = check_results(instance)
         assert {(a, c) for a, c, _ in checks} >= {
             ("raw", "records_accounted"),
@@ -170,7 +177,8 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
 @background.job("s3_graph_run", cost=100)
 def _s3_graph_run(tmp: Path) -> types.SimpleNamespace:
     """The embedded default with the data root on S3, its partitions at once in the pool of `curation run` (two
-    worker processes: CURATION_WORKERS=2, the default on this machine)."""
+    worker processes: CURATION_WORKERS=2, the default on this machine), the steps' tasks on the session's Ray cluster
+    (whose workers read and write S3 themselves)."""
     endpoint = s3_server()
     res = curation_run(tmp, CURATION_DATA_ROOT="s3://curation/e2e", CURATION_S3_ENDPOINT=endpoint, CURATION_WORKERS=2)
     res.endpoint = endpoint
@@ -188,11 +196,16 @@ def test_whole_graph_with_the_data_root_on_s3_writes_what_the_local_run_writes(s
         assert latest(instance, "tokenized", None)["tokens"] > 0
         md = latest(instance, "raw", "web")
         assert md["data_bytes_local"] > 0 and md["data_cross_az_bytes"] == 0  # a local guard sees no zones
+        for asset in TASK_STEPS:  # every heavy step ran its shards as Ray tasks
+            for part in load_config().source_names if asset in SOURCE_ASSETS else [None]:
+                md = latest(instance, asset, part)
+                assert md["task_engine"] == "ray" and md["tasks"] > 0, (asset, part, md)
     store = ObjectStore(endpoint_url=res.endpoint)
     files = json.loads(store.read_bytes("s3://curation/e2e/tokenized/_all/_latest.json"))["files"]
     assert files and all(u.startswith("s3://curation/e2e/") for u in files.values())
     # Two clean runs of the same config (another instance, another kind of data root, partitions at once or one at a
-    # time) write the same bytes: every file of the current version of every asset partition
+    # time, every task on Ray or in its step's process) write the same bytes: every file of the current version of
+    # every asset partition
     cfg = load_config()
     partitions = {a: list(cfg.source_names) if a in SOURCE_ASSETS else [None] for a in ALL_ASSETS}
     local = snapshot(ObjectStore(), str(sample_run.root), partitions)

@@ -25,19 +25,16 @@ from resources import build_resources
 from resources.store import ObjectStore
 from resources.versions import PROTECTED, ProtectedVersionError
 from tests.background import background, clean_env, workers
-from tests.helpers import ensure_ray, local_settings, mini_config, s3_server
+from tests.helpers import local_settings, mini_config, s3_server
 
 
 def worker_env(tmp_path: Path, root, home: Path, **extra) -> dict[str, str]:
     """The environment of a run worker on the web + books config, its own data root and instance; its partitions one
-    at a time (CURATION_WORKERS=1), so every write happens in the worker itself, the steps' tasks on the session's
-    Ray cluster."""
+    at a time and without Ray (CURATION_WORKERS=0), so every write happens in the worker itself (the faults of Ray
+    workers: tests/resources/test_engine.py)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    ensure_ray()
-    return clean_env(
-        **mini_config(tmp_path / "config"), CURATION_DATA_ROOT=root, DAGSTER_HOME=home, CURATION_WORKERS=1, **extra
-    )
+    return clean_env(**mini_config(tmp_path / "config"), CURATION_DATA_ROOT=root, DAGSTER_HOME=home, **extra)
 
 
 def worker(tmp_path: Path, root: Path, home: Path, *crash_in: str):
@@ -128,12 +125,13 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
     store = ObjectStore(endpoint_url=endpoint)
 
     # A config change or a rerun writes beside: every materialization is a new version, none overwritten.
-    made = {a: [materialize(io, a, "web", f"{a} v{i}".encode()) for i in range(3)] for a in ("tokenized", "filtered")}
+    part = {"tokenized": None, "filtered": "web"}  # tokenized is not partitioned (its folder is _all)
+    made = {a: [materialize(io, a, p, f"{a} v{i}".encode()) for i in range(3)] for a, p in part.items()}
     assert PROTECTED == ("synthetic", "tokenized")
     if where == "local":  # pruning (keep_versions=1 here) removes old versions of filtered, never of tokenized
-        assert io.versions(dg.AssetKey("tokenized"), "web") == made["tokenized"]
+        assert io.versions(dg.AssetKey("tokenized"), None) == made["tokenized"]
         assert io.versions(dg.AssetKey("filtered"), "web") == made["filtered"][-1:]
-    first = f"{root}/tokenized/web/{made['tokenized'][0]}/data.bin"
+    first = f"{root}/tokenized/_all/{made['tokenized'][0]}/data.bin"
 
     # Overwriting a version's file is refused by the store itself.
     with pytest.raises(FileExistsError):
@@ -143,14 +141,14 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
     # Removing: protected assets and current versions are refused, through the API and the CLI.
     for asset in PROTECTED:
         with pytest.raises(ProtectedVersionError, match="protected"):
-            io.remove_version(dg.AssetKey(asset), "web", made["tokenized"][0], reason="disk full")
+            io.remove_version(dg.AssetKey(asset), part.get(asset, "web"), made["tokenized"][0], reason="disk full")
     with pytest.raises(ProtectedVersionError, match="current version"):
         io.remove_version(dg.AssetKey("filtered"), "web", made["filtered"][-1], reason="disk full")
     env = {"CURATION_DATA_ROOT": root, **({"CURATION_S3_ENDPOINT": endpoint} if endpoint else {})}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        assert cli_main(["remove-version", "tokenized", "web", made["tokenized"][0], "--reason", "x"]) == 2
+        assert cli_main(["remove-version", "tokenized", "_all", made["tokenized"][0], "--reason", "x"]) == 2
         assert "refused: tokenized versions are protected" in capsys.readouterr().err
         assert store.read_bytes(first) == b"tokenized v0"
         if where == "s3":  # locally the old filtered versions were pruned already; on S3 remove one explicitly
@@ -161,7 +159,7 @@ def test_versions_are_write_once_and_protected_versions_survive_pruning_and_remo
             assert record["reason"] == "ticket 7: superseded" and record["files"] == [
                 f"{root}/filtered/web/{old}/data.bin"
             ]
-    assert io.load_files(dg.AssetKey("tokenized"), "web")["data.bin"].endswith(f"{made['tokenized'][-1]}/data.bin")
+    assert io.load_files(dg.AssetKey("tokenized"), None)["data.bin"].endswith(f"{made['tokenized'][-1]}/data.bin")
 
 
 def two_writers(tmp_path: Path, where: str) -> None:

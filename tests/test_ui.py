@@ -30,7 +30,6 @@ import pytest
 
 from curation_assets.defs.jobs import ASSETS as GRAPH_ASSETS
 from tests.background import background, clean_env
-from tests.helpers import ensure_ray
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -242,7 +241,6 @@ def run_books(webserver: Webserver) -> tuple[str, object, float]:
 @background.job("ui_books_run", cost=45, light=True)  # light: it waits for servers and a run to come up
 def _ui_books_run(tmp: Path) -> tuple[Webserver, tuple[str, object, float]]:
     """The servers come up and the books run is launched while the session's other tests run."""
-    ensure_ray()
     ws = start_webserver(tmp)
     try:
         return ws, run_books(ws)

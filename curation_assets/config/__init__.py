@@ -483,11 +483,30 @@ FILES = {  # kind: (bundled default, the model of the file's top level)
 }
 
 
+# Config files are small and written by hand: a larger file, or an alias (`*name`), is refused before it is expanded.
+# Aliases are how a 574-byte "billion laughs" file becomes gigabytes of nested lists (anchors alone are harmless).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses aliases where it meets them, before anything is expanded."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in config files", mark)
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path) -> tuple[Any, list[str]]:
-    """(the parsed document, []) or (None, one problem line): missing, unreadable, not YAML, not a mapping."""
+    """(the parsed document, []) or (None, one problem line): missing, unreadable, too large, not YAML (aliases
+    refused), not a mapping."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            return None, [line(path, "", f"larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")]
+        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
     except FileNotFoundError:
         return None, [line(path, "", "file not found")]
     except IsADirectoryError:

@@ -49,6 +49,9 @@ ZONE_ID = re.compile(r"^[a-z0-9]+-az\d+$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+GLOB_CHARACTERS = "*?[]"
+
+
 def environment_problems(environ: Mapping[str, str]) -> list[str]:
     """One line per environment variable whose value cannot work (`environment: <VAR>: <message>`)."""
     e = {k: v for k, v in environ.items() if v != ""}  # an empty variable means "unset" (from_env reads it so)
@@ -71,6 +74,9 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
             )
         elif ".." in rest.split("/"):
             bad("CURATION_DATA_ROOT", f"must not contain '..' segments, got {short(root)}")
+        elif any(c in rest for c in GLOB_CHARACTERS):
+            # outputs are found again by listing and globbing under the root: `[1]` would match nothing
+            bad("CURATION_DATA_ROOT", f"must not contain glob characters {GLOB_CHARACTERS}, got {short(root)}")
     if e.get("CURATION_DATA_VIA", "gateway") not in ("gateway", "nat"):
         bad("CURATION_DATA_VIA", f"must be 'gateway' or 'nat', got {short(e['CURATION_DATA_VIA'])}")
     for var in ("CURATION_POD_ZONE", "CURATION_DATA_ZONE"):
@@ -83,8 +89,8 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
         bad("CURATION_NAMESPACE", f"must be a Kubernetes namespace (DNS label), got {short(e['CURATION_NAMESPACE'])}")
     if "CURATION_RAY_ADDRESS" in e and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", e["CURATION_RAY_ADDRESS"]):
         bad("CURATION_RAY_ADDRESS", f"must be a Ray GCS address host:port, got {short(e['CURATION_RAY_ADDRESS'])}")
-    if "CURATION_WORKERS" in e and not (e["CURATION_WORKERS"].isdigit() and int(e["CURATION_WORKERS"]) > 0):
-        bad("CURATION_WORKERS", f"must be a positive number of CPUs, got {short(e['CURATION_WORKERS'])}")
+    if "CURATION_WORKERS" in e and not e["CURATION_WORKERS"].isdigit():
+        bad("CURATION_WORKERS", f"must be a number of CPUs (0: no Ray), got {short(e['CURATION_WORKERS'])}")
     return out
 
 
@@ -121,7 +127,9 @@ class Settings:
     llm_api_key: bool = False
     namespace: str = "curation"
     ray_address: str | None = None  # an existing Ray cluster (the KubeRay head); None: the embedded local cluster
-    workers: int | None = None  # CPUs of the embedded Ray cluster (None: every core)
+    # CPUs of the embedded Ray cluster (None: every core); 0, as DataLoader's num_workers=0: no Ray, each step runs its
+    # tasks in its own process, one after another (a debugger, a tiny machine; the tests where Ray is not the subject)
+    workers: int | None = None
     # where the embedded Ray cluster is recorded: by default `<DAGSTER_HOME>/ray`, one cluster per Dagster instance
     # (CURATION_RAY_DIR shares one across instances, as the test suite does)
     ray_dir: str = str(REPO_ROOT / ".curation" / "dagster" / "ray")

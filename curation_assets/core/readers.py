@@ -53,21 +53,25 @@ _PARQUET_BATCH = 512
 Event = tuple  # ("data", bytes) | ("end", frame) | ("corrupt", frame, detail) | ("truncated", frame, detail)
 
 
+SUFFIXES = (
+    (".jsonl", "jsonl"),
+    (".jsonl.gz", "jsonl.gz"),
+    (".jsonl.zst", "jsonl.zst"),
+    (".jsonl.zstd", "jsonl.zst"),
+    (".parquet", "parquet"),
+    (".warc", "warc"),
+    (".warc.gz", "warc"),
+)
+SUPPORTED_FORMATS = "file names end in " + ", ".join(suffix for suffix, _ in SUFFIXES)
+
+
 def detect_format(name: str) -> str:
     """`jsonl` | `jsonl.gz` | `jsonl.zst` | `parquet` | `warc` (`.warc` and `.warc.gz`), from the file name."""
     lower = name.lower()
-    for suffix, fmt in (
-        (".jsonl", "jsonl"),
-        (".jsonl.gz", "jsonl.gz"),
-        (".jsonl.zst", "jsonl.zst"),
-        (".jsonl.zstd", "jsonl.zst"),
-        (".parquet", "parquet"),
-        (".warc", "warc"),
-        (".warc.gz", "warc"),
-    ):
+    for suffix, fmt in SUFFIXES:
         if lower.endswith(suffix):
             return fmt
-    raise ValueError(f"unsupported shard format: {name!r}")
+    raise ValueError(f"unsupported shard format: {name!r} ({SUPPORTED_FORMATS})")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,21 @@ def _valid_unicode(*texts: str | None) -> bool:
     return True
 
 
+MAX_META_DEPTH = 100
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether lists/dicts nest deeper than `limit` levels (iterative: no recursion on hostile input)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
 class _Collector:
     """Accumulates documents and quarantine rows column-wise; `mark`/`rollback` undo the rows of a corrupt frame."""
 
@@ -159,6 +178,10 @@ class _Collector:
             return self.bad(
                 position, "document_too_large", f"text exceeds max_doc_bytes={self.max_doc_bytes}", record_id
             )
+        # A meta that parsed (up to ~990 levels) may not re-encode in a deeper stack (RecursionError): this record
+        # only is quarantined, at a depth no real metadata reaches, whatever the caller's stack.
+        if _nested_deeper(meta, MAX_META_DEPTH):
+            return self.bad(position, "meta_too_deep", f"meta nests deeper than {MAX_META_DEPTH} levels", record_id)
         meta_s = meta_json(meta)
         if not _valid_unicode(text, url, meta_s):
             return self.bad(position, "invalid_utf8", "lone surrogate in a string (not encodable as UTF-8)", record_id)

@@ -11,7 +11,7 @@ import polars as pl
 
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
-from curation_assets.core.readers import ShardResult, detect_format, read_shard
+from curation_assets.core.readers import SUPPORTED_FORMATS, ShardResult, detect_format, read_shard
 from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, source_step, step_checks, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
@@ -130,12 +130,22 @@ def build(cfg, version: str) -> list:
         if not found:
             raise dg.Failure(f"source {source.name!r}: no files match {source.uris}")
         names = dict(zip([u for u, _ in found], shard_names([u for u, _ in found]), strict=True))
-        # Escaping files are quarantined like any unreadable file (one `file` row each), never opened: the good
-        # shards of the source still flow, and the drop shows in the metadata and the drop_rate check.
-        escaped = landed_outside(found, landed) if landed else {}
-        files = [f for f in found if f[0] not in escaped]
-        for uri, target in escaped.items():
-            context.log.warning(f"{uri}: resolves to {target}, outside the landing directory {landed}: not read")
+        # Files that escape the landing directory, and files that are no shard (an uploader's README.md matched by
+        # the glob), are quarantined like any unreadable file (one `file` row each), never opened: the good shards
+        # of the source still flow, and the drop shows in the metadata and the drop_rate check.
+        rejected = {
+            uri: ("outside_landing_zone", f"symlink to {target}, outside {landed}")
+            for uri, target in (landed_outside(found, landed) if landed else {}).items()
+        }
+        formats = {}
+        for uri, _ in found:
+            try:
+                formats[uri] = detect_format(uri) if source.format == "auto" else source.format
+            except ValueError:
+                rejected.setdefault(uri, ("unsupported_format", f"not a shard: {SUPPORTED_FORMATS}"))
+        files = [f for f in found if f[0] not in rejected]
+        for uri, (reason, detail) in rejected.items():
+            context.log.warning(f"{uri}: {reason} ({detail}): not read")
         loc = source.location
         reads = [
             Transfer(uri, size, loc.region, loc.zone, loc.via, label=f"source {source.name}") for uri, size in files
@@ -146,23 +156,23 @@ def build(cfg, version: str) -> list:
         quarantine = [
             pl.DataFrame(
                 {
-                    "source": [source.name] * len(escaped),
-                    "shard": [names[u] for u in escaped],
-                    "location": ["file"] * len(escaped),
-                    "drop_reason": ["outside_landing_zone"] * len(escaped),
-                    "detail": [f"symlink to {t}, outside {landed}" for t in escaped.values()],
-                    "record_id": [None] * len(escaped),
+                    "source": [source.name] * len(rejected),
+                    "shard": [names[u] for u in rejected],
+                    "location": ["file"] * len(rejected),
+                    "drop_reason": [reason for reason, _ in rejected.values()],
+                    "detail": [detail for _, detail in rejected.values()],
+                    "record_id": [None] * len(rejected),
                 },
                 schema=QUARANTINE_SCHEMA,
             )
         ]
-        seen = {"records": len(escaped), "bytes": 0}
+        seen = {"records": len(rejected), "bytes": 0}
 
         tasks = [
             ShardTask(
                 uri=uri,
                 shard=names[uri],
-                fmt=detect_format(uri) if source.format == "auto" else source.format,
+                fmt=formats[uri],
                 source=source.name,
                 text_field=source.text_field,
                 id_field=source.id_field,

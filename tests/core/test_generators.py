@@ -1,10 +1,21 @@
 """core/generators.py: the programmatic generators (cloze, math word problems with computed answers, code docstring
 pairs, dictionary Q/A)."""
 
+import ast
+import random
 import re
 from fractions import Fraction
+from pathlib import Path
 
-from curation_assets.core.generators import cloze, gen_code_docs, gen_glossary_qa, gen_math
+from curation_assets.core import generators
+from curation_assets.core.generators import (
+    SourceSegments,
+    cloze,
+    gen_code_docs,
+    gen_glossary_qa,
+    gen_math,
+    sentences,
+)
 
 TEXT = (
     "The lighthouse keeper climbed the spiral staircase every evening at dusk. "
@@ -52,6 +63,26 @@ def test_code_docs_pair_docstrings_with_their_code():
     assert gen_code_docs("def broken(:\n", "seed") == [] and gen_code_docs("just prose, no code", "s") == []
 
 
+def test_source_segments_equal_the_stdlib_on_every_node():
+    """The one-split segmenter returns what `ast.get_source_segment` returns, padded or not, on line endings the parser
+    treats differently (CRLF, lone CR, form feed), multi-byte characters (columns are byte offsets), tabs, and a real
+    module (the generators' own source)."""
+    tricky = (
+        "def f(a,\r\n      b):\r\n    '''Doc with é and 東京.'''\r\n    x = 'ü' + \\\r\n        'v'\r\n    return x\r\n"
+        "\f\nclass C:\r\tdef g(self):\r\t\t'''Tabbed\x0b doc.'''\r\t\treturn {'k':\n\t\t\t1}\n"
+        "y = [1,\n  2]  # no newline at the end"
+    )
+    sources = [tricky, Path(generators.__file__).read_text()]
+    compared = 0
+    for src in sources:
+        segment = SourceSegments(src)
+        for node in ast.walk(ast.parse(src)):
+            for padded in (False, True):
+                assert segment(node, padded) == ast.get_source_segment(src, node, padded=padded), ast.dump(node)
+                compared += 1
+    assert compared > 2_000
+
+
 def test_glossary_qa_from_dictionary_entries():
     gcide = (
         'Sassenach \\Sas"sen*ach\\, n. [Gael. sasunnach.]\n   A Saxon; an Englishman; a Lowlander.\n'
@@ -62,3 +93,14 @@ def test_glossary_qa_from_dictionary_entries():
     assert 'Question: What does the word "Sassenach" (n.) mean?\nAnswer: A Saxon; an Englishman; a Lowlander.' in s.text
     assert "Sasse" in s.text and "[1913 Webster]" not in s.text
     assert gen_glossary_qa("no entries here at all", "seed") == []
+
+
+def test_sentences_equal_the_bounded_regex_in_one_pass():
+    """`sentences` finds exactly what `[^.!?\\n]{40,400}[.!?]` finds (runs longer than 400, runs cut by a newline,
+    runs too short, text ending without a sentence end), on seeded random texts."""
+    regex = re.compile(r"[^.!?\n]{40,400}[.!?]")
+    r = random.Random(7)
+    pieces = [".", "!", "?", "\n", " b", "x" * 39, "y" * 40, "z" * 401]
+    for _ in range(1000):
+        text = "".join(r.choice([*pieces, "a" * r.randrange(1, 600)]) for _ in range(r.randrange(0, 25)))
+        assert sentences(text) == regex.findall(text), text

@@ -352,3 +352,19 @@ def test_a_1_gib_gzip_bomb_without_a_newline_is_quarantined_in_bounded_memory(tm
     assert report["ids"] == [] and report["seen"] == 1
     assert report["quarantine"] == [["line:1", "document_too_large", None]]
     assert report["peak"] - report["before"] < MAX_GROWTH
+
+
+def test_a_record_whose_meta_nests_too_deep_to_re_encode_is_quarantined_alone():
+    """A meta nested 900 levels parses but may not re-encode in a step's deeper stack: that record is quarantined
+    (`meta_too_deep`, past 100 levels whatever the stack), the records after it in the file are kept (they were all
+    lost to one file-level `read_error`); a meta 99 levels deep is carried."""
+    deep = "[" * 900 + "]" * 900
+    lines = [json.dumps({"id": f"g{i}", "text": f"good record {i}"}) for i in range(3)]
+    lines.append('{"id": "deep", "text": "carried?", "meta": {"x": ' + deep + "}}")
+    lines += [json.dumps({"id": f"h{i}", "text": f"later record {i}"}) for i in range(3)]
+    res = read_shard(io.BytesIO("\n".join(lines).encode()), fmt="jsonl", source="s", shard="deep.jsonl")
+    assert res.docs["text"].to_list() == [f"good record {i}" for i in range(3)] + [f"later record {i}" for i in range(3)]
+    assert res.quarantine.select("drop_reason", "record_id", "location").rows() == [("meta_too_deep", "deep", "line:4")]
+    assert res.records_seen == 7
+    ok = '{"id": "ok", "text": "t", "meta": {"x": ' + "[" * 98 + "]" * 98 + "}}"
+    assert read_shard(io.BytesIO(ok.encode()), fmt="jsonl", source="s", shard="d").docs.height == 1

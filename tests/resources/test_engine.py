@@ -1,16 +1,24 @@
-"""The Ray engine (resources/engine.py) on real Ray clusters on loopback: the embedded cluster's life cycle, results
-in item order whatever the completion order, a task that fails for good naming its item, and a task whose worker is
-SIGKILLed re-run by Ray."""
+"""The Ray engine (resources/engine.py) on real Ray clusters on loopback, in one background job on a head of its own
+(`engine_runs`): the cluster's life cycle; results in item order whatever the completion order, a task that fails
+for good naming its item, a task whose worker is SIGKILLed re-run by Ray; steps through the external head, one of
+them with a worker killed mid-task, writing what the session's embedded cluster writes. And `workers=0`: no Ray."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
+from curation_assets.config import DEFAULT_THRESHOLDS
 from resources.engine import CHAOS_DIR, RAY_ENV, LocalCluster, RayEngine
+from resources.ray_zones import RAY_ZONE_LABEL
+from tests.background import background
+from tests.helpers import ensure_ray, ray_dir
 
 os.environ.update(RAY_ENV)  # Ray reads the loopback rule when it is imported: before `import ray`
 import ray.cloudpickle  # noqa: E402
@@ -47,63 +55,23 @@ def listening_pids_and_addresses() -> list[tuple[int, str]]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, monkeypatch_module):
-    """A cluster of this module's own (`ray start --head` on loopback), with fault injection armed."""
-    chaos = tmp_path_factory.mktemp("chaos")
-    monkeypatch_module.setenv(CHAOS_DIR, str(chaos))
-    local = LocalCluster(tmp_path_factory.mktemp("ray"))
-    address, started = local.start(num_cpus=2)
-    yield local, address, chaos
-    local.stop()
+def armed(name: str, label: str) -> Path:
+    """Arm a kill-once drill (resources/engine.py `_chaos`) in the session's chaos directory; the file a task renames
+    it to when it fires."""
+    chaos = Path(os.environ[CHAOS_DIR])
+    (chaos / f"kill-once-{name}").write_text(label)
+    return chaos / f"killed-{name}"
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def test_workers_zero_runs_the_tasks_in_this_process_without_ray():
+    engine = RayEngine(workers=0, state_dir="unused")
+    assert list(engine.map(worker_pid, range(3), ["a", "b", "c"])) == [os.getpid()] * 3
 
 
-def test_the_local_cluster_listens_on_loopback_only_is_reused_and_stops_by_its_own_pids(cluster):
-    local, address, _ = cluster
-    assert address.startswith("127.0.0.1:")
-    assert local.start(num_cpus=2) == (address, False)  # a second step of the instance reuses it
-    pids = set(local.pids())
-    assert pids
-    addresses = {a for pid, a in listening_pids_and_addresses() if pid in pids}
-    assert addresses and addresses <= {"127.0.0.1", "[::ffff:127.0.0.1]"}  # IPv4 loopback, also as mapped IPv6
-
-
-def test_results_come_back_in_item_order_and_a_failed_task_names_its_item(cluster):
-    _, address, _ = cluster
-    engine = RayEngine(address=address, state_dir="unused")
-    assert list(engine.map(slow_inverse, range(5), [f"shard-{i}" for i in range(5)])) == [0, 1, 4, 9, 16]
-    with pytest.raises(RuntimeError, match="^task shard-3 failed: ValueError: a broken shard$"):
-        list(engine.map(fail_on_three, range(5), [f"shard-{i}" for i in range(5)]))
-
-
-def test_a_task_whose_worker_is_killed_is_rerun_by_ray(cluster):
-    _, address, chaos = cluster
-    engine = RayEngine(address=address, state_dir="unused")
-    (chaos / "kill-once").write_text("chaos-b")
-    pids = list(engine.map(worker_pid, range(3), ["a", "chaos-b", "c"]))
-    assert (chaos / "killed").read_text() == "chaos-b"  # the worker of chaos-b died once after its work ...
-    assert len(pids) == 3  # ... and Ray re-ran the task: every result is there
-
-
-def test_stop_leaves_none_of_its_processes_and_forgets_the_cluster(tmp_path):
-    local = LocalCluster(tmp_path / "ray")
-    address, started = local.start(num_cpus=1)
-    assert started and local.address() == address
-    pids = local.stop()
-    assert pids and not any(Path(f"/proc/{p}").exists() for p in pids)
-    assert local.address() is None
-
-
-# --- steps through the engine ----------------------------------------------------------------------------------------
+# --- a cluster of its own, and steps through it ------------------------------------------------------------------
 SAMPLE = Path(__file__).resolve().parents[2] / "curation_assets" / "sample"
-RUN_BOOKS = """
+SOURCE = "novels"  # the bundled books under a name no other run of the session uses (task labels name the source)
+RUN_BOOKS = f"""
 import dagster as dg
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions, config_for
@@ -111,9 +79,9 @@ from curation_assets.steps.common import source_partitions
 settings = Settings.from_env()
 defs = build_definitions(config_for(settings), settings)
 with dg.DagsterInstance.get() as instance:
-    instance.add_dynamic_partitions(source_partitions.name, ["books"])
+    instance.add_dynamic_partitions(source_partitions.name, ["{SOURCE}"])
     for job in ("ingest_source", "curate_source"):
-        assert defs.resolve_job_def(job).execute_in_process(partition_key="books", instance=instance).success, job
+        assert defs.resolve_job_def(job).execute_in_process(partition_key="{SOURCE}", instance=instance).success, job
 """
 
 
@@ -122,49 +90,124 @@ def run_books(tmp: Path, name: str, ray: dict[str, str]) -> Path:
     its own, through the Ray cluster `ray` names; returns the data root."""
     home, root = tmp / f"home-{name}", tmp / f"root-{name}"
     home.mkdir()
-    (tmp / "sources.yaml").write_text(f"sources:\n  - name: books\n    uris: ['{SAMPLE}/books/*']\n    licence: x\n")
-    (tmp / "recipe.yaml").write_text("recipe:\n  name: books\n  weights: {books: 1}\n")
+    (tmp / "sources.yaml").write_text(f"sources:\n  - name: {SOURCE}\n    uris: ['{SAMPLE}/books/*']\n    licence: x\n")
+    (tmp / "recipe.yaml").write_text(f"recipe:\n  name: books\n  weights: {{{SOURCE}: 1}}\n")
+    # the bundled thresholds, with books' per-source settings under the source's name
+    (tmp / "thresholds.yaml").write_text(re.sub(r"\bbooks\b", SOURCE, DEFAULT_THRESHOLDS.read_text()))
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CURATION_RAY")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CURATION_RAY", "CURATION_WORKERS"))},
         "DAGSTER_HOME": str(home),
         "CURATION_DATA_ROOT": str(root),
         "CURATION_SOURCES": str(tmp / "sources.yaml"),
         "CURATION_RECIPE": str(tmp / "recipe.yaml"),
+        "CURATION_THRESHOLDS": str(tmp / "thresholds.yaml"),
         **ray,
     }
-    subprocess.run([sys.executable, "-c", RUN_BOOKS], env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-c", RUN_BOOKS], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     return root
 
 
 def outputs(root: Path, asset: str) -> dict[str, bytes]:
     import json
 
-    manifest = json.loads((root / asset / "books" / "_latest.json").read_text())
+    manifest = json.loads((root / asset / SOURCE / "_latest.json").read_text())
     files = [*manifest["parts"], *manifest["dropped"], *manifest.get("side", {}).values()]
     return {Path(f).name: Path(f).read_bytes() for f in files}
 
 
+REPO = Path(__file__).resolve().parents[2]
+UNIT = """
+import json, sys
+from resources.cost_guard import CrossZoneTransferError
+from resources.engine import RayEngine
+from tests.resources import test_engine as t
+engine = RayEngine(address=sys.argv[1], state_dir="unused")
+labels = [f"shard-{i}" for i in range(5)]
+out = {"ordered": list(engine.map(t.slow_inverse, range(5), labels))}
+try:
+    out["failed"] = list(engine.map(t.fail_on_three, range(5), labels))
+except RuntimeError as e:
+    out["failed"] = str(e)
+killed = t.armed("unit", "chaos-b")
+out["pids"] = list(engine.map(t.worker_pid, range(3), ["a", "chaos-b", "c"]))
+out["killed"] = killed.read_text()
+# the cost guard's zone rule for Ray workers: the node is in use1-az4
+out["zones"] = {}
+for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "migration")):
+    try:
+        RayEngine(address=sys.argv[1], state_dir="unused", data_zone=zone).connect(override)
+        out["zones"][f"{zone} {override}"] = "ok"
+    except CrossZoneTransferError as e:
+        out["zones"][f"{zone} {override}"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@background.job("engine_runs", cost=70)
+def _engine_runs(tmp: Path) -> types.SimpleNamespace:
+    """A Ray head of its own (`ray start --head` on loopback, as an operator's cluster): checked for loopback-only
+    listeners and reuse; plain tasks through it from a driver process of their own; the same two jobs through the session's embedded cluster (found by its state directory) and
+    through CURATION_RAY_ADDRESS with a filtered task's worker SIGKILLed; then the head is stopped."""
+    ensure_ray()  # the session's cluster, for the embedded run
+    local = LocalCluster(tmp / "ray")
+    address, started = local.start(num_cpus=2, labels={RAY_ZONE_LABEL: "use1-az4"})  # as a zone-pinned worker group
+    out = types.SimpleNamespace(address=address, started=started, again=local.start(num_cpus=2), local=local)
+    out.pids = set(local.pids())
+    out.listening = {a for pid, a in listening_pids_and_addresses() if pid in out.pids}
+    try:
+        # a driver of its own (so this process never becomes one): the engine's contract on plain tasks
+        done = subprocess.run(
+            [sys.executable, "-c", UNIT, address], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        out.unit = json.loads(done.stdout.decode().splitlines()[-1])
+        out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())})
+        out.killed = armed("novels", f"{SOURCE} rows")  # filtered's task labels are `<source> rows <first>-<last>`
+        out.external = run_books(tmp, "external", {"CURATION_RAY_ADDRESS": address})
+    finally:
+        out.stopped = local.stop()
+    return out
+
+
 @pytest.fixture(scope="module")
-def books_runs(cluster, tmp_path_factory):
-    """The same two jobs through the embedded cluster (found by its state directory), through CURATION_RAY_ADDRESS
-    (the `ray start --head` on loopback), and through the address with a filtered task's worker SIGKILLed."""
-    local, address, chaos = cluster
-    tmp = tmp_path_factory.mktemp("books")
-    embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(local.state_dir)})
-    external = run_books(tmp, "external", {"CURATION_RAY_ADDRESS": address})
-    (chaos / "kill-once").write_text("books rows")  # filtered's task labels are `<source> rows <first>-<last>`
-    killed = run_books(tmp, "killed", {"CURATION_RAY_ADDRESS": address})
-    return embedded, external, killed, chaos
+def engine_runs():
+    return background.result("engine_runs")
 
 
-def test_a_step_through_an_external_ray_head_writes_what_the_embedded_cluster_writes(books_runs):
-    embedded, external, _, _ = books_runs
+def test_results_come_back_in_item_order_and_a_failed_task_names_its_item(engine_runs):
+    assert engine_runs.unit["ordered"] == [0, 1, 4, 9, 16]  # later items finished first
+    assert engine_runs.unit["failed"] == "task shard-3 failed: ValueError: a broken shard"
+
+
+def test_a_task_whose_worker_is_killed_is_rerun_by_ray(engine_runs):
+    assert engine_runs.unit["killed"] == "chaos-b"  # the worker of chaos-b died once after its work ...
+    assert len(engine_runs.unit["pids"]) == 3  # ... and Ray re-ran the task: every result is there
+
+
+def test_a_data_root_in_another_zone_than_the_ray_workers_is_refused_unless_overridden(engine_runs):
+    zones = engine_runs.unit["zones"]
+    assert zones["use1-az4 None"] == "ok" and zones["use1-az6 migration"] == "ok"
+    assert "use1-az4" in zones["use1-az6 None"] and "curation/allow-transfer" in zones["use1-az6 None"]
+
+
+def test_the_local_cluster_listens_on_loopback_only_is_reused_and_stops_by_its_own_pids(engine_runs):
+    assert engine_runs.address.startswith("127.0.0.1:") and engine_runs.started
+    assert engine_runs.again == (engine_runs.address, False)  # a second step of the instance reuses it
+    assert engine_runs.pids and engine_runs.listening
+    assert engine_runs.listening <= {"127.0.0.1", "[::ffff:127.0.0.1]"}  # IPv4 loopback, also as mapped IPv6
+    # stopped by its own PIDs: none of them is left, and the state is forgotten
+    assert set(engine_runs.stopped) >= engine_runs.pids
+    assert not any(Path(f"/proc/{p}").exists() for p in engine_runs.stopped)
+    assert engine_runs.local.address() is None
+
+
+def test_a_step_through_an_external_ray_head_writes_what_the_embedded_cluster_writes(engine_runs):
     for asset in ("raw", "filtered"):
-        theirs, ours = outputs(embedded, asset), outputs(external, asset)
+        theirs, ours = outputs(engine_runs.embedded, asset), outputs(engine_runs.external, asset)
         assert theirs and theirs == ours, asset
 
 
-def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_output_is_unchanged(books_runs):
-    embedded, _, killed, chaos = books_runs
-    assert (chaos / "killed").read_text() == "books rows"  # a filtered task's worker was SIGKILLed
-    assert outputs(killed, "filtered") == outputs(embedded, "filtered")
+def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_output_is_unchanged(engine_runs):
+    assert engine_runs.killed.read_text() == f"{SOURCE} rows"  # a filtered task's worker was SIGKILLed ...
+    assert outputs(engine_runs.external, "filtered") == outputs(engine_runs.embedded, "filtered")  # ... no trace

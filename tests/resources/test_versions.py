@@ -158,20 +158,42 @@ def test_remove_version_refuses_protected_current_unknown_and_reasonless(where):
     make(where, part, ["v1", "v2"])
     for asset in PROTECTED:
         with pytest.raises(ProtectedVersionError, match=f"{asset} versions are protected"):
-            remove_version(impl, part, asset, f"{asset}[web]", "v1", current="v2", reason="disk full")
+            remove_version(impl, where.root, part, asset, f"{asset}[web]", "v1", current="v2", reason="disk full")
     with pytest.raises(ProtectedVersionError, match=r"filtered\[web\] v2 is the current version"):
-        remove_version(impl, part, "filtered", "filtered[web]", "v2", current="v2", reason="disk full")
+        remove_version(impl, where.root, part, "filtered", "filtered[web]", "v2", current="v2", reason="disk full")
     with pytest.raises(ValueError, match="a reason is required"):
-        remove_version(impl, part, "filtered", "filtered[web]", "v1", current="v2", reason="  ")
+        remove_version(impl, where.root, part, "filtered", "filtered[web]", "v1", current="v2", reason="  ")
     with pytest.raises(FileNotFoundError, match=r"filtered\[web\] has no version 'v9'"):
-        remove_version(impl, part, "filtered", "filtered[web]", "v9", current="v2", reason="x")
+        remove_version(impl, where.root, part, "filtered", "filtered[web]", "v9", current="v2", reason="x")
     assert list_versions(impl, part) == ["v1", "v2"]
+
+
+def test_remove_version_refuses_crafted_names_and_locations_that_resolve_into_another_asset(where):
+    """The protection is decided on the resolved location: a version name that is a path, a version folder linked
+    to a protected asset's version, and a partition folder linked into another asset are refused; nothing is
+    deleted."""
+    impl, part, _ = setup(where)
+    make(where, part, ["v1"])
+    for crafted in ("../v1", ".", "v1/../v1", ""):
+        with pytest.raises(ValueError, match="is not a version name"):
+            remove_version(impl, where.root, part, "filtered", "filtered[web]", crafted, current=None, reason="x")
+    if where.kind == "local":
+        tokenized = f"{where.root}/tokenized/_all"
+        make(where, tokenized, ["t1"])
+        os.symlink(f"{tokenized}/t1", f"{part}/linked")
+        os.makedirs(f"{where.root}/mixed")
+        os.symlink(tokenized, f"{where.root}/mixed/_all")
+        for root, asset, version in ((part, "filtered", "linked"), (f"{where.root}/mixed/_all", "mixed", "t1")):
+            with pytest.raises(ProtectedVersionError, match=f"resolves to .*tokenized/_all/t1, outside {asset}"):
+                remove_version(impl, where.root, root, asset, asset, version, current=None, reason="x")
+        assert list_versions(impl, tokenized) == ["t1"] and os.listdir(f"{tokenized}/t1") == ["data.bin"]
+    assert list_versions(impl, part)[0] == "v1"
 
 
 def test_remove_version_deletes_it_and_leaves_an_audit_record(where, caplog):
     impl, part, _ = setup(where)
     make(where, part, ["v1", "v2"])
-    deleted = remove_version(impl, part, "filtered", "filtered[web]", "v1", current="v2", reason="ticket 7")
+    deleted = remove_version(impl, where.root, part, "filtered", "filtered[web]", "v1", current="v2", reason="ticket 7")
     assert deleted == [f"{part}/v1/data.bin"] and list_versions(impl, part) == ["v2"]
     record = json.loads(where.store.read_bytes(f"{part}/_removed/v1.json"))
     assert {k: record[k] for k in ("version", "reason", "by", "files")} == {

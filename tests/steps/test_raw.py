@@ -1,6 +1,8 @@
 """The `raw` asset through Dagster: the cost guard stops it before any byte moves, and sources and outputs on a real S3
 API. (The readers: tests/core/test_readers.py; landing zones and symlinks: tests/test_hostile_input.py.)"""
 
+from pathlib import Path
+
 import boto3
 import dagster as dg
 import polars as pl
@@ -11,6 +13,7 @@ from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions
 from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+from curation_assets.core.readers import detect_format, read_shard
 from curation_assets.steps.raw import shard_names
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
@@ -28,46 +31,6 @@ def sources_yaml(tmp_path, uris: list[str], **location) -> str:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
     return str(path)
-
-
-@pytest.fixture
-def zonal_ray(tmp_path):
-    """The address of a Ray cluster of its own whose node carries the zone label `curation/zone=use1-az4`, as the
-    cluster's zone-pinned KubeRay worker groups do: a step whose data root is zonal hands its shards only to Ray
-    workers of that zone (resources/ray_zones.py), and the session's cluster is in no zone. This process is a driver
-    of that cluster during the test only."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from resources.engine import RAY_ENV, LocalCluster
-    from tests.helpers import free_port
-
-    def disconnect() -> None:
-        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-            sys.modules["ray"].shutdown()
-
-    cluster = LocalCluster(tmp_path / "zonal-ray")  # its temp dir names its processes: `stop` kills only them
-    port = free_port()
-    head = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        f"--port={port}",
-        "--num-cpus=1",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={cluster.temp_dir}",
-        "--labels=curation/zone=use1-az4",
-    ]
-    disconnect()
-    subprocess.run(head, env={**os.environ, **RAY_ENV}, check=True, capture_output=True)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        disconnect()
-        cluster.stop()
 
 
 def curate(settings: Settings, instance: dg.DagsterInstance, selection=None) -> dg.ExecuteInProcessResult:
@@ -116,13 +79,11 @@ def test_cost_guard_stops_raw_before_reading_a_bucket_in_another_zone(tmp_path, 
 
 
 @pytest.mark.s3
-def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_before_any_read(
-    tmp_path, s3_request_log, zonal_ray
-):
+def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_before_any_read(tmp_path, s3_request_log):
     """S3 Express One Zone: the zone comes from the bucket names alone (no `location` in the config). A source in
     the data root's zone is read there (same_zone, $0); a source in another zone is refused before a byte of it is
-    read, naming the source, both zones, the bytes and the dollars. The step's Ray workers are in the data root's
-    zone too (`zonal_ray`)."""
+    read, naming the source, both zones, the bytes and the dollars. (The same rule for the step's Ray workers:
+    tests/resources/test_engine.py.)"""
     endpoint, log = s3_request_log
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3", "out--use1-az4--x-s3"):
@@ -130,7 +91,7 @@ def test_directory_buckets_pin_raw_to_their_zone_and_a_second_zone_is_refused_be
     for name in ("part-00000.jsonl.zst", "part-00001.parquet"):
         for bucket in ("src--use1-az4--x-s3", "src--use1-az6--x-s3"):
             s3.upload_file(f"{SAMPLE_BOOKS}/{name}", bucket, f"books/{name}")
-    zonal = dict(env="k8s", data_root="s3://out--use1-az4--x-s3/curation", s3_endpoint=endpoint, ray_address=zonal_ray)
+    zonal = dict(env="k8s", data_root="s3://out--use1-az4--x-s3/curation", s3_endpoint=endpoint)
 
     same = local_settings(
         **zonal,
@@ -226,3 +187,33 @@ def test_override_is_logged_and_the_blocking_check_fails_on_measured_cross_az_by
             for e in instance.all_logs(result.run_id)
         )
         assert instance.get_latest_materialization_event(dg.AssetKey("filtered")) is None  # blocked downstream
+
+
+def test_a_stray_file_matched_by_the_glob_is_quarantined_and_the_good_shards_are_read(tmp_path):
+    """An uploader's README.md or notes.txt beside the shards is not a reason to ingest nothing: each is one `file`
+    quarantine row (`unsupported_format`), never opened, and every document of the good shards is read."""
+    import shutil
+
+    books = tmp_path / "books"
+    shutil.copytree(SAMPLE_BOOKS, books)
+    (books / "README.md").write_text("# how we exported these\n")
+    (books / "notes.txt").write_bytes(b"\x00\xff not text either")
+    root = tmp_path / "data"
+    settings = local_settings(
+        data_root=str(root), sources=sources_yaml(tmp_path, [f"{books}/*"]), recipe=str(tmp_path / "recipe.yaml")
+    )
+    with dg.instance_for_test() as instance:
+        result = curate(settings, instance, selection=[dg.AssetKey("raw")])
+    assert result.success
+    io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard())
+    quarantined = io.scan(dg.AssetKey("raw"), "books", dropped=True).collect()
+    stray = quarantined.filter(pl.col("drop_reason") == "unsupported_format").sort("shard")
+    assert stray["shard"].to_list() == ["README.md", "notes.txt"] and set(stray["location"]) == {"file"}
+    assert ".jsonl.zst" in stray["detail"][0]
+    shards = sorted(Path(SAMPLE_BOOKS).glob("part-*"))
+    expected = 0
+    for p in shards:  # what the reader makes of the good shards alone
+        with open(p, "rb") as f:
+            expected += read_shard(f, fmt=detect_format(p.name), source="books", shard=p.name).docs.height
+    raw = io.scan(dg.AssetKey("raw"), "books").collect()
+    assert raw.height == expected > 0 and set(raw["shard"]) == {p.name for p in shards}
