@@ -1,8 +1,10 @@
 """The whole graph over the shared corpus with 1 worker and with 2 workers, in one invocation, against each other.
 
-Usage: python benchmarks/bench_graph.py [--corpus ../shared/corpus] [--scale 4] [--workers 1 2]
+Usage: python benchmarks/bench_graph.py [--corpus ../shared/corpus] [--scale 4] [--workers 1 2] [--no-pin]
 Each setting runs `curation run --force --workers N` in a fresh process with its own Dagster instance, data root and
-embedded Ray cluster (started by the run and stopped at its end, so its start-up is part of the wall time). Printed per
+embedded Ray cluster (started by the run and stopped at its end, so its start-up is part of the wall time), its whole
+process tree confined to N cores (`taskset -c 0-(N-1)`: N workers get N cores, so the 1-worker run is the one-core
+baseline and Dagster's own processes cannot borrow the idle core; `--no-pin` lets every run use every core). Printed per
 run: wall seconds, CPU seconds and CPU % of the whole process tree (`/usr/bin/time -v`), the largest per-task peak RSS
 the steps report (`task_max_peak_rss_mb`), and the Ray cluster's start-up time (`ray start` alone, measured
 separately). With `--scale K` the same runs also go over a corpus of every shard repeated K times (symlinks under
@@ -61,7 +63,7 @@ def thresholds(tmp: Path) -> Path:
     return out
 
 
-def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str) -> dict:
+def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str, pin: bool) -> dict:
     home, root = tmp / f"home-{tag}", tmp / f"data-{tag}"
     for d in (home, root):
         shutil.rmtree(d, ignore_errors=True)
@@ -78,6 +80,8 @@ def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str) -> di
     env.pop("CURATION_RAY_ADDRESS", None)
     env.pop("CURATION_RAY_DIR", None)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "curation_assets.cli", "run", "--force", f"--workers={workers}"]
+    if pin:
+        cmd = ["taskset", "-c", f"0-{max(0, workers - 1)}", *cmd]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -141,6 +145,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--scale", type=int, default=0, help="also run over the corpus repeated K times (peak RSS)")
     ap.add_argument("--workers", type=int, nargs=2, default=(1, 2))
+    ap.add_argument("--no-pin", action="store_true", help="do not confine a run of N workers to N cores")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-graph-") as t:
         tmp = Path(t)
@@ -150,10 +155,10 @@ def main() -> None:
         for scale in [1, *([args.scale] if args.scale > 1 else [])]:
             sources = corpus_sources(args.corpus.resolve(), scale, tmp)
             for w in args.workers:
-                r = run_graph(w, sources, thr, tmp, f"x{scale}-w{w}")
+                r = run_graph(w, sources, thr, tmp, f"x{scale}-w{w}", pin=not args.no_pin)
                 runs[(scale, w)] = r
                 print(
-                    f"x{scale} corpus, {w} worker(s): wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s ({r['cpu_pct']} %), "
+                    f"x{scale} corpus, {w} worker(s){'' if args.no_pin else f' on {w} core(s)'}: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s ({r['cpu_pct']} %), "
                     f"max per-task peak RSS {r['task_rss_mb']:.0f} MB"
                 )
         if args.scale > 1:

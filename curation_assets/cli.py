@@ -40,20 +40,11 @@ exit codes: 0 ok, 1 a job failed, 2 a config or environment problem (one line ea
 
 
 def _asset_lists() -> dict[str, tuple[str, ...]]:
-    from curation_assets.defs.jobs import (
-        BUILD_MIXTURE,
-        CURATE_SOURCE,
-        DEDUPE_CORPUS,
-        FINISH_SOURCE,
-        INGEST_SOURCE,
-        JOB_ASSETS,
-        TRAIN_QUALITY,
-    )
+    from curation_assets.defs.jobs import JOB_ASSETS, SOURCE_JOBS
 
-    jobs = (INGEST_SOURCE, TRAIN_QUALITY, CURATE_SOURCE, DEDUPE_CORPUS, FINISH_SOURCE, BUILD_MIXTURE)
     return {
-        "SOURCE_ASSETS": (*JOB_ASSETS[INGEST_SOURCE], *JOB_ASSETS[CURATE_SOURCE], *JOB_ASSETS[FINISH_SOURCE]),
-        "ALL_ASSETS": tuple(a for job in jobs for a in JOB_ASSETS[job]),
+        "SOURCE_ASSETS": tuple(a for job in SOURCE_JOBS for a in JOB_ASSETS[job]),
+        "ALL_ASSETS": tuple(a for assets in JOB_ASSETS.values() for a in assets),  # in rebuild order
     }
 
 

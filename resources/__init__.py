@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from curation_assets.config import zone_of
 from curation_assets.config.settings import Settings
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
@@ -56,6 +55,6 @@ def build_resources(
             workers=settings.workers,
             state_dir=settings.ray_dir,
             # in the cluster (a placement is given) every Ray worker must be in a zonal data root's zone
-            data_zone=(settings.data_zone or zone_of(settings.data_root)) if placement else None,
+            data_zone=settings.data_root_zone if placement else None,
         ),
     }

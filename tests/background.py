@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LANES = int(os.environ.get("CURATION_TEST_LANES", "2"))  # background jobs at once (the machine has 2 cores)
+LANES = int(os.environ.get("CURATION_TEST_LANES", "3"))  # background jobs at once: 2 cores, jobs often wait
 
 
 # What a process of the session may have set for itself (Ray's loopback rule and one polars thread per Ray task, set

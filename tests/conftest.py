@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 # helpers that assert (their failures show the compared values, as in a test module)
-pytest.register_assert_rewrite("tests.helpers", "tests.core.reading")
+pytest.register_assert_rewrite("tests.helpers", "tests.core.reading", "tests.podsecurity")
 
 from tests.background import background, clean_env, workers
 from tests.helpers import corpus_yaml as _corpus_yaml
@@ -117,7 +117,7 @@ def _ray_driver_of_the_session():
 
 
 # --- the shared run of the bundled sample -----------------------------------------------------------------------
-@background.job("sample_run", cost=60, first=True)  # first: most tests that wait wait for it
+@background.job("sample_run", cost=40, first=True)  # first: most tests that wait wait for it
 def _sample_run(tmp: Path) -> types.SimpleNamespace:
     """`curation run` of the embedded default (bundled sources, recipe and thresholds) into `tmp/data`, recorded in
     the instance at `tmp/home`; its output (the table and the mixture) in `tmp/run.log`. Without Ray, partitions one

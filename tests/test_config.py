@@ -9,6 +9,7 @@ from curation_assets.config import (
     DEFAULT_SOURCES,
     DEFAULT_THRESHOLDS,
     MAX_CONFIG_BYTES,
+    MAX_CONFIG_NODES,
     ConfigError,
     DedupedThresholds,
     FilteredThresholds,
@@ -172,8 +173,9 @@ def test_missing_files_yaml_syntax_and_cross_file_problems(tmp_path):
 
 
 def test_yaml_bombs_and_huge_files_are_refused_before_they_expand(tmp_path):
-    """A "billion laughs" file (574 bytes of anchors and aliases: 5 GB once expanded) is one line naming the alias,
-    in the thresholds and in the sources file; so is a file over the size bound. Nothing is expanded."""
+    """A "billion laughs" file (574 bytes of anchors and aliases: 5 GB once expanded) is one line naming the aliases,
+    in the thresholds and in the sources file, and so is an alias to itself; so is a file over the size bound.
+    Nothing is expanded. The aliases `yaml.safe_dump` writes for shared objects still load."""
     levels = ["a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']"]
     for k in range(1, 9):
         prev, cur = chr(ord("a") + k - 1), chr(ord("a") + k)
@@ -183,7 +185,15 @@ def test_yaml_bombs_and_huge_files_are_refused_before_they_expand(tmp_path):
     (tmp_path / "s.yaml").write_text("sources:\n  - name: books\n    uris: [x]\n    licence: t\n" + bomb)
     for kind in ("thresholds", "sources"):
         [line] = problems(**{kind: tmp_path / ("t.yaml" if kind == "thresholds" else "s.yaml")})
-        assert "aliases (*name) are not allowed" in line and len(line) < 300, line
+        assert f"aliases (*name) expand past {MAX_CONFIG_NODES:,} nodes" in line and len(line) < 300, line
+    (tmp_path / "self.yaml").write_text("recipe: &r\n  name: r\n  again: *r\n")
+    [line] = problems(recipe=tmp_path / "self.yaml")
+    assert "refer to themselves" in line
+    shared = {"max_drop_rate": 0.9}
+    dumped = yaml.safe_dump({"raw": shared, "deduped": shared})
+    assert "&id001" in dumped and "*id001" in dumped  # PyYAML's own aliases
+    (tmp_path / "ok.yaml").write_text(dumped)
+    assert load_config(thresholds=tmp_path / "ok.yaml").thresholds.deduped.max_drop_rate == 0.9
     (tmp_path / "big.yaml").write_text("recipe:\n  name: r\n" + "#" * (MAX_CONFIG_BYTES + 1))
     assert problems(recipe=tmp_path / "big.yaml") == [
         f"{tmp_path / 'big.yaml'}: larger than {MAX_CONFIG_BYTES:,} bytes: not a config file"

@@ -53,6 +53,7 @@ from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions
 from curation_assets.defs.jobs import ASSETS
+from tests.podsecurity import UID, assert_hardened
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -63,7 +64,6 @@ K8S_VERSIONS = sorted({"1.30", "1.33", ".".join(kubernetes_validate.latest_versi
 DAGSTER_HOME = "/opt/dagster/dagster_home"
 ZONE_LABEL = "topology.k8s.aws/zone-id"  # AZ ID label of EKS >= 1.30 nodes
 ZONE_LABELS = (ZONE_LABEL, "topology.kubernetes.io/zone")
-UID = 10001  # the user of deploy/Dockerfile
 # What deploy/README.md tells the operator to put in Secret curation-postgres.
 POSTGRES_SECRET_KEYS = {"DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"}
 # The op_tags example of deploy/README.md (same shape as curation_assets.steps.common.pod()).
@@ -174,43 +174,7 @@ def assert_valid(obj: dict) -> None:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for k8s {version}: {e.message}")
 
 
-# Volume types the "restricted" Pod Security Standard admits.
-RESTRICTED_VOLUME_TYPES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
 
-
-def assert_hardened(pod: dict, where: str) -> None:
-    """Every pod of the project: the Pod Security Standard "restricted" (which base/namespace.yaml enforces), with
-    each setting written out on the pod AND on every container, plus a read-only root filesystem with a writable
-    emptyDir /tmp as $HOME."""
-    psc = pod.get("securityContext", {})
-    assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == UID, (where, psc)
-    assert psc.get("seccompProfile") == {"type": "RuntimeDefault"}, (where, psc)
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        assert not pod.get(flag), (where, flag)
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    for v in volumes.values():
-        assert set(v) - {"name"} <= RESTRICTED_VOLUME_TYPES, (where, v)
-    for c in pod["containers"] + pod.get("initContainers", []) + pod.get("ephemeralContainers", []):
-        sc = c.get("securityContext", {})
-        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser") == UID, (where, c["name"], sc)
-        assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"], sc)
-        assert not sc.get("privileged"), (where, c["name"], sc)
-        assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"], sc)
-        assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), (where, sc)
-        assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, (where, c["name"], sc)
-        assert not any(p.get("hostPort") for p in c.get("ports", [])), where
-        (tmp,) = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
-        assert "emptyDir" in volumes[tmp["name"]] and not tmp.get("readOnly"), (where, tmp)
-        assert {"name": "HOME", "value": "/tmp"} in c.get("env", []), where
 
 
 # ---------------------------------------------------------------- dagster-k8s, offline

@@ -82,7 +82,7 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
     assert re.search(r"^tokenized +default ", capsys.readouterr().out, re.M)
 
 
-@background.job("torture_run", cost=50)
+@background.job("torture_run", cost=35)
 def _torture_run(tmp: Path) -> types.SimpleNamespace:
     corpus = find_shared_corpus()
     if corpus is None:
@@ -134,7 +134,7 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
     assert quarantine["location"].str.contains(r"^(line|row|record|frame):\d+$|^file$").all()
 
 
-@background.job("shared_corpus_run", cost=240)
+@background.job("shared_corpus_run", cost=120)
 def _shared_corpus_run(tmp: Path) -> types.SimpleNamespace:
     corpus = find_shared_corpus()
     if corpus is None:
@@ -174,7 +174,7 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
     assert all(r["rows_dropped"] == 0 for r in raw.values())
 
 
-@background.job("s3_graph_run", cost=100)
+@background.job("s3_graph_run", cost=140)
 def _s3_graph_run(tmp: Path) -> types.SimpleNamespace:
     """The embedded default with the data root on S3, its partitions at once in the pool of `curation run` (two
     worker processes: CURATION_WORKERS=2, the default on this machine), the steps' tasks on the session's Ray cluster

@@ -36,13 +36,13 @@ from resources.ray_zones import (
     worker_zone_problems,
 )
 from tests.helpers import _origin_checkout
+from tests.podsecurity import UID, assert_hardened
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ["dev", "prod"]
 CRD_FILE = "ray.io_rayclusters.yaml"  # the KubeRay CRD of kind RayCluster
 K8S_VERSIONS = sorted({"1.30", "1.33", ".".join(kubernetes_validate.latest_version().split(".")[:2])})
-UID = 10001  # the user of deploy/Dockerfile
 RAY_VERSION = "2.60.0"
 OTHER_ZONE = "use1-az6"
 
@@ -271,43 +271,7 @@ def kuberay_pods(rc: dict) -> dict[str, dict]:
     return pods
 
 
-# Volume types the "restricted" Pod Security Standard admits.
-RESTRICTED_VOLUME_TYPES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
 
-
-def assert_hardened(pod: dict, where: str) -> None:
-    """tests/test_deploy.py's check of every pod of the project: the Pod Security Standard "restricted" (which
-    base/namespace.yaml enforces), with each setting written out on the pod AND on every container, plus a
-    read-only root filesystem with a writable emptyDir /tmp as $HOME."""
-    psc = pod.get("securityContext", {})
-    assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == UID, (where, psc)
-    assert psc.get("seccompProfile") == {"type": "RuntimeDefault"}, (where, psc)
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        assert not pod.get(flag), (where, flag)
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    for v in volumes.values():
-        assert set(v) - {"name"} <= RESTRICTED_VOLUME_TYPES, (where, v)
-    for c in pod["containers"] + pod.get("initContainers", []) + pod.get("ephemeralContainers", []):
-        sc = c.get("securityContext", {})
-        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser") == UID, (where, c["name"], sc)
-        assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"], sc)
-        assert not sc.get("privileged"), (where, c["name"], sc)
-        assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"], sc)
-        assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), (where, sc)
-        assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, (where, c["name"], sc)
-        assert not any(p.get("hostPort") for p in c.get("ports", [])), where
-        (tmp,) = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
-        assert "emptyDir" in volumes[tmp["name"]] and not tmp.get("readOnly"), (where, tmp)
-        assert {"name": "HOME", "value": "/tmp"} in c.get("env", []), where
 
 
 def assert_ray_writable(pod: dict, where: str) -> None:

@@ -73,7 +73,7 @@ def assert_nothing_partial(root: Path) -> None:
             json.loads(f.read_text())
 
 
-@background.job("crash_and_rerun", cost=80)
+@background.job("crash_and_rerun", cost=45)
 def crash_and_rerun(tmp_path: Path) -> None:
     # An undisturbed run: the reference. (That two clean runs write the same bytes - another instance, another data
     # root - is tests/test_pipeline.py's S3 run against the session's local run, every file of every asset.)

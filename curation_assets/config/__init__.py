@@ -483,30 +483,57 @@ FILES = {  # kind: (bundled default, the model of the file's top level)
 }
 
 
-# Config files are small and written by hand: a larger file, or an alias (`*name`), is refused before it is expanded.
-# Aliases are how a 574-byte "billion laughs" file becomes gigabytes of nested lists (anchors alone are harmless).
+# Config files are small: a larger file is refused unread, and so is one whose aliases (`*name`) would expand it past
+# MAX_CONFIG_NODES - how a 574-byte "billion laughs" file becomes gigabytes once anything walks it. Aliases as
+# `yaml.safe_dump` writes them for shared objects expand to a few nodes and still load.
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 1_000_000
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses aliases where it meets them, before anything is expanded."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in config files", mark)
-        return super().compose_node(parent, index)
+def _expanded_nodes(root: yaml.Node, limit: int) -> int | None:
+    """How many nodes the document has with every alias expanded (memoized over the node graph, so linear in the
+    file), or None past `limit` or on a recursive alias."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [] if isinstance(node, yaml.ScalarNode) else node.value
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in children for n in pair]
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            open_.discard(id(node))
+            if sizes[id(node)] > limit:
+                return None
+            continue
+        if id(node) in open_:  # an alias to an enclosing node
+            return None
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def _read_yaml(path: Path) -> tuple[Any, list[str]]:
-    """(the parsed document, []) or (None, one problem line): missing, unreadable, too large, not YAML (aliases
-    refused), not a mapping."""
+    """(the parsed document, []) or (None, one problem line): missing, unreadable, too large (in bytes, or in nodes
+    once its aliases are expanded), not YAML, not a mapping."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             return None, [line(path, "", f"larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")]
-        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+        loader = yaml.SafeLoader(raw.decode("utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_nodes(node, MAX_CONFIG_NODES) is None:
+                message = f"its aliases (*name) expand past {MAX_CONFIG_NODES:,} nodes or refer to themselves"
+                return None, [line(path, "", message)]
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         return None, [line(path, "", "file not found")]
     except IsADirectoryError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation_assets.config.errors import ConfigError, line, short
+from curation_assets.config import zone_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Every variable a deployment may set; a CURATION_* variable not listed here is reported (a typo is silent otherwise)
@@ -133,6 +134,11 @@ class Settings:
     # where the embedded Ray cluster is recorded: by default `<DAGSTER_HOME>/ray`, one cluster per Dagster instance
     # (CURATION_RAY_DIR shares one across instances, as the test suite does)
     ray_dir: str = str(REPO_ROOT / ".curation" / "dagster" / "ray")
+
+    @property
+    def data_root_zone(self) -> str | None:
+        """The data root's AZ ID: CURATION_DATA_ZONE, else the zone an S3 Express directory bucket's name carries."""
+        return self.data_zone or zone_of(self.data_root)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -4,16 +4,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from curation_assets.config import CurationConfig, zone_of
+from curation_assets.config import CurationConfig
 from curation_assets.config.settings import Settings
 from curation_assets.defs.jobs import ASSETS
 from curation_assets.steps.common import source_partitions
 from resources import build_resources
 from resources.cost_guard import zone_pin
-
-
-def data_root_zone(settings: Settings) -> str | None:
-    return settings.data_zone or zone_of(settings.data_root)
 
 
 def raw_pin(cfg: CurationConfig, settings: Settings, source: str) -> dict:
@@ -26,7 +22,7 @@ def raw_pin(cfg: CurationConfig, settings: Settings, source: str) -> dict:
         zones = zone.source(source, cfg.resolve_uri(zone.uri)).zones()
     else:
         zones = set()
-    zones |= {z for z in [data_root_zone(settings)] if z}
+    zones |= {z for z in [settings.data_root_zone] if z}
     return {"raw": zone_pin(zones.pop(), settings.zone_label)} if len(zones) == 1 else {}
 
 
@@ -37,7 +33,7 @@ def k8s_executor(settings: Settings) -> dg.ExecutorDefinition:
     # Every step reads and writes the data root: when it is zonal (an S3 Express directory bucket), every step (and
     # every check step, which re-reads what its asset wrote) runs in its zone. A run may add per-step pins (raw_pin,
     # through ingest_source's partitioned config).
-    root = data_root_zone(settings)
+    root = settings.data_root_zone
     steps = [*ASSETS, *(f"{a}_checks" for a in ASSETS)]
     pins = {step: zone_pin(root, settings.zone_label) for step in steps} if root else {}
 

@@ -26,7 +26,8 @@ CURATE_SOURCE = "curate_source"
 DEDUPE_CORPUS = "dedupe_corpus"
 FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
-JOB_ASSETS = {
+SOURCE_JOBS = (INGEST_SOURCE, CURATE_SOURCE, FINISH_SOURCE)  # partitioned by source; the others run once
+JOB_ASSETS = {  # in rebuild order
     INGEST_SOURCE: ("raw",),
     TRAIN_QUALITY: ("quality_model",),
     CURATE_SOURCE: ("filtered", "dedup_signatures"),

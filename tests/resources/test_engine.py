@@ -144,7 +144,7 @@ print(json.dumps(out))
 """
 
 
-@background.job("engine_runs", cost=70)
+@background.job("engine_runs", cost=65)
 def _engine_runs(tmp: Path) -> types.SimpleNamespace:
     """A Ray head of its own (`ray start --head` on loopback, as an operator's cluster): checked for loopback-only
     listeners and reuse; plain tasks through it from a driver process of their own; the same two jobs through the session's embedded cluster (found by its state directory) and
