@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only (the module has `from __future__ import annotations`)
@@ -80,11 +81,15 @@ def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | No
     return runs[0].tags.get(FINGERPRINT) if runs else None
 
 
-def _execute(defs, instance: dg.DagsterInstance, job: str, partition: str | None, tags: dict) -> tuple[bool, str]:
+def _execute(
+    defs, instance: dg.DagsterInstance, job: str, partition: str | None, tags: dict
+) -> tuple[bool, str, float]:
+    """(succeeded, run id, seconds) of one run of `job` for `partition`, in this process."""
+    start = time.perf_counter()
     res = defs.resolve_job_def(job).execute_in_process(
         partition_key=partition, instance=instance, tags=tags, raise_on_error=False
     )
-    return res.success, res.run_id
+    return res.success, res.run_id, time.perf_counter() - start
 
 
 _WORKER: dict[str, object] = {}  # a pool worker's definitions and instance, built once per process
@@ -99,7 +104,7 @@ def _init_worker(instance_ref, settings: Settings) -> None:
     _WORKER["defs"] = build_definitions(config_for(settings), settings)
 
 
-def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str]:
+def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str, float]:
     return _execute(_WORKER["defs"], _WORKER["instance"], job, partition, tags)
 
 
@@ -159,10 +164,10 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
         else:
             futures = {p: pool.submit(_execute_in_worker, job, p, t) for p, t in todo.items()}
             results = {p: f.result() for p, f in futures.items()}
-        for partition, (success, run_id) in results.items():
+        for partition, (success, run_id, seconds) in results.items():
             ok &= success
             name = f"{job}[{partition}]" if partition else job
-            print(f"{name}: {'ok' if success else 'FAILED'} (run {run_id})")
+            print(f"{name}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
 
     def chain(*parts: object) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -90,12 +90,11 @@ def html_to_text(html: str) -> str:
     otherwise dominate dedup and quality signals (pure index pages shrink to their heading and are left to the
     quality filters); `preserve_formatting` + `list_bullets` keep paragraph and list structure for line-level
     filters; alt texts, link targets, form fields, noscript, comment sections and post metadata are not body text;
-    `hidden_elements=False` drops elements with hidden class names.
+    `hidden_elements=False` drops elements with hidden class names. A page that main-content extraction empties (a
+    licence or copyright page is all "footer") falls back to its full visible text: short is not broken.
     """
-    return extract_plain_text(
-        html,
+    options = dict(
         preserve_formatting=True,
-        main_content=True,
         list_bullets=True,
         alt_texts=False,
         links=False,
@@ -105,7 +104,11 @@ def html_to_text(html: str) -> str:
         post_meta=False,
         hidden_elements=False,
         skip_elements=None,
-    ).strip()
+    )
+    return (
+        extract_plain_text(html, main_content=True, **options).strip()
+        or extract_plain_text(html, main_content=False, **options).strip()
+    )
 
 
 class ReaderParams(BaseModel):

@@ -235,6 +235,19 @@ def test_html_to_text_on_a_literal_page():
     assert "<" not in text and "color:red" not in text and "var x" not in text
 
 
+def test_a_page_that_main_content_extraction_empties_keeps_its_full_text():
+    """A copyright page (all of it a footer to main-content extraction) is short, not broken: its visible text is
+    kept, not quarantined as empty_after_extraction."""
+    page = (
+        "<html><head><title>Copyright</title></head><body><div class='footer'>Copyright &copy; 2001-2023 Python "
+        "Software Foundation. All rights reserved.</div></body></html>"
+    )
+    line = json.dumps({"id": "c", "text": page}) + "\n"
+    result = read_shard(io.BytesIO(line.encode()), fmt="jsonl", source="s", shard="s", html=True)
+    assert result.quarantine.height == 0
+    assert result.docs["text"].to_list() == ["Copyright © 2001-2023 Python Software Foundation. All rights reserved."]
+
+
 def test_html_record_with_no_visible_text_is_quarantined():
     line = json.dumps({"id": "h", "text": "<html><body><script>x()</script></body></html>"}) + "\n"
     result = read_shard(io.BytesIO(line.encode()), fmt="jsonl", source="s", shard="s", html=True)
