@@ -81,15 +81,44 @@ def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | No
     return runs[0].tags.get(FINGERPRINT) if runs else None
 
 
+# The terminal gets one line per run and, under a failed one, one line per failed step (its root cause); Dagster's
+# per-event lines (hundreds per run, a failure's stack among them) stay in the instance's event log, where the UI
+# shows them.
+QUIET = {"console": {"config": {"log_level": "CRITICAL"}}}
+
+
 def _execute(
     defs, instance: dg.DagsterInstance, job: str, partition: str | None, tags: dict
-) -> tuple[bool, str, float]:
-    """(succeeded, run id, seconds) of one run of `job` for `partition`, in this process."""
+) -> tuple[bool, str, float, list[str]]:
+    """(succeeded, run id, seconds, one line per failed step: its error) of one run of `job` for `partition`, in
+    this process."""
     start = time.perf_counter()
-    res = defs.resolve_job_def(job).execute_in_process(
-        partition_key=partition, instance=instance, tags=tags, raise_on_error=False
+    job_def = defs.resolve_job_def(job)
+    config = {}
+    if partition is not None and job_def.partitioned_config is not None:  # run_config replaces it: merge
+        config = dict(job_def.partitioned_config.get_run_config_for_partition_key(partition))
+    res = job_def.execute_in_process(
+        run_config={**config, "loggers": QUIET},
+        partition_key=partition,
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
     )
-    return res.success, res.run_id, time.perf_counter() - start
+    failures = [
+        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+        for e in res.all_events
+        if e.is_step_failure and e.step_failure_data.error is not None
+    ]
+    return res.success, res.run_id, time.perf_counter() - start, failures
+
+
+def _root_cause(error) -> str:
+    """The innermost error of a step failure, on one line, without its exception class's module path."""
+    while error.cause is not None:
+        error = error.cause
+    message = " ".join(line.strip() for line in (error.message or "").strip().splitlines() if line.strip())
+    head, sep, rest = message.partition(": ")
+    return (rest if sep and "." in head and " " not in head else message)[:500]
 
 
 _WORKER: dict[str, object] = {}  # a pool worker's definitions and instance, built once per process
@@ -104,7 +133,7 @@ def _init_worker(instance_ref, settings: Settings) -> None:
     _WORKER["defs"] = build_definitions(config_for(settings), settings)
 
 
-def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str, float]:
+def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str, float, list[str]]:
     return _execute(_WORKER["defs"], _WORKER["instance"], job, partition, tags)
 
 
@@ -164,10 +193,12 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
         else:
             futures = {p: pool.submit(_execute_in_worker, job, p, t) for p, t in todo.items()}
             results = {p: f.result() for p, f in futures.items()}
-        for partition, (success, run_id, seconds) in results.items():
+        for partition, (success, run_id, seconds, failures) in results.items():
             ok &= success
             name = f"{job}[{partition}]" if partition else job
             print(f"{name}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
+            for failure in failures:
+                print(f"  {failure}")
 
     def chain(*parts: object) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

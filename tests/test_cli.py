@@ -212,3 +212,33 @@ def test_remove_version_refuses_crafted_asset_and_partition_arguments(tmp_path, 
     # a well-formed argument list still works
     assert main(["remove-version", "mixed", "_all", "m1", "--reason", "old mixture"]) == 0
     assert not (root / "mixed/_all/m1").exists() and (root / "mixed/_all/_removed/m1.json").is_file()
+
+
+def test_run_prints_one_line_per_run_with_its_seconds_and_a_failure_names_its_cause(tmp_path, capsys):
+    """`curation run` is quiet (no Dagster DEBUG or INFO lines: they stay in the instance's event log) and says,
+    under a failed run, which step failed and why, on one line, without Dagster's stack."""
+    import dagster as dg
+
+    from curation_assets.cli import run
+    from tests.helpers import local_settings
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "part-00000.jsonl").write_text('{"id": "a", "text": "a fine sentence of text"}\n{broken\n{broken\n')
+    sources, recipe, thresholds = tmp_path / "s.yaml", tmp_path / "r.yaml", tmp_path / "t.yaml"
+    sources.write_text(yaml.safe_dump({"sources": [{"name": "books", "uris": [f"{books}/*"], "licence": "t"}]}))
+    recipe.write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"books": 1}}}))
+    t = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    t["raw"]["max_drop_rate"] = 0.5  # 2 of 3 records are broken
+    thresholds.write_text(yaml.safe_dump(t))
+    settings = local_settings(
+        data_root=str(tmp_path / "data"), sources=str(sources), recipe=str(recipe), thresholds=str(thresholds)
+    )
+    with dg.instance_for_test() as instance:
+        assert not run(instance, settings, force=False)
+    out, err = capsys.readouterr()
+    lines = (out + err).splitlines()
+    assert not [line for line in lines if " - DEBUG - " in line or " - INFO - " in line], lines[:5]
+    (failed,) = [i for i, line in enumerate(lines) if re.match(r"ingest_source\[books\]: FAILED in [\d.]+ s \(run ", line)]
+    assert "drop_rate" in lines[failed + 1] and lines[failed + 1].startswith("  raw"), lines[failed : failed + 3]
+    assert "Traceback" not in out + err
