@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -47,6 +48,8 @@ RAY_ENV = {
 }
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
+NAMESPACE = "curation"
+RUNNER = "curation-runner"  # the runner pool's actor names: `<RUNNER>-<code version>-<index>`
 STOP_GRACE_S = 5.0
 
 
@@ -241,6 +244,29 @@ def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]
     return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss())
 
 
+class TaskRunner:
+    """One long-lived worker process of the cluster's runner pool (a detached Ray actor, one CPU). Every step of every
+    run - each a Ray job of its own - sends its tasks to the same runners, so imports, fastText models and tiktoken
+    encodings load once per runner, not once per step: Ray never lends a plain task's worker process to another job,
+    and starting one costs a few CPU seconds, more than many of a small step's tasks. A runner killed mid-task is
+    restarted by Ray and the call re-run (max_task_retries)."""
+
+    def run(self, fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
+        return run_task(fn, item, label)
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of the Python sources of `curation_assets` and `resources`: a runner pool serves one version of the
+    code, so an edited module never runs in a runner that imported the old one."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in ("curation_assets", "resources"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @dataclass
 class Progress:
     """The roll-up of a step's tasks, for its log and metadata."""
@@ -268,6 +294,11 @@ class RayEngine(dg.ConfigurableResource):
     `address`: an existing cluster (`CURATION_RAY_ADDRESS`, e.g. the KubeRay head `ray-head:6379`); None = the
     embedded cluster of this instance under `state_dir`, with `workers` CPUs (`CURATION_WORKERS`; None = every core;
     0 = no Ray: tasks run in the calling process, in order, through the same `run_task`).
+
+    The tasks run on the cluster's runner pool (`TaskRunner`): `workers` runners (None: one per CPU the cluster has
+    now; in an autoscaling cluster set `workers` to its maximum, so that pending runners scale it up), named after
+    the code version and shared by every step and run of that code. Runners of another code version are stopped
+    when a step of this one starts.
     """
 
     address: str | None = None
@@ -287,7 +318,7 @@ class RayEngine(dg.ConfigurableResource):
 
         if not ray.is_initialized():
             address = self.address or LocalCluster(Path(self.state_dir)).start(self.workers or os.cpu_count() or 1)[0]
-            ray.init(address=address, namespace="curation", log_to_driver=False, logging_level="ERROR")
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         problems = worker_zone_problems(ray_node_zones(ray.nodes()), self.data_zone)
         if problems and not override:
             raise CrossZoneTransferError("; ".join(problems) + f" (override with the run tag {OVERRIDE_TAG})")
@@ -316,15 +347,48 @@ class RayEngine(dg.ConfigurableResource):
 
         if progress is not None:
             progress.engine = "ray"
-        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
-        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending: deque = deque()
+        free = self._runners()  # runners with no task of this step in flight
+        running: dict = {}  # ref -> its runner
+        queue: deque = deque()  # (label, ref) in item order, not yet yielded
+        window = 2 * len(free)  # results the driver may hold
+
+        def settle(block: bool) -> None:
+            if not running:
+                return
+            ready, _ = ray.wait(list(running), num_returns=1 if block else len(running), timeout=None if block else 0)
+            free.extend(running.pop(ref) for ref in ready)
+
         for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
-            pending.append((label, remote.remote(fn, item, label)))
-            if len(pending) >= window:
-                yield self._collect(*pending.popleft(), log, progress)
-        while pending:
-            yield self._collect(*pending.popleft(), log, progress)
+            while not free:  # each task goes to an idle runner: a slow shard never holds the others back
+                settle(block=True)
+            runner = free.pop()
+            ref = runner.run.remote(fn, item, label)
+            running[ref] = runner
+            queue.append((label, ref))
+            settle(block=False)
+            while queue and (queue[0][1] not in running or len(queue) > window):  # in item order
+                head_label, head = queue.popleft()
+                if head in running:
+                    free.append(running.pop(head))  # collected below: its runner is idle once it returns
+                yield self._collect(head_label, head, log, progress)
+        while queue:
+            head_label, head = queue.popleft()
+            running.pop(head, None)
+            yield self._collect(head_label, head, log, progress)
+
+    def _runners(self) -> list:
+        """This code version's runner pool (created where missing), after stopping the pools of other versions."""
+        import ray
+
+        size = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        prefix = f"{RUNNER}-{code_version()}-"
+        for named in ray.util.list_named_actors(all_namespaces=True):
+            if named["namespace"] == NAMESPACE and named["name"].startswith(RUNNER) and not named["name"].startswith(prefix):
+                with contextlib.suppress(ValueError):  # stopped by another driver meanwhile
+                    ray.kill(ray.get_actor(named["name"], namespace=NAMESPACE), no_restart=True)
+        runner = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=MAX_RETRIES)(TaskRunner)
+        options = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        return [runner.options(name=f"{prefix}{i}", **options).remote() for i in range(size)]
 
     @staticmethod
     def _collect(label: str, ref, log, progress: Progress | None) -> object:

@@ -550,6 +550,7 @@ PER_ENV_KEYS = [
     "PGSSLMODE",
     "CURATION_S3_ENDPOINT",
     "AWS_ENDPOINT_URL_S3",
+    "CURATION_WORKERS",  # follows the overlay's RayCluster size (tests/test_raycluster.py)
 ]
 
 

@@ -472,6 +472,17 @@ def test_ray_version_is_the_one_the_image_installs():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_runner_pool_is_as_large_as_the_worker_group_can_grow(overlay):
+    """CURATION_WORKERS sizes the runner pool (resources/engine.py `TaskRunner`, one CPU each): maxReplicas x the
+    workers' cpu limit, so the pool's pending runners are what the autoscaler scales the group up for, and no runner
+    waits for a CPU the group can never have."""
+    objs = render(overlay)
+    (group,) = worker_groups(raycluster(objs))
+    cpus = parse_quantity(_resources(ray_container(group["template"]))["limits"]["cpu"])
+    assert int(env_data(objs)["CURATION_WORKERS"]) == group["maxReplicas"] * cpus
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_curation_ray_address_is_the_head_services_gcs_port_in_the_overlays_namespace(overlay):
     objs = render(overlay)
     rc = raycluster(objs)
