@@ -49,6 +49,9 @@ RAY_ENV = {
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
 NAMESPACE = "curation"
+# A runner idle this long exits (the next step starts the pool again), so that an autoscaling cluster can scale its
+# workers down: a live actor keeps its node busy.
+RUNNER_IDLE_S = 600.0
 RUNNER = "curation-runner"  # the runner pool's actor names: `<RUNNER>-<code version>-<index>`
 STOP_GRACE_S = 5.0
 
@@ -251,8 +254,31 @@ class TaskRunner:
     and starting one costs a few CPU seconds, more than many of a small step's tasks. A runner killed mid-task is
     restarted by Ray and the call re-run (max_task_retries)."""
 
-    def run(self, fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
-        return run_task(fn, item, label)
+    def __init__(self) -> None:
+        self.last_used = time.monotonic()
+        self.idle_s = RUNNER_IDLE_S
+        self.lingering = False
+
+    async def run(self, fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
+        # synchronous work inside an async method: it holds the event loop, so a runner runs one task at a time
+        result = run_task(fn, item, label)
+        self.last_used = time.monotonic()
+        return result
+
+    async def linger(self, idle_s: float) -> None:
+        """Exit once no task has come for `idle_s` seconds (the shortest any driver asked for); one watch per
+        runner. An exit on purpose is not restarted."""
+        import asyncio
+
+        import ray
+
+        self.idle_s = min(self.idle_s, idle_s)
+        if self.lingering:
+            return
+        self.lingering = True
+        while time.monotonic() - self.last_used < self.idle_s:
+            await asyncio.sleep(min(5.0, self.idle_s / 4))
+        ray.actor.exit_actor()
 
 
 @functools.cache
@@ -388,7 +414,10 @@ class RayEngine(dg.ConfigurableResource):
                     ray.kill(ray.get_actor(named["name"], namespace=NAMESPACE), no_restart=True)
         runner = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=MAX_RETRIES)(TaskRunner)
         options = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        return [runner.options(name=f"{prefix}{i}", **options).remote() for i in range(size)]
+        runners = [runner.options(name=f"{prefix}{i}", **options).remote() for i in range(size)]
+        for r in runners:  # not retried: its call ends only when the runner exits on purpose
+            r.linger.options(max_task_retries=0).remote(RUNNER_IDLE_S)
+        return runners
 
     @staticmethod
     def _collect(label: str, ref, log, progress: Progress | None) -> object:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from curation_assets.config import DEFAULT_THRESHOLDS
-from resources.engine import CHAOS_DIR, RAY_ENV, LocalCluster, RayEngine
+from resources.engine import CHAOS_DIR, RAY_ENV, RUNNER, LocalCluster, RayEngine
 from resources.ray_zones import RAY_ZONE_LABEL
 from tests.background import background
 from tests.helpers import ensure_ray, ray_dir
@@ -120,7 +120,7 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = """
 import json, sys
 from resources.cost_guard import CrossZoneTransferError
-from resources.engine import RayEngine
+from resources.engine import RUNNER, RayEngine
 from tests.resources import test_engine as t
 engine = RayEngine(address=sys.argv[1], state_dir="unused")
 labels = [f"shard-{i}" for i in range(5)]
@@ -132,6 +132,17 @@ except RuntimeError as e:
 killed = t.armed("unit", "chaos-b")
 out["pids"] = list(engine.map(t.worker_pid, range(3), ["a", "chaos-b", "c"]))
 out["killed"] = killed.read_text()
+# idle runners exit (an autoscaling cluster can then scale down), and the next step starts the pool again
+import ray, time
+named = lambda: sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(RUNNER))
+out["runners"] = named()
+for runner in engine._runners():
+    runner.linger.options(max_task_retries=0).remote(1)
+deadline = time.monotonic() + 60
+while named() and time.monotonic() < deadline:
+    time.sleep(0.5)
+out["after_idle"] = named()
+out["again"] = sorted(set(engine.map(t.worker_pid, range(4), ["a", "b", "c", "d"])))
 # the cost guard's zone rule for Ray workers: the node is in use1-az4
 out["zones"] = {}
 for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "migration")):
@@ -140,7 +151,7 @@ for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "mig
         out["zones"][f"{zone} {override}"] = "ok"
     except CrossZoneTransferError as e:
         out["zones"][f"{zone} {override}"] = str(e)
-print(json.dumps(out))
+print("UNIT " + json.dumps(out))
 """
 
 
@@ -161,7 +172,8 @@ def _engine_runs(tmp: Path) -> types.SimpleNamespace:
             [sys.executable, "-c", UNIT, address], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True
         )
         assert done.returncode == 0, done.stderr.decode()[-3000:]
-        out.unit = json.loads(done.stdout.decode().splitlines()[-1])
+        (unit,) = [line for line in done.stdout.decode().splitlines() if line.startswith("UNIT ")]
+        out.unit = json.loads(unit.removeprefix("UNIT "))
         out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())})
         out.killed = armed("novels", f"{SOURCE} rows")  # filtered's task labels are `<source> rows <first>-<last>`
         out.external = run_books(tmp, "external", {"CURATION_RAY_ADDRESS": address})
@@ -178,6 +190,13 @@ def engine_runs():
 def test_results_come_back_in_item_order_and_a_failed_task_names_its_item(engine_runs):
     assert engine_runs.unit["ordered"] == [0, 1, 4, 9, 16]  # later items finished first
     assert engine_runs.unit["failed"] == "task shard-3 failed: ValueError: a broken shard"
+
+
+def test_the_runner_pool_is_shared_exits_when_idle_and_comes_back(engine_runs):
+    unit = engine_runs.unit
+    assert len(unit["runners"]) == 2 and all(re.fullmatch(rf"{RUNNER}-[0-9a-f]{{12}}-[01]", n) for n in unit["runners"])
+    assert unit["after_idle"] == []  # exited on purpose: not restarted
+    assert len(unit["again"]) == 2 and not set(unit["again"]) & set(unit["pids"])  # new runner processes
 
 
 def test_a_task_whose_worker_is_killed_is_rerun_by_ray(engine_runs):
