@@ -15,6 +15,8 @@ Tasks:
                            second file (half its bytes written), or just before publishing a single-file version
 - `["raw-slowly", LOG]`    raw[web] only, each file write taking a second; appends the window of each publish (start,
                            end) to LOG as a JSON line
+- `["call", MODULE:FUNCTION, OUT, ARG...]`  FUNCTION(*ARG) of a test module, its JSON result written to OUT (heavy
+                           computations of the in-process tests, moved off the session's thread)
 
 Each child leads a process group of its own. When the server's stdin closes (the test session ends), it kills the
 groups of the children still running (a job nobody waited for) and exits.
@@ -100,6 +102,12 @@ def run_task(task: list[str]) -> int:
         return main(args[1:] or ["run"])
     if kind == "raw-slowly":
         return raw_slowly(args[0])
+    if kind == "call":
+        import importlib
+
+        module, _, name = args[0].partition(":")
+        Path(args[1]).write_text(json.dumps(getattr(importlib.import_module(module), name)(*args[2:])))
+        return 0
     raise ValueError(f"unknown task {task!r}")
 
 
