@@ -79,6 +79,9 @@ def _datatrove_parity(tmp: Path) -> dict | None:
     return json.loads(out.read_text())
 
 
+pytestmark = pytest.mark.background("datatrove_parity")  # started with the session, these tests run last
+
+
 @pytest.fixture(scope="module")
 def parity() -> dict:
     report = background.result("datatrove_parity")
