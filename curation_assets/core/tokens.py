@@ -41,6 +41,18 @@ class Shard:
     index: bytes
     lengths: np.ndarray  # tokens per sequence, EOT included
 
+    def manifest_entry(self) -> dict[str, object]:
+        """The shard's row of `manifest.json`'s `shards`: its files, counts and checksums."""
+        return {
+            "name": self.name,
+            "bin": f"{self.name}.bin",
+            "idx": f"{self.name}.idx",
+            "documents": len(self.lengths),
+            "tokens": int(self.lengths.sum()),
+            "bin_sha256": sha256(self.data),
+            "idx_sha256": sha256(self.index),
+        }
+
 
 def tokenize_docs(
     encoded: Iterable[list[np.ndarray]],
@@ -225,17 +237,7 @@ def token_files(docs: pl.DataFrame, encoded: Iterable[list[np.ndarray]], header:
     lengths: list[np.ndarray] = []
     shards = tokenize_docs(encoded, header["eot_id"], header["vocab_size"], header["shard_tokens"])
     for shard in shards:
-        manifest["shards"].append(
-            {
-                "name": shard.name,
-                "bin": f"{shard.name}.bin",
-                "idx": f"{shard.name}.idx",
-                "documents": len(shard.lengths),
-                "tokens": int(shard.lengths.sum()),
-                "bin_sha256": sha256(shard.data),
-                "idx_sha256": sha256(shard.index),
-            }
-        )
+        manifest["shards"].append(shard.manifest_entry())
         lengths.append(shard.lengths)
         yield f"{shard.name}.bin", shard.data
         yield f"{shard.name}.idx", shard.index

@@ -9,7 +9,7 @@ import pytest
 
 from curation_assets.core.loader import OfflineSource, OnlineSource, sequences
 from curation_assets.core.readers import detect_format, read_shard
-from curation_assets.core.tokens import sha256, text_batches, tokenize_docs
+from curation_assets.core.tokens import text_batches, tokenize_docs
 from resources.tokenizer import TokenizerResource
 
 SAMPLE = Path(__file__).resolve().parents[2] / "curation_assets" / "sample"
@@ -34,16 +34,7 @@ def offline(mixture, tmp_path_factory) -> OfflineSource:
     for s in tokenize_docs(map(TOK.encode_arrays, text_batches(mixture, 64)), TOK.eot_id, TOK.vocab_size, 20_000):
         (out / f"{s.name}.bin").write_bytes(s.data)
         (out / f"{s.name}.idx").write_bytes(s.index)
-        shards.append(
-            {
-                "name": s.name,
-                "bin": f"{s.name}.bin",
-                "idx": f"{s.name}.idx",
-                "tokens": int(s.lengths.sum()),
-                "documents": len(s.lengths),
-                "bin_sha256": sha256(s.data),
-            }
-        )
+        shards.append(s.manifest_entry())
     (out / "manifest.json").write_text(json.dumps({"dtype": "<i4", "shards": shards}))
     files = {p.name: str(p) for p in out.iterdir()}
     return OfflineSource(files, lambda uri: Path(uri).read_bytes())

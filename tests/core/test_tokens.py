@@ -12,7 +12,6 @@ from curation_assets.core import megatron
 from curation_assets.core.tokens import (
     decode_sample,
     documents_frame,
-    sha256,
     shard_sizes,
     text_batches,
     tokenize_docs,
@@ -60,18 +59,7 @@ def manifest_for(shards, vocab=TOK.vocab_size):
         "vocab_size": vocab,
         "documents": sum(len(s.lengths) for s in shards),
         "tokens": sum(int(s.lengths.sum()) for s in shards),
-        "shards": [
-            {
-                "name": s.name,
-                "bin": f"{s.name}.bin",
-                "idx": f"{s.name}.idx",
-                "tokens": int(s.lengths.sum()),
-                "documents": len(s.lengths),
-                "bin_sha256": sha256(s.data),
-                "idx_sha256": sha256(s.index),
-            }
-            for s in shards
-        ],
+        "shards": [s.manifest_entry() for s in shards],
     }
 
 
