@@ -111,6 +111,14 @@ class Workers:
     def run(self, task: list[str], env: dict[str, str], output: Path, cwd: Path | None = None, timeout=900) -> int:
         return self.submit(task, env, output, cwd).result(timeout=timeout)
 
+    def call(self, tmp: Path, target: str, *args: str) -> object:
+        """`module:function(*args)` in a run worker (tests/workers.py `call`): its JSON result, decoded; what it
+        printed, in the assertion when it fails."""
+        out, log = tmp / f"{target.rpartition(':')[2]}.json", tmp / f"{target.rpartition(':')[2]}.log"
+        code = self.run(["call", target, str(out), *args], clean_env(), log)
+        assert code == 0, log.read_text()[-3000:]
+        return json.loads(out.read_text())
+
     def close(self) -> None:
         with self._lock:
             proc, self._proc = self._proc, None

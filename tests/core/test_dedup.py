@@ -1,7 +1,6 @@
 """core/dedup.py: exact and near duplicates, the keep rule (source priority, then smallest doc_id), the params and
 the planted duplicates of the shared corpus. (Signatures and the hash scheme: test_minhash.py.)"""
 
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from pydantic import ValidationError
 
 from benchmarks.dedup_eval import read_shard, score, source_shards
 from curation_assets.core.dedup import DedupParams, cluster, dedup_docs, signatures
-from tests.background import background, clean_env, workers
+from tests.background import background, workers
 from tests.helpers import find_shared_corpus
 
 ARTICLE = (
@@ -178,12 +177,7 @@ def planted_quality(corpus: str) -> dict:
 @background.job("planted_dedup", cost=30)
 def _planted_dedup(tmp: Path) -> dict | None:
     corpus = find_shared_corpus()
-    if corpus is None:
-        return None
-    out = tmp / "quality.json"
-    code = workers.run(["call", "tests.core.test_dedup:planted_quality", str(out), str(corpus)], clean_env(), tmp / "log")
-    assert code == 0, (tmp / "log").read_text()[-3000:]
-    return json.loads(out.read_text())
+    return None if corpus is None else workers.call(tmp, "tests.core.test_dedup:planted_quality", str(corpus))
 
 
 @pytest.mark.background("planted_dedup")

@@ -9,7 +9,6 @@ but `):`-style suffix runs and code comments differ) moving top-4-gram / duplica
 C4 sentence counts on books (spaCy's sentencizer vs our regex at abbreviations such as `Mr.`, `cf.`).
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from curation_assets.core.filter_rules import features
 from curation_assets.core.filtering import DATATROVE_REASON, FilterParams, _features, decide, family_params, lang_labels
-from tests.background import background, clean_env, workers
+from tests.background import background, workers
 from tests.helpers import find_shared_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,13 +69,7 @@ def parity_report(corpus: str) -> dict:
 @background.job("datatrove_parity", cost=25)
 def _datatrove_parity(tmp: Path) -> dict | None:
     corpus = find_shared_corpus()
-    if corpus is None:
-        return None
-    out = tmp / "report.json"
-    task = ["call", "tests.core.test_filtering_parity:parity_report", str(out), str(corpus)]
-    code = workers.run(task, clean_env(), tmp / "log")
-    assert code == 0, (tmp / "log").read_text()[-3000:]
-    return json.loads(out.read_text())
+    return None if corpus is None else workers.call(tmp, "tests.core.test_filtering_parity:parity_report", str(corpus))
 
 
 pytestmark = pytest.mark.background("datatrove_parity")  # started with the session, these tests run last
