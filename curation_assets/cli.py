@@ -2,10 +2,13 @@
 
 `run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
 source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
-`build_mixture`; then prints the per-asset table. A job whose
-inputs (config versions, input files, the fingerprints of the stages before it) are unchanged since its last
-successful run is skipped, so re-running is fast and changes nothing; `--force` re-runs everything. Runs are
-recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows them. `validate` loads and checks the environment
+`build_mixture`; then prints the per-asset table. A job is skipped when the data root says its outputs are current:
+every asset's manifest records the config version it was made with and its inputs (the content of each upstream
+version it read; raw: its source files' fingerprint), and these equal what the job would use now (and this
+instance recorded no failed blocking check on them). The data root, not the instance, is the record, so instances
+sharing a data root never serve each other's outputs made with another config; re-running is fast and changes
+nothing; `--force` re-runs everything. Runs are recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows
+them. `validate` loads and checks the environment
 and every config file without running anything (and without importing Dagster).
 
 This module imports only the standard library at import time: Dagster, polars, the config models and `resources`
@@ -28,9 +31,9 @@ if TYPE_CHECKING:  # annotations only (the module has `from __future__ import an
 
     from curation_assets.config import CurationConfig
     from curation_assets.config.settings import Settings
+    from resources.io_manager import ParquetIOManager
     from resources.store import ObjectStore
 
-FINGERPRINT = "curation/fingerprint"
 EXIT_CONFIG = 2  # a config or environment problem (the lines name the file and key), or a refused remove-version
 ENVIRONMENT = """environment:
   CURATION_SOURCES, CURATION_RECIPE, CURATION_THRESHOLDS, CURATION_COSTS   the config files (default: the bundled ones)
@@ -63,7 +66,16 @@ def _store(settings: Settings) -> ObjectStore:
     return ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
 
 
+def io_manager(cfg: CurationConfig, settings: Settings) -> ParquetIOManager:
+    """The IO manager the deployment builds for these settings (the data root's reader and writer)."""
+    from curation_assets.defs.deployment import deployment
+
+    return deployment(cfg, settings).resources["io_manager"]
+
+
 def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
+    """The fingerprint of what raw reads for `source`: its config, raw's config version and every matched file
+    (with its size and modification time locally). raw's manifest records it (run tag SOURCES_TAG)."""
     from curation_assets.config.versions import asset_versions as versions
     from resources.store import kind_of
 
@@ -73,12 +85,56 @@ def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def last_fingerprint(instance: dg.DagsterInstance, job: str, partition: str | None) -> str | None:
+def current_inputs(
+    io: ParquetIOManager, graph, instance: dg.DagsterInstance, asset: str, partition: str | None
+) -> dict[str, str]:
+    """What `asset[partition]` would be made from now, as its manifest records `inputs`: label -> content of each
+    upstream version Dagster would load (a fan-in: the mapped partitions that have been materialized)."""
     import dagster as dg
 
-    tags = {"dagster/partition": partition} if partition else {}
-    runs = instance.get_runs(dg.RunsFilter(job_name=job, tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
-    return runs[0].tags.get(FINGERPRINT) if runs else None
+    key, inputs = dg.AssetKey(asset), {}
+    for parent in graph.get(key).parent_keys:
+        parent_def = graph.get(parent).partitions_def
+        if parent_def is None or partition is not None:  # unpartitioned, or the same source (identity)
+            partitions = [partition if parent_def is not None else None]
+        else:
+            mapped = graph.get_partition_mapping(key, parent).get_upstream_mapped_partitions_result_for_partitions(
+                None, None, parent_def, dynamic_partitions_store=instance
+            )
+            partitions = mapped.partitions_subset.get_partition_keys()
+        for p in partitions:
+            if (m := io.manifest(parent, p)) is not None:
+                inputs[io.label(parent, p)] = io.content(m)
+    return inputs
+
+
+def is_current(
+    io: ParquetIOManager,
+    graph,
+    instance: dg.DagsterInstance,
+    config_versions: dict[str, str],
+    assets: tuple[str, ...],
+    partition: str | None,
+    sources: str | None,
+) -> bool:
+    """Whether the data root's manifests say each of `assets` (one job's, in order) is current for `partition`: made
+    with today's config version from today's inputs (`sources`: raw's source fingerprint), and no blocking check of
+    its latest materialization in this instance failed (on the same data it fails again: the job runs and stops
+    the stages after it, as it did)."""
+    import dagster as dg
+
+    from curation_assets.steps.common import failed_checks_of_latest
+
+    for asset in assets:
+        key = dg.AssetKey(asset)
+        m = io.manifest(key, partition)
+        want = {**current_inputs(io, graph, instance, asset, partition), **({"sources": sources} if sources else {})}
+        if m is None or m.get("config_version") != config_versions[asset] or m.get("inputs") != want:
+            return False
+        checks = [c.name for c in graph.get_check_keys_for_assets([key])]
+        if failed_checks_of_latest(instance, asset, checks, [partition]):
+            return False
+    return True
 
 
 # The terminal gets one line per run and, under a failed one, one line per failed step (its root cause); Dagster's
@@ -161,6 +217,7 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
         TRAIN_QUALITY,
     )
     from curation_assets.steps.common import source_partitions
+    from resources.io_manager import SOURCES_TAG
 
     cfg = config_for(settings)
     defs = build_definitions(cfg, settings)
@@ -178,16 +235,19 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     )
     pool = _pool(parallel, instance, settings) if parallel > 1 else None
 
-    def stage(job: str, fps: dict[str | None, str]) -> None:
-        """Run `job` for each partition whose last successful run had another fingerprint."""
+    io, graph, v = io_manager(cfg, settings), defs.resolve_asset_graph(), versions(cfg)
+
+    def stage(job: str, partitions: list[str | None], sources: dict[str, str] | None = None) -> None:
+        """Run `job` for each partition whose outputs the data root does not record as current."""
         nonlocal ok
         todo = {}
-        for partition, fp in fps.items():
+        for partition in partitions:
             name = f"{job}[{partition}]" if partition else job
-            if not force and last_fingerprint(instance, job, partition) == fp:
-                print(f"{name}: unchanged since its last successful run, skipped")
+            listing = sources[partition] if sources else None
+            if not force and is_current(io, graph, instance, v, JOB_ASSETS[job], partition, listing):
+                print(f"{name}: unchanged (its config and inputs, as the data root records them), skipped")
             else:
-                todo[partition] = {FINGERPRINT: fp, **(tags or {})}
+                todo[partition] = {**({SOURCES_TAG: listing} if listing else {}), **(tags or {})}
         if pool is None:
             results = {p: _execute(defs, instance, job, p, t) for p, t in todo.items()}
         else:
@@ -200,31 +260,18 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
             for failure in failures:
                 print(f"  {failure}")
 
-    def chain(*parts: object) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-    v = versions(cfg)
+    sources = list(cfg.source_names)
     try:
-        ingested = {source: source_fingerprint(cfg, store, source) for source in cfg.source_names}
-        stage(INGEST_SOURCE, ingested)
-        if ok:  # each later stage's fingerprint chains the ones it depends on
-            training = cfg.quality_model_params
-            model = training and chain(
-                [ingested[s] for s in (*training.reference, *training.background)], v["quality_model"]
-            )
-            if training:
-                stage(TRAIN_QUALITY, {None: model})
-        if ok:
-            prints = {s: chain(fp, model, [v[a] for a in JOB_ASSETS[CURATE_SOURCE]]) for s, fp in ingested.items()}
-            stage(CURATE_SOURCE, prints)
-        if ok:
-            corpus = chain(prints, [v[a] for a in JOB_ASSETS[DEDUPE_CORPUS]])
-            stage(DEDUPE_CORPUS, {None: corpus})
-        if ok:
-            finished = {s: chain(corpus, fp, [v[a] for a in JOB_ASSETS[FINISH_SOURCE]]) for s, fp in prints.items()}
-            stage(FINISH_SOURCE, finished)
-        if ok:
-            stage(BUILD_MIXTURE, {None: chain(finished, [v[a] for a in JOB_ASSETS[BUILD_MIXTURE]])})
+        stage(INGEST_SOURCE, sources, {s: source_fingerprint(cfg, store, s) for s in sources})
+        for job, partitions in (
+            (TRAIN_QUALITY, [None]),
+            (CURATE_SOURCE, sources),
+            (DEDUPE_CORPUS, [None]),
+            (FINISH_SOURCE, sources),
+            (BUILD_MIXTURE, [None]),
+        ):
+            if ok and (job != TRAIN_QUALITY or cfg.quality_model_params):
+                stage(job, partitions)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -291,7 +338,7 @@ def _check_target(asset: str, partition: str, version: str | None) -> None:
 def versions_command(settings: Settings, args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from curation_assets.defs import build_definitions, config_for
+    from curation_assets.defs import config_for
     from resources.versions import UNPARTITIONED, ProtectedVersionError
 
     try:
@@ -299,7 +346,7 @@ def versions_command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"refused: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    io = build_definitions(config_for(settings), settings).resources["io_manager"]
+    io = io_manager(config_for(settings), settings)
     key, partition = dg.AssetKey(args.asset), None if args.partition == UNPARTITIONED else args.partition
     if args.command == "versions":
         current = (io.manifest(key, partition) or {}).get("version")

@@ -1,4 +1,5 @@
-"""Resources of the code location, built by `build_resources` from the settings and the deployment's placement.
+"""Resources of the code location, built by `build_resources` from the settings and the deployment's placement, and
+bound by `sealed` so that only the deployment configures them.
 
 The environment is read by `curation_assets.config.settings.Settings.from_env()` when Dagster loads the Definitions
 (never at import time).
@@ -58,3 +59,22 @@ def build_resources(
             data_zone=settings.data_root_zone if placement else None,
         ),
     }
+
+
+def sealed(
+    resources: Mapping[str, dg.ConfigurableResource | dg.ConfigurableIOManager],
+) -> dict[str, dg.ResourceDefinition]:
+    """The definitions Dagster binds for `resources`: each fixed to the values its instance was built with, with an
+    empty run-config schema, so a run config that names one (`resources: {cost_guard: {config: ...}}` from the
+    Launchpad, a sensor or the API) fails validation before the run starts.
+
+    Every resource's config is a safety property (where outputs are written, the cost guard's placement, the store's
+    endpoint, the Ray cluster and its zone, the LLM endpoint, the encoding): only the deployment sets it, and the run
+    tag `curation/allow-transfer` stays the only way across a zone."""
+    out: dict[str, dg.ResourceDefinition] = {}
+    for key, resource in resources.items():
+        definition = resource.get_resource_definition()
+        # the instance's own values (an EnvVar stays a reference, read at run time): `configured({})` would give the
+        # class defaults, an unarmed cost guard among them
+        out[key] = definition.configured(definition.config_schema.default_value, config_schema={})
+    return out

@@ -409,7 +409,11 @@ class RayEngine(dg.ConfigurableResource):
         size = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         prefix = f"{RUNNER}-{code_version()}-"
         for named in ray.util.list_named_actors(all_namespaces=True):
-            if named["namespace"] == NAMESPACE and named["name"].startswith(RUNNER) and not named["name"].startswith(prefix):
+            if (
+                named["namespace"] == NAMESPACE
+                and named["name"].startswith(RUNNER)
+                and not named["name"].startswith(prefix)
+            ):
                 with contextlib.suppress(ValueError):  # stopped by another driver meanwhile
                     ray.kill(ray.get_actor(named["name"], namespace=NAMESPACE), no_restart=True)
         runner = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=MAX_RETRIES)(TaskRunner)

@@ -16,13 +16,17 @@ lock in `resources.locks`. Guarantees: tests/test_reliability.py and tests/resou
 
 The manifest (`_latest.json`) of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`,
 `rows`, `rows_dropped`, `tokens`, `bytes`, `part_bytes` (and `trace`); of a `FileSetOutput` `version`, `run_id`,
-`files` (name -> URI), `bytes` (and `trace`). The IO manager never changes the output object: what it wrote is in
-the manifest and in the materialization's metadata.
+`files` (name -> URI), `bytes` (and `trace`). Both also record `content` (the version's content hash, also the
+materialization's Dagster data version), `config_version` (the asset's code version) and `inputs` (what the version
+was made from: label -> content of each upstream version loaded, or the source listing of raw), so the data root
+alone says whether an asset partition is current (`curation run`'s skip decision). A version whose content equals
+the current one's is not published again (nothing new under the root); only its manifest's provenance is updated.
+The IO manager never changes the output object: what it wrote is in the manifest and in the materialization's
+metadata.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -32,17 +36,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
 
+from curation_assets.core.frames import parquet_bytes, verify_page_checksums
 from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
 from resources.store import ObjectStore, Store
 from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, Version
 
+# run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
+SOURCES_TAG = "curation/sources"
 
-def parquet_bytes(df: pl.DataFrame) -> bytes:
-    """One Parquet file (zstd, with statistics)."""
-    buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", statistics=True)
-    return buf.getvalue()
+
+class CorruptFileError(RuntimeError):
+    """A stored part whose page checksums do not match its bytes (a flipped bit on disk or in transit)."""
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -64,6 +69,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     keep_versions: int = Field(default=KEEP_VERSIONS, ge=1)
     lock_timeout_s: float = 6 * 3600  # a second writer of the same asset partition waits this long, then fails
     _reads: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)
+    _inputs: dict[tuple[str, str], dict[str, str]] = PrivateAttr(default_factory=dict)  # per step: label -> content
 
     # -- cost guard ----------------------------------------------------------------------------------------
     @staticmethod
@@ -98,7 +104,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return "/".join([self.base_uri.rstrip("/"), *asset_key.path, partition or UNPARTITIONED])
 
     @staticmethod
-    def _label(asset_key: dg.AssetKey, partition: str | None) -> str:
+    def label(asset_key: dg.AssetKey, partition: str | None) -> str:
+        """How messages and a manifest's `inputs` name an asset partition: `raw[web]`, `mixed[_all]`."""
         return f"{asset_key.to_user_string()}[{partition or UNPARTITIONED}]"
 
     @property
@@ -116,6 +123,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return None
         return json.loads(self.store.read_bytes(uri))
 
+    @staticmethod
+    def content(manifest: dict[str, Any]) -> str:
+        """What identifies a current version's data: its content hash (the version name for a manifest written
+        before content addressing)."""
+        return manifest.get("content", manifest["version"])
+
     # -- output --------------------------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         partition = context.partition_key if context.has_partition_key else None
@@ -123,68 +136,101 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         name = f"{'.'.join(context.asset_key.path)}.{partition or UNPARTITIONED}"
         lock = locks.lock_for(self.root_store, name, self._dir(context.asset_key, partition), self.staging_root)
         with locks.writer_lock(lock, name, self.lock_timeout_s, context.log):
-            self._publish(context, obj, partition)
+            self._publish(context, obj, partition, lock)
 
-    def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None) -> None:
-        from curation_assets.core.frames import FileSetOutput, StepOutput, drop_counts, drop_tokens
-        from resources.metadata import step_metadata
+    def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None, lock: locks.Lock) -> None:
+        from curation_assets.core.frames import FileSetOutput, StepOutput
 
+        if not isinstance(obj, (FileSetOutput, StepOutput)):
+            raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
         root = self._dir(context.asset_key, partition)
-        version = versions.new_version_id(context.run_id)
-        out = versions.begin(self.root_store, self.base_uri, root, version, self.staging_root)
+        out = versions.begin(
+            self.root_store, self.base_uri, root, versions.new_version_id(context.run_id), self.staging_root
+        )
         try:
-            if isinstance(obj, FileSetOutput):
-                files = self._write_files(obj, out)
-                context.add_output_metadata(
-                    {
-                        "uri": dg.MetadataValue.path(f"{root}/{version}"),
-                        "bytes_out": files["bytes"],
-                        "files": dg.MetadataValue.json(files["files"]),
-                    }
-                )
-            elif isinstance(obj, StepOutput):
-                files = self._write_step(obj, out)
-                dropped = files.pop("dropped_frame")
-                context.add_output_metadata(
-                    step_metadata(
-                        rows_in=obj.resolve(obj.rows_in),
-                        rows_out=files["rows"],
-                        drops=drop_counts(dropped),
-                        bytes_in=obj.resolve(obj.bytes_in),
-                        bytes_out=files["bytes"],
-                        config_version=obj.config_version,
-                        tokens_out=files["tokens"],
-                        tokens_dropped=drop_tokens(dropped),
-                        extra={
-                            **obj.metadata(),
-                            "uri": dg.MetadataValue.path(f"{root}/{version}"),
-                            **{f"side_{n}": dg.MetadataValue.path(u) for n, u in files["side"].items()},
-                        },
-                    )
-                )
-            else:
-                raise TypeError(f"{context.asset_key.to_user_string()}: cannot persist {type(obj).__name__}")
-            if obj.trace is not None:
-                files["trace"] = self._save_trace(obj.trace, out)
-                context.add_output_metadata(
-                    {
-                        "trace": dg.MetadataValue.path(files["trace"]),
-                        "trace_viewer": dg.MetadataValue.url("https://ui.perfetto.dev"),  # Open trace file
-                    }
-                )
-            out.commit()
+            files = self._write_files(obj, out) if isinstance(obj, FileSetOutput) else self._write_step(obj, out)
+            dropped = files.pop("dropped_frame", None)
+            content = out.content  # of the data files (a trace, written next, is not data)
+            current = self.manifest(context.asset_key, partition)
+            # Content addressing: a rerun that wrote the current version's files byte for byte publishes nothing (a
+            # protected asset would keep every copy). A traced run publishes: its trace is new content asked for.
+            unchanged = obj.trace is None and current is not None and current.get("content") == content
+            lock.assert_held()  # a writer that lost its lock (paused past its S3 lease, taken over) publishes nothing
+            if not unchanged:
+                if obj.trace is not None:
+                    files["trace"] = self._save_trace(obj.trace, out)
+                out.commit()
         except BaseException:
             out.abort()  # nothing of a failed write stays under the root
             raise
-        manifest = {"version": version, "run_id": context.run_id, **files}
-        self.store.write_bytes(f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), tmp_dir=self.staging_root)
-        versions.prune(self.root_store, root, context.asset_key.to_user_string(), version, self.keep_versions)
+        provenance = {"content": content, **self._provenance(context)}
+        if unchanged:
+            out.abort()
+            manifest = {**current, **provenance}  # the same files; what they were made from is recorded anew
+            context.log.info(f"{self.label(context.asset_key, partition)}: identical to {current['version']}, kept")
+        else:
+            manifest = {"version": out.name, "run_id": context.run_id, **files, **provenance}
+        if manifest != current:
+            self.store.write_bytes(
+                f"{root}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), tmp_dir=self.staging_root
+            )
+        if not unchanged:
+            versions.prune(self.root_store, root, context.asset_key.to_user_string(), out.name, self.keep_versions)
+        sc = self._step_context(context)
+        if sc is not None:  # the materialization's data version: automation follows only a change of content
+            sc.set_data_version(context.asset_key, dg.DataVersion(content))
+        self._report(context, obj, root, manifest, dropped)
+
+    def _provenance(self, context: dg.OutputContext) -> dict[str, Any]:
+        """What a version was made from, for `curation run` to decide what is unchanged from the data root alone:
+        the asset's config version (its code version) and its inputs (label -> content of every upstream version
+        this step loaded; a root asset: the run's source listing, SOURCES_TAG)."""
+        sc = self._step_context(context)
+        inputs = self._inputs.pop(self._step(context), {})
+        if not inputs and (listing := self._run_tags(context).get(SOURCES_TAG)):
+            inputs = {"sources": listing}
+        return {
+            "config_version": sc.job_def.asset_layer.get(context.asset_key).code_version if sc else None,
+            "inputs": dict(sorted(inputs.items())),
+        }
+
+    def _report(
+        self, context: dg.OutputContext, obj: Any, root: str, manifest: dict[str, Any], dropped: pl.DataFrame | None
+    ) -> None:
+        """The materialization's metadata, from what the manifest says is the current version."""
+        from curation_assets.core.frames import drop_counts, drop_tokens
+        from resources.metadata import step_metadata
+
+        uri = dg.MetadataValue.path(f"{root}/{manifest['version']}")
+        if "files" in manifest:
+            metadata = {"uri": uri, "bytes_out": manifest["bytes"], "files": dg.MetadataValue.json(manifest["files"])}
+        else:
+            metadata = step_metadata(
+                rows_in=obj.resolve(obj.rows_in),
+                rows_out=manifest["rows"],
+                drops=drop_counts(dropped),
+                bytes_in=obj.resolve(obj.bytes_in),
+                bytes_out=manifest["bytes"],
+                config_version=obj.config_version,
+                tokens_out=manifest["tokens"],
+                tokens_dropped=drop_tokens(dropped),
+                added=obj.added,
+                extra={
+                    **obj.metadata(),
+                    "uri": uri,
+                    **{f"side_{n}": dg.MetadataValue.path(u) for n, u in manifest["side"].items()},
+                },
+            )
+        if obj.trace is not None:
+            metadata["trace"] = dg.MetadataValue.path(manifest["trace"])
+            metadata["trace_viewer"] = dg.MetadataValue.url("https://ui.perfetto.dev")  # Open trace file
         moved = [
             self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
-            self.cost_guard.data_root(files["bytes"]),
+            self.cost_guard.data_root(manifest["bytes"]),
         ]
         context.add_output_metadata(
             {
+                **metadata,
                 **self.cost_guard.plan(moved).metadata("data_"),
                 "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, ""),
             }
@@ -253,7 +299,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             self.base_uri,
             self._dir(asset_key, partition),
             asset=name,
-            label=self._label(asset_key, partition),
+            label=self.label(asset_key, partition),
             version=version,
             current=current,
             reason=reason,
@@ -267,6 +313,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         files = m["dropped"] if dropped else m["parts"]
         if not files:
             return None
+        for uri in files:  # every page's CRC, before anything reads the parts (polars' scans do not check them)
+            with self.store.open(uri) as stream:
+                try:
+                    verify_page_checksums(stream)
+                except OSError as e:
+                    raise CorruptFileError(f"{uri}: {e}: rematerialize {self.label(asset_key, partition)}") from e
         return pl.scan_parquet(files, storage_options=self.store.storage_options(files[0]))
 
     def load_files(self, asset_key: dg.AssetKey, partition: str | None = None) -> dict[str, str]:
@@ -279,9 +331,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
-        nbytes = sum(m.get("part_bytes", m["bytes"]) for pk in partitions if (m := self.manifest(key, pk)))
+        found = {pk: m for pk in partitions if (m := self.manifest(key, pk))}
+        nbytes = sum(m.get("part_bytes", m["bytes"]) for m in found.values())
         self._preflight(context, nbytes)  # before the first byte is read
         self._reads[self._step(context)] = self._reads.get(self._step(context), 0) + nbytes
+        consumed = self._inputs.setdefault(self._step(context), {})
+        consumed.update({self.label(key, pk): self.content(m) for pk, m in found.items()})
         if not context.has_asset_partitions:
             m = self.manifest(key, None)
             if m is not None and "files" in m:
@@ -302,5 +357,5 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _require(self, key: dg.AssetKey, partition: str | None) -> pl.LazyFrame:
         m = self.manifest(key, partition)
         if m is None:
-            raise FileNotFoundError(f"{self._label(key, partition)} has not been materialized")
+            raise FileNotFoundError(f"{self.label(key, partition)} has not been materialized")
         return self.scan(key, partition) if m["parts"] else pl.LazyFrame()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from curation_assets.core.frames import funnel_markdown
+from curation_assets.core.frames import Added, funnel_markdown
 
 
 def step_metadata(
@@ -21,15 +21,17 @@ def step_metadata(
     tokens_out: int | None = None,
     tokens_dropped: Mapping[str, int] | None = None,
     extra: Mapping[str, object] | None = None,
+    added: Added | None = None,
 ) -> dict[str, object]:
     """The metadata every step emits, with the same keys: the only builder of step metadata. `funnel` is a
     Markdown table (see funnel_markdown); `tokens` and `tokens_dropped_<reason>` appear when the rows carry
-    `n_tokens`."""
+    `n_tokens`; `rows_added` / `tokens_added` when the step added rows that are no input document kept
+    (`core.frames.Added`): the drop rate is over input documents, never negative."""
     md: dict[str, object] = {
         "rows_in": int(rows_in),
         "rows_out": int(rows_out),
         "rows_dropped": int(sum(drops.values())),
-        "drop_rate": round(1 - rows_out / rows_in, 6) if rows_in else 0.0,
+        "drop_rate": round(1 - (rows_out - (added.rows if added else 0)) / rows_in, 6) if rows_in else 0.0,
         "bytes_in": int(bytes_in),
         "bytes_out": int(bytes_out),
         "config_version": config_version,
@@ -38,6 +40,9 @@ def step_metadata(
     if tokens_out is not None:
         md["tokens"] = int(tokens_out)
     md.update({f"tokens_dropped_{reason}": int(n) for reason, n in sorted((tokens_dropped or {}).items())})
-    md["funnel"] = dg.MetadataValue.md(funnel_markdown(rows_in, rows_out, drops, tokens_out, tokens_dropped or {}))
+    if added and added.rows:
+        md["rows_added"], md["tokens_added"] = int(added.rows), int(added.tokens)
+    funnel = funnel_markdown(rows_in, rows_out, drops, tokens_out, tokens_dropped or {}, added)
+    md["funnel"] = dg.MetadataValue.md(funnel)
     md.update(extra or {})
     return md

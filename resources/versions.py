@@ -10,6 +10,8 @@ How a version is written depends on the store that holds the data root (`kind_of
   dead writer staged for the same partition (it holds the partition's writer lock);
 - S3: every file is a create-only PUT (`If-None-Match: *`) straight to its final key, and `Version.abort` deletes
   what was written.
+A version is content-addressed: `Version.content` hashes the names and bytes of what was written (while writing, no
+re-read); the IO manager records it in the manifest and publishes no version whose content equals the current one's.
 `synthetic` and `tokenized` (PROTECTED: GPU- and dollar-expensive) are never pruned or removed; other assets keep
 their last KEEP_VERSIONS versions locally (S3 retention belongs to a bucket lifecycle rule, not to the writer).
 """
@@ -17,6 +19,7 @@ their last KEEP_VERSIONS versions locally (S3 retention belongs to a bucket life
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -61,8 +64,13 @@ class Version:
 
     def __init__(self, store: Store, final: str, staging: str | None):
         self.store, self.final, self.staging, self.written = store, final, staging, []
+        self.digests: dict[str, str] = {}  # file name -> sha256 of its bytes
         if staging:
             os.makedirs(staging)
+
+    @property
+    def name(self) -> str:
+        return self.final.rsplit("/", 1)[1]
 
     def write(self, name: str, data: bytes) -> str:
         """Write the file `name` of this version; returns its final URI."""
@@ -73,7 +81,14 @@ class Version:
         else:
             self.store.write_bytes(uri, data, create_only=True)
         self.written.append(uri)
+        self.digests[name] = hashlib.sha256(data).hexdigest()
         return uri
+
+    @property
+    def content(self) -> str:
+        """The content address of the files written so far: sha256 over their sorted (name, sha256 of bytes) pairs.
+        Two versions with the same files byte for byte have the same content, whatever their version names."""
+        return hashlib.sha256(json.dumps(sorted(self.digests.items())).encode()).hexdigest()
 
     def commit(self) -> None:
         if self.staging:
@@ -123,7 +138,9 @@ VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 def check_version_name(version: str) -> None:
     """Refuse a version argument that is not a plain folder name (`..`, `a/b`, `.`) before it names a path."""
     if not VERSION_NAME.fullmatch(version):
-        raise ValueError(f"{version!r} is not a version name ({VERSION_NAME.pattern}): refused before any path is built")
+        raise ValueError(
+            f"{version!r} is not a version name ({VERSION_NAME.pattern}): refused before any path is built"
+        )
 
 
 def remove_version(

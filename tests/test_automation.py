@@ -8,6 +8,7 @@ from datetime import datetime
 
 import boto3
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 
@@ -92,37 +93,47 @@ def test_s3_landing_zone(tmp_path, s3_endpoint):
         )
 
 
-def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_quality_model(tmp_path):
+def report_checks(instance, graph, asset: str, partition: str | None, passed: bool = True) -> None:
+    """The blocking checks of `asset`'s latest materialization (`partition`) evaluated against it, as a run records
+    them (`held_out_quality` fails unless `passed`)."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData as Target,
     )
 
+    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
+    rec = instance.fetch_materializations(flt, limit=1).records[0]
+    for check in graph.get_check_keys_for_assets([dg.AssetKey(asset)]):
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(asset),
+                check_name=check.name,
+                passed=passed or check.name != "held_out_quality",
+                blocking=True,
+                target_materialization_data=Target(
+                    storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp
+                ),
+            )
+        )
+
+
+def report(instance, graph, asset: str, partition: str | None, data: str, passed: bool = True) -> None:
+    """A materialization whose data version is `data` (what the IO manager reports: the content hash) and its
+    blocking checks' evaluations."""
+    tags = {"dagster/data_version": data}
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition, tags=tags))
+    report_checks(instance, graph, asset, partition, passed)
+
+
+def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_quality_model(tmp_path):
+    from curation_assets.defs.sensors import FOLLOW, GATED_FOLLOW
+
     defs = build_definitions(load_config(), Settings(data_root=str(tmp_path / "data")))
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("raw")).automation_condition is None
-    gated = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
     for key in ("filtered", "mixed", "tokenized"):
-        assert graph.get(dg.AssetKey(key)).automation_condition == gated, key
+        assert graph.get(dg.AssetKey(key)).automation_condition == GATED_FOLLOW, key
     for key in ("quality_model", "dedup_signatures", "deduped"):
-        assert graph.get(dg.AssetKey(key)).automation_condition == dg.AutomationCondition.eager(), key
-
-    def materialize(asset: str, partition: str | None = None, passed: bool = True) -> None:
-        """A materialization and its blocking checks' evaluations against it, as a run records them."""
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
-        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
-        (rec,) = instance.fetch_materializations(flt, limit=1).records
-        for check in graph.get_check_keys_for_assets([dg.AssetKey(asset)]):
-            instance.report_runless_asset_event(
-                dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(asset),
-                    check_name=check.name,
-                    passed=passed or check.name != "held_out_quality",
-                    blocking=True,
-                    target_materialization_data=Target(
-                        storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp
-                    ),
-                )
-            )
+        assert graph.get(dg.AssetKey(key)).automation_condition == FOLLOW, key
 
     def tick(cursor):
         return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
@@ -132,19 +143,73 @@ def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_q
         result = tick(None)
         assert result.total_requested == 0  # nothing materialized yet: eager does not start from scratch
         for source in ("web", "books"):
-            materialize("raw", source)
+            report(instance, graph, "raw", source, f"raw-{source}")
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("quality_model")) == 1  # its reference and background changed
         assert result.get_num_requested(dg.AssetKey("filtered")) == 0  # no model yet
-        materialize("quality_model", passed=False)  # a model below its held-out bar is not used
+        report(instance, graph, "quality_model", None, "model-1", passed=False)  # below its held-out bar: not used
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("filtered")) == 0
-        materialize("quality_model")
+        report(instance, graph, "quality_model", None, "model-2")
         result = tick(result.cursor)
         for key in ("filtered", "dedup_signatures"):  # the chain below the model and the sources, and only it
             assert result.get_requested_partitions(dg.AssetKey(key)) == {"web", "books"}, key
         for key in ("deduped", "synthetic", "mixed"):
             assert result.get_num_requested(dg.AssetKey(key)) == 0, key
+
+
+def test_a_no_op_rematerialization_of_raw_launches_nothing_downstream(tmp_path):
+    """raw materialized for real (Dagster runs in process, the IO manager over a local data root): the same bytes
+    again publish nothing and report the same data version, and automation requests nothing below raw; other bytes
+    in one source request exactly what follows that source."""
+    from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
+    from curation_assets.steps.common import source_partitions
+    from resources.cost_guard import CostGuard
+    from resources.io_manager import ParquetIOManager
+
+    defs = build_definitions(load_config(), Settings(data_root=str(tmp_path / "data")))
+    graph = defs.resolve_asset_graph()
+    io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard())
+    texts = {"web": "a page of the web", "books": "a chapter of a book"}
+
+    @dg.asset(name="raw", partitions_def=source_partitions)
+    def raw(context: dg.AssetExecutionContext):
+        source = context.partition_key
+        row = {"doc_id": f"{source}-0", "source": source, "text": texts[source], "url": None, "shard": "p"}
+        docs = pl.DataFrame([{**row, "meta": "{}", "n_tokens": 4}]).cast(DOC_SCHEMA)
+        return StepOutput(kept=docs, dropped=empty_frame(QUARANTINE_SCHEMA), rows_in=1, bytes_in=1, config_version="v")
+
+    def ingest(source: str) -> None:
+        assert dg.materialize([raw], partition_key=source, resources={"io_manager": io}, instance=instance).success
+        report_checks(instance, graph, "raw", source)
+
+    def tick(cursor):
+        return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["web", "books"])
+        result = tick(None)
+        for source in texts:
+            ingest(source)
+        result = tick(result.cursor)
+        assert result.get_num_requested(dg.AssetKey("quality_model")) == 1
+        report(instance, graph, "quality_model", None, "model-1")
+        result = tick(result.cursor)
+        assert result.get_requested_partitions(dg.AssetKey("filtered")) == {"web", "books"}
+        versions = {s: io.versions(dg.AssetKey("raw"), s) for s in texts}
+
+        for source in texts:  # the no-op: a rerun from the UI, the same bytes
+            ingest(source)
+        result = tick(result.cursor)
+        requested = {k.to_user_string(): result.get_num_requested(k) for k in graph.materializable_asset_keys}
+        assert result.total_requested == 0, requested
+        assert {s: io.versions(dg.AssetKey("raw"), s) for s in texts} == versions  # nothing new under the root
+
+        texts["web"] = "a newer page of the web"
+        ingest("web")
+        result = tick(result.cursor)
+        assert result.get_num_requested(dg.AssetKey("quality_model")) == 1  # web is its background
+        assert result.get_requested_partitions(dg.AssetKey("filtered")) == {"web"}
 
 
 def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(tmp_path):
@@ -163,12 +228,13 @@ def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", cfg.source_names)
 
-        def update_synthetic(failing: set[tuple[str, str]]) -> None:
+        def update_synthetic(failing: set[tuple[str, str]], data: str) -> None:
             # The check specs are not partitioned (partitioned checks are a preview in Dagster 1.13): the condition
             # reads the latest evaluation of each check, so the source with the failing check reports last, as
             # the last run to finish would.
             for source in sorted(cfg.source_names, key=lambda s: any(f[0] == s for f in failing)):
-                instance.report_runless_asset_event(dg.AssetMaterialization("synthetic", partition=source))
+                tags = {"dagster/data_version": f"{source}-{data}"}  # new content each time: mixed follows it
+                instance.report_runless_asset_event(dg.AssetMaterialization("synthetic", partition=source, tags=tags))
                 flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("synthetic"), asset_partitions=[source])
                 (rec,) = instance.fetch_materializations(flt, limit=1).records
                 for check in checks:
@@ -186,8 +252,8 @@ def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(
 
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         requested = []
-        for failing in (set(), {("books", "drop_rate")}, set()):
-            update_synthetic(failing)
+        for n, failing in enumerate((set(), {("books", "drop_rate")}, set())):
+            update_synthetic(failing, str(n))
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
             requested.append(result.get_num_requested(dg.AssetKey("mixed")))
             if requested[-1]:  # the requested run happens, and a tick sees mixed up to date again

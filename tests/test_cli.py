@@ -1,5 +1,6 @@
 """The `curation` command as a user runs it: a subprocess, its exit code and every line it prints."""
 
+import json
 import os
 import re
 import subprocess
@@ -236,9 +237,84 @@ def test_run_prints_one_line_per_run_with_its_seconds_and_a_failure_names_its_ca
     )
     with dg.instance_for_test() as instance:
         assert not run(instance, settings, force=False)
-    out, err = capsys.readouterr()
+        out, err = capsys.readouterr()
+        # raw's manifest is current (same config, same files), but its blocking check failed: run again, not skipped
+        assert not run(instance, settings, force=False)
+        assert re.search(r"^ingest_source\[books\]: FAILED in ", capsys.readouterr().out, re.M)
     lines = (out + err).splitlines()
     assert not [line for line in lines if " - DEBUG - " in line or " - INFO - " in line], lines[:5]
-    (failed,) = [i for i, line in enumerate(lines) if re.match(r"ingest_source\[books\]: FAILED in [\d.]+ s \(run ", line)]
+    (failed,) = [
+        i for i, line in enumerate(lines) if re.match(r"ingest_source\[books\]: FAILED in [\d.]+ s \(run ", line)
+    ]
     assert "drop_rate" in lines[failed + 1] and lines[failed + 1].startswith("  raw"), lines[failed : failed + 3]
     assert "Traceback" not in out + err
+
+
+def test_two_instances_sharing_a_data_root_never_skip_on_each_others_outputs(tmp_path, capsys):
+    """Instance A runs the graph; instance B (another DAGSTER_HOME, the same data root) runs it with another
+    `filtered` threshold. B skips what A made with B's config from B's inputs (raw, the quality model: the data root
+    is the record, B never ran them), and reruns the rest. A's next `curation run` then reruns every job B changed
+    and skips the others, and every output is again byte for byte what A's config produces (the content hash of
+    each current version as after A's first run)."""
+    import dagster as dg
+
+    from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
+    from tests.helpers import local_settings, mini_config
+
+    env = mini_config(tmp_path / "config")
+    doc = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    doc["filtered"]["per_source"]["books"]["min_doc_words"] = 20  # the bundled file says 10
+    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(doc))
+    root = tmp_path / "data"
+    common = {"data_root": str(root), "sources": env["CURATION_SOURCES"], "recipe": env["CURATION_RECIPE"]}
+    a, b = local_settings(**common), local_settings(**common, thresholds=str(tmp_path / "thresholds.yaml"))
+
+    def contents() -> dict[str, str]:
+        out = {}
+        for asset in ALL_ASSETS:
+            for part in ("web", "books") if asset in SOURCE_ASSETS else ("_all",):
+                out[f"{asset}[{part}]"] = json.loads((root / asset / part / "_latest.json").read_bytes())["content"]
+        return out
+
+    def ran(settings, instance) -> dict[str, str]:
+        """`curation run`: job[partition] -> ok | skipped."""
+        assert run(instance, settings, force=False)
+        lines = capsys.readouterr().out.splitlines()
+        return {
+            m[1]: "skipped" if m[2] == "unchanged" else "ok"
+            for m in (re.match(r"^(\w+(?:\[\w+\])?): (ok|unchanged)\b", line) for line in lines)
+            if m
+        }
+
+    for home in ("home-a", "home-b"):
+        (tmp_path / home).mkdir()
+    with (
+        dg.instance_for_test(temp_dir=str(tmp_path / "home-a")) as instance_a,
+        dg.instance_for_test(temp_dir=str(tmp_path / "home-b")) as instance_b,
+    ):
+        assert set(ran(a, instance_a).values()) == {"ok"}
+        mine = contents()
+        assert ran(b, instance_b) == {
+            "ingest_source[web]": "skipped",
+            "ingest_source[books]": "skipped",
+            "train_quality_model": "skipped",
+            "curate_source[web]": "ok",  # filtered's config version covers every source's thresholds
+            "curate_source[books]": "ok",
+            "dedupe_corpus": "ok",
+            "finish_source[web]": "ok",
+            "finish_source[books]": "ok",
+            "build_mixture": "ok",
+        }
+        theirs = contents()
+        assert (
+            theirs["filtered[books]"] != mine["filtered[books]"]
+            and theirs["tokenized[_all]"] != mine["tokenized[_all]"]
+        )
+        again = ran(a, instance_a)
+        assert {job for job, how in again.items() if how == "skipped"} == {
+            "ingest_source[web]",
+            "ingest_source[books]",
+            "train_quality_model",
+        }, again
+        assert contents() == mine
+        assert ran(a, instance_a) == dict.fromkeys(again, "skipped")  # and now nothing is left to do

@@ -41,6 +41,9 @@ def test_graph_is_the_assets_in_order_with_versions_checks_and_pod_sizes():
     assert graph.get(dg.AssetKey("raw")).partitions_def.name == "source"
     assert graph.get(dg.AssetKey("mixed")).partitions_def is None
     assert graph.get(dg.AssetKey("tokenized")).freshness_policy is not None
+    # one UI group per stage, in pipeline order: the global lineage lays out in columns, not one row of boxes
+    groups = [graph.get(dg.AssetKey(name)).group_name for name in ASSETS]
+    assert list(dict.fromkeys(groups)) == ["ingest", "curate", "dedup", "synthesize", "mix"]
 
 
 def test_executor_follows_the_environment():

@@ -34,6 +34,7 @@ from tests.background import background, clean_env
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCATION = "curation"
+STAGES = ("ingest", "curate", "dedup", "synthesize", "mix")  # the asset groups, in pipeline order
 REPOSITORY = "__repository__"  # the repository name of a `Definitions` location
 ASSETS = set(GRAPH_ASSETS)
 PARTITION = "books"
@@ -415,12 +416,22 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
             expect(page.locator(f'a[href="/assets/{asset}"]').first).to_be_visible()
         page.screenshot(path=str(tmp_path / "catalog.png"), full_page=True)
 
-        # the global lineage graph draws a node per asset
+        # the global lineage lays the stages out as columns, one group each, left to right in pipeline order
         visit("lineage", "/asset-groups")
-        nodes = page.locator('[class*="AssetNode_assetName"]')
-        expect(nodes).to_have_count(len(ASSETS))
-        assert sorted(nodes.all_inner_texts()) == sorted(ASSETS)
+        boxes = [page.get_by_text(group, exact=True).last for group in STAGES]
+        for box in boxes:
+            expect(box).to_be_visible()
+        xs = [box.bounding_box()["x"] for box in boxes]
+        assert xs == sorted(xs), dict(zip(STAGES, xs))
         page.screenshot(path=str(tmp_path / "lineage.png"), full_page=True)
+        # each group's own lineage draws a node per asset of the stage: together, the nine assets
+        drawn = []
+        for group in STAGES:
+            visit(f"group_{group}", f"/locations/{LOCATION}/asset-groups/{group}/lineage")
+            nodes = page.locator('[class*="AssetNode_assetName"]')
+            expect(nodes.first).to_be_visible()
+            drawn += nodes.all_inner_texts()
+        assert sorted(drawn) == sorted(ASSETS)
     except Exception:
         page.screenshot(path=str(tmp_path / f"failure_{step}.png"), full_page=True)
         raise
@@ -484,7 +495,8 @@ def test_browser_launches_one_source_partition_and_the_run_succeeds(webserver, b
         mats = webserver.gql(MATERIALIZATIONS_Q, {"key": {"path": ["raw"]}, "partitions": [PARTITION]})
         assert run["runId"] in {m["runId"] for m in mats["assetOrError"]["assetMaterializations"]}
         page.goto(f"{webserver.url}/asset-groups", wait_until="domcontentloaded")
-        expect(page.locator('[class*="AssetNode_assetName"]')).to_have_count(len(ASSETS))
+        for group in STAGES:
+            expect(page.get_by_text(group, exact=True).last).to_be_visible()
         page.wait_for_timeout(2000)  # node colours (materialization status) load after the names; for the picture
         page.screenshot(path=str(ARTIFACTS / "asset_graph.png"))
     except Exception:

@@ -76,9 +76,9 @@ def raw_slowly(log: str) -> int:
         time.sleep(1.0)
         return write(self, name, data)
 
-    def logged_publish(self, context, obj, partition):
+    def logged_publish(self, context, obj, partition, lock):
         start = time.time()
-        publish(self, context, obj, partition)
+        publish(self, context, obj, partition, lock)
         with open(log, "a") as f:
             f.write(json.dumps({"asset": context.asset_key.to_user_string(), "start": start, "end": time.time()}))
             f.write("\n")

@@ -1,16 +1,20 @@
-"""Column contracts shared by every step, and the one place that marks, splits and counts dropped rows.
+"""Column contracts shared by every step, the one place that marks, splits and counts dropped rows, and the one
+Parquet encoding of every output (page checksums written and verified).
 
-Pure polars: no Dagster, no I/O.
+Pure polars/pyarrow over in-memory buffers: no Dagster, no I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import polars as pl
+import pyarrow.parquet as pq
 
 # Canonical document row. `meta` is a JSON object serialised as a string, so heterogeneous per-source keys
 # never force a schema union across shards.
@@ -24,7 +28,11 @@ DOC_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # A record or file that could not become a document. `location` is `line:N` (1-based), `row:N` (0-based,
-# Parquet), `record:N` (1-based WARC response record), `frame:N` or `file`.
+# Parquet), `record:N` (1-based WARC response record), `frame:N` or `file`. `records_lost`: the records the row
+# stands for (1 for a record; for a frame, row group or file the records it held, counted where the container says,
+# else estimated from the shard's or source's records per byte; null only before raw's estimate). `bytes_lost`: the
+# stored input bytes the row stands for when it is a frame, row group or file (0 for a single record, whose bytes
+# are inside a readable stream): a corrupt frame that held half a source is half its bytes, not one record.
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),
     "shard": pl.String(),
@@ -32,6 +40,8 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "drop_reason": pl.String(),
     "detail": pl.String(),
     "record_id": pl.String(),
+    "records_lost": pl.Int64(),
+    "bytes_lost": pl.Int64(),
 }
 
 DROP_REASON = "drop_reason"
@@ -81,9 +91,11 @@ def split_kept(marked: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def drop_counts(dropped: pl.DataFrame) -> dict[str, int]:
+    """Rows dropped per reason; a quarantine row counts the `records_lost` it stands for."""
     if dropped.is_empty():
         return {}
-    counts = dropped.group_by(DROP_REASON).len().sort(DROP_REASON)
+    weight = pl.col("records_lost").sum() if "records_lost" in dropped.columns else pl.len()
+    counts = dropped.group_by(DROP_REASON).agg(weight).sort(DROP_REASON)
     return {str(r): int(n) for r, n in counts.iter_rows()}
 
 
@@ -95,9 +107,46 @@ def drop_tokens(dropped: pl.DataFrame) -> dict[str, int]:
     return {str(r): int(n or 0) for r, n in sums.iter_rows()}
 
 
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """One Parquet file of `df`: zstd, statistics, and a CRC-32 per page. zstd without checksums can decode a flipped
+    bit into other text; with page CRCs a reader that verifies them (`read_parquet_bytes`, raw's reader, DuckDB
+    and Spark when asked) raises instead. What CRCs cannot catch: a page rewritten whole with a matching CRC, a
+    file truncated at a row-group boundary with a valid footer, or a wrong but well-formed file (the manifests'
+    file hashes and row counts cover those)."""
+    buf = io.BytesIO()
+    pq.write_table(df.to_arrow(), buf, compression="zstd", write_statistics=True, write_page_checksum=True)
+    return buf.getvalue()
+
+
+def verify_page_checksums(stream: BinaryIO) -> None:
+    """Decode every page of a Parquet file with its CRC verified, one row group at a time (`OSError` on a mismatch):
+    what polars' scans do not check."""
+    if not getattr(stream, "seekable", lambda: False)():  # an object-store body: Parquet needs random access
+        stream = io.BytesIO(stream.read())
+    pf = pq.ParquetFile(stream, page_checksum_verification=True)
+    for group in range(pf.num_row_groups):
+        pf.read_row_group(group)
+
+
+def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pl.DataFrame:
+    """A Parquet file from memory, every page's CRC verified (a mismatch raises `OSError`)."""
+    table = pq.read_table(io.BytesIO(data), columns=columns, page_checksum_verification=True)
+    return pl.from_arrow(table)
+
+
 def meta_json(meta: Mapping[str, object]) -> str:
     """Serialise a meta mapping deterministically (sorted keys, UTF-8 kept)."""
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class Added:
+    """Output rows that are no input document kept: a mixture's repeats (epochs past the first), synthetic's
+    generated documents. They count neither as kept input nor against the drop rate (which stays in [0, 1])."""
+
+    what: str
+    rows: int
+    tokens: int
 
 
 @dataclass
@@ -120,6 +169,7 @@ class StepOutput:
     config_version: str
     extra: dict[str, object] | Callable[[], dict[str, object]] = field(default_factory=dict)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
+    added: Added | None = None
     trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
     def kept_parts(self) -> Iterator[pl.DataFrame]:
@@ -149,25 +199,41 @@ class FileSetOutput:
 
 
 def funnel_markdown(
-    rows_in: int, rows_out: int, drops: Mapping[str, int], tokens_out: int | None, tokens_dropped: Mapping[str, int]
+    rows_in: int,
+    rows_out: int,
+    drops: Mapping[str, int],
+    tokens_out: int | None,
+    tokens_dropped: Mapping[str, int],
+    added: Added | None = None,
 ) -> str:
     """What a step kept and why it dropped the rest: documents and tokens per row, with a bar of each row's share
-    of the input documents (Dagster renders Markdown; the bar is the chart)."""
+    of the input documents (Dagster renders Markdown; the bar is the chart). Rows the step `added` (see `Added`)
+    are not input kept: kept counts input documents only, so no share exceeds 100 %, and the added rows and the
+    rows written follow as rows of their own."""
     n, width = max(rows_in, 1), 24
 
-    def row(label: str, docs: int, tokens: object) -> str:
+    def row(label: str, docs: int, tokens: object, share: bool = True) -> str:
+        if not share:
+            return f"| {label} | {docs:,} | {tokens} | | |"
         bar = "█" * min(width, max(round(docs / n * width), docs > 0))
         return f"| {label} | {docs:,} | {tokens} | {docs / n:.1%} | `{bar:<{width}}` |"
 
     def tok(v: int | None) -> str:
         return "" if v is None else f"{v:,}"
 
-    known = tokens_out is not None and (tokens_dropped or not drops)
+    extra = added or Added("", 0, 0)
+    kept, kept_tokens = rows_out - extra.rows, None if tokens_out is None else tokens_out - extra.tokens
+    known = kept_tokens is not None and (tokens_dropped or not drops)
     lines = [
         "| stage | documents | tokens | share of input | |",
         "|---|---:|---:|---:|---|",
-        row("in", rows_in, tok(tokens_out + sum(tokens_dropped.values())) if known and rows_out <= rows_in else ""),
+        row("in", rows_in, tok(kept_tokens + sum(tokens_dropped.values())) if known and kept <= rows_in else ""),
         *[row(f"dropped: {r}", k, tok(tokens_dropped.get(r))) for r, k in sorted(drops.items(), key=lambda x: -x[1])],
-        row("**kept**", rows_out, tok(tokens_out)),
+        row("**kept**", kept, tok(kept_tokens)),
     ]
+    if extra.rows:
+        lines += [
+            row(f"added: {extra.what}", extra.rows, tok(extra.tokens), share=False),
+            row("**written**", rows_out, tok(tokens_out), share=False),
+        ]
     return "\n".join(lines)

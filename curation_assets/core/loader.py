@@ -16,7 +16,6 @@ Resumable: `sequences(start=i)` begins at global sequence `i` (pass the last ind
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from curation_assets.core import megatron
+from curation_assets.core.frames import read_parquet_bytes
 
 Mode = Literal["offline", "online"]
 
@@ -133,7 +133,7 @@ def sequences(
 
 
 def read_documents(src: OfflineSource) -> pl.DataFrame:
-    return pl.read_parquet(io.BytesIO(src.read(src.files["documents.parquet"])))
+    return read_parquet_bytes(src.read(src.files["documents.parquet"]))
 
 
 def read_shard_index(src: OfflineSource, name: str) -> megatron.Index:

@@ -10,8 +10,11 @@ Pure reading core (no Dagster). Contract of `read_shard`:
   with a snake_case `drop_reason`, a human `detail` and `record_id` when known.
 - `position` / `location` is `line:N` (1-based physical line), `row:N` (0-based), `record:N` (1-based WARC
   *response* record), `frame:N` (1-based zstd frame or gzip member) or `file`.
-- `records_seen == docs.height + quarantine.height`. Blank and whitespace-only lines are skipped and not counted. An
-  empty (0-byte) file yields no rows at all (`bytes_read == 0` tells the caller), like a valid empty frame.
+- `records_seen == docs.height + quarantine["records_lost"].sum()`: a corrupt frame, row group or file counts the
+  records it held (the container's own count, else the shard's records per byte times its `bytes_lost`; null when
+  the shard has no readable byte to estimate from, for the caller to estimate). Blank and whitespace-only lines are
+  skipped and not counted. An empty (0-byte) file yields no rows at all (`bytes_read == 0` tells the caller), like a
+  valid empty frame.
 
 Bad input never raises and never costs a good record. In the streamed formats (JSONL in any container, WARC) memory
 does not grow with a record's length or the compression ratio: a decoder hands over at most MAX_PIECE decoded bytes
@@ -50,7 +53,8 @@ _ZSTD_BLOCK = 1 << 17  # the most a zstd block decodes to (RFC 8878 Block_Maximu
 _ZSTD_SKIPPABLE = 0x184D2A50  # skippable frame magic (little-endian), low 4 bits free
 _PARQUET_BATCH = 512
 
-Event = tuple  # ("data", bytes) | ("end", frame) | ("corrupt", frame, detail) | ("truncated", frame, detail)
+# ("data", bytes) | ("end", frame) | ("corrupt", frame, detail, bytes lost) | ("truncated", frame, detail, bytes lost)
+Event = tuple
 
 
 SUFFIXES = (
@@ -78,7 +82,7 @@ def detect_format(name: str) -> str:
 class ShardResult:
     docs: pl.DataFrame  # exactly DOC_SCHEMA, in record order
     quarantine: pl.DataFrame  # exactly QUARANTINE_SCHEMA
-    records_seen: int  # == docs.height + quarantine.height
+    records_seen: int  # == docs.height + quarantine["records_lost"].sum()
     bytes_read: int  # compressed bytes consumed from the stream
 
 
@@ -161,10 +165,28 @@ class _Collector:
     def __init__(self, source: str, shard: str, max_doc_bytes: int):
         self.source, self.shard, self.max_doc_bytes = source, shard, max_doc_bytes
         self.docs: dict[str, list] = {"doc_id": [], "text": [], "url": [], "meta": []}
-        self.bad_rows: dict[str, list] = {"location": [], "drop_reason": [], "detail": [], "record_id": []}
+        self.bad_rows: dict[str, list] = {
+            "location": [],
+            "drop_reason": [],
+            "detail": [],
+            "record_id": [],
+            "records_lost": [],
+            "bytes_lost": [],
+        }
 
-    def bad(self, location: str, reason: str, detail: str, record_id: str | None = None) -> None:
-        for key, value in zip(self.bad_rows, (location, reason, detail, record_id)):
+    def bad(
+        self,
+        location: str,
+        reason: str,
+        detail: str,
+        record_id: str | None = None,
+        *,
+        records: int | None = 1,
+        nbytes: int = 0,
+    ) -> None:
+        """One quarantine row; a frame, row group or file passes the `records` it held (None: estimate them from
+        the shard's records per byte, at least 1) and its stored `nbytes`."""
+        for key, value in zip(self.bad_rows, (location, reason, detail, record_id, records, nbytes)):
             self.bad_rows[key].append(value)
 
     def add_doc(self, position: str, record_id: str, text: str, url: str | None, meta: dict, html: bool) -> int | None:
@@ -216,13 +238,19 @@ class _Collector:
 
     def result(self, bytes_read: int) -> ShardResult:
         n_docs, n_bad = self.mark()
+        lost, nbytes = self.bad_rows["records_lost"], self.bad_rows["bytes_lost"]
+        readable = bytes_read - sum(nbytes)
+        if readable > 0:  # the shard's own records per stored byte, over what could be read
+            per_byte = (n_docs + sum(r for r in lost if r is not None)) / readable
+            lost[:] = [max(1, round(b * per_byte)) if r is None else r for r, b in zip(lost, nbytes)]
         docs = pl.DataFrame(
             {**self.docs, "source": [self.source] * n_docs, "shard": [self.shard] * n_docs}, schema=DOC_SCHEMA
         )
         bad = pl.DataFrame(
             {**self.bad_rows, "source": [self.source] * n_bad, "shard": [self.shard] * n_bad}, schema=QUARANTINE_SCHEMA
         )
-        return ShardResult(docs=docs, quarantine=bad, records_seen=n_docs + n_bad, bytes_read=bytes_read)
+        records = n_docs + sum(r or 0 for r in lost)
+        return ShardResult(docs=docs, quarantine=bad, records_seen=records, bytes_read=bytes_read)
 
 
 def _parse_meta(raw: object) -> dict:
@@ -333,15 +361,16 @@ class _JsonlSink:
     def end(self, frame: int) -> None:
         self.commit = (self.col.mark(), self.line_no)
 
-    def corrupt(self, frame: int, detail: str) -> None:
+    def corrupt(self, frame: int, detail: str, nbytes: int) -> None:
         # Lines of a frame whose data/checksum failed may be garbled: drop them all, the frame row stands for them.
         mark, self.line_no = self.commit
         self.col.rollback(mark)
         self.pending, self.oversize = bytearray(), 0
-        self.col.bad(f"frame:{frame}", "corrupt_frame", f"{detail}; records decoded from this frame are discarded")
+        detail = f"{detail}; records decoded from this frame are discarded"
+        self.col.bad(f"frame:{frame}", "corrupt_frame", detail, records=None, nbytes=nbytes)
         self.commit = (self.col.mark(), self.line_no)
 
-    def finish(self, truncated: tuple[int, str] | None) -> None:
+    def finish(self, truncated: tuple[int, str, int] | None) -> None:
         has_partial = self.oversize or (self.pending and not self.pending.isspace())
         if truncated is None:
             if has_partial:
@@ -352,7 +381,8 @@ class _JsonlSink:
             detail = f"partial last line: {truncated[1]}"
             self.col.bad(f"line:{self.line_no}", "truncated_stream", detail, _sniff_id(head, self.o.id_field))
         else:
-            self.col.bad(f"frame:{truncated[0]}", "truncated_stream", truncated[1])
+            frame, detail, nbytes = truncated
+            self.col.bad(f"frame:{frame}", "truncated_stream", detail, records=None if nbytes else 1, nbytes=nbytes)
 
 
 class _Gunzip:
@@ -458,15 +488,16 @@ def _framed(data: bytes, read: Callable[[], bytes], magic: bytes, new_decoder: C
     frame_no = 0
     while data:
         frame_no += 1
-        decoder, frame = new_decoder(), bytearray()
+        decoder, frame, produced = new_decoder(), bytearray(), False
         while True:
             frame += data
             try:
                 for out in decoder.pieces(data):
+                    produced = True
                     yield ("data", out)
             except (zstandard.ZstdError, zlib.error) as exc:
-                yield ("corrupt", frame_no, str(exc))
-                data = _resync(frame, read, magic)
+                data, skipped = _resync(frame, read, magic)
+                yield ("corrupt", frame_no, str(exc), skipped)
                 break
             if decoder.eof:
                 yield ("end", frame_no)
@@ -474,19 +505,23 @@ def _framed(data: bytes, read: Callable[[], bytes], magic: bytes, new_decoder: C
                 break
             data = read()
             if not data:
-                yield ("truncated", frame_no, f"compressed input ends inside frame {frame_no}")
+                # a cut frame keeps what it decoded; one that decoded nothing (say, zero-filled) is lost whole
+                detail = f"compressed input ends inside frame {frame_no}"
+                yield ("truncated", frame_no, detail, 0 if produced else len(frame))
                 return
 
 
-def _resync(frame: bytearray, read: Callable[[], bytes], magic: bytes) -> bytes:
-    """The input from the next `magic` after the start of a corrupt frame, or b"" if there is none."""
-    buf = bytes(frame[1:])
+def _resync(frame: bytearray, read: Callable[[], bytes], magic: bytes) -> tuple[bytes, int]:
+    """(the input from the next `magic` after the start of a corrupt frame, or b"" if there is none; the bytes
+    skipped from the frame's start to there)."""
+    buf, seen = bytes(frame[1:]), len(frame)
     while (at := buf.find(magic)) < 0:
         more = read()
         if not more:
-            return b""
+            return b"", seen
+        seen += len(more)
         buf = buf[1 - len(magic) :] + more
-    return buf[at:]
+    return buf[at:], seen - (len(buf) - at)
 
 
 def _plain(data: bytes, read: Callable[[], bytes]) -> Iterator[Event]:
@@ -503,7 +538,6 @@ def _events(first: bytes, read: Callable[[], bytes], fmt: str, col: _Collector) 
         return _framed(first, read, GZIP_MAGIC, _Gunzip)
     if fmt == "jsonl" or first.removeprefix(_BOM).lstrip().startswith(b"WARC/" if fmt == "warc" else b"{"):
         return _plain(first, read)
-    col.bad("file", "bad_magic", f"not a {fmt} stream: starts with bytes {first[:4].hex(' ')}")
     return None
 
 
@@ -519,7 +553,12 @@ def _read_stream(stream: BinaryIO, fmt: str, col: _Collector, o: _Options) -> in
 
     first = read()
     events = _events(first, read, fmt, col) if first else None
-    if events is not None:
+    if first and events is None:
+        while read():  # counted, not decoded: the whole file is lost
+            pass
+        detail = f"not a {fmt} stream: starts with bytes {first[:4].hex(' ')}"
+        col.bad("file", "bad_magic", detail, records=None, nbytes=total)
+    elif events is not None:
         sink = WarcSink(col, o.max_doc_bytes) if fmt == "warc" else _JsonlSink(col, o)
         truncated = None
         for kind, *args in events:
@@ -550,35 +589,43 @@ def _read_parquet(stream: BinaryIO, col: _Collector, o: _Options) -> int:
     if not size:
         return 0
     try:
-        pf = pq.ParquetFile(stream)
+        # CRCs are checked wherever the writer stored them (ours always does): a flipped bit in a page is a corrupt
+        # row group, never altered text passed as good. A file without page CRCs cannot be checked this way.
+        pf = pq.ParquetFile(stream, page_checksum_verification=True)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError subclasses for a broken footer
-        col.bad("file", "corrupt_file", f"{type(exc).__name__}: {exc}")
+        col.bad("file", "corrupt_file", f"{type(exc).__name__}: {exc}", records=None, nbytes=size)
         return size
+    whole = {"records": pf.metadata.num_rows, "nbytes": size}  # a file-level row loses every row of the file
     schema = pf.schema_arrow
     missing = [c for c in (o.id_field, o.text_field) if c not in schema.names]
     if missing:
         detail = f"missing columns {', '.join(missing)} (has {', '.join(schema.names)})"
-        col.bad("file", "schema_mismatch", detail)
+        col.bad("file", "schema_mismatch", detail, **whole)
         return size
     if not _is_string(schema.field(o.text_field).type):
         detail = f"text column has type {schema.field(o.text_field).type}, expected string"
-        col.bad("file", "text_column_wrong_type", detail)
+        col.bad("file", "text_column_wrong_type", detail, **whole)
         return size
     if not _is_string(schema.field(o.id_field).type):
-        col.bad("file", "schema_mismatch", f"id column has type {schema.field(o.id_field).type}, expected string")
+        detail = f"id column has type {schema.field(o.id_field).type}, expected string"
+        col.bad("file", "schema_mismatch", detail, **whole)
         return size
     columns = [c for c in dict.fromkeys((o.id_field, o.text_field, o.url_field, "meta")) if c in schema.names]
     first_row = 0
     for group in range(pf.num_row_groups):
-        row = first_row
+        row, meta = first_row, pf.metadata.row_group(group)
         try:
             for batch in pf.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[group], columns=columns):
                 for rec in batch.to_pylist():
                     _record(col, rec, f"row:{row}", o)
                     row += 1
         except Exception as exc:  # a corrupt page costs the rest of its row group, not the file
-            col.bad(f"row:{row}", "corrupt_row_group", f"row group {group}: {type(exc).__name__}: {exc}")
-        first_row += pf.metadata.row_group(group).num_rows
+            lost = max(1, meta.num_rows - (row - first_row))  # the footer counts the group's rows
+            detail = f"row group {group}: {type(exc).__name__}: {exc}"
+            stored = sum(meta.column(c).total_compressed_size for c in range(meta.num_columns))
+            nbytes = round(stored * lost / max(1, meta.num_rows))
+            col.bad(f"row:{row}", "corrupt_row_group", detail, records=lost, nbytes=nbytes)
+        first_row += meta.num_rows
     return size
 
 
@@ -605,5 +652,5 @@ def read_shard(
     except (OSError, MemoryError):
         raise  # the storage or the machine failed, not the input: let the run retry
     except Exception as exc:  # last resort: an unforeseen defect in one file must not stop the run
-        col.bad("file", "read_error", f"{type(exc).__name__}: {exc}")
+        col.bad("file", "read_error", f"{type(exc).__name__}: {exc}", records=None)
     return col.result(bytes_read)

@@ -12,7 +12,6 @@ Written by the IO manager under `<root>/tokenized/_all/<version>/`:
 """
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets.core import megatron
+from curation_assets.core.frames import parquet_bytes
 
 FORMAT = "curation-megatron-v1"
 BATCH = 1024
@@ -242,16 +242,15 @@ def token_files(docs: pl.DataFrame, encoded: Iterable[list[np.ndarray]], header:
         yield f"{shard.name}.bin", shard.data
         yield f"{shard.name}.idx", shard.index
     documents = documents_frame(docs, manifest["shards"], lengths)
-    buf = io.BytesIO()
-    documents.write_parquet(buf, compression="zstd")
+    documents_file = parquet_bytes(documents)
     per = documents.group_by("component").agg(
         pl.len().alias("documents"), (pl.col("n_tokens").sum() + pl.len()).alias("tokens")
     )
     manifest.update(
         documents=documents.height,
         tokens=int(sum(int(x.sum()) for x in lengths)),
-        documents_sha256=sha256(buf.getvalue()),
+        documents_sha256=sha256(documents_file),
         components={c: {"documents": d, "tokens": t} for c, d, t in per.sort("component").iter_rows()},
     )
-    yield "documents.parquet", buf.getvalue()
+    yield "documents.parquet", documents_file
     yield "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode()

@@ -22,7 +22,16 @@ from warcio.archiveiterator import ArchiveIterator
 class Collector(Protocol):
     """What a WARC sink writes into (`readers._Collector`): documents, quarantine rows and rollback marks."""
 
-    def bad(self, location: str, reason: str, detail: str, record_id: str | None = None) -> None: ...
+    def bad(
+        self,
+        location: str,
+        reason: str,
+        detail: str,
+        record_id: str | None = None,
+        *,
+        records: int | None = 1,
+        nbytes: int = 0,
+    ) -> None: ...
 
     def add_doc(
         self, position: str, record_id: str, text: str, url: str | None, meta: dict, html: bool
@@ -38,6 +47,10 @@ class Collector(Protocol):
 _RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r\n)")
 _MAX_HEADER = 1 << 20  # a header block that has not ended by then is debris
 _TERMINATOR = b"\r\n\r\n"
+# What ends a header block: its blank line, or (broken) the next version line. One scan finds whichever comes first,
+# so a run of bare version lines is skipped line by line in linear time, never rescanned up to a distant blank line.
+_HEADER_STOP = re.compile(rb"\r\n\r\n|\nWARC/1\.[01]\r\n")
+_VERSION_RUN = re.compile(rb"(?:WARC/1\.[01]\r\n)+")
 
 
 def _fields(header: bytes) -> dict[str, str]:
@@ -111,7 +124,16 @@ class WarcSink:
             del buf[: max(0, len(buf) - 16)]
             return False
         del buf[: match.start(1)]
-        header_end = buf.find(_TERMINATOR)
+        stop = _HEADER_STOP.search(buf, 1, _MAX_HEADER + len(_TERMINATOR))
+        if stop is not None and stop.group() != _TERMINATOR:  # the header block never ended
+            header = bytes(buf[: stop.start()])
+            if b":" in header:  # a header with fields is a broken record; version lines without fields are debris
+                self._bad(_fields(header), "invalid_record", "header block interrupted by the next WARC/1.x line")
+                del buf[: stop.start() + 1]
+            else:  # skip the whole run of bare version lines at once, up to the last one
+                del buf[: _VERSION_RUN.match(buf).end() - len(match.group(1))]
+            return True
+        header_end = -1 if stop is None else stop.start()
         if header_end < 0:
             if len(buf) <= _MAX_HEADER:  # else: a header block that never ends is debris
                 if unfinished is None:
@@ -187,15 +209,19 @@ class WarcSink:
         self._drain(("content_length_mismatch", f"gzip member {frame} ends before the declared Content-Length"))
         self.commit = (self.col.mark(), self.responses)
 
-    def corrupt(self, frame: int, detail: str) -> None:
+    def corrupt(self, frame: int, detail: str, nbytes: int) -> None:
         mark, self.responses = self.commit
         self.col.rollback(mark)
         self.buf.clear()
         self.skip, self.last = 0, None
-        self.col.bad(f"frame:{frame}", "corrupt_frame", f"{detail}; records decoded from this member are discarded")
+        detail = f"{detail}; records decoded from this member are discarded"
+        self.col.bad(f"frame:{frame}", "corrupt_frame", detail, records=None, nbytes=nbytes)
         self.commit = (self.col.mark(), self.responses)
 
-    def finish(self, truncated: tuple[int, str] | None) -> None:
+    def finish(self, truncated: tuple[int, str, int] | None) -> None:
         detail = "input ends inside the record" if truncated is None else truncated[1]
         if not self._drain(("truncated_record", detail)) and truncated is not None:
-            self.col.bad(f"frame:{truncated[0]}", "truncated_stream", detail)
+            nbytes = truncated[2]
+            self.col.bad(
+                f"frame:{truncated[0]}", "truncated_stream", detail, records=None if nbytes else 1, nbytes=nbytes
+            )

@@ -14,6 +14,7 @@ from curation_assets.defs.jobs import INGEST_SOURCE, build_jobs, schedules
 from curation_assets.defs.sensors import automation_sensor, landing_sensors, register_sources_sensor, with_automation
 from curation_assets.steps import dedup, deduped, filtered, mixed, quality_model, raw, synthetic, tokenized
 from curation_assets.steps.common import freshness_policy
+from resources import sealed
 
 
 def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions:
@@ -47,7 +48,7 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
             *landing_sensors(cfg, jobs[INGEST_SOURCE]),
             automation_sensor,
         ],
-        resources=where.resources,
+        resources=sealed(where.resources),  # configured by the deployment only, never by a run
         executor=where.executor,
     )
 

@@ -63,6 +63,8 @@ LOCAL_EXECUTOR = dg.multiprocess_executor.configured(
 
 @dataclass(frozen=True)
 class Deployment:
+    # the configured instances, which in-process tools read; the Definitions bind them `sealed` (a run cannot
+    # configure them)
     resources: dict[str, object]
     executor: dg.ExecutorDefinition
     ingest_config: dg.PartitionedConfig | None  # ingest_source's per-partition run config (raw's zone pin)

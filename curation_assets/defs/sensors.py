@@ -7,9 +7,11 @@
   second as the cursor but after the listing would otherwise be missed. The cursor also keeps the keys it has already
   requested inside that window, so re-listed objects request nothing; the run key (source + the set of new shards)
   is a second guard, since Dagster drops a run request whose key it has seen.
-- Downstream assets follow their upstream (`eager`); `filtered`, `mixed` and `tokenized` additionally wait until every
-  blocking check of their upstream has passed, so a quality model below its held-out bar is not used and a failed
-  drop-rate or cost check holds the mixture back.
+- Downstream assets follow their upstream (`FOLLOW`: `eager`, on a change of the upstream's data version, not on any
+  new materialization: the IO manager reports the content hash of what is current as the data version, so a rerun
+  that rewrote the same bytes cascades nowhere); `filtered`, `mixed` and `tokenized` additionally wait until every
+  blocking check of their upstream has passed (`GATED_FOLLOW`), so a quality model below its held-out bar is not used
+  and a failed drop-rate or cost check holds the mixture back.
 """
 
 import hashlib
@@ -90,19 +92,28 @@ def landing_sensors(cfg: CurationConfig, job) -> list[dg.SensorDefinition]:
 # filtered waits for the quality model's held_out_quality check; the fan-in for every source's checks
 GATED = ("filtered", "mixed", "tokenized")
 
+# eager(), with "a dependency updated" narrowed to "a dependency's data version changed" (or it will be requested on
+# this tick); the parent's run having also materialized this asset still does not count, as in eager().
+_DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
+    (dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()).with_label(
+        "data_version_changed_without_root"
+    )
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_data_version_changed")
+FOLLOW = dg.AutomationCondition.eager().replace("any_deps_updated", _DEPS_CHANGED).with_label("eager_on_new_data")
+GATED_FOLLOW = FOLLOW & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
 
 def with_automation(assets: list[dg.AssetsDefinition], freshness: dg.FreshnessPolicy) -> list[dg.AssetsDefinition]:
     """raw stays manual/sensor-driven; every later step follows its upstream; the fan-in waits for upstream checks.
     Every asset gets the freshness policy (the schedules rebuild daily; thresholds.yaml `freshness`)."""
-    follow = dg.AutomationCondition.eager()
-    gated = follow & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
     def condition(spec: dg.AssetSpec) -> dg.AssetSpec:
         name = spec.key.to_user_string()
         spec = spec.replace_attributes(freshness_policy=spec.freshness_policy or freshness)
         if name == "raw":
             return spec
-        return spec.replace_attributes(automation_condition=gated if name in GATED else follow)
+        return spec.replace_attributes(automation_condition=GATED_FOLLOW if name in GATED else FOLLOW)
 
     return dg.map_asset_specs(condition, assets)
 

@@ -19,6 +19,7 @@ from curation_assets.core.dedup import DedupParams, cluster, ledger_summary, sig
 from curation_assets.core.frames import StepOutput, empty_frame
 from curation_assets.core.minhash import empty_ledger
 from curation_assets.steps.common import (
+    STAGE_GROUPS,
     drop_rate,
     enforce_transfers,
     pod,
@@ -95,7 +96,7 @@ def build_clusters(cfg, version: str) -> list:
     @dg.asset(
         code_version=version,
         op_tags=pod(cfg.thresholds.deduped.pod),
-        group_name="curation",
+        group_name=STAGE_GROUPS["dedup_clusters"],
         ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
     )
     @traceable

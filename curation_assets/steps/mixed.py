@@ -5,9 +5,10 @@ Checks: `weights_honoured`, `epochs_within_cap`, `sources_fresh`, `no_cross_zone
 import dagster as dg
 import polars as pl
 
-from curation_assets.core.frames import StepOutput
+from curation_assets.core.frames import Added, StepOutput
 from curation_assets.core.mixing import check_mixture, mix_sources, mixture_table
 from curation_assets.steps.common import (
+    STAGE_GROUPS,
     enforce_transfers,
     failed_checks_of_latest,
     freshness_policy,
@@ -27,7 +28,7 @@ def build(cfg, version: str) -> list:
     @dg.asset(
         code_version=version,
         op_tags=pod(cfg.thresholds.mixed.pod),
-        group_name="curation",
+        group_name=STAGE_GROUPS["mixed"],
         freshness_policy=freshness_policy(cfg.thresholds.freshness),
         ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
         metadata={"recipe": recipe.name},
@@ -54,6 +55,7 @@ def build(cfg, version: str) -> list:
         size = sum(f.estimated_size() for f in frames.values())
         transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
         mix, dropped, manifest = mix_sources(frames, recipe)
+        repeats = mix.filter(pl.col("epoch") > 0)  # epoch 0 holds every sampled document once
         yield dg.Output(
             StepOutput(
                 kept=mix,
@@ -61,6 +63,7 @@ def build(cfg, version: str) -> list:
                 rows_in=sum(f.height for f in frames.values()),
                 bytes_in=size,
                 config_version=version,
+                added=Added("repeats (epochs past the first)", repeats.height, int(repeats["n_tokens"].sum())),
                 extra={
                     "recipe": recipe.name,
                     "recipe_hash": manifest["recipe_hash"],

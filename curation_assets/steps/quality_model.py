@@ -18,7 +18,7 @@ from curation_assets.core.quality import (
     presample,
     training_set,
 )
-from curation_assets.steps.common import enforce_transfers, pod, step_checks, traceable
+from curation_assets.steps.common import STAGE_GROUPS, enforce_transfers, pod, step_checks, traceable
 from resources.classifiers import QualityModel
 from resources.cost_guard import CostGuard
 from resources.metadata import step_metadata
@@ -31,7 +31,7 @@ def build(cfg, params: TrainingParams, version: str) -> list:
     @dg.asset(
         code_version=version,
         op_tags=pod(cfg.thresholds.quality_model.pod),
-        group_name="curation",
+        group_name=STAGE_GROUPS["quality_model"],
         ins={"raw": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(sources))},
     )
     @traceable

@@ -105,6 +105,16 @@ def read_task(task: ShardTask) -> tuple[ShardResult, int]:
     return replace(res, docs=with_tokens(res.docs, _tokenizer(task.encoding))), res.docs.height
 
 
+def estimate_lost(quarantine: pl.DataFrame, docs: int, bytes_in: int) -> pl.DataFrame:
+    """Fill `records_lost` where no byte of the shard was readable (a whole file corrupt, zero-filled or not in its
+    declared format) from the source's records per stored byte over its readable bytes: a lost file weighs what its
+    bytes held, so losing half a source fails `drop_rate` (at least 1 record per row)."""
+    readable = bytes_in - quarantine["bytes_lost"].sum()
+    per_byte = (docs + quarantine["records_lost"].sum()) / readable if readable > 0 else 0.0
+    estimate = (pl.col("bytes_lost") * per_byte).round().cast(pl.Int64).clip(lower_bound=1)
+    return quarantine.with_columns(pl.col("records_lost").fill_null(estimate))
+
+
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
     """Every record the readers saw is either a row or a quarantine row."""
     seen, rows, quarantined = int(md["rows_in"]), int(md["rows_out"]), int(md["rows_dropped"])
@@ -162,11 +172,14 @@ def build(cfg, version: str) -> list:
                     "drop_reason": [reason for reason, _ in rejected.values()],
                     "detail": [detail for _, detail in rejected.values()],
                     "record_id": [None] * len(rejected),
+                    # not the source's data (never a shard of it): one row each, no bytes lost
+                    "records_lost": [1] * len(rejected),
+                    "bytes_lost": [0] * len(rejected),
                 },
                 schema=QUARANTINE_SCHEMA,
             )
         ]
-        seen = {"records": len(rejected), "bytes": 0}
+        seen = {"docs": 0, "bytes": 0}
 
         tasks = [
             ShardTask(
@@ -191,18 +204,24 @@ def build(cfg, version: str) -> list:
             # a source whose every record is broken still has an (empty) part
             yield with_tokens(empty_frame(DOC_SCHEMA), tokenizer)
             for res in run_tasks(context, engine, read_task, tasks, [t.shard for t in tasks], progress):
-                seen["records"] += res.records_seen
+                seen["docs"] += res.docs.height
                 seen["bytes"] += res.bytes_read
                 quarantine.append(res.quarantine)
                 yield res.docs
 
+        @functools.cache
+        def lost() -> pl.DataFrame:
+            rows = pl.concat([empty_frame(QUARANTINE_SCHEMA), *quarantine])
+            return estimate_lost(rows, seen["docs"], seen["bytes"])
+
         out = StepOutput(
             kept=shards(),
-            dropped=lambda: pl.concat([empty_frame(QUARANTINE_SCHEMA), *quarantine]),
-            rows_in=lambda: seen["records"],
+            dropped=lost,
+            rows_in=lambda: seen["docs"] + lost()["records_lost"].sum(),
             bytes_in=lambda: seen["bytes"],
             config_version=version,
             extra=lambda: {
+                "bytes_lost": int(lost()["bytes_lost"].sum()),
                 "shards": len(files),
                 **progress.metadata(),
                 **{f"source_{k}": v for k, v in transfer.items()},

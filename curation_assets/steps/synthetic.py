@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from curation_assets.core.frames import DOC_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.frames import DOC_SCHEMA, Added, StepOutput, empty_frame
 from curation_assets.core.generators import generate
 from curation_assets.core.prompts import llm_requests
 from curation_assets.core.synthesis import SYNTH_SCHEMA, generated, llm_generated, seeds_of
@@ -110,6 +110,7 @@ def build(cfg, version: str) -> list:
                 rows_in=docs.height,
                 bytes_in=docs.estimated_size(),
                 config_version=version,
+                added=Added("generated", made.height, int(made["n_tokens"].sum() or 0)),
                 extra={
                     "synthetic_docs": made.height,
                     "synthetic_tokens": int(made["n_tokens"].sum() or 0),

@@ -3,7 +3,6 @@ format `core/megatron.py`). Checks (they re-read what was persisted): `index_mat
 `sample_decodes`, `no_cross_zone_bytes`."""
 
 import functools
-import io
 import itertools
 import json
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import polars as pl
 
 from curation_assets.config import version_of
 from curation_assets.core import megatron
-from curation_assets.core.frames import FileSetOutput
+from curation_assets.core.frames import FileSetOutput, read_parquet_bytes
 from curation_assets.core.tokens import (
     BATCH,
     FORMAT,
@@ -29,6 +28,7 @@ from curation_assets.core.tokens import (
 )
 from curation_assets.steps.common import (
     NO_CROSS_ZONE,
+    STAGE_GROUPS,
     enforce_transfers,
     freshness_policy,
     own_materialization,
@@ -81,7 +81,7 @@ def build(cfg, version: str) -> list:
     @dg.asset(
         code_version=version,
         op_tags=pod(cfg.thresholds.tokenized.pod),
-        group_name="curation",
+        group_name=STAGE_GROUPS["tokenized"],
         freshness_policy=freshness_policy(cfg.thresholds.freshness),
         metadata={"recipe": recipe.name, "format": FORMAT},
     )
@@ -174,7 +174,7 @@ def build(cfg, version: str) -> list:
         read = lambda name: store.read_bytes(f"{md['uri']}/{name}")  # noqa: E731 - what this run persisted
         manifest = json.loads(read("manifest.json"))
         facts = verify_shards(manifest, read)
-        documents = pl.read_parquet(io.BytesIO(read("documents.parquet")))
+        documents = read_parquet_bytes(read("documents.parquet"))
         picks = sample_positions(documents.height, seed=recipe.seed)
         sampled = mixed.with_row_index("_pos").filter(pl.col("_pos").is_in(picks)).select("_pos", "text").collect()
         tok = recipe_tokenizer(tokenizer)

@@ -21,7 +21,11 @@ def ids(result: ShardResult) -> list[str]:
 def check_contract(result: ShardResult) -> None:
     assert result.docs.schema == pl.Schema(DOC_SCHEMA)
     assert result.quarantine.schema == pl.Schema(QUARANTINE_SCHEMA)
-    assert result.records_seen == result.docs.height + result.quarantine.height
+    lost = result.quarantine["records_lost"]
+    assert result.records_seen == result.docs.height + lost.sum()
+    assert (lost.drop_nulls() >= 1).all() and (result.quarantine["bytes_lost"] >= 0).all()
+    if lost.null_count():  # left for the caller to estimate only when no byte of the shard could be read
+        assert result.quarantine["bytes_lost"].sum() == result.bytes_read
     for text in result.docs["text"]:
         text.encode("utf-8")
         assert "\x00" not in text and text.strip()

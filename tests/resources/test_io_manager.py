@@ -1,17 +1,20 @@
 """resources/io_manager.py: what the IO manager writes (files, bytes, manifest keys), what it reports in the
 materialization metadata, and what it loads, on real files and on the loopback S3 server."""
 
+import hashlib
 import json
 import os
+from io import BytesIO
 
 import dagster as dg
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
-from curation_assets.core.frames import DOC_SCHEMA, FileSetOutput, StepOutput, empty_frame
+from curation_assets.core.frames import DOC_SCHEMA, FileSetOutput, StepOutput, empty_frame, parquet_bytes
 from resources.cost_guard import CostGuard
-from resources.io_manager import ParquetIOManager, parquet_bytes
+from resources.io_manager import ParquetIOManager
 from resources.store import ObjectStore
 from resources.versions import MANIFEST, staging_dir_for
 
@@ -48,6 +51,12 @@ def step_output(parts: list[pl.DataFrame], dropped: int, **kw) -> StepOutput:
         config_version="v1",
         **kw,
     )
+
+
+def content_of(files: dict[str, bytes]) -> str:
+    """The content address of a version with these files, computed independently of resources.versions."""
+    digests = sorted((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
 
 
 def io_for(where, **kw) -> ParquetIOManager:
@@ -88,6 +97,9 @@ def test_a_step_output_is_written_reported_and_loaded(where):
         "tokens": 15,
         "bytes": manifest["bytes"],
         "part_bytes": manifest["part_bytes"],
+        "content": manifest["content"],
+        "config_version": None,  # a context built by hand has no asset definition (see the materialize tests)
+        "inputs": {},
     }
     want = {
         "part-00000.parquet": parquet_bytes(parts[0]),
@@ -98,6 +110,7 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     assert {u.rsplit("/", 1)[1]: where.store.read_bytes(u) for u, _ in where.store.expand(f"{v}/*")} == want
     assert manifest["part_bytes"] == len(want["part-00000.parquet"]) + len(want["part-00001.parquet"])
     assert manifest["bytes"] == sum(map(len, want.values()))
+    assert manifest["content"] == content_of(want)
 
     assert {k: md[k] for k in ("rows_in", "rows_out", "rows_dropped", "dropped_too_short", "tokens")} == {
         "rows_in": 7,
@@ -131,7 +144,15 @@ def test_a_file_set_is_written_reported_and_loaded_as_name_to_uri(where):
     manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
     v = f"{where.root}/tokenized/_all/{manifest['version']}"
     files = {"tokens.bin": f"{v}/tokens.bin", "header.json": f"{v}/header.json"}
-    assert manifest == {"version": manifest["version"], "run_id": RUN_ID, "files": files, "bytes": len(tokens) + 2}
+    assert manifest == {
+        "version": manifest["version"],
+        "run_id": RUN_ID,
+        "files": files,
+        "bytes": len(tokens) + 2,
+        "content": content_of({"tokens.bin": tokens, "header.json": b"{}"}),
+        "config_version": None,
+        "inputs": {},
+    }
     assert md["uri"] == v and md["bytes_out"] == len(tokens) + 2 and md["files"] == files
     assert md["data_bytes_local"] == len(tokens) + 2 and md["transfer_override"] == ""
     assert io.load_files(dg.AssetKey("tokenized")) == files
@@ -162,7 +183,7 @@ def test_old_versions_are_pruned_locally_and_the_newest_three_kept(tmp_path):
     io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard())
     made = []
     for i in range(5):
-        write(io, step_output([docs(1)], 0))
+        write(io, step_output([docs(i + 1)], 0))  # new content each time (identical content is not republished)
         made.append(io.manifest(dg.AssetKey("filtered"), "web")["version"])
         os.utime(tmp_path / "data" / "filtered" / "web" / made[-1], (1_000_000 + i, 1_000_000 + i))
     assert io.versions(dg.AssetKey("filtered"), "web") == made[-3:]
@@ -218,8 +239,8 @@ def test_a_missing_upstream_is_named(tmp_path):
 def test_remove_version_through_the_io_manager(where):
     io = io_for(where, keep_versions=10)
     made = []
-    for _ in range(2):
-        write(io, FileSetOutput(files=iter([("a", b"a")])))
+    for i in range(2):
+        write(io, FileSetOutput(files=iter([("a", b"a" * (i + 1))])))
         made.append(io.manifest(dg.AssetKey("filtered"), "web")["version"])
     with pytest.raises(Exception, match="is the current version"):
         io.remove_version(dg.AssetKey("filtered"), "web", made[1], reason="x")
@@ -227,3 +248,64 @@ def test_remove_version_through_the_io_manager(where):
         f"{where.root}/filtered/web/{made[0]}/a"
     ]
     assert io.versions(dg.AssetKey("filtered"), "web") == made[1:]
+
+
+def test_an_identical_rerun_publishes_nothing_and_reports_the_same_data_version(where):
+    """Real materializations (Dagster runs in process) of a protected file set and of an asset that reads it: the
+    manifest records the content hash (the materialization's data version), the asset's config (code) version and
+    the content of each input it loaded. Rematerializing the same bytes leaves the root as it was (no second
+    protected version, the manifest byte for byte) and reports the same data version; other bytes publish a new
+    version with a new data version."""
+    io = io_for(where)
+    payload = {"shard.bin": b"\x01\x02", "manifest.json": b"{}"}
+
+    @dg.asset(name="tokenized", code_version="tok-1")
+    def tokenized():
+        return FileSetOutput(files=iter(list(payload.items())))
+
+    @dg.asset(code_version="reader-1")
+    def reader(tokenized: dict[str, str]):
+        return FileSetOutput(files=iter([("names", ",".join(sorted(tokenized)).encode())]))
+
+    key, latest = dg.AssetKey("tokenized"), f"{where.root}/tokenized/_all/{MANIFEST}"
+
+    def data_version(instance, asset: str) -> str:
+        (rec,) = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+        return rec.asset_materialization.tags["dagster/data_version"]
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([tokenized, reader], resources={"io_manager": io}, instance=instance).success
+        first = io.manifest(key, None)
+        assert first["content"] == content_of(payload) == data_version(instance, "tokenized")
+        assert first["config_version"] == "tok-1" and first["inputs"] == {}
+        read = io.manifest(dg.AssetKey("reader"), None)
+        assert read["config_version"] == "reader-1" and read["inputs"] == {"tokenized[_all]": first["content"]}
+        manifest_bytes = where.store.read_bytes(latest)
+
+        assert dg.materialize([tokenized], resources={"io_manager": io}, instance=instance).success
+        assert io.versions(key, None) == [first["version"]]  # nothing new under the root
+        assert where.store.read_bytes(latest) == manifest_bytes
+        assert data_version(instance, "tokenized") == first["content"]
+        assert len(instance.fetch_materializations(key, limit=10).records) == 2  # the run is recorded all the same
+
+        payload["shard.bin"] = b"\x01\x03"
+        assert dg.materialize([tokenized], resources={"io_manager": io}, instance=instance).success
+        second = io.manifest(key, None)
+        assert second["version"] != first["version"] and second["content"] == content_of(payload)
+        assert sorted(io.versions(key, None)) == sorted([first["version"], second["version"]])  # protected: both
+        assert data_version(instance, "tokenized") == second["content"] != first["content"]
+
+
+def test_a_flipped_bit_in_a_stored_part_fails_the_load_naming_the_file_never_altered_text(where):
+    """Issue 20 item 4: every part is written with page CRCs and `scan` verifies them before polars reads anything,
+    so a bit flipped on disk or in an object store is an error naming the part, never other text loaded as good."""
+    io = io_for(where)
+    frame = docs(300).with_columns(text=pl.format("document number {} of the corpus, some text", pl.col("doc_id")))
+    write(io, step_output([frame], dropped=0))
+    [part] = io.manifest(dg.AssetKey("filtered"), "web")["parts"]
+    data = bytearray(where.store.read_bytes(part))
+    col = pq.ParquetFile(BytesIO(bytes(data))).metadata.row_group(0).column(2)  # text
+    data[col.data_page_offset + col.total_compressed_size // 2] ^= 0x10
+    where.store.write_bytes(part, bytes(data))
+    with pytest.raises(Exception, match=r"part-00000\.parquet.*(CRC|checksum).*rematerialize filtered\[web\]"):
+        io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web")).collect()

@@ -1,4 +1,5 @@
-"""resources/locks.py: the flock, the S3 lease and the wait loop, driven by a fake clock (no wall-clock waits)."""
+"""resources/locks.py: the flock, the S3 lease and its fencing, and the wait loop, driven by a fake clock (no
+wall-clock waits); races on S3 are sequenced by the test proxy (a request is held until the rival has acted)."""
 
 import json
 import logging
@@ -6,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 
-from resources.locks import LEASE_S, POLL_S, FileLock, S3Lease, lock_for, writer_lock
+from resources.locks import LEASE_S, POLL_S, FileLock, LockLost, S3Lease, lock_for, writer_lock
 from resources.store import LocalStore, ObjectStore
 
 
@@ -33,7 +36,7 @@ class FakeClock:
 
 
 def test_constants_are_unchanged():
-    assert LEASE_S == S3Lease.LEASE_S == 120.0 and POLL_S == 0.2
+    assert LEASE_S == S3Lease.LEASE_S == 3 * S3Lease.RENEW_S == 120.0 and POLL_S == 0.2
 
 
 # -- local: flock ---------------------------------------------------------------------------------------------
@@ -54,6 +57,21 @@ def test_an_flock_excludes_a_second_holder_until_released(tmp_path):
     first.release()
     assert second.try_acquire()
     second.release()
+
+
+def test_a_holder_whose_lock_file_was_replaced_has_lost_the_lock(tmp_path):
+    path = tmp_path / "x.lock"
+    holder = FileLock(str(path))
+    assert holder.try_acquire()
+    holder.assert_held()
+    path.unlink()  # e.g. the staging directory cleaned up while a run writes
+    other = FileLock(str(path))
+    assert other.try_acquire()  # a new file: the holder's flock excludes nobody any more
+    with pytest.raises(LockLost, match="deleted or replaced"):
+        holder.assert_held()
+    other.assert_held()
+    holder.release()
+    other.release()
 
 
 def test_the_kernel_releases_the_flock_of_a_killed_holder(tmp_path):
@@ -148,8 +166,8 @@ def test_a_dead_holders_lease_is_broken_once_the_clock_passes_its_expiry(s3):
     store.write_bytes(f"{uri}/_lock", json.dumps({"token": "dead", "expires": expires}).encode())
     lease = lock_for(impl, "tokenized.web", uri, None, clock=clock.time)
     with writer_lock(lease, "tokenized.web", 3600, monotonic=clock.monotonic, sleep=clock.sleep):
-        # tries at +0, +30, ... +120 (expires == now: still valid); +150 breaks it; +180 creates the new one
-        assert clock.now == expires + 60
+        # tries at +0, +30, ... +120 (expires == now: still valid); +150 takes it over
+        assert clock.now == expires + 30
         assert lease_body(store, uri)["token"] == lease.token
     assert not store.exists(f"{uri}/_lock")
 
@@ -189,32 +207,144 @@ def test_an_unexpired_lease_is_not_broken_at_its_expiry_instant(s3):
     assert not S3Lease(impl, f"{uri}/_lock", clock=clock.time).try_acquire()
     assert lease_body(store, uri)["token"] == "other"  # expires < now breaks it, expires == now does not
     clock.now += 0.001
-    assert not S3Lease(impl, f"{uri}/_lock", clock=clock.time).try_acquire()  # this try breaks it...
-    assert not store.exists(f"{uri}/_lock")
     lease = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
-    assert lease.try_acquire()  # ...and the next one competes and wins
+    assert lease.try_acquire() and lease_body(store, uri)["token"] == lease.token
     lease.release()
+
+
+@pytest.fixture
+def via_proxy(s3_proxy):
+    """The store through the test proxy, and `.act(fn, before)`: run `fn` once, in front of the first request of
+    the lease for which `before(methods)` holds (`methods`: the HTTP methods of the lease requests so far, this
+    one last); the request waits until `fn` returns, then goes on to S3. `.methods()`: those methods."""
+
+    def methods():
+        return [m for m, p in s3_proxy.log if "/_lock" in p]
+
+    def act(fn, before):
+        def policy(m, path):
+            if "/_lock" in path and before(methods()):
+                s3_proxy.policy = lambda m, p: None
+                fn()
+
+        s3_proxy.policy = policy
+
+    return types.SimpleNamespace(store=ObjectStore(endpoint_url=s3_proxy.endpoint), act=act, methods=methods)
 
 
 @pytest.mark.s3
-def test_a_lease_released_between_the_refused_create_and_the_read_means_try_again(s3):
-    store, impl, uri = s3
-
-    class ReleasedInBetween(type(impl)):
-        def write_bytes(self, u, data, create_only=False, tmp_dir=None):
-            try:
-                super().write_bytes(u, data, create_only=create_only)
-            except FileExistsError:
-                self.delete(u)  # the holder releases right after our create was refused
-                raise
-
+def test_a_lease_released_between_the_refused_create_and_the_read_means_try_again(s3, via_proxy):
+    store, _, uri = s3
     store.write_bytes(f"{uri}/_lock", json.dumps({"token": "other", "expires": 0}).encode())
-    racing = ReleasedInBetween(impl.endpoint_url, impl.region)
-    assert not S3Lease(racing, f"{uri}/_lock").try_acquire()
+    racing = S3Lease(via_proxy.store.impl(uri), f"{uri}/_lock")
+    # the holder releases right after our create was refused, before we read its lease
+    via_proxy.act(lambda: store.delete(f"{uri}/_lock"), before=lambda methods: methods[-1] == "GET")
+    assert not racing.try_acquire()
     assert not store.exists(f"{uri}/_lock")
-    lease = S3Lease(racing, f"{uri}/_lock")
-    assert lease.try_acquire()
-    lease.release()
+    assert racing.try_acquire()  # the next try competes and wins
+    racing.release()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("rival", ["holder renews", "another writer takes over"])
+def test_an_expired_lease_that_changes_between_a_writers_read_and_its_takeover_is_left_alone(s3, via_proxy, rival):
+    """The takeover replaces exactly the expired lease it read (If-Match): a holder that resumed and renewed in
+    between keeps its lease, and of two writers breaking the same expired lease only the first gets it."""
+    store, impl, uri = s3
+    clock = FakeClock()
+    holder = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
+    assert holder.try_acquire()
+    clock.now += LEASE_S + 1  # the holder was paused past its expiry
+    other = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
+    rival_lease, act = (holder, holder.renew) if rival == "holder renews" else (other, other.try_acquire)
+    writer = S3Lease(via_proxy.store.impl(uri), f"{uri}/_lock", clock=clock.time)
+    # the writer has read the lease as expired; its next request (the takeover) reaches S3 after the rival acted
+    via_proxy.act(act, before=lambda methods: methods[-2:-1] == ["GET"])
+    assert not writer.try_acquire()
+    assert lease_body(store, uri)["token"] == rival_lease.token
+    assert via_proxy.methods() == ["PUT", "GET", "PUT"]  # create (refused), read, takeover (refused)
+    rival_lease.assert_held()
+    if rival_lease is other:
+        holder.release()  # refused: the lease is the other writer's
+    rival_lease.release()
+    assert not store.exists(f"{uri}/_lock")
+
+
+@pytest.mark.s3
+def test_an_expired_lease_is_taken_over_in_the_first_try(s3):
+    """One try, no wait: so a lock timeout shorter than a few slow S3 round trips cannot fail the writer that
+    follows a dead one (issue 20 item 14)."""
+    store, impl, uri = s3
+    store.write_bytes(f"{uri}/_lock", json.dumps({"token": "dead", "expires": time.time() - 1}).encode())
+    lease = S3Lease(impl, f"{uri}/_lock")
+    with writer_lock(lease, "tokenized.web", 0, sleep=lambda s: pytest.fail("waited for an expired lease")):
+        assert lease_body(store, uri)["token"] == lease.token
+
+
+# -- S3: fencing a holder that was paused past its expiry (issue 20 item 10) -----------------------------------
+
+
+@pytest.mark.s3
+def test_a_paused_holder_whose_lease_was_taken_over_neither_renews_nor_deletes_it_nor_publishes(s3):
+    """A holder stopped (SIGSTOP) past its expiry resumes after another writer took its lease over: its renewal
+    and its release are refused by S3 (If-Match on its own last write), and the `assert_held` before publishing
+    tells it that it lost the lease."""
+    store, impl, uri = s3
+    clock, published = FakeClock(), []
+    paused = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
+    new = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
+    with (
+        pytest.raises(LockLost, match="another writer took it over"),
+        writer_lock(paused, "tokenized.web", 60, monotonic=clock.monotonic, sleep=clock.sleep),
+    ):
+        clock.now += LEASE_S + 1  # stopped: no renewal while the clock passes its expiry
+        assert new.try_acquire()
+        taken = lease_body(store, uri)
+        assert taken["token"] == new.token
+        paused.assert_held()  # resumed: what the writer calls right before it publishes (a conditional renewal)
+        published.append("manifest")  # never reached
+    assert published == [] and paused.lost
+    assert lease_body(store, uri) == taken  # neither overwritten by its renewal nor deleted by its release
+    with pytest.raises(LockLost):
+        paused.renew()  # and it stays lost: the renewer thread's next tick writes nothing
+    new.assert_held()
+    new.release()
+    assert not store.exists(f"{uri}/_lock")
+
+
+@pytest.mark.s3
+def test_a_holder_paused_past_its_expiry_that_nobody_took_over_still_holds_its_lease(s3):
+    """Fencing is by the lease object, not by the holder's clock: nobody wrote in between, so `assert_held`
+    renews it."""
+    store, impl, uri = s3
+    clock = FakeClock()
+    paused = S3Lease(impl, f"{uri}/_lock", clock=clock.time)
+    assert paused.try_acquire()
+    clock.now += 10 * LEASE_S
+    paused.assert_held()
+    assert lease_body(store, uri) == {"token": paused.token, "expires": clock.now + LEASE_S}
+    paused.release()
+    assert not store.exists(f"{uri}/_lock")
+
+
+@pytest.mark.s3
+def test_the_renewer_thread_stops_at_its_first_refused_renewal(s3, via_proxy):
+    """The renewer's tick is what overwrote the new holder's lease in the incident: refused now, and the last."""
+
+    class Renewing(S3Lease):
+        RENEW_S = 0.01
+
+    store, _, uri = s3
+    holder = Renewing(via_proxy.store.impl(uri), f"{uri}/_lock")
+    taken = json.dumps({"token": "new", "expires": time.time() + LEASE_S}).encode()
+    # another writer takes the lease over just before the holder's first renewal reaches S3
+    via_proxy.act(lambda: store.write_bytes(f"{uri}/_lock", taken), before=lambda methods: methods == ["PUT"] * 2)
+    assert holder.try_acquire()
+    holder._renewer.join(timeout=60)  # a generous bound: it ends right after its second request
+    assert not holder._renewer.is_alive() and holder.lost
+    holder.release()
+    assert via_proxy.methods() == ["PUT", "PUT", "DELETE"]  # create, the refused renewal, the refused delete
+    assert store.read_bytes(f"{uri}/_lock") == taken
 
 
 @pytest.mark.s3

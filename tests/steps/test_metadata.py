@@ -3,7 +3,7 @@ keys for every asset, and the funnel of documents and tokens."""
 
 import polars as pl
 
-from curation_assets.core.frames import drop_counts, drop_tokens
+from curation_assets.core.frames import Added, drop_counts, drop_tokens
 from resources.metadata import step_metadata
 
 
@@ -42,3 +42,26 @@ def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
     assert lines[3].startswith("| dropped: short | 2 | 12 | 25.0% | `██████ ")  # largest reason first
     assert lines[4].startswith("| dropped: lang | 1 | 100 | 12.5% | `███ ")
     assert lines[5].startswith("| **kept** | 5 | 1,000 | 62.5% | `███████████████ ")
+
+
+def test_repeated_rows_are_neither_kept_documents_nor_a_negative_drop_rate():
+    """Issue 17 item 3: a mixture that upsamples writes more rows than it read; the repeats are their own funnel row,
+    so drop_rate is over distinct documents (was -0.50) and no share exceeds 100 % (was "kept 150.1 %")."""
+    md = step_metadata(
+        rows_in=10,
+        rows_out=15,
+        drops={"not_sampled": 2},
+        bytes_in=1,
+        bytes_out=1,
+        config_version="v",
+        tokens_out=1500,
+        tokens_dropped={"not_sampled": 200},
+        added=Added("repeats (epochs past the first)", 7, 700),
+    )
+    assert md["drop_rate"] == 0.2 and md["rows_added"] == 7 and md["tokens_added"] == 700
+    lines = md["funnel"].value.splitlines()
+    assert lines[2] == f"| in | 10 | 1,000 | 100.0% | `{'█' * 24}` |"
+    assert lines[4].startswith("| **kept** | 8 | 800 | 80.0% | ")
+    assert lines[5:] == ["| added: repeats (epochs past the first) | 7 | 700 | | |", "| **written** | 15 | 1,500 | | |"]
+    shares = [float(cell.strip().rstrip("%")) for line in lines[2:] if (cell := line.split("|")[4]).strip()]
+    assert shares and all(0 <= s <= 100 for s in shares)

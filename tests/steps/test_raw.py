@@ -217,3 +217,35 @@ def test_a_stray_file_matched_by_the_glob_is_quarantined_and_the_good_shards_are
             expected += read_shard(f, fmt=detect_format(p.name), source="books", shard=p.name).docs.height
     raw = io.scan(dg.AssetKey("raw"), "books").collect()
     assert raw.height == expected > 0 and set(raw["shard"]) == {p.name for p in shards}
+
+
+def test_a_shard_lost_whole_weighs_the_records_it_held_and_fails_drop_rate(tmp_path):
+    """Issue 20 item 3: a corrupt zstd file is one quarantine row, but it held about half the source. Its
+    `records_lost` is estimated from the source's records per byte and `bytes_lost` is its size, so `drop_rate`
+    (max_drop_rate 0.5 on a source that lost 50 %) fails and nothing flows on; before, one row in 298 passed."""
+    import shutil
+
+    books = tmp_path / "books"
+    shutil.copytree(SAMPLE_BOOKS, books)
+    shard = books / "part-00000.jsonl.zst"
+    data = bytearray(shard.read_bytes())
+    data[6:] = bytes(len(data) - 6)  # a zstd magic, then zeros (a zero-filled disk block): nothing decodes
+    shard.write_bytes(bytes(data))
+    settings = local_settings(
+        data_root=str(tmp_path / "data"),
+        sources=sources_yaml(tmp_path, [f"{books}/*"]),
+        recipe=str(tmp_path / "recipe.yaml"),
+    )
+    with dg.instance_for_test() as instance:
+        result = curate(settings, instance, selection=[dg.AssetKey("raw")])
+        md = {
+            k: v.value
+            for k, v in instance.get_latest_materialization_event(
+                dg.AssetKey("raw")
+            ).asset_materialization.metadata.items()
+        }
+    [drop] = [e for e in result.get_asset_check_evaluations() if e.check_name == "drop_rate"]
+    assert not drop.passed
+    assert md["bytes_lost"] == len(data) and md["rows_dropped"] == md["dropped_truncated_stream"]
+    assert 250 <= md["rows_dropped"] <= 420  # it held 296 records: 356 estimated from the Parquet shard's density
+    assert drop.metadata["bytes_lost_rate"].value > 0.5

@@ -9,7 +9,7 @@ import yaml
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets.config.versions import asset_versions
 from curation_assets.core.frames import DOC_SCHEMA, StepOutput
-from curation_assets.defs import build_definitions
+from curation_assets.defs.deployment import deployment
 from curation_assets.steps import synthetic
 from curation_assets.steps.common import source_partitions
 from resources.synthetic import SyntheticBackend
@@ -60,7 +60,7 @@ def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_witho
     cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
     with StubServer() as server, dg.instance_for_test() as instance:
         v = asset_versions(cfg)
-        deployed = build_definitions(cfg, local_settings(data_root=str(root))).resources
+        deployed = deployment(cfg, local_settings(data_root=str(root))).resources
         # an LLM backend on the stub endpoint, caching where the deployment's does
         backend = SyntheticBackend(
             base_url=server.base_url, model="stub-model", backoff_s=0.01, cache_uri=deployed["synth_backend"].cache_uri
