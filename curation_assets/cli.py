@@ -1,4 +1,4 @@
-"""`curation run|table|versions|remove-version|validate`: the whole graph against the persistent instance.
+"""`curation run|table|versions|remove-version|validate|sql|sources`: the whole graph against the persistent instance.
 
 `run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
 source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -431,6 +432,97 @@ def table_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def sql_command(args: argparse.Namespace) -> int:
+    """`curation sql [QUERY]`: QUERY against the views of the data root's current versions, or a shell."""
+    from curation_assets import sql
+    from curation_assets.config.settings import Settings
+
+    try:
+        con, views = sql.connect(Settings.from_env())
+        if args.query is None:
+            sql.shell(con, views)
+        else:
+            sql.execute(con, args.query, views, sys.stdout, csv=args.csv)
+    except sql.SqlError as e:
+        print(f"sql: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def sources_command(args: argparse.Namespace) -> int:
+    """`curation sources`: every registered, configured or landed source partition, what it is and what of it the
+    data root holds; `curation sources remove NAME --reason TEXT`: delete a registered partition from the instance."""
+    import dagster as dg
+
+    from curation_assets import sources
+    from curation_assets.config import SOURCE_NAME
+    from curation_assets.config.settings import Settings
+    from curation_assets.defs import config_for
+    from curation_assets.steps.common import source_partitions
+
+    settings = Settings.from_env()
+    cfg, store, root = config_for(settings), _store(settings), settings.data_root.rstrip("/")
+    with dg.DagsterInstance.get() as instance:
+        registered = instance.get_dynamic_partitions(source_partitions.name)
+        if args.action == "remove":
+            return remove_source(instance, cfg, store, settings.data_root, registered, args.name, args.reason)
+        here = sources.landed(cfg, store)
+        names = sorted(set(registered) | set(cfg.source_names) | set(here))
+        print(f"{'source':<16} {'registered':<10} {'configured':<10} {'landed':<12} materialized")
+        for name in names:
+            # a key created in the UI may be no source name (`../x`): no path is built from it
+            valid = re.fullmatch(SOURCE_NAME, name)
+            assets = _asset_lists()["SOURCE_ASSETS"] if valid else ()
+            made = [a for a in assets if store.exists(f"{root}/{a}/{name}/_latest.json")]
+            print(
+                f"{name:<16} {'yes' if name in registered else 'no':<10} "
+                f"{'yes' if name in cfg.source_names else 'no':<10} {','.join(here.get(name, [])) or '-':<12} "
+                f"{' '.join(made) or '-'}"
+            )
+    return 0
+
+
+def remove_source(
+    instance: dg.DagsterInstance,
+    cfg: CurationConfig,
+    store: ObjectStore,
+    data_root: str,
+    registered: list[str],
+    name: str,
+    reason: str,
+) -> int:
+    """Delete the registered partition `name` from the instance, unless it is configured or landed (it would be
+    registered again) or has a protected output; an audit record at `<data root>/_removed/sources/<name>.<time>.json`
+    (who, when, why, which instance). Data under the root is left as it is."""
+    import getpass
+    from urllib.parse import quote
+
+    from curation_assets import sources
+    from curation_assets.steps.common import source_partitions
+
+    def refusal() -> str | None:
+        if name not in registered:
+            return f"{name!r} is not a registered source partition"
+        if name in cfg.source_names or name in (here := sources.landed(cfg, store)):
+            where = "configured" if name in cfg.source_names else f"landed in {', '.join(here[name])}"
+            return f"{name} is {where}: it would be registered again; remove it there first"
+        if kept := sources.protected_outputs(store, data_root, name):
+            return f"{name} has protected outputs ({', '.join(kept)}): its partition stays"
+        return None if reason.strip() else "a reason is required"
+
+    if (why := refusal()) is not None:
+        print(f"refused: {why}", file=sys.stderr)
+        return EXIT_CONFIG
+    at = time.time()
+    record = {"source": name, "reason": reason, "by": getpass.getuser(), "at": at, "instance": instance.root_directory}
+    # quoted: a key created in the UI may be `../x`, and its record must stay in the folder
+    file = f"{quote(name, safe='')}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(at))}.json"
+    store.write_bytes(f"{data_root.rstrip('/')}/_removed/sources/{file}", json.dumps(record).encode())
+    instance.delete_dynamic_partition(source_partitions.name, name)
+    print(f"removed source partition {name} from the instance; reason recorded (data under the root is kept)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="curation",
@@ -474,6 +566,35 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("partition", help="the source, or _all for unpartitioned assets (mixed, tokenized, ...)")
     rm.add_argument("version", help="a version folder name (see `versions`)")
     rm.add_argument("--reason", required=True, help="recorded in the audit record beside the removed version")
+    q = sub.add_parser(
+        "sql",
+        help="SQL over the current version of every asset (DuckDB views); without QUERY an interactive shell",
+        description="Run QUERY (or, without one, a shell) on DuckDB views of the current version of every asset\n"
+        "partition under the data root: raw, quarantine, filtered, filter_ledger, dedup_signatures, dedup_ledger,\n"
+        "deduped, synthetic, mixed, tokens, and drops (every dropped row, with `asset`). A bad query or an unknown\n"
+        "view is one line and exit code 2.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("query", nargs="?", help="one SQL statement (omit for the shell)")
+    q.add_argument("--csv", action="store_true", help="every row as CSV with a header (default: DuckDB's table)")
+    src = sub.add_parser(
+        "sources",
+        help="list the source partitions (registered, configured, landed, materialized); `remove NAME` deletes one",
+        description="List every source partition: registered in the instance, configured, landed (in which zones)\n"
+        "and which assets have a current version; or `remove NAME --reason TEXT` it from the instance.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = src.add_subparsers(dest="action", metavar="ACTION")
+    rm_src = actions.add_parser(
+        "remove",
+        help="delete a registered partition that is neither configured nor landed and has no protected output",
+        description="Delete the source partition NAME from the Dagster instance (its data stays under the root);\n"
+        "refused while it is configured or landed, or while a synthetic or tokenized output of it exists.\n"
+        "The reason is kept in <data root>/_removed/sources/NAME.<time>.json.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rm_src.add_argument("name")
+    rm_src.add_argument("--reason", required=True, help="recorded in the audit record")
     sub.add_parser(
         "ray-stop",
         help="stop this instance's embedded Ray cluster (by its own PIDs)",
@@ -494,6 +615,8 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "run": run_command,
     "ray-stop": ray_stop_command,
+    "sources": sources_command,
+    "sql": sql_command,
     "table": table_command,
     "validate": validate_command,
 }

@@ -220,7 +220,7 @@ def check_results(instance) -> list[tuple[str, str, bool]]:
 
 
 def check_evaluation(result, check: str):
-    """The evaluation of `check` in an ExecuteInProcessResult (checks run in their own `<asset>_checks` step)."""
+    """The evaluation of `check` in an ExecuteInProcessResult (checks run in their asset's own step)."""
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == check]
     return evaluation
 

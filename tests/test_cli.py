@@ -14,7 +14,7 @@ import yaml
 from curation_assets.config import DEFAULT_SOURCES, DEFAULT_THRESHOLDS
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("run", "table", "versions", "remove-version", "validate")
+SUBCOMMANDS = ("run", "table", "versions", "remove-version", "validate", "sql", "sources")
 
 
 def curation(*args: str, cwd: Path, **env: str) -> tuple[int, list[str]]:

@@ -9,6 +9,7 @@ import dagster as dg
 from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions
+from curation_assets.defs.deployment import deployment
 
 ASSETS = [
     "raw",
@@ -54,13 +55,16 @@ def test_executor_follows_the_environment():
 def test_register_sources_sensor_adds_partitions_then_skips():
     defs = defs_for()
     sensor = defs.resolve_sensor_def("register_sources")
+    io = deployment(load_config(), Settings()).resources["io_manager"]  # it lists landing zones and outputs
     with dg.instance_for_test() as instance:
-        result = sensor(dg.build_sensor_context(instance=instance))
+        with dg.build_sensor_context(instance=instance, resources={"io_manager": io}) as ctx:
+            result = sensor(ctx)
         (request,) = result.dynamic_partitions_requests
         assert list(request.partition_keys) == ["web", "code", "books", "multilingual"]
         assert [r.partition_key for r in result.run_requests] == ["web", "code", "books", "multilingual"]
         instance.add_dynamic_partitions("source", list(request.partition_keys))
-        again = sensor(dg.build_sensor_context(instance=instance))
+        with dg.build_sensor_context(instance=instance, resources={"io_manager": io}) as ctx:
+            again = sensor(ctx)
         assert isinstance(again, dg.SkipReason)
 
 

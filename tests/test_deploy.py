@@ -325,7 +325,18 @@ def assert_pod_of_overlay(objs: list[dict], job: dict, where: str) -> dict:
     # the step pod's DAGSTER_COMPRESSED_EXECUTE_STEP_ARGS, so the image's read-only DAGSTER_HOME is never read.
     assert {"name": "DAGSTER_HOME", "value": DAGSTER_HOME} in c["env"]
     assert not [m for m in c.get("volumeMounts", []) if m["mountPath"].startswith(DAGSTER_HOME)]
+    # Run and step pods load the definitions: the sources and the recipe are mounted where curation-env names them.
+    assert_mounts_config(pod, c, env_data(objs), where)
     return c
+
+
+def assert_mounts_config(pod: dict, c: dict, env: dict[str, str], where: str) -> None:
+    """The pod mounts ConfigMap curation-config (read-only) at the directory of CURATION_SOURCES and CURATION_RECIPE."""
+    (config_dir,) = {os.path.dirname(env[var]) for var in ("CURATION_SOURCES", "CURATION_RECIPE")}
+    (mount,) = [m for m in c.get("volumeMounts", []) if m["mountPath"] == config_dir]
+    assert mount.get("readOnly"), where
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "curation-config", where
 
 
 # ---------------------------------------------------------------- layout
@@ -366,6 +377,7 @@ def test_overlay_renders_and_passes_strict_validation(overlay):
         ("Role", "curation-dagster"),
         ("RoleBinding", "curation-dagster"),
         ("ConfigMap", "curation-env"),
+        ("ConfigMap", "curation-config"),  # sources.yaml + recipe.yaml (tests/test_deploy_ingest.py)
         ("ConfigMap", "curation-instance"),
         ("ConfigMap", "curation-workspace"),
         ("Deployment", "curation-code"),
@@ -614,7 +626,16 @@ ALLOWED_DIFFS = [
         only_zone_pinning,
         "zone pinning of run and step pods",
     ),
+    (
+        "Deployment",
+        "curation-daemon",
+        (*POD, "initContainers", "[migrate]", "image"),
+        same_image,
+        "image registry and tag",
+    ),
     *[("ConfigMap", "curation-env", ("data", key), None, "per-environment value") for key in PER_ENV_KEYS],
+    # each environment's source buckets and its data root's landing zone (tests/test_deploy_ingest.py checks both)
+    ("ConfigMap", "curation-config", ("data", "sources.yaml"), None, "per-environment sources"),
     ("ConfigMap", "curation-env", ("data", "CURATION_RAY_ADDRESS"), ray_head_of_its_namespace, "namespace"),
     # how dev and prod Ray clusters may differ (sizes, zone, image) is tests/test_raycluster.py's to check
     ("RayCluster", "curation-ray", ("**",), None, "tests/test_raycluster.py"),
@@ -777,9 +798,9 @@ def test_run_and_step_jobs_are_valid_hardened_and_pinned(overlay, tmp_path):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_asset_of_the_app_gets_the_step_job_its_op_tags_declare(overlay, tmp_path):
     """The app's own Definitions, built with the overlay's curation-env as the environment: for every step of
-    every job (each asset, and each separate check op) the K8sStepHandler of the app's executor submits a valid,
-    hardened Job in the overlay's namespace; an asset's pod has exactly the resources of its op's
-    `dagster-k8s/config` tag, and in prod every pod may only run in the data bucket's zone."""
+    every job (one per asset: its checks run in its pod, never in a pod of their own) the K8sStepHandler of the
+    app's executor submits a valid, hardened Job in the overlay's namespace; an asset's pod has exactly the
+    resources of its op's `dagster-k8s/config` tag, and in prod every pod may only run in the data bucket's zone."""
     objs = render(overlay)
     env = env_data(objs)
     settings = Settings.from_env(env)
@@ -811,7 +832,7 @@ def test_every_asset_of_the_app_gets_the_step_job_its_op_tags_declare(overlay, t
                 assert namespace == env["CURATION_NAMESPACE"], key
                 launched[key] = {"step": step, "job": step_job}
 
-    assert asset_ops.keys() <= launched.keys(), "every asset is rendered"
+    assert asset_ops.keys() == launched.keys(), "one step per asset, no check steps"
     for key, item in launched.items():
         tags, job = item["step"].tags, item["job"]
         c = assert_pod_of_overlay(objs, job, f"step pod {key}")

@@ -31,16 +31,12 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         *mixed.build(cfg, v["mixed"]),
         *tokenized.build(cfg, v["tokenized"]),
     ]
-    checks = [s for s in steps if isinstance(s, dg.AssetChecksDefinition)]
-    assets = with_automation(
-        [s for s in steps if not isinstance(s, dg.AssetChecksDefinition)], freshness_policy(cfg.thresholds.freshness)
-    )
+    assets = with_automation(steps, freshness_policy(cfg.thresholds.freshness))
 
     where = deployment(cfg, settings)
     jobs = build_jobs(ingest_config=where.ingest_config, with_model=model is not None)
     return dg.Definitions(
         assets=assets,
-        asset_checks=checks,
         jobs=list(jobs.values()),
         schedules=schedules(jobs),
         sensors=[

@@ -30,12 +30,11 @@ def k8s_executor(settings: Settings) -> dg.ExecutorDefinition:
     """dagster-k8s's executor: one Job per step, in the deployment's namespace, with the deployment's env."""
     from dagster_k8s import k8s_job_executor
 
-    # Every step reads and writes the data root: when it is zonal (an S3 Express directory bucket), every step (and
-    # every check step, which re-reads what its asset wrote) runs in its zone. A run may add per-step pins (raw_pin,
-    # through ingest_source's partitioned config).
+    # Every step reads and writes the data root: when it is zonal (an S3 Express directory bucket), every step (its
+    # checks run in it) runs in its zone. A run may add per-step pins (raw_pin, through ingest_source's partitioned
+    # config).
     root = settings.data_root_zone
-    steps = [*ASSETS, *(f"{a}_checks" for a in ASSETS)]
-    pins = {step: zone_pin(root, settings.zone_label) for step in steps} if root else {}
+    pins = {step: zone_pin(root, settings.zone_label) for step in ASSETS} if root else {}
 
     @dg.configured(
         k8s_job_executor,

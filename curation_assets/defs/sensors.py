@@ -12,6 +12,8 @@
   that rewrote the same bytes cascades nowhere); `filtered`, `mixed` and `tokenized` additionally wait until every
   blocking check of their upstream has passed (`GATED_FOLLOW`), so a quality model below its held-out bar is not used
   and a failed drop-rate or cost check holds the mixture back.
+- `register_sources` adds a partition per configured source and deletes the partitions that name no source
+  (`curation_assets.sources.stale`: a key created in the UI that is neither configured nor landed).
 """
 
 import hashlib
@@ -21,8 +23,10 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from curation_assets import sources
 from curation_assets.config import SOURCE_NAME, CurationConfig, LandingZone
 from curation_assets.steps.common import source_partitions
+from resources.io_manager import ParquetIOManager
 from resources.store import ObjectStore
 
 OVERLAP = timedelta(seconds=2)
@@ -132,15 +136,25 @@ def register_sources_sensor(cfg: CurationConfig, job) -> dg.SensorDefinition:
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="adds a `source` partition for every source in the sources config and ingests new ones",
+        description="adds a `source` partition for every source in the sources config and ingests new ones; deletes "
+        "partitions that name no configured or landed source (and hold no protected output)",
     )
-    def register_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        known = set(context.instance.get_dynamic_partitions(source_partitions.name))
+    def register_sources(
+        context: dg.SensorEvaluationContext, io_manager: dg.ResourceParam[ParquetIOManager]
+    ) -> dg.SensorResult | dg.SkipReason:
+        known = context.instance.get_dynamic_partitions(source_partitions.name)
         new = [s for s in cfg.source_names if s not in known]
-        if not new:
-            return dg.SkipReason("every configured source is registered")
+        # a key created in the UI for no source: its runs fail in raw, and the nightly schedules would try it daily
+        bogus = sources.stale(known, cfg, io_manager.store, io_manager.base_uri)
+        if bogus:
+            context.log.warning(f"deleting source partitions that are neither configured nor landed: {bogus}")
+        if not new and not bogus:
+            return dg.SkipReason("every configured source is registered, and every partition names a source")
         return dg.SensorResult(
-            dynamic_partitions_requests=[source_partitions.build_add_request(new)],
+            dynamic_partitions_requests=[
+                *([source_partitions.build_add_request(new)] if new else []),
+                *([source_partitions.build_delete_request(bogus)] if bogus else []),
+            ],
             run_requests=[dg.RunRequest(run_key=f"register:{s}", partition_key=s) for s in new],
         )
 

@@ -2,14 +2,16 @@
 tracing on demand, and the blocking checks over what the IO manager recorded.
 
 A step yields one output (`core.frames.StepOutput` or `FileSetOutput`); the IO manager persists it and records what
-it wrote (rows, drops, bytes, tokens, bytes moved by path class) in the materialization's metadata. The checks are
-`@multi_asset_check`s that read that record of their own run (by run id, never "the latest"), so a check can only
-pass on what was persisted.
+it wrote (rows, drops, bytes, tokens, bytes moved by path class) in the materialization's metadata. The checks run in
+the step itself after that (`step`) and read that record of their own run (by run id, never "the latest"), so a
+check can only pass on what was persisted.
 """
+
+from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 
 import dagster as dg
@@ -52,19 +54,50 @@ def pod(size: PodSize) -> dict[str, dict]:
     return {"dagster-k8s/config": {"container_config": {"resources": res}}}
 
 
-def source_step(version: str, size: PodSize, ins: dict | None = None, description: str | None = None):
-    """The asset decorator of a per-source step: source partitions, the config hash as code version, its pod size,
-    traceable on demand; `ins` are inputs with a partition mapping; `description` defaults to the docstring."""
+def step(
+    version: str,
+    size: PodSize,
+    checks: Mapping[str, tuple[str, Rule | None]],
+    *,
+    partitioned: bool = True,
+    **asset_kwargs: object,
+):
+    """The asset decorator of every step (the asset is named after the function): source partitions unless
+    `partitioned=False`, the config hash as code version, its pod size, its stage's UI group, traceable on demand,
+    and its blocking `checks` (plus `no_cross_zone_bytes`). `asset_kwargs` go to `dg.asset` (`ins`, `description`,
+    `metadata`, a freshness policy...).
+
+    The checks run in the asset's own step, right after its output is persisted: under the k8s executor a step is a
+    pod, and a check op of its own would be one more pod per step. Each rule reads the metadata the IO manager
+    recorded for this run's materialization (by run id, never "the latest"), so a check can only pass on what was
+    persisted; a run without one fails every check. A check whose rule is None is yielded by the body itself, after
+    its output (tokenized re-reads its shards)."""
 
     def decorate(fn):
+        asset, body = fn.__name__, traceable(fn)
+        rules = {**checks, "no_cross_zone_bytes": NO_CROSS_ZONE}
+        specs = [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d) for n, (d, _) in rules.items()]
+
+        @functools.wraps(fn)
+        def checked(context, *args, **kwargs):
+            yield from body(context, *args, **kwargs)
+            md = own_materialization(context, asset)  # the IO manager has persisted the output by now
+            for name, (_, rule) in rules.items():
+                if rule is None:
+                    continue
+                passed, meta = (
+                    (False, {"error": f"no materialization of {asset} in this run"}) if md is None else rule(md)
+                )
+                yield dg.AssetCheckResult(asset_key=asset, check_name=name, passed=bool(passed), metadata=meta)
+
         return dg.asset(
-            partitions_def=source_partitions,
-            ins=ins or {},
+            partitions_def=source_partitions if partitioned else None,
             code_version=version,
             op_tags=pod(size),
-            group_name=STAGE_GROUPS[fn.__name__],
-            description=description,
-        )(traceable(fn))
+            group_name=STAGE_GROUPS[asset],
+            check_specs=specs,
+            **asset_kwargs,
+        )(checked)
 
     return decorate
 
@@ -189,25 +222,6 @@ def no_cross_zone_bytes(md: dict[str, object]) -> tuple[bool, dict[str, object]]
 
 
 NO_CROSS_ZONE = ("the step moved no byte across an AZ or region (measured, not estimated)", no_cross_zone_bytes)
-
-
-def step_checks(asset: str, checks: dict[str, tuple[str, Rule]]) -> dg.AssetChecksDefinition:
-    """One op with the blocking checks of `asset` (plus `no_cross_zone_bytes`), each a rule over the metadata of the
-    asset's materialization in the same run; a run without one fails every check."""
-    checks = {**checks, "no_cross_zone_bytes": NO_CROSS_ZONE}
-    specs = [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=d) for n, (d, _) in checks.items()]
-
-    @dg.multi_asset_check(specs=specs, name=f"{asset}_checks")
-    def _checks(context: dg.AssetCheckExecutionContext):
-        md = own_materialization(context, asset)
-        for name, (_, rule) in checks.items():
-            if md is None:
-                passed, meta = False, {"error": f"no materialization of {asset} in this run"}
-            else:
-                passed, meta = rule(md)
-            yield dg.AssetCheckResult(asset_key=asset, check_name=name, passed=bool(passed), metadata=meta)
-
-    return _checks
 
 
 # Calls shorter than this are left out of traces: per-record helpers would otherwise make a trace of a few MB of

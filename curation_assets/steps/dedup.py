@@ -19,14 +19,10 @@ from curation_assets.core.dedup import DedupParams, cluster, ledger_summary, sig
 from curation_assets.core.frames import StepOutput, empty_frame
 from curation_assets.core.minhash import empty_ledger
 from curation_assets.steps.common import (
-    STAGE_GROUPS,
     drop_rate,
     enforce_transfers,
-    pod,
     run_tasks,
-    source_step,
-    step_checks,
-    traceable,
+    step,
 )
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
@@ -54,7 +50,7 @@ def build_signatures(cfg, version: str) -> list:
     """`dedup_signatures` per source and its checks."""
     params = cfg.dedup_params
 
-    @source_step(version, cfg.thresholds.deduped.pod)
+    @step(version, cfg.thresholds.deduped.pod, {"drop_rate": drop_rate(0.0)})
     def dedup_signatures(
         context: dg.AssetExecutionContext, filtered: pl.LazyFrame, cost_guard: CostGuard, engine: RayEngine
     ):
@@ -86,20 +82,27 @@ def build_signatures(cfg, version: str) -> list:
             )
         )
 
-    return [dedup_signatures, step_checks("dedup_signatures", {"drop_rate": drop_rate(0.0)})]
+    return [dedup_signatures]
 
 
 def build_clusters(cfg, version: str) -> list:
     """The unpartitioned `dedup_clusters` ledger and its checks."""
     params = cfg.dedup_params
+    lo, hi = params.removal_band
 
-    @dg.asset(
-        code_version=version,
-        op_tags=pod(cfg.thresholds.deduped.pod),
-        group_name=STAGE_GROUPS["dedup_clusters"],
+    def removal_rate(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        rate = float(md["removal_rate"])
+        return lo <= rate <= hi, {"removal_rate": rate, "min": lo, "max": hi}
+
+    checks = {"removal_rate": ("share of all documents removed is within removal_band", removal_rate)}
+
+    @step(
+        version,
+        cfg.thresholds.deduped.pod,
+        checks,
+        partitioned=False,
         ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
     )
-    @traceable
     def dedup_clusters(context: dg.AssetExecutionContext, dedup_signatures: dict[str, pl.LazyFrame]):
         """Cluster ledger over every source: doc_id, source, cluster_id, cluster_size, kept, kept_doc_id, kept_source,
         drop_reason, jaccard (estimated vs the kept representative). Keep rule: source priority, then doc_id."""
@@ -121,11 +124,4 @@ def build_clusters(cfg, version: str) -> list:
             )
         )
 
-    lo, hi = params.removal_band
-
-    def removal_rate(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        rate = float(md["removal_rate"])
-        return lo <= rate <= hi, {"removal_rate": rate, "min": lo, "max": hi}
-
-    checks = {"removal_rate": ("share of all documents removed is within removal_band", removal_rate)}
-    return [dedup_clusters, step_checks("dedup_clusters", checks)]
+    return [dedup_clusters]

@@ -7,7 +7,7 @@ import polars as pl
 from curation_assets.core.dedup import apply_ledger
 from curation_assets.core.frames import StepOutput, split_kept
 from curation_assets.core.minhash import empty_ledger
-from curation_assets.steps.common import drop_rate, enforce_transfers, source_step, step_checks
+from curation_assets.steps.common import drop_rate, enforce_transfers, step
 from resources.cost_guard import CostGuard
 
 
@@ -15,7 +15,7 @@ def build(cfg, version: str) -> list:
     """`deduped` per source and its checks."""
     t = cfg.thresholds.deduped
 
-    @source_step(version, t.pod)
+    @step(version, t.pod, {"drop_rate": drop_rate(t.max_drop_rate)})
     def deduped(
         context: dg.AssetExecutionContext, filtered: pl.LazyFrame, dedup_clusters: pl.LazyFrame, cost_guard: CostGuard
     ):
@@ -40,4 +40,4 @@ def build(cfg, version: str) -> list:
             )
         )
 
-    return [deduped, step_checks("deduped", {"drop_rate": drop_rate(t.max_drop_rate)})]
+    return [deduped]

@@ -30,8 +30,7 @@ from curation_assets.steps.common import (
     enforce_transfers,
     failed_checks_of_latest,
     run_tasks,
-    source_step,
-    step_checks,
+    step,
 )
 from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
@@ -141,9 +140,10 @@ def build(cfg, version: str, with_model: bool) -> list:
         "quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their "
         "`drop_reason`."
     )
+    checks = {"drop_rate": drop_rate(t.max_drop_rate)}
     if with_model:
 
-        @source_step(version, t.pod, ins={"quality_model": dg.AssetIn()}, description=doc)
+        @step(version, t.pod, checks, ins={"quality_model": dg.AssetIn()}, description=doc)
         def filtered(
             context: dg.AssetExecutionContext,
             raw: pl.LazyFrame,
@@ -157,7 +157,7 @@ def build(cfg, version: str, with_model: bool) -> list:
 
     else:
 
-        @source_step(version, t.pod, description=doc)
+        @step(version, t.pod, checks, description=doc)
         def filtered(
             context: dg.AssetExecutionContext,
             raw: pl.LazyFrame,
@@ -168,4 +168,4 @@ def build(cfg, version: str, with_model: bool) -> list:
         ):
             yield from materialize(context, raw, None, lid, cost_guard, store, engine)
 
-    return [filtered, step_checks("filtered", {"drop_rate": drop_rate(t.max_drop_rate)})]
+    return [filtered]

@@ -8,14 +8,11 @@ import polars as pl
 from curation_assets.core.frames import Added, StepOutput
 from curation_assets.core.mixing import check_mixture, mix_sources, mixture_table
 from curation_assets.steps.common import (
-    STAGE_GROUPS,
     enforce_transfers,
     failed_checks_of_latest,
     freshness_policy,
-    pod,
     source_ages_hours,
-    step_checks,
-    traceable,
+    step,
 )
 from resources.cost_guard import CostGuard
 
@@ -25,15 +22,43 @@ def build(cfg, version: str) -> list:
     recipe = cfg.recipe
     fresh = cfg.thresholds.freshness.max_source_age_hours
 
-    @dg.asset(
-        code_version=version,
-        op_tags=pod(cfg.thresholds.mixed.pod),
-        group_name=STAGE_GROUPS["mixed"],
+    def weights_honoured(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        facts = check_mixture(md["manifest"])
+        return facts["shares_ok"], {
+            "tolerance": recipe.tolerance,
+            **{f"deviation_{c}": d for c, d in facts["deviation"].items()},
+        }
+
+    def epochs_within_cap(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        facts = check_mixture(md["manifest"])
+        epochs = {f"epochs_{c}": r["epochs"] for c, r in md["manifest"]["components"].items()}
+        return facts["epochs_ok"], {"over_cap": ", ".join(facts["over_cap"]) or "none", **epochs}
+
+    def sources_fresh(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        ages = {k: v for k, v in md.items() if k.startswith("age_hours_")}
+        return fresh is None or all(a <= fresh for a in ages.values()), {"max_source_age_hours": fresh or 0, **ages}
+
+    checks = {
+        "weights_honoured": (
+            "realized token share of every component within the recipe's tolerance of its target",
+            weights_honoured,
+        ),
+        "sources_fresh": (
+            "every source's curated output is younger than max_source_age_hours (else nothing is mixed)",
+            sources_fresh,
+        ),
+        "epochs_within_cap": ("no component repeated more than its epoch cap", epochs_within_cap),
+    }
+
+    @step(
+        version,
+        cfg.thresholds.mixed.pod,
+        checks,
+        partitioned=False,
         freshness_policy=freshness_policy(cfg.thresholds.freshness),
         ins={"synthetic": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
         metadata={"recipe": recipe.name},
     )
-    @traceable
     def mixed(context: dg.AssetExecutionContext, synthetic: dict[str, pl.LazyFrame], cost_guard: CostGuard):
         """The recipe's mixture: rows of every recipe component + `n_tokens`, `component`, `epoch`, in a seeded order."""
         ages = source_ages_hours(context.instance, "synthetic", sorted(recipe.sources()))
@@ -76,31 +101,4 @@ def build(cfg, version: str) -> list:
             )
         )
 
-    def weights_honoured(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        facts = check_mixture(md["manifest"])
-        return facts["shares_ok"], {
-            "tolerance": recipe.tolerance,
-            **{f"deviation_{c}": d for c, d in facts["deviation"].items()},
-        }
-
-    def epochs_within_cap(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        facts = check_mixture(md["manifest"])
-        epochs = {f"epochs_{c}": r["epochs"] for c, r in md["manifest"]["components"].items()}
-        return facts["epochs_ok"], {"over_cap": ", ".join(facts["over_cap"]) or "none", **epochs}
-
-    def sources_fresh(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        ages = {k: v for k, v in md.items() if k.startswith("age_hours_")}
-        return fresh is None or all(a <= fresh for a in ages.values()), {"max_source_age_hours": fresh or 0, **ages}
-
-    checks = {
-        "weights_honoured": (
-            "realized token share of every component within the recipe's tolerance of its target",
-            weights_honoured,
-        ),
-        "sources_fresh": (
-            "every source's curated output is younger than max_source_age_hours (else nothing is mixed)",
-            sources_fresh,
-        ),
-        "epochs_within_cap": ("no component repeated more than its epoch cap", epochs_within_cap),
-    }
-    return [mixed, step_checks("mixed", checks)]
+    return [mixed]

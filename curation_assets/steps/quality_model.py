@@ -18,7 +18,7 @@ from curation_assets.core.quality import (
     presample,
     training_set,
 )
-from curation_assets.steps.common import STAGE_GROUPS, enforce_transfers, pod, step_checks, traceable
+from curation_assets.steps.common import enforce_transfers, step
 from resources.classifiers import QualityModel
 from resources.cost_guard import CostGuard
 from resources.metadata import step_metadata
@@ -28,13 +28,19 @@ def build(cfg, params: TrainingParams, version: str) -> list:
     """The unpartitioned `quality_model` asset and its checks."""
     sources = [*params.reference, *params.background]
 
-    @dg.asset(
-        code_version=version,
-        op_tags=pod(cfg.thresholds.quality_model.pod),
-        group_name=STAGE_GROUPS["quality_model"],
+    def held_out_quality(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        shown = {k: md[k] for k in ("held_out_auc", "held_out_precision", "held_out_recall")}
+        return float(md["held_out_auc"]) >= params.min_auc, {**shown, "min_auc": params.min_auc}
+
+    description = "held-out ROC AUC of P(hq) reaches min_auc (filtered ranks documents by it)"
+
+    @step(
+        version,
+        cfg.thresholds.quality_model.pod,
+        {"held_out_quality": (description, held_out_quality)},
+        partitioned=False,
         ins={"raw": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(sources))},
     )
-    @traceable
     def quality_model(context: dg.AssetExecutionContext, raw: dict[str, pl.LazyFrame], cost_guard: CostGuard):
         """Files `model.bin` (fastText, labels hq/cc) and `training.json` (recipe, class counts, held-out metrics)."""
         missing = [s for s in sources if s not in raw]
@@ -78,9 +84,4 @@ def build(cfg, params: TrainingParams, version: str) -> list:
             ),
         )
 
-    def held_out_quality(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        shown = {k: md[k] for k in ("held_out_auc", "held_out_precision", "held_out_recall")}
-        return float(md["held_out_auc"]) >= params.min_auc, {**shown, "min_auc": params.min_auc}
-
-    description = "held-out ROC AUC of P(hq) reaches min_auc (filtered ranks documents by it)"
-    return [quality_model, step_checks("quality_model", {"held_out_quality": (description, held_out_quality)})]
+    return [quality_model]

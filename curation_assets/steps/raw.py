@@ -12,7 +12,7 @@ import polars as pl
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
 from curation_assets.core.readers import SUPPORTED_FORMATS, ShardResult, detect_format, read_shard
-from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, source_step, step_checks, with_tokens
+from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore, kind_of
@@ -124,8 +124,9 @@ def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
 def build(cfg, version: str) -> list:
     """The `raw` asset and its checks."""
     t = cfg.thresholds.raw
+    accounted = ("rows written + rows quarantined == records seen by the readers", records_accounted)
 
-    @source_step(version, t.pod)
+    @step(version, t.pod, {"drop_rate": drop_rate(t.max_drop_rate), "records_accounted": accounted})
     def raw(
         context: dg.AssetExecutionContext,
         store: ObjectStore,
@@ -229,5 +230,4 @@ def build(cfg, version: str) -> list:
         )
         yield dg.Output(out)
 
-    accounted = ("rows written + rows quarantined == records seen by the readers", records_accounted)
-    return [raw, step_checks("raw", {"drop_rate": drop_rate(t.max_drop_rate), "records_accounted": accounted})]
+    return [raw]

@@ -12,7 +12,7 @@ from curation_assets.core.frames import DOC_SCHEMA, Added, StepOutput, empty_fra
 from curation_assets.core.generators import generate
 from curation_assets.core.prompts import llm_requests
 from curation_assets.core.synthesis import SYNTH_SCHEMA, generated, llm_generated, seeds_of
-from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, source_step, step_checks, with_tokens
+from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
@@ -48,7 +48,7 @@ def build(cfg, version: str) -> list:
     """`synthetic` per source and its checks."""
     t = cfg.thresholds.synthetic
 
-    @source_step(version, t.pod)
+    @step(version, t.pod, {"drop_rate": drop_rate(t.max_drop_rate)})
     def synthetic(
         context: dg.AssetExecutionContext,
         deduped: pl.LazyFrame,
@@ -122,4 +122,4 @@ def build(cfg, version: str) -> list:
             )
         )
 
-    return [synthetic, step_checks("synthetic", {"drop_rate": drop_rate(t.max_drop_rate)})]
+    return [synthetic]

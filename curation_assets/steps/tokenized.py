@@ -27,14 +27,11 @@ from curation_assets.core.tokens import (
     verify_shards,
 )
 from curation_assets.steps.common import (
-    NO_CROSS_ZONE,
-    STAGE_GROUPS,
     enforce_transfers,
     freshness_policy,
     own_materialization,
-    pod,
     run_tasks,
-    traceable,
+    step,
 )
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
@@ -42,11 +39,11 @@ from resources.metadata import step_metadata
 from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource
 
+# evaluated by the step's body once its files are persisted (it re-reads them); no_cross_zone_bytes by `step`
 CHECKS = {
-    "index_matches_tokens": "every .idx agrees with its .bin and the manifest; every sequence ends in EOT",
-    "ids_in_range": "every token id is below the vocabulary size",
-    "sample_decodes": "a seeded sample of documents decodes back to its text",
-    "no_cross_zone_bytes": NO_CROSS_ZONE[0],
+    "index_matches_tokens": ("every .idx agrees with its .bin and the manifest; every sequence ends in EOT", None),
+    "ids_in_range": ("every token id is below the vocabulary size", None),
+    "sample_decodes": ("a seeded sample of documents decodes back to its text", None),
 }
 
 
@@ -78,20 +75,21 @@ def build(cfg, version: str) -> list:
             return tokenizer
         return TokenizerResource(encoding=recipe.tokenizer, num_threads=tokenizer.num_threads)
 
-    @dg.asset(
-        code_version=version,
-        op_tags=pod(cfg.thresholds.tokenized.pod),
-        group_name=STAGE_GROUPS["tokenized"],
+    @step(
+        version,
+        cfg.thresholds.tokenized.pod,
+        CHECKS,
+        partitioned=False,
         freshness_policy=freshness_policy(cfg.thresholds.freshness),
         metadata={"recipe": recipe.name, "format": FORMAT},
     )
-    @traceable
     def tokenized(
         context: dg.AssetExecutionContext,
         mixed: pl.LazyFrame,
         tokenizer: TokenizerResource,
         cost_guard: CostGuard,
         engine: RayEngine,
+        store: ObjectStore,
     ):
         """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see core/tokens.py)."""
         # The mixture's text is streamed batch by batch; only its per-document columns are held (about 100 bytes a
@@ -150,18 +148,11 @@ def build(cfg, version: str) -> list:
                 },
             ),
         )
+        yield from verified(context, mixed, tokenizer, store)
 
-    @dg.multi_asset_check(
-        specs=[
-            dg.AssetCheckSpec(n, asset="tokenized", blocking=True, description=d, additional_deps=["mixed"])
-            for n, d in CHECKS.items()
-        ],
-        name="tokenized_checks",
-        ins={"mixed": dg.AssetIn()},
-    )
-    def tokenized_checks(
-        context: dg.AssetCheckExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, store: ObjectStore
-    ):
+    def verified(
+        context: dg.AssetExecutionContext, mixed: pl.LazyFrame, tokenizer: TokenizerResource, store: ObjectStore
+    ) -> Iterator[dg.AssetCheckResult]:
         """Re-read this run's persisted shards: checksums, index, EOTs and counts against the manifest and the
         materialization's predicted counts; ids below the vocabulary; a seeded sample decodes to its text."""
         md = own_materialization(context, "tokenized")
@@ -199,9 +190,8 @@ def build(cfg, version: str) -> list:
                 {"max_id": facts["max_id"], "vocab_size": manifest["vocab_size"]},
             ),
             "sample_decodes": (not bad, {"sampled": len(picks), "mismatched_positions": str(bad)}),
-            "no_cross_zone_bytes": NO_CROSS_ZONE[1](md),
         }
         for name, (passed, meta) in results.items():
             yield dg.AssetCheckResult(asset_key="tokenized", check_name=name, passed=passed, metadata=meta)
 
-    return [tokenized, tokenized_checks]
+    return [tokenized]

@@ -66,8 +66,8 @@ def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_witho
             base_url=server.base_url, model="stub-model", backoff_s=0.01, cache_uri=deployed["synth_backend"].cache_uri
         )
         resources = {**deployed, "synth_backend": backend}
-        step, checks = synthetic.build(cfg, v["synthetic"])
-        defs = dg.Definitions(assets=[step, deduped_stand_in(40)], asset_checks=[checks], resources=resources)
+        (step,) = synthetic.build(cfg, v["synthetic"])
+        defs = dg.Definitions(assets=[step, deduped_stand_in(40)], resources=resources)
         instance.add_dynamic_partitions("source", ["books"])
         job = defs.resolve_implicit_global_asset_job_def()
         runs = []
