@@ -146,7 +146,9 @@ def s3_secret(endpoint: str | None, region: str, credentials) -> str:
         if frozen.token:
             options["SESSION_TOKEN"] = literal(frozen.token)
     if endpoint:
-        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        url = urlsplit(endpoint)
+        if not url.netloc:  # a bare host[:port]: botocore's default scheme
+            url = urlsplit(f"//{endpoint}", scheme="https")
         options |= {
             "ENDPOINT": literal(url.netloc),
             "URL_STYLE": "'path'",

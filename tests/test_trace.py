@@ -60,4 +60,9 @@ def test_every_asset_of_the_graph_is_traceable():
     graph = build_definitions(load_config(), Settings()).resolve_asset_graph()
     for name in ASSETS:
         compute = graph.assets_def_for_key(dg.AssetKey(name)).op.compute_fn.decorated_fn
-        assert compute.__code__.co_qualname == "traceable.<locals>.step", name
+        # `step` wraps the traced body (the checks run after it, outside the trace)
+        assert compute.__code__.co_qualname == "step.<locals>.decorate.<locals>.checked", name
+        assert compute.__closure__ and any(
+            getattr(getattr(c.cell_contents, "__code__", None), "co_qualname", "") == "traceable.<locals>.step"
+            for c in compute.__closure__
+        ), name
