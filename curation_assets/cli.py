@@ -292,7 +292,8 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
             flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part] if part else None)
             rec = next(iter(instance.fetch_materializations(flt, limit=1).records), None)
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
-            val = {k: getattr(md.get(k), "value", "-") for k in ("rows_in", "rows_out", "rows_dropped", "tokens")}
+            val = {k: getattr(md.get(k), "value", "-") for k in ("rows_in", "rows_out", "tokens")}
+            val["rows_dropped"] = md["details"].value["rows_dropped"] if "details" in md else "-"
             lines.append(
                 f"{asset:<16} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
                 f"{val['rows_dropped']:>8} {val['tokens']:>11}"
@@ -310,7 +311,7 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
     rec = next(iter(instance.fetch_materializations(dg.AssetKey("mixed"), limit=1).records), None)
     if rec is None:
         return ""
-    parts = [mixture_table(rec.asset_materialization.metadata["manifest"].value)]
+    parts = [mixture_table(rec.asset_materialization.metadata["details"].value["manifest"])]
     store = _store(settings)
     latest = f"{settings.data_root.rstrip('/')}/tokenized/_all/_latest.json"
     if store.exists(latest):

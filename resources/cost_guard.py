@@ -60,14 +60,22 @@ class TransferPlan:
     def cross_region_bytes(self) -> int:
         return self.bytes_by_class.get("cross_region", 0)
 
-    def metadata(self, prefix: str = "") -> dict[str, object]:
-        md: dict[str, object] = {f"{prefix}bytes_{c}": int(n) for c, n in sorted(self.bytes_by_class.items())}
+    def metadata(self) -> dict[str, object]:
+        """The plan's numbers (what the checks read): bytes per path class, cross-zone bytes, estimated cost."""
+        md: dict[str, object] = {f"bytes_{c}": int(n) for c, n in sorted(self.bytes_by_class.items())}
         md |= {
-            f"{prefix}cross_az_bytes": self.cross_az_bytes,
-            f"{prefix}cross_region_bytes": self.cross_region_bytes,
-            f"{prefix}transfer_usd": round(self.usd, 6),
+            "cross_az_bytes": self.cross_az_bytes,
+            "cross_region_bytes": self.cross_region_bytes,
+            "transfer_usd": round(self.usd, 6),
         }
         return md
+
+    def markdown(self) -> str:
+        """The one cost table a step page shows: bytes per network path and the estimated price of all of them."""
+        rows = [f"| {c.replace('_', ' ')} | {n:,} |" for c, n in sorted(self.bytes_by_class.items()) if n]
+        return "\n".join(
+            ["| network path | bytes |", "|---|---:|", *(rows or ["| none | 0 |"]), f"| **cost** | ${self.usd:.4f} |"]
+        )
 
 
 class CostGuard(dg.ConfigurableResource):

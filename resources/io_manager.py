@@ -197,14 +197,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _report(
         self, context: dg.OutputContext, obj: Any, root: str, manifest: dict[str, Any], dropped: pl.DataFrame | None
     ) -> None:
-        """The materialization's metadata, from what the manifest says is the current version."""
+        """The materialization's metadata (`resources.metadata`), from what the manifest says is the current version:
+        a frame output's step metadata, or the file-set step's own (its Output's) with the bytes actually written; the
+        one `cost` table prices every byte the step moved (data root reads and writes, raw's source reads)."""
         from curation_assets.core.frames import drop_counts, drop_tokens
-        from resources.metadata import step_metadata
+        from resources.metadata import MOVED, published, step_metadata
 
-        uri = dg.MetadataValue.path(f"{root}/{manifest['version']}")
         if "files" in manifest:
-            metadata = {"uri": uri, "bytes_out": manifest["bytes"], "files": dg.MetadataValue.json(manifest["files"])}
+            metadata = {**context.output_metadata, "bytes_out": manifest["bytes"]}
+            details, moved = {"files": manifest["files"]}, []
         else:
+            extra = dict(obj.metadata())
+            moved = extra.pop(MOVED, [])
             metadata = step_metadata(
                 rows_in=obj.resolve(obj.rows_in),
                 rows_out=manifest["rows"],
@@ -215,25 +219,25 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 tokens_out=manifest["tokens"],
                 tokens_dropped=drop_tokens(dropped),
                 added=obj.added,
-                extra={
-                    **obj.metadata(),
-                    "uri": uri,
-                    **{f"side_{n}": dg.MetadataValue.path(u) for n, u in manifest["side"].items()},
-                },
+                extra=extra,
             )
+            details = {f"side_{n}": u for n, u in manifest["side"].items()}
         if obj.trace is not None:
             metadata["trace"] = dg.MetadataValue.path(manifest["trace"])
             metadata["trace_viewer"] = dg.MetadataValue.url("https://ui.perfetto.dev")  # Open trace file
         moved = [
+            *moved,
             self.cost_guard.data_root(self._reads.pop(self._step(context), 0)),
             self.cost_guard.data_root(manifest["bytes"]),
         ]
         context.add_output_metadata(
-            {
-                **metadata,
-                **self.cost_guard.plan(moved).metadata("data_"),
-                "transfer_override": self._run_tags(context).get(OVERRIDE_TAG, ""),
-            }
+            published(
+                metadata,
+                uri=f"{root}/{manifest['version']}",
+                cost=self.cost_guard.plan(moved),
+                override=self._run_tags(context).get(OVERRIDE_TAG, ""),
+                details=details,
+            )
         )
 
     def _save_trace(self, tracer: Any, out: Version) -> str:

@@ -14,6 +14,7 @@ import yaml
 
 from curation_assets.cli import ALL_ASSETS, SOURCE_ASSETS, run
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
+from resources.metadata import MAX_KEYS
 from tests.background import background, clean_env, workers
 from tests.helpers import (
     FIXTURES,
@@ -52,23 +53,41 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
         for asset in ALL_ASSETS:
             for part in cfg.source_names if asset in SOURCE_ASSETS else [None]:
                 md = latest(instance, asset, part)
-                assert {"rows_in", "bytes_in", "bytes_out", "config_version", "drop_rate"} <= set(md)
+                details = md["details"]
+                # Issue 17 item 6: the same few keys on every page (everything else in `details`), one cost table
+                assert len(md) <= MAX_KEYS, (asset, part, sorted(md))
+                assert {
+                    "rows_in",
+                    "rows_out",
+                    "drop_rate",
+                    "bytes_out",
+                    "config_version",
+                    "funnel",
+                    "uri",
+                    "cost",
+                } <= set(md)
+                assert "| **cost** | $" in md["cost"] and details["cost"]["cross_az_bytes"] == 0, (asset, part)
                 # the funnel: documents and tokens in, per drop reason and kept, each with its bar (the dedup
                 # signatures and ledger and the quality model's training set have rows, not tokens)
                 rows_only = asset.startswith("dedup_") or asset == "quality_model"
                 # (rows a step adds, the mixture's repeats and synthetic's documents, are rows of their own: kept
                 # counts input documents, and no share of the input exceeds 100 %)
-                tokens = f"{md['tokens'] - md.get('tokens_added', 0):,}" if not rows_only else ""
+                tokens = f"{md['tokens'] - details.get('tokens_added', 0):,}" if not rows_only else ""
                 assert md["rows_out"] > 0 and (md.get("tokens", 0) > 0 or not tokens), (asset, part, md)
-                kept = f"| **kept** | {md['rows_out'] - md.get('rows_added', 0):,} | {tokens} |"
+                kept = f"| **kept** | {md['rows_out'] - details.get('rows_added', 0):,} | {tokens} |"
                 assert kept in md["funnel"] and md["funnel"].count("`") >= 4, (asset, part, md["funnel"])
                 assert 0 <= md["drop_rate"] <= 1 and "%" not in md["funnel"].split("**kept**")[1].partition("\n")[2]
+                shares = [float(c) for c in re.findall(r"\| (-?[\d.]+)% `", md["funnel"])]
+                assert shares and all(0 <= s <= 100 for s in shares), (asset, part, md["funnel"])
                 if asset == "mixed":  # the bundled recipe upsamples: more rows written than documents read
-                    assert md["rows_added"] > 0 and md["rows_out"] > md["rows_in"], md
-                for reason in (k.removeprefix("dropped_") for k in md if k.startswith("dropped_")):
-                    assert f"| dropped: {reason} | {md['dropped_' + reason]:,} |" in md["funnel"], (asset, reason)
+                    assert details["rows_added"] > 0 and md["rows_out"] > md["rows_in"], md
+                    # and every input document is mixed or dropped (multilingual.synthetic: not_in_recipe)
+                    kept_docs = md["rows_out"] - details["rows_added"]
+                    assert kept_docs + details["rows_dropped"] == md["rows_in"] and details["drops"]["not_in_recipe"]
+                for reason, n in details["drops"].items():  # every drop reason is a row of the one funnel table
+                    assert f"| dropped: {reason} | {n:,} |" in md["funnel"], (asset, reason)
                 if asset in TASK_STEPS:  # without Ray (CURATION_WORKERS=0) the tasks ran in the steps' processes
-                    assert md["task_engine"] == "in_process" and md["tasks"] > 0, (asset, part, md)
+                    assert details["task_engine"] == "in_process" and details["tasks"] > 0, (asset, part, md)
         checks = check_results(instance)
         assert {(a, c) for a, c, _ in checks} >= {
             ("raw", "records_accounted"),
@@ -133,8 +152,9 @@ def test_torture_set_quarantines_every_bad_record_and_keeps_every_good_one(share
         ]
         got = quarantine.filter(pl.col("shard") == f["file"])
         assert got.height == len(counted), (f["file"], got.select("location", "drop_reason").rows(), counted)
-    assert md["rows_out"] == docs.height and md["rows_dropped"] == quarantine["records_lost"].sum()
-    assert md["rows_in"] == docs.height + md["rows_dropped"]  # a lost frame or file counts the records it held
+    dropped = md["details"]["rows_dropped"]
+    assert md["rows_out"] == docs.height and dropped == quarantine["records_lost"].sum()
+    assert md["rows_in"] == docs.height + dropped  # a lost frame or file counts the records it held
     assert quarantine["drop_reason"].str.contains(r"^[a-z0-9_]+$").all()
     assert quarantine["location"].str.contains(r"^(line|row|record|frame):\d+$|^file$").all()
 
@@ -168,15 +188,15 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
     with open_instance(res.home) as instance:
         raw = {s: latest(instance, "raw", s) for s in ["web", "web-warc", "code", "books", "multilingual"]}
         warc = latest(instance, "deduped", "web-warc")
-        assert warc["rows_out"] == 0 and warc["rows_dropped"] == warc["rows_in"] > 0  # every filtered doc of it
-        assert latest(instance, "dedup_clusters", None)["removed_cross_source"] >= warc["rows_in"]
+        assert warc["rows_out"] == 0 and warc["details"]["rows_dropped"] == warc["rows_in"] > 0  # every filtered doc
+        assert latest(instance, "dedup_clusters", None)["details"]["removed_cross_source"] >= warc["rows_in"]
         mixed, tokenized = latest(instance, "mixed", None), latest(instance, "tokenized", None)
         # without a target the mixture is the largest that repeats nothing: bounded by the scarcest component
         assert mixed["tokens"] > 1_000_000 and tokenized["tokens"] == mixed["tokens"] + mixed["rows_out"]  # + EOTs
     assert raw["web"]["rows_out"] == raw["web-warc"]["rows_out"] == 1904  # JSONL.zst + Parquet == WARC
     assert raw["web"]["tokens"] == raw["web-warc"]["tokens"]  # the same extraction from both containers
     assert sum(r["rows_out"] for r in raw.values()) == 15_409 + 1904
-    assert all(r["rows_dropped"] == 0 for r in raw.values())
+    assert all(r["details"]["rows_dropped"] == 0 for r in raw.values())
 
 
 @background.job("s3_graph_run", cost=140)
@@ -200,11 +220,12 @@ def test_whole_graph_with_the_data_root_on_s3_writes_what_the_local_run_writes(s
     with open_instance(res.home) as instance:
         assert latest(instance, "tokenized", None)["tokens"] > 0
         md = latest(instance, "raw", "web")
-        assert md["data_bytes_local"] > 0 and md["data_cross_az_bytes"] == 0  # a local guard sees no zones
+        cost = md["details"]["cost"]
+        assert cost["bytes_local"] > 0 and cost["cross_az_bytes"] == 0  # a local guard sees no zones
         for asset in TASK_STEPS:  # every heavy step ran its shards as Ray tasks
             for part in load_config().source_names if asset in SOURCE_ASSETS else [None]:
                 md = latest(instance, asset, part)
-                assert md["task_engine"] == "ray" and md["tasks"] > 0, (asset, part, md)
+                assert md["details"]["task_engine"] == "ray" and md["details"]["tasks"] > 0, (asset, part, md)
     store = ObjectStore(endpoint_url=res.endpoint)
     files = json.loads(store.read_bytes("s3://curation/e2e/tokenized/_all/_latest.json"))["files"]
     assert files and all(u.startswith("s3://curation/e2e/") for u in files.values())

@@ -440,6 +440,54 @@ def test_browser_asset_pages(webserver, books_run, browser, tmp_path):
     assert not page_errors, f"JavaScript errors in the UI: {page_errors}"
 
 
+@pytest.mark.browser
+def test_browser_step_pages_show_the_agreed_keys_and_no_share_out_of_range(
+    webserver, books_run, browser, sample_run, tmp_path
+):
+    """Issue 17 item 6: the pages of `filtered` and `mixed`, with what the whole graph recorded for them (the
+    shared sample run's latest materializations, reported into this webserver's instance), show at most MAX_KEYS
+    metadata rows (the asset's definition metadata included), no `data_*`/`source_*`/per-reason key, and every share
+    they render (funnel, mixture) lies within 0..100 %."""
+    import dagster as dg
+    from playwright.sync_api import expect
+
+    from resources.metadata import MAX_KEYS
+    from tests.helpers import open_instance
+
+    assert books_run[1].value == "SUCCESS", "see test_graphql_curate_books"
+    shown = {"filtered": PARTITION, "mixed": None}
+    with open_instance(sample_run.home) as src, open_instance(webserver.log.parent) as dst:  # the webserver's home
+        for asset, partition in shown.items():
+            flt = dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+            )
+            (rec,) = src.fetch_materializations(flt, limit=1).records
+            m = rec.asset_materialization
+            dst.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition, metadata=m.metadata))
+    assert webserver.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)
+    try:
+        for asset in shown:
+            page.goto(f"{webserver.url}/assets/{asset}", wait_until="domcontentloaded")
+            table = page.locator('[class*="assetEventMetadataScrollContainer"] > table').first
+            expect(table.get_by_text("rows_out", exact=True)).to_be_visible()
+            expect(table.get_by_text("| ", exact=False)).to_have_count(0)  # the Markdown tables render as tables
+            page.screenshot(path=str(tmp_path / f"{asset}.png"), full_page=True)
+            keys = table.locator(":scope > tbody > tr > td:first-child").all_inner_texts()
+            assert len(keys) <= MAX_KEYS, (asset, keys)
+            assert not [k for k in keys if k.startswith(("data_", "source_", "dropped_", "tokens_dropped_", "share_"))]
+            shares = [float(x) for x in re.findall(r"(-?[\d.]+)\s*%", table.inner_text())]
+            assert shares and all(0 <= x <= 100 for x in shares), (asset, shares)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure_step_pages.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
 RUNS_Q = """
 { runsOrError { __typename ... on Runs { results { runId status jobName tags { key value } } } } }"""
 ARTIFACTS = REPO / ".curation" / "test-artifacts"  # screenshots kept after the run (tmp_path is cleaned up)

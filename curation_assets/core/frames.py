@@ -206,17 +206,18 @@ def funnel_markdown(
     tokens_dropped: Mapping[str, int],
     added: Added | None = None,
 ) -> str:
-    """What a step kept and why it dropped the rest: documents and tokens per row, with a bar of each row's share
-    of the input documents (Dagster renders Markdown; the bar is the chart). Rows the step `added` (see `Added`)
-    are not input kept: kept counts input documents only, so no share exceeds 100 %, and the added rows and the
-    rows written follow as rows of their own."""
-    n, width = max(rows_in, 1), 24
+    """What a step kept and why it dropped the rest: documents and tokens per row, with each row's share of the
+    input documents and a bar of it in one cell (Dagster renders Markdown; the bar is the chart; four columns fit
+    the asset page's metadata panel). Rows the step `added` (see `Added`) are not input kept: kept counts input
+    documents only, so no share exceeds 100 %, and the added rows and the rows written follow as rows of their
+    own."""
+    n, width = max(rows_in, 1), 10
 
     def row(label: str, docs: int, tokens: object, share: bool = True) -> str:
         if not share:
-            return f"| {label} | {docs:,} | {tokens} | | |"
+            return f"| {label} | {docs:,} | {tokens} | |"
         bar = "█" * min(width, max(round(docs / n * width), docs > 0))
-        return f"| {label} | {docs:,} | {tokens} | {docs / n:.1%} | `{bar:<{width}}` |"
+        return f"| {label} | {docs:,} | {tokens} | {docs / n:.1%} `{bar:<{width}}` |"
 
     def tok(v: int | None) -> str:
         return "" if v is None else f"{v:,}"
@@ -225,8 +226,8 @@ def funnel_markdown(
     kept, kept_tokens = rows_out - extra.rows, None if tokens_out is None else tokens_out - extra.tokens
     known = kept_tokens is not None and (tokens_dropped or not drops)
     lines = [
-        "| stage | documents | tokens | share of input | |",
-        "|---|---:|---:|---:|---|",
+        "| stage | documents | tokens | share of input |",
+        "|---|---:|---:|---|",
         row("in", rows_in, tok(kept_tokens + sum(tokens_dropped.values())) if known and kept <= rows_in else ""),
         *[row(f"dropped: {r}", k, tok(tokens_dropped.get(r))) for r, k in sorted(drops.items(), key=lambda x: -x[1])],
         row("**kept**", kept, tok(kept_tokens)),

@@ -77,6 +77,8 @@ def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.Dat
     `frames`: source -> DOC_SCHEMA + `n_tokens` (+ `generator` on synthetic rows). Returns (mixed: inputs +
     `component`, `epoch`, in a seeded shuffled order; not_sampled: doc_id, source, component, n_tokens, drop_reason;
     manifest: recipe hash and, per component, available/quota/sampled tokens, epochs, target and realized share).
+    Every input document is a row of the mixture or of not_sampled (`not_sampled`, or `not_in_recipe` for a component
+    the recipe does not name).
     Whole epochs are repeated in full; the last partial epoch takes documents in a seeded order, greedily filled to its
     quota (`fill_quota`). Weights are over tokens (NeMo Curator's `blend_datasets` weights documents, which lets a
     component of long documents dominate).
@@ -91,7 +93,12 @@ def mix_sources(frames: dict[str, pl.DataFrame], recipe: Recipe) -> tuple[pl.Dat
             f"left after curation): {empty}"
         )
     quota = quotas(recipe, available)
-    picked, unpicked = [], []
+    picked = []
+    # a component the recipe does not name (say `multilingual.synthetic`) is dropped whole, never silently left out
+    unpicked = [
+        comps[c].select("doc_id", "source", "component", "n_tokens", pl.lit("not_in_recipe").alias(DROP_REASON))
+        for c in sorted(set(comps) - set(names))
+    ]
     for c in names:
         epochs = quota[c] / available[c]
         if epochs > recipe.epoch_cap(c) + 1e-9:

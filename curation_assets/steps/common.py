@@ -107,9 +107,10 @@ def enforce_transfers(
     transfers: list[Transfer],
     context: dg.AssetExecutionContext | None = None,
     step: str | None = None,
-) -> dict[str, object]:
+) -> None:
     """Stop the step before any byte moves when the plan crosses a paid AZ/region boundary or its budget, unless the
-    run carries the override tag (then the reason is logged and recorded). Returns the plan's metadata."""
+    run carries the override tag (then the reason is logged and recorded). What the step moved is measured and
+    priced by the IO manager (the materialization's `cost`)."""
     override = context.run.tags.get(OVERRIDE_TAG) if context else None
     try:
         plan = guard.enforce(transfers, override=override, step=step)
@@ -117,7 +118,6 @@ def enforce_transfers(
         raise dg.Failure(description=str(e), metadata=guard.plan(transfers).metadata(), allow_retries=False) from e
     if override and plan.offenders:
         context.log.warning(f"cost guard overridden ({OVERRIDE_TAG}={override!r}): {plan.offenders}")
-    return plan.metadata()
 
 
 def run_tasks(
@@ -201,7 +201,7 @@ def drop_rate(max_drop_rate: float) -> tuple[str, Rule]:
 
     def rule(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
         rows_in, rows_out = int(md["rows_in"]), int(md["rows_out"])
-        bytes_in, bytes_lost = int(md["bytes_in"]), int(md.get("bytes_lost", 0))
+        bytes_in, bytes_lost = int(md["details"]["bytes_in"]), int(md["details"].get("bytes_lost", 0))
         rate = 1 - rows_out / rows_in if rows_in else 0.0
         byte_rate = bytes_lost / bytes_in if bytes_in else 0.0
         passed = rate <= max_drop_rate and byte_rate <= max_drop_rate
@@ -215,10 +215,11 @@ def drop_rate(max_drop_rate: float) -> tuple[str, Rule]:
 
 
 def no_cross_zone_bytes(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-    """What the step actually moved (recorded by the IO manager and, for raw, by the source reader): any cross-AZ or
-    cross-region byte fails, override or not."""
-    crossed = {k: v for k, v in md.items() if k.endswith(("cross_az_bytes", "cross_region_bytes"))}
-    return not any(crossed.values()), {**crossed, "transfer_override": md.get("transfer_override", "")}
+    """What the step actually moved (priced by the IO manager: data root reads and writes, raw's source reads): any
+    cross-AZ or cross-region byte fails, override or not."""
+    cost = md["details"]["cost"]
+    crossed = {k: cost[k] for k in ("cross_az_bytes", "cross_region_bytes")}
+    return not any(crossed.values()), {**crossed, "transfer_override": cost["transfer_override"]}
 
 
 NO_CROSS_ZONE = ("the step moved no byte across an AZ or region (measured, not estimated)", no_cross_zone_bytes)

@@ -22,7 +22,7 @@ def build(cfg, version: str) -> list:
         """Filtered documents (same columns) minus exact and near duplicates, within and across sources (keep rule:
         source priority, then smallest doc_id); dropped rows name their kept representative in `dup_cluster`."""
         docs = filtered.collect()
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
+        enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
         mine = (
             dedup_clusters.filter(pl.col("source") == context.partition_key).collect()
             if dedup_clusters.collect_schema().len()
@@ -36,7 +36,7 @@ def build(cfg, version: str) -> list:
                 rows_in=docs.height,
                 bytes_in=docs.estimated_size(),
                 config_version=version,
-                extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique(), **transfer},
+                extra={"clusters": kept["dup_cluster"].drop_nulls().n_unique()},
             )
         )
 

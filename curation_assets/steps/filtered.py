@@ -75,7 +75,7 @@ def build(cfg, version: str, with_model: bool) -> list:
     def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine):
         params = t.for_source(context.partition_key)
         size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
+        enforce_transfers(cost_guard, [cost_guard.data_root(size)])
         if model_files is not None:
             failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
             if failed:  # a run of curate_source alone does not see the train job's blocking check
@@ -127,7 +127,6 @@ def build(cfg, version: str, with_model: bool) -> list:
                 bytes_in=size,
                 config_version=version,
                 extra={
-                    **transfer,
                     **progress.metadata(),
                     "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
                 },

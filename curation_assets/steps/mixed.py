@@ -23,19 +23,20 @@ def build(cfg, version: str) -> list:
     fresh = cfg.thresholds.freshness.max_source_age_hours
 
     def weights_honoured(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        facts = check_mixture(md["manifest"])
+        facts = check_mixture(md["details"]["manifest"])
         return facts["shares_ok"], {
             "tolerance": recipe.tolerance,
             **{f"deviation_{c}": d for c, d in facts["deviation"].items()},
         }
 
     def epochs_within_cap(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        facts = check_mixture(md["manifest"])
-        epochs = {f"epochs_{c}": r["epochs"] for c, r in md["manifest"]["components"].items()}
+        manifest = md["details"]["manifest"]
+        facts = check_mixture(manifest)
+        epochs = {f"epochs_{c}": r["epochs"] for c, r in manifest["components"].items()}
         return facts["epochs_ok"], {"over_cap": ", ".join(facts["over_cap"]) or "none", **epochs}
 
     def sources_fresh(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
-        ages = {k: v for k, v in md.items() if k.startswith("age_hours_")}
+        ages = {f"age_hours_{s}": a for s, a in md["details"]["age_hours"].items()}
         return fresh is None or all(a <= fresh for a in ages.values()), {"max_source_age_hours": fresh or 0, **ages}
 
     checks = {
@@ -78,7 +79,7 @@ def build(cfg, version: str) -> list:
             )
         frames = {s: synthetic[s].collect() for s in sorted(recipe.sources()) if s in synthetic}
         size = sum(f.estimated_size() for f in frames.values())
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(size)])
+        enforce_transfers(cost_guard, [cost_guard.data_root(size)])
         mix, dropped, manifest = mix_sources(frames, recipe)
         repeats = mix.filter(pl.col("epoch") > 0)  # epoch 0 holds every sampled document once
         yield dg.Output(
@@ -92,11 +93,9 @@ def build(cfg, version: str) -> list:
                 extra={
                     "recipe": recipe.name,
                     "recipe_hash": manifest["recipe_hash"],
-                    **transfer,
-                    "mixture": dg.MetadataValue.md(mixture_table(manifest)),
-                    "manifest": dg.MetadataValue.json(manifest),
-                    **{f"share_{c}": r["realized_share"] for c, r in manifest["components"].items()},
-                    **{f"age_hours_{s}": a or 0 for s, a in ages.items()},
+                    "mixture": dg.MetadataValue.md(mixture_table(manifest)),  # the realized shares, in one table
+                    "manifest": manifest,
+                    "age_hours": {s: a or 0 for s, a in ages.items()},
                 },
             )
         )

@@ -15,6 +15,7 @@ from curation_assets.core.readers import SUPPORTED_FORMATS, ShardResult, detect_
 from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
+from resources.metadata import MOVED
 from resources.store import ObjectStore, kind_of
 from resources.tokenizer import TokenizerResource
 
@@ -117,7 +118,7 @@ def estimate_lost(quarantine: pl.DataFrame, docs: int, bytes_in: int) -> pl.Data
 
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
     """Every record the readers saw is either a row or a quarantine row."""
-    seen, rows, quarantined = int(md["rows_in"]), int(md["rows_out"]), int(md["rows_dropped"])
+    seen, rows, quarantined = int(md["rows_in"]), int(md["rows_out"]), int(md["details"]["rows_dropped"])
     return rows + quarantined == seen, {"records_seen": seen, "rows_out": rows, "rows_quarantined": quarantined}
 
 
@@ -134,8 +135,9 @@ def build(cfg, version: str) -> list:
         tokenizer: TokenizerResource,
         engine: RayEngine,
     ):
-        """Canonical documents (DOC_SCHEMA + n_tokens), one Parquet part per input shard; quarantine rows (QUARANTINE_SCHEMA)
-        with a stable `drop_reason` and the shard + location they came from."""
+        """The source's documents, one row each: doc_id, source, text, url, shard, meta and their token count; one
+        file of them per input shard. Records that cannot be read are set aside with the reason, the shard and the
+        place in it (line, row, record or frame) they came from."""
         source, landed = resolve_source(cfg, store, context.partition_key)
         found = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
         if not found:
@@ -163,7 +165,7 @@ def build(cfg, version: str) -> list:
         ]
         # The data root rides along (0 B: the IO manager prices the write) so that a source in one zone and a
         # data root in another are refused together: no pod is local to both.
-        transfer = enforce_transfers(cost_guard, [*reads, cost_guard.data_root(0)], context, step="raw")
+        enforce_transfers(cost_guard, [*reads, cost_guard.data_root(0)], context, step="raw")
         quarantine = [
             pl.DataFrame(
                 {
@@ -225,7 +227,7 @@ def build(cfg, version: str) -> list:
                 "bytes_lost": int(lost()["bytes_lost"].sum()),
                 "shards": len(files),
                 **progress.metadata(),
-                **{f"source_{k}": v for k, v in transfer.items()},
+                MOVED: reads,
             },
         )
         yield dg.Output(out)

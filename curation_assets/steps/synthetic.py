@@ -61,7 +61,7 @@ def build(cfg, version: str) -> list:
         """Deduped documents plus synthetic ones (provenance columns: parent_doc_id, generator, template_id, model,
         gen_params). LLM results are cached by content hash under the data root and never recomputed."""
         docs = deduped.collect()
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
+        enforce_transfers(cost_guard, [cost_guard.data_root(docs.estimated_size())])
         params = t.for_source(context.partition_key)
         client, llm = None, None
         if params.llm_templates:
@@ -116,7 +116,6 @@ def build(cfg, version: str) -> list:
                     "synthetic_tokens": int(made["n_tokens"].sum() or 0),
                     **{f"synthetic_{tid}": n for tid, n in per_gen.items()},
                     **llm_md,
-                    **transfer,
                     **progress.metadata(),
                 },
             )

@@ -91,12 +91,13 @@ def build(cfg, version: str) -> list:
         engine: RayEngine,
         store: ObjectStore,
     ):
-        """Megatron `.bin`/`.idx` shards of the mixture + documents.parquet + manifest.json (see core/tokens.py)."""
+        """The mixture as training input: Megatron-LM `.bin`/`.idx` token shards, a table of which document lies
+        where (documents.parquet) and manifest.json (tokenizer, counts, checksums)."""
         # The mixture's text is streamed batch by batch; only its per-document columns are held (about 100 bytes a
         # document), so memory does not grow with the mixture's text.
         docs = mixed.select("doc_id", "source", "component", "epoch", "n_tokens").collect()
         text_bytes = mixed.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
-        transfer = enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
+        enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
 
         tok = recipe_tokenizer(tokenizer)
 
@@ -139,8 +140,8 @@ def build(cfg, version: str) -> list:
                 config_version=version,
                 tokens_out=predicted["tokens"],
                 extra={
-                    **predicted,
-                    **transfer,
+                    "documents": predicted["documents"],
+                    "shards": predicted["shards"],
                     "sequences": predicted["tokens"] // recipe.sequence_length,
                     "dtype": header["dtype"],
                     "eot_id": tok.eot_id,
@@ -171,7 +172,9 @@ def build(cfg, version: str) -> list:
         tok = recipe_tokenizer(tokenizer)
         bad = decode_sample(manifest, documents, dict(sampled.iter_rows()), read, tok.decode, seed=recipe.seed)
         as_predicted = (
-            all(manifest[k] == md[k] for k in ("tokens", "documents")) and len(manifest["shards"]) == md["shards"]
+            manifest["tokens"] == md["tokens"]
+            and manifest["documents"] == md["details"]["documents"]
+            and len(manifest["shards"]) == md["details"]["shards"]
         )
         results = {
             "index_matches_tokens": (

@@ -252,7 +252,7 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     assert sorted(kept["doc_id"]) == sorted(ledger.filter("kept")["doc_id"])
     assert "drop_reason" not in kept.columns and pl.concat(dropped).height == 32
     funnel = funnel_markdown(ledger.height, 10, drop_counts(pl.concat(dropped)), None, {})
-    assert "| dropped: low_quality_score | 30 |  | 71.4% |" in funnel and "| **kept** | 10 |  | 23.8% |" in funnel
+    assert "| dropped: low_quality_score | 30 |  | 71.4% `" in funnel and "| **kept** | 10 |  | 23.8% `" in funnel
     table = distributions_markdown(ledger)
     assert "| gopher_short_doc | 42 |" in table and "| quality_score | 42 |" in table and "| lang_score | 42 |" in table
 

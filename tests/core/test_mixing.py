@@ -56,8 +56,14 @@ def test_synthetic_sets_are_their_own_components():
     assert manifest["components"]["a.synthetic"]["realized_share"] == pytest.approx(0.1, abs=0.01)
     assert manifest["components"]["a.synthetic"]["epochs"] <= 4
     # a recipe without the synthetic component leaves it out (and says so)
-    mixed, _, manifest = mix_sources(frames, Recipe(name="r", weights={"a": 1}))
+    mixed, dropped, manifest = mix_sources(frames, Recipe(name="r", weights={"a": 1}))
     assert set(mixed["component"]) == {"a"} and manifest["unused_components"] == ["a.synthetic"]
+    # ... and accounts for its documents: each input document is mixed or dropped, with a reason
+    assert (
+        dropped.filter(pl.col("drop_reason") == "not_in_recipe")["doc_id"].to_list()
+        == comps["a.synthetic"]["doc_id"].to_list()
+    )
+    assert mixed.filter(pl.col("epoch") == 0).height + dropped.height == 120
 
 
 def test_epoch_cap_refuses_an_oversized_target_and_repeats_whole_epochs_within_it():

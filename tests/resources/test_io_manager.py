@@ -15,6 +15,7 @@ import pytest
 from curation_assets.core.frames import DOC_SCHEMA, FileSetOutput, StepOutput, empty_frame, parquet_bytes
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
+from resources.metadata import MAX_KEYS
 from resources.store import ObjectStore
 from resources.versions import MANIFEST, staging_dir_for
 
@@ -112,18 +113,28 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     assert manifest["bytes"] == sum(map(len, want.values()))
     assert manifest["content"] == content_of(want)
 
-    assert {k: md[k] for k in ("rows_in", "rows_out", "rows_dropped", "dropped_too_short", "tokens")} == {
-        "rows_in": 7,
-        "rows_out": 5,
+    # the shown keys (at most MAX_KEYS) and the rest in `details`, with one set of cost numbers: what was written
+    shown = {"rows_in", "rows_out", "drop_rate", "tokens", "bytes_out", "config_version", "funnel", "uri", "cost"}
+    assert set(md) == {*shown, "details"}
+    assert len(md) <= MAX_KEYS
+    assert {k: md[k] for k in ("rows_in", "rows_out", "tokens")} == {"rows_in": 7, "rows_out": 5, "tokens": 15}
+    assert md["bytes_out"] == manifest["bytes"] and md["config_version"] == "v1" and md["uri"] == v
+    assert md["details"] == {
         "rows_dropped": 2,
-        "dropped_too_short": 2,
-        "tokens": 15,
+        "bytes_in": 1,
+        "drops": {"too_short": 2},
+        "tokens_dropped": {"too_short": 6},
+        "note": "x",
+        "side_ledger": f"{v}/ledger.parquet",
+        "cost": {
+            "bytes_local": manifest["bytes"],
+            "cross_az_bytes": 0,
+            "cross_region_bytes": 0,
+            "transfer_usd": 0.0,
+            "transfer_override": "",
+        },
     }
-    assert md["tokens_dropped_too_short"] == 6 and md["bytes_in"] == 1 and md["bytes_out"] == manifest["bytes"]
-    assert md["config_version"] == "v1" and md["note"] == "x" and "funnel" in md
-    assert md["uri"] == v and md["side_ledger"] == f"{v}/ledger.parquet"
-    assert md["data_bytes_local"] == manifest["bytes"] and md["data_cross_az_bytes"] == 0
-    assert md["data_cross_region_bytes"] == 0 and md["data_transfer_usd"] == 0 and md["transfer_override"] == ""
+    assert f"| local | {manifest['bytes']:,} |" in md["cost"] and "| dropped: too_short | 2 | 6 |" in md["funnel"]
 
     loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web"))
     assert loaded.collect().equals(pl.concat([parts[0], parts[2]]))
@@ -153,8 +164,8 @@ def test_a_file_set_is_written_reported_and_loaded_as_name_to_uri(where):
         "config_version": None,
         "inputs": {},
     }
-    assert md["uri"] == v and md["bytes_out"] == len(tokens) + 2 and md["files"] == files
-    assert md["data_bytes_local"] == len(tokens) + 2 and md["transfer_override"] == ""
+    assert md["uri"] == v and md["bytes_out"] == len(tokens) + 2 and md["details"]["files"] == files
+    assert md["details"]["cost"]["bytes_local"] == len(tokens) + 2 and md["details"]["cost"]["transfer_override"] == ""
     assert io.load_files(dg.AssetKey("tokenized")) == files
     assert io.store.read_bytes(files["tokens.bin"]) == tokens
     assert io.load_input(dg.build_input_context(asset_key=dg.AssetKey("tokenized"))) == files

@@ -92,7 +92,8 @@ def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_pat
             f"{tmp_path}/dedup_clusters/_all/{result.asset_materializations_for_node('dedup_clusters')[0].metadata['uri'].value.rsplit('/', 1)[1]}/part-*.parquet"
         )
         md = result.asset_materializations_for_node("dedup_clusters")[0].metadata
-        assert (md["removed_exact"].value, md["removed_near"].value, md["removed_cross_source"].value) == (1, 2, 2)
+        details = md["details"].value
+        assert (details["removed_exact"], details["removed_near"], details["removed_cross_source"]) == (1, 2, 2)
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"removal_rate": True, "no_cross_zone_bytes": True}
 

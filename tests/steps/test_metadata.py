@@ -1,27 +1,84 @@
-"""The metadata every step emits (`resources/metadata.py: step_metadata`, built from core/frames.py's counts): the same
-keys for every asset, and the funnel of documents and tokens."""
+"""The metadata every step emits (`resources/metadata.py`: step_metadata, published; built from core/frames.py's
+counts): the same few keys for every asset, the funnel of documents and tokens, one cost table."""
 
+import dagster as dg
 import polars as pl
+import pytest
 
 from curation_assets.core.frames import Added, drop_counts, drop_tokens
-from resources.metadata import step_metadata
+from resources.cost_guard import CostGuard, Transfer
+from resources.metadata import MAX_KEYS, MAX_SHOWN, published, step_metadata
 
 
-def test_step_metadata_has_the_same_keys_for_every_step():
-    md = step_metadata(rows_in=10, rows_out=7, drops={"a": 2, "b": 1}, bytes_in=100, bytes_out=70, config_version="v")
-    funnel = md.pop("funnel")
+def test_step_metadata_shows_the_same_few_keys_for_every_step_and_keeps_the_rest_in_details():
+    """Issue 17 item 6: a step page shows at most MAX_KEYS keys; drops per reason are the funnel's rows (and
+    `details`), not one key each."""
+    md = step_metadata(
+        rows_in=10,
+        rows_out=7,
+        drops={"a": 2, "b": 1},
+        bytes_in=100,
+        bytes_out=70,
+        config_version="v",
+        extra={"tasks": 3, "histogram": {"2": 1}, "table": dg.MetadataValue.md("| x |")},
+    )
+    funnel, details = md.pop("funnel"), md.pop("details").value
     assert md == {
         "rows_in": 10,
         "rows_out": 7,
-        "rows_dropped": 3,
         "drop_rate": 0.3,
-        "bytes_in": 100,
         "bytes_out": 70,
         "config_version": "v",
-        "dropped_a": 2,
-        "dropped_b": 1,
+        "table": dg.MetadataValue.md("| x |"),  # a MetadataValue is shown; plain values go into details
     }
-    assert "| dropped: a | 2 |  | 20.0% |" in funnel.value
+    assert details == {
+        "rows_dropped": 3,
+        "bytes_in": 100,
+        "drops": {"a": 2, "b": 1},
+        "tasks": 3,
+        "histogram": {"2": 1},
+    }
+    assert "| dropped: a | 2 |  | 20.0% `██" in funnel.value
+    with pytest.raises(ValueError, match="at most"):
+        step_metadata(
+            rows_in=1,
+            rows_out=1,
+            drops={},
+            bytes_in=1,
+            bytes_out=1,
+            config_version="v",
+            extra={f"t{k}": dg.MetadataValue.md("x") for k in range(MAX_SHOWN + 1)},
+        )
+
+
+def test_published_metadata_has_one_cost_table_and_its_numbers_in_details():
+    """One set of cost keys: the bytes of every path priced together (was `bytes_local` and `data_bytes_local`,
+    two estimates that disagreed), the numbers the zone check reads under `details["cost"]`."""
+    guard = CostGuard(pod_region="us-east-1", pod_zone="use1-az4")
+    plan = guard.plan([Transfer("s3://b/x", 2 * 10**9, via="nat"), Transfer("/tmp/x", 5)])
+    md = step_metadata(
+        rows_in=1, rows_out=1, drops={}, bytes_in=1, bytes_out=1, config_version="v", tokens_out=3, extra={"a": 1}
+    )
+    out = published(md, uri="/data/raw/web/v1", cost=plan, override="", details={"side_ledger": "/x"})
+    assert len(out) <= MAX_KEYS and not any(k.startswith(("data_", "source_", "bytes_local")) for k in out)
+    assert out["uri"] == dg.MetadataValue.path("/data/raw/web/v1")
+    assert out["cost"].value.splitlines() == [
+        "| network path | bytes |",
+        "|---|---:|",
+        "| local | 5 |",
+        "| regional nat | 2,000,000,000 |",
+        "| **cost** | $0.0900 |",
+    ]
+    details = out["details"].value
+    assert details["a"] == 1 and details["side_ledger"] == "/x" and details["rows_dropped"] == 0
+    assert details["cost"] == {
+        "bytes_local": 5,
+        "bytes_regional_nat": 2 * 10**9,
+        "cross_az_bytes": 0,
+        "cross_region_bytes": 0,
+        "transfer_usd": 0.09,
+        "transfer_override": "",
+    }
 
 
 def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
@@ -36,12 +93,13 @@ def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
         tokens_out=1000,
         tokens_dropped=drop_tokens(dropped),
     )
-    assert md["tokens"] == 1000 and md["tokens_dropped_short"] == 12 and md["tokens_dropped_lang"] == 100
+    assert md["tokens"] == 1000 and md["details"].value["tokens_dropped"] == {"lang": 100, "short": 12}
     lines = md["funnel"].value.splitlines()
-    assert lines[2] == f"| in | 8 | 1,112 | 100.0% | `{'█' * 24}` |"
-    assert lines[3].startswith("| dropped: short | 2 | 12 | 25.0% | `██████ ")  # largest reason first
-    assert lines[4].startswith("| dropped: lang | 1 | 100 | 12.5% | `███ ")
-    assert lines[5].startswith("| **kept** | 5 | 1,000 | 62.5% | `███████████████ ")
+    assert lines[0].count("|") == 5  # four columns: the share and its bar share one
+    assert lines[2] == f"| in | 8 | 1,112 | 100.0% `{'█' * 10}` |"
+    assert lines[3] == "| dropped: short | 2 | 12 | 25.0% `██        ` |"  # largest reason first
+    assert lines[4] == "| dropped: lang | 1 | 100 | 12.5% `█         ` |"
+    assert lines[5] == "| **kept** | 5 | 1,000 | 62.5% `██████    ` |"
 
 
 def test_repeated_rows_are_neither_kept_documents_nor_a_negative_drop_rate():
@@ -58,10 +116,11 @@ def test_repeated_rows_are_neither_kept_documents_nor_a_negative_drop_rate():
         tokens_dropped={"not_sampled": 200},
         added=Added("repeats (epochs past the first)", 7, 700),
     )
-    assert md["drop_rate"] == 0.2 and md["rows_added"] == 7 and md["tokens_added"] == 700
+    details = md["details"].value
+    assert md["drop_rate"] == 0.2 and details["rows_added"] == 7 and details["tokens_added"] == 700
     lines = md["funnel"].value.splitlines()
-    assert lines[2] == f"| in | 10 | 1,000 | 100.0% | `{'█' * 24}` |"
-    assert lines[4].startswith("| **kept** | 8 | 800 | 80.0% | ")
-    assert lines[5:] == ["| added: repeats (epochs past the first) | 7 | 700 | | |", "| **written** | 15 | 1,500 | | |"]
-    shares = [float(cell.strip().rstrip("%")) for line in lines[2:] if (cell := line.split("|")[4]).strip()]
+    assert lines[2] == f"| in | 10 | 1,000 | 100.0% `{'█' * 10}` |"
+    assert lines[4].startswith("| **kept** | 8 | 800 | 80.0% ")
+    assert lines[5:] == ["| added: repeats (epochs past the first) | 7 | 700 | |", "| **written** | 15 | 1,500 | |"]
+    shares = [float(cell.split("%")[0]) for line in lines[2:] if (cell := line.split("|")[4]).strip()]
     assert shares and all(0 <= s <= 100 for s in shares)

@@ -26,6 +26,6 @@ def test_tokenized_against_a_staged_mixture_passes_its_checks_and_writes_the_sha
         ("index_matches_tokens", "ids_in_range", "sample_decodes", "no_cross_zone_bytes"), True
     )
     (mat,) = result.asset_materializations_for_node("tokenized")
-    assert mat.metadata["tokens"].value > mat.metadata["documents"].value > 0
+    assert mat.metadata["tokens"].value > mat.metadata["details"].value["documents"] > 0
     files = {"tokenized": [None]}
     assert snapshot(ObjectStore(), str(root), files) == snapshot(ObjectStore(), str(sample_run.root), files)
