@@ -159,6 +159,19 @@ def _nested_deeper(value: object, limit: int) -> bool:
     return False
 
 
+def estimate_records_lost(quarantine: pl.DataFrame, docs: int, nbytes: int) -> pl.DataFrame:
+    """Fill the null `records_lost` of quarantine rows (a frame or file whose records could not be counted) from
+    the records per stored byte over the readable bytes (`nbytes` minus the rows' `bytes_lost`; `docs` documents
+    plus the counted records), at least 1 a row; left null when no byte was readable. Used per shard here, and by
+    `raw` over a whole source for the rows of shards that had no readable byte."""
+    readable = nbytes - quarantine["bytes_lost"].sum()
+    if readable <= 0:
+        return quarantine
+    per_byte = (docs + quarantine["records_lost"].sum()) / readable
+    estimate = (pl.col("bytes_lost") * per_byte).round().cast(pl.Int64).clip(lower_bound=1)
+    return quarantine.with_columns(pl.col("records_lost").fill_null(estimate))
+
+
 class _Collector:
     """Accumulates documents and quarantine rows column-wise; `mark`/`rollback` undo the rows of a corrupt frame."""
 
@@ -238,18 +251,14 @@ class _Collector:
 
     def result(self, bytes_read: int) -> ShardResult:
         n_docs, n_bad = self.mark()
-        lost, nbytes = self.bad_rows["records_lost"], self.bad_rows["bytes_lost"]
-        readable = bytes_read - sum(nbytes)
-        if readable > 0:  # the shard's own records per stored byte, over what could be read
-            per_byte = (n_docs + sum(r for r in lost if r is not None)) / readable
-            lost[:] = [max(1, round(b * per_byte)) if r is None else r for r, b in zip(lost, nbytes)]
         docs = pl.DataFrame(
             {**self.docs, "source": [self.source] * n_docs, "shard": [self.shard] * n_docs}, schema=DOC_SCHEMA
         )
         bad = pl.DataFrame(
             {**self.bad_rows, "source": [self.source] * n_bad, "shard": [self.shard] * n_bad}, schema=QUARANTINE_SCHEMA
         )
-        records = n_docs + sum(r or 0 for r in lost)
+        bad = estimate_records_lost(bad, n_docs, bytes_read)  # the shard's own records per stored byte
+        records = n_docs + bad["records_lost"].sum()
         return ShardResult(docs=docs, quarantine=bad, records_seen=records, bytes_read=bytes_read)
 
 

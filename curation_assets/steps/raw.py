@@ -11,7 +11,13 @@ import polars as pl
 
 from curation_assets.config import check_source_name
 from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
-from curation_assets.core.readers import SUPPORTED_FORMATS, ShardResult, detect_format, read_shard
+from curation_assets.core.readers import (
+    SUPPORTED_FORMATS,
+    ShardResult,
+    detect_format,
+    estimate_records_lost,
+    read_shard,
+)
 from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
@@ -104,16 +110,6 @@ def read_task(task: ShardTask) -> tuple[ShardResult, int]:
             max_doc_bytes=task.max_doc_bytes,
         )
     return replace(res, docs=with_tokens(res.docs, _tokenizer(task.encoding))), res.docs.height
-
-
-def estimate_lost(quarantine: pl.DataFrame, docs: int, bytes_in: int) -> pl.DataFrame:
-    """Fill `records_lost` where no byte of the shard was readable (a whole file corrupt, zero-filled or not in its
-    declared format) from the source's records per stored byte over its readable bytes: a lost file weighs what its
-    bytes held, so losing half a source fails `drop_rate` (at least 1 record per row)."""
-    readable = bytes_in - quarantine["bytes_lost"].sum()
-    per_byte = (docs + quarantine["records_lost"].sum()) / readable if readable > 0 else 0.0
-    estimate = (pl.col("bytes_lost") * per_byte).round().cast(pl.Int64).clip(lower_bound=1)
-    return quarantine.with_columns(pl.col("records_lost").fill_null(estimate))
 
 
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
@@ -215,7 +211,11 @@ def build(cfg, version: str) -> list:
         @functools.cache
         def lost() -> pl.DataFrame:
             rows = pl.concat([empty_frame(QUARANTINE_SCHEMA), *quarantine])
-            return estimate_lost(rows, seen["docs"], seen["bytes"])
+            # a shard with no readable byte (a whole file corrupt, zero-filled or not in its declared format) weighs
+            # what its bytes held at the source's records per byte, so losing half a source fails drop_rate; 1 a row
+            # when no byte of the source was readable
+            filled = estimate_records_lost(rows, seen["docs"], seen["bytes"])
+            return filled.with_columns(pl.col("records_lost").fill_null(1))
 
         out = StepOutput(
             kept=shards(),
