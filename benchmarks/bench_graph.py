@@ -122,10 +122,11 @@ def fingerprints(root: Path) -> dict[str, str]:
         manifest = json.loads(m.read_text())
         files = [*manifest.get("parts", []), *manifest.get("dropped", [])]
         files += [*manifest.get("side", {}).values(), *manifest.get("files", {}).values()]
-        for f in files:
-            out[f"{m.parent.parent.name}/{m.parent.name}/{Path(f).name}"] = hashlib.sha256(
-                Path(f).read_bytes()
-            ).hexdigest()
+        for f in files:  # relative to the data root (absolute in a manifest written before)
+            path = root / f
+            out[f"{m.parent.parent.name}/{m.parent.name}/{path.relative_to(m.parent / manifest['version'])}"] = (
+                hashlib.sha256(path.read_bytes()).hexdigest()
+            )
     return out
 
 

@@ -1,4 +1,4 @@
-"""`curation run|table|versions|remove-version|validate|sql|sources`: the whole graph against the persistent instance.
+"""`curation run|table|versions|remove-version|prune|validate|sql|paths|sources`: the graph on a persistent instance.
 
 `run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
 source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
@@ -315,7 +315,9 @@ def mixture_report(instance: dg.DagsterInstance, settings: Settings) -> str:
     store = _store(settings)
     latest = f"{settings.data_root.rstrip('/')}/tokenized/_all/_latest.json"
     if store.exists(latest):
-        files = json.loads(store.read_bytes(latest))["files"]
+        from resources.versions import resolved
+
+        files = resolved(json.loads(store.read_bytes(latest)), settings.data_root)["files"]
         parts.append(shard_table(json.loads(store.read_bytes(files["manifest.json"]))))
     return "\n\n".join(parts)
 
@@ -402,6 +404,14 @@ def _cpus(value: str) -> int:
     return int(value)
 
 
+def _versions_kept(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of versions >= 1 (the current one is always kept), got {value!r}"
+        )
+    return int(value)
+
+
 def _local_cluster(settings: Settings):
     """The embedded Ray cluster of this instance (None when CURATION_RAY_ADDRESS names another)."""
     from pathlib import Path
@@ -447,6 +457,59 @@ def sql_command(args: argparse.Namespace) -> int:
     except sql.SqlError as e:
         print(f"sql: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    return 0
+
+
+def paths_command(args: argparse.Namespace) -> int:
+    """`curation paths TABLE [--source NAME] [--glob]`: where the current version of a table is, one line each (the
+    folder holding exactly its files: HF `datasets`' `data_dir`; or, for a version written before tables had
+    folders and for `tokens`, the files)."""
+    from curation_assets import sql
+    from curation_assets.config.settings import Settings
+
+    if args.table not in sql.VIEWS:
+        print(f"paths: {args.table!r} is not a table (one of: {', '.join(sql.VIEWS)})", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = Settings.from_env()
+    found = sql.table_paths(_store(settings), settings.data_root, args.table, args.source)
+    if not found:
+        where = f"[{args.source}]" if args.source else ""
+        print(
+            f"paths: {args.table}{where} has no rows in a current version under {settings.data_root}", file=sys.stderr
+        )
+        return 1  # like grep: nothing found is no config problem
+    for path in (p for paths in found.values() for p in paths):
+        print(f"{path}/*.parquet" if args.glob and not path.endswith(".parquet") else path)  # a folder, or a file
+    return 0
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    """`curation prune [--keep N]`: delete all but the newest N versions of every unprotected asset partition of a
+    local data root, never a current one (S3: a bucket lifecycle rule's job)."""
+    import dagster as dg
+
+    from curation_assets.config import SOURCE_NAME
+    from curation_assets.config.settings import Settings
+    from curation_assets.defs import config_for
+    from resources.store import kind_of
+    from resources.versions import PROTECTED, UNPARTITIONED
+
+    settings = Settings.from_env()
+    if kind_of(settings.data_root) != "local":
+        print(f"prune: {settings.data_root}: old versions on S3 are removed by the bucket's lifecycle rule")
+        return 0
+    io, store, pruned = io_manager(config_for(settings), settings), _store(settings), 0
+    for asset in _asset_lists()["ALL_ASSETS"]:
+        if asset in PROTECTED:
+            continue
+        for partition in store.list_dirs(f"{settings.data_root.rstrip('/')}/{asset}"):
+            if partition != UNPARTITIONED and not re.fullmatch(SOURCE_NAME, partition):
+                continue  # never a path built from a stray folder name
+            gone = io.prune(dg.AssetKey(asset), None if partition == UNPARTITIONED else partition, args.keep)
+            if gone:
+                print(f"{asset}[{partition}]: removed {', '.join(gone)}")
+                pruned += len(gone)
+    print(f"pruned {pruned} old versions; kept the newest {args.keep} (and the current one) of each partition")
     return 0
 
 
@@ -578,6 +641,33 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument("query", nargs="?", help="one SQL statement (omit for the shell)")
     q.add_argument("--csv", action="store_true", help="every row as CSV with a header (default: DuckDB's table)")
+    pa = sub.add_parser(
+        "paths",
+        help="print where the current version of a table is (a folder per partition: HF datasets' data_dir)",
+        description="Print, one line per partition, the folder of the current version that holds exactly the\n"
+        "rows of TABLE (a `curation sql` view name) and nothing else: what HF datasets' data_dir=, Spark or a\n"
+        "polars / DuckDB glob <folder>/*.parquet read without counting an older version's rows again. A version\n"
+        "written before tables had folders, and `tokens`, print their files instead. Exit 1: nothing to print.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pa.add_argument(
+        "table",
+        metavar="TABLE",
+        help="raw, quarantine, filtered, filter_ledger, dedup_signatures, dedup_ledger, deduped, synthetic, mixed "
+        "or tokens",
+    )
+    pa.add_argument("--source", metavar="NAME", help="only this source's partition")
+    pa.add_argument("--glob", action="store_true", help="print <folder>/*.parquet instead of the folder")
+    pr = sub.add_parser(
+        "prune",
+        help="delete old versions of unprotected assets on a local root (never synthetic, tokenized or current)",
+        description="Delete all but the newest N versions of every asset partition of a local data root, never\n"
+        "the current version, never synthetic or tokenized; each partition under its writer lock.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pr.add_argument(
+        "--keep", type=_versions_kept, default=3, metavar="N", help="versions kept per partition (default 3)"
+    )
     src = sub.add_parser(
         "sources",
         help="list the source partitions (registered, configured, landed, materialized); `remove NAME` deletes one",
@@ -616,6 +706,8 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "run": run_command,
     "ray-stop": ray_stop_command,
+    "paths": paths_command,
+    "prune": prune_command,
     "sources": sources_command,
     "sql": sql_command,
     "table": table_command,

@@ -1,7 +1,8 @@
 """`curation sql`: DuckDB views over the current version of every asset partition under the data root.
 
 A view spans every partition (source) of its asset and reads exactly the files the partition's `_latest.json`
-names (`parts`, `dropped`, `side`, `files`): never an older version, never a staged one. A partitioned asset's rows
+names (`parts`, `dropped`, `side`, `files`, relative to the data root or, written before, absolute): never an older
+version, never a staged one, wherever the root was copied or moved. A partitioned asset's rows
 get a `source` column (the partition) where the data has none (filtered's ledger, for one). Views (VIEWS):
 
     raw, filtered, dedup_signatures, deduped, synthetic, mixed   each asset's kept rows
@@ -13,6 +14,12 @@ get a `source` column (the partition) where the data has none (filtered's ledger
 
 An asset partition without a current version contributes nothing; a view with nothing to read (a clean run's
 quarantine, an asset not materialized yet) has no rows and the one column `source`.
+
+`curation paths TABLE` (`table_paths`) prints, for a view's table, the folder of the current version that holds
+exactly that table's files (what HF `datasets`' `data_dir=`, a polars or DuckDB glob `<folder>/*.parquet` or
+Spark take), one line per partition: the one way to read a table with another tool without counting an older
+version's rows again. For a version written before tables had folders, and for `tokens` (one file beside the
+token shards), it prints the files themselves.
 
 S3 data roots are read by DuckDB's httpfs extension, loaded from the `duckdb-ext-httpfs` wheel (DuckDB's own
 signed build: it loads with unsigned extensions refused), never downloaded: extension autoloading and
@@ -84,7 +91,10 @@ def files_of(manifest: dict, which: str) -> list[str]:
 
 
 def current_manifests(store: Store, root: str, asset: str) -> dict[str, dict]:
-    """partition -> manifest of the current version of each partition of `asset` under the data root `root`."""
+    """partition -> manifest of the current version of each partition of `asset` under the data root `root`, its
+    paths resolved against `root`."""
+    from resources.versions import resolved
+
     base = f"{root.rstrip('/')}/{asset}"
     out = {}
     for partition in store.list_dirs(base):
@@ -92,8 +102,24 @@ def current_manifests(store: Store, root: str, asset: str) -> dict[str, dict]:
             continue  # never a partition folder (a stray or hostile name is not spliced into SQL)
         uri = f"{base}/{partition}/{MANIFEST}"
         if store.exists(uri):
-            out[partition] = json.loads(store.read_bytes(uri))
+            out[partition] = resolved(json.loads(store.read_bytes(uri)), root)
     return dict(sorted(out.items()))
+
+
+def table_paths(store: Store, root: str, table: str, source: str | None = None) -> dict[str, list[str]]:
+    """partition -> where the current version of the view `table` (VIEWS) is, under the data root `root`: `[folder]`
+    when its files fill a folder of their own (a table folder), else the files (a version written before tables had
+    folders; `tokens`). Only `source`'s partition when given; a partition without such rows is left out."""
+    view = VIEWS[table]
+    out = {}
+    for partition, manifest in current_manifests(store, root, view.asset).items():
+        if source is not None and partition != source:
+            continue
+        if files := files_of(manifest, view.files):
+            folders = {f.rsplit("/", 1)[0] for f in files}
+            own = len(folders) == 1 and next(iter(folders)).rsplit("/", 1)[1] != manifest["version"]
+            out[partition] = sorted(folders) if own else files
+    return out
 
 
 def literal(value: str) -> str:

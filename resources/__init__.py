@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from curation_assets.config.settings import Settings
+from curation_assets.config.tokenizer import TokenizerSpec
 from resources.classifiers import LanguageIdResource
 from resources.cost_guard import CostGuard
 from resources.engine import RayEngine
@@ -23,7 +24,10 @@ from resources.versions import staging_dir_for
 
 
 def build_resources(
-    settings: Settings, costs: Mapping[str, object], placement: Mapping[str, object] | None = None
+    settings: Settings,
+    costs: Mapping[str, object],
+    placement: Mapping[str, object] | None = None,
+    tokenizer: TokenizerSpec | None = None,
 ) -> dict[str, object]:
     """Resource instances by key. `costs`: the price table and budgets; `placement`: where the steps run, for the cost
     guard (`pod_region`, `pod_zone`, `pinned`; none on a laptop, where every path is `local`). The deployment
@@ -42,7 +46,11 @@ def build_resources(
     return {
         "io_manager": ParquetIOManager(base_uri=settings.data_root, store=store, cost_guard=guard),
         "store": store,
-        "tokenizer": TokenizerResource(),
+        # the recipe's tokenizer (resolved by the config; cl100k_base without one): it counts raw's n_tokens, so the
+        # mixture's token weights and the shards are in the same tokens
+        "tokenizer": TokenizerResource(encoding=tokenizer.encoding, eos_token=tokenizer.eos_token)
+        if tokenizer
+        else TokenizerResource(),
         "lid": LanguageIdResource(),
         "cost_guard": guard,
         "synth_backend": SyntheticBackend(

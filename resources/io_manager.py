@@ -3,20 +3,28 @@
 Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://bucket/prefix`)::
 
     <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
-    <root>/<asset>/<partition>/<version>/part-NNNNN.parquet      kept rows, one file per streamed part
-    <root>/<asset>/<partition>/<version>/dropped-00000.parquet   dropped / quarantined rows with `drop_reason`
-    <root>/<asset>/<partition>/<version>/<name>.parquet          a side table (filtered: `ledger`)
+    <root>/<asset>/<partition>/<version>/data/part-NNNNN.parquet     kept rows, one file per streamed part
+    <root>/<asset>/<partition>/<version>/dropped/part-00000.parquet  dropped / quarantined rows with `drop_reason`
+    <root>/<asset>/<partition>/<version>/<name>/part-00000.parquet   a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
     <root>/<asset>/<partition>/<version>/trace.json             the step's trace (run tag curation/trace)
     <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `cli remove-version`
 
-Unpartitioned assets use the partition folder `_all`. The mechanics live beside this module: bytes in
-`resources.store`, write-once versions, pruning and removal in `resources.versions`, the one-writer-per-partition
+Unpartitioned assets use the partition folder `_all`. Each table of a version (kept rows, dropped rows, each side
+table) has a folder of its own holding nothing else, so every file under a table folder has one schema and the folder
+is what a reader that takes a directory is given (HF `datasets`' `data_dir`, Spark, DuckDB and polars globs):
+`curation paths TABLE` prints the current version's folders. The current version is named by the manifest only: an
+object store has no links and no atomic rename, so no stable path can point at it without copies; a glob over every
+version (`<asset>/<partition>/*/data/*`) counts the rows of each kept old version again (`curation prune --keep 1`
+leaves the current one alone on a local root). The mechanics live beside this module: bytes in `resources.store`,
+write-once versions, pruning and removal in `resources.versions`, the one-writer-per-partition
 lock in `resources.locks`. Guarantees: tests/test_reliability.py and tests/resources/.
 
-The manifest (`_latest.json`) of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`,
+Paths in a manifest are relative to the data root (`versions.resolved` resolves them; absolute ones, from manifests
+written before, are used as they are), so a root copied or moved elsewhere still loads. The manifest (`_latest.json`)
+of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`,
 `rows`, `rows_dropped`, `tokens`, `bytes`, `part_bytes` (and `trace`); of a `FileSetOutput` `version`, `run_id`,
-`files` (name -> URI), `bytes` (and `trace`). Both also record `content` (the version's content hash, also the
+`files` (name -> path), `bytes` (and `trace`). Both also record `content` (the version's content hash, also the
 materialization's Dagster data version), `config_version` (the asset's code version) and `inputs` (what the version
 was made from: label -> content of each upstream version loaded, or the source listing of raw), so the data root
 alone says whether an asset partition is current (`curation run`'s skip decision). A version whose content equals
@@ -41,6 +49,9 @@ from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
 from resources.store import ObjectStore, Store
 from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, Version
+
+# the table folders of a frame output's version (a side table's folder is its name)
+DATA, DROPPED = "data", "dropped"
 
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
@@ -117,11 +128,17 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def staging_root(self) -> str | None:
         return versions.staging_dir_for(self.base_uri)
 
-    def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
+    def stored_manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
+        """The manifest as stored: its paths relative to the data root (or absolute, written before)."""
         uri = f"{self._dir(asset_key, partition)}/{MANIFEST}"
         if not self.store.exists(uri):
             return None
         return json.loads(self.store.read_bytes(uri))
+
+    def manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
+        """The manifest of the current version with its paths resolved to URIs under this data root."""
+        m = self.stored_manifest(asset_key, partition)
+        return None if m is None else versions.resolved(m, self.base_uri)
 
     @staticmethod
     def content(manifest: dict[str, Any]) -> str:
@@ -133,10 +150,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         partition = context.partition_key if context.has_partition_key else None
         self._preflight(context, 0)  # a data root in another zone is refused before the first write
-        name = f"{'.'.join(context.asset_key.path)}.{partition or UNPARTITIONED}"
-        lock = locks.lock_for(self.root_store, name, self._dir(context.asset_key, partition), self.staging_root)
+        name, lock = self._lock(context.asset_key, partition)
         with locks.writer_lock(lock, name, self.lock_timeout_s, context.log):
             self._publish(context, obj, partition, lock)
+
+    def _lock(self, asset_key: dg.AssetKey, partition: str | None) -> tuple[str, locks.Lock]:
+        """The name and writer lock of an asset partition (one writer at a time: publishing and pruning)."""
+        name = f"{'.'.join(asset_key.path)}.{partition or UNPARTITIONED}"
+        return name, locks.lock_for(self.root_store, name, self._dir(asset_key, partition), self.staging_root)
 
     def _publish(self, context: dg.OutputContext, obj: Any, partition: str | None, lock: locks.Lock) -> None:
         from curation_assets.core.frames import FileSetOutput, StepOutput
@@ -151,7 +172,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             files = self._write_files(obj, out) if isinstance(obj, FileSetOutput) else self._write_step(obj, out)
             dropped = files.pop("dropped_frame", None)
             content = out.content  # of the data files (a trace, written next, is not data)
-            current = self.manifest(context.asset_key, partition)
+            current = self.stored_manifest(context.asset_key, partition)
             # Content addressing: a rerun that wrote the current version's files byte for byte publishes nothing (a
             # protected asset would keep every copy). A traced run publishes: its trace is new content asked for.
             unchanged = obj.trace is None and current is not None and current.get("content") == content
@@ -179,7 +200,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         sc = self._step_context(context)
         if sc is not None:  # the materialization's data version: automation follows only a change of content
             sc.set_data_version(context.asset_key, dg.DataVersion(content))
-        self._report(context, obj, root, manifest, dropped)
+        self._report(context, obj, root, versions.resolved(manifest, self.base_uri), dropped)
 
     def _provenance(self, context: dg.OutputContext) -> dict[str, Any]:
         """What a version was made from, for `curation run` to decide what is unchanged from the data root alone:
@@ -253,7 +274,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             if frame.height == 0 and parts:
                 continue
             data = parquet_bytes(frame)
-            parts.append(version.write(f"part-{len(parts):05d}.parquet", data))
+            parts.append(version.write(f"{DATA}/part-{len(parts):05d}.parquet", data))
             nbytes += len(data)
             part_bytes = nbytes
             rows += frame.height
@@ -263,12 +284,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         dropped_files = []
         if dropped.height:
             data = parquet_bytes(dropped)
-            dropped_files.append(version.write("dropped-00000.parquet", data))
+            dropped_files.append(version.write(f"{DROPPED}/part-00000.parquet", data))
             nbytes += len(data)
         side = {}
         for name, table in out.side.items():
+            if name in (DATA, DROPPED):
+                raise ValueError(f"a side table cannot be named {name!r}: the folder of the kept or dropped rows")
             data = parquet_bytes(table)
-            side[name] = version.write(f"{name}.parquet", data)
+            side[name] = version.write(f"{name}/part-00000.parquet", data)
             nbytes += len(data)
         return {
             "parts": parts,
@@ -292,6 +315,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def versions(self, asset_key: dg.AssetKey, partition: str | None) -> list[str]:
         """The version folders of an asset partition, oldest first (local roots), or by name (S3)."""
         return versions.list_versions(self.root_store, self._dir(asset_key, partition))
+
+    def prune(self, asset_key: dg.AssetKey, partition: str | None, keep_versions: int) -> list[str]:
+        """`versions.prune` of an asset partition to its newest `keep_versions` versions, never the current one,
+        under the partition's writer lock (a version committed but not yet named by its manifest is never taken for
+        an old one). A protected asset, an S3 root and a partition without a current version are left alone.
+        Returns the versions deleted."""
+        name, lock = self._lock(asset_key, partition)
+        with locks.writer_lock(lock, name, self.lock_timeout_s):
+            current = (self.stored_manifest(asset_key, partition) or {}).get("version")
+            if current is None:
+                return []
+            root, asset = self._dir(asset_key, partition), asset_key.to_user_string()
+            return versions.prune(self.root_store, root, asset, current, keep_versions)
 
     def remove_version(self, asset_key: dg.AssetKey, partition: str | None, version: str, reason: str) -> list[str]:
         """Delete one version of an unprotected asset, never the current one, and leave an audit record beside it

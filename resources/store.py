@@ -1,7 +1,8 @@
 """Byte-level storage: one `Store` protocol, a local and an S3 implementation, and the one function that picks one.
 
 `kind_of(uri)` is the only place that looks at a URI's scheme (`s3://bucket/key` is S3, a path without a scheme is
-local, any other scheme is refused); `store_for(uri)` turns its answer into an implementation. Everything else -
+local, any other scheme is refused); `store_for(uri)` turns its answer into an implementation; `relative` and `join`
+turn a URI under the data root into the root-relative path a manifest records and back. Everything else -
 versions, locks, the IO manager, the steps, the sensors - asks a store, or asks `kind_of` when it must do something
 that only one kind can do (a local staging directory, an flock), and never inspects a URI string itself
 (tests/resources/test_store.py walks the package and fails otherwise).
@@ -43,6 +44,24 @@ def kind_of(uri: str) -> Kind:
     if "://" in uri:
         raise ValueError(f"{uri}: unsupported storage scheme (local paths and s3:// URIs only)")
     return "local"
+
+
+def join(base: str, path: str) -> str:
+    """Where a path a manifest records lives: a path relative to the data root `base` (what manifests record, so a
+    root copied or moved elsewhere still reads) joined to it with `/`; an absolute one (a local absolute path or an
+    s3:// URI: a manifest written before paths were relative) as it is."""
+    if kind_of(path) == "s3" or os.path.isabs(path):
+        return path
+    return f"{base.rstrip('/')}/{path}"
+
+
+def relative(base: str, uri: str) -> str:
+    """`uri`, an object under the data root `base` (spelled from `base`, as the IO manager builds it), relative to
+    it, `/`-separated: what a manifest records (`join` resolves it)."""
+    prefix = f"{base.rstrip('/')}/"
+    if not uri.startswith(prefix):
+        raise ValueError(f"{uri} is not under the data root {base}")
+    return uri.removeprefix(prefix)
 
 
 class Listed(NamedTuple):

@@ -2,6 +2,7 @@
 
     <root>/<asset>/<partition>/_latest.json             manifest of the current version (MANIFEST; the IO manager)
     <root>/<asset>/<partition>/<version>/...            one version's files, never modified once published
+                                                        (a table per folder: see resources.io_manager)
     <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `remove_version`
 
 How a version is written depends on the store that holds the data root (`kind_of`):
@@ -12,6 +13,9 @@ How a version is written depends on the store that holds the data root (`kind_of
   what was written.
 A version is content-addressed: `Version.content` hashes the names and bytes of what was written (while writing, no
 re-read); the IO manager records it in the manifest and publishes no version whose content equals the current one's.
+A manifest records its files relative to the data root (`Version.write` returns that path), so a root copied or moved
+elsewhere, locally or to another bucket, still reads; `resolved` turns them into URIs (a manifest written before
+paths were relative lists absolute URIs, which are used as they are).
 `synthetic` and `tokenized` (PROTECTED: GPU- and dollar-expensive) are never pruned or removed; other assets keep
 their last KEEP_VERSIONS versions locally (S3 retention belongs to a bucket lifecycle rule, not to the writer).
 """
@@ -29,7 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from resources.store import Store, kind_of
+from resources.store import Store, join, kind_of, relative
 
 MANIFEST = "_latest.json"
 UNPARTITIONED = "_all"
@@ -37,6 +41,8 @@ REMOVED = "_removed"
 KEEP_VERSIONS = 3
 # Outputs that cost GPU-hours or dollars to remake: no code path deletes or overwrites one of their versions.
 PROTECTED = ("synthetic", "tokenized")
+# the manifest keys that hold file paths: lists, name -> path maps, one path
+PATH_LISTS, PATH_MAPS, PATH_ONE = ("parts", "dropped"), ("side", "files"), ("trace",)
 log = logging.getLogger(__name__)
 
 
@@ -60,11 +66,12 @@ def new_version_id(run_id: str) -> str:
 
 class Version:
     """One version being written. Locally its files go to a staging directory and `commit` renames it into place
-    complete (atomic on one filesystem); on S3 each file is a write-once PUT and `abort` deletes what was written."""
+    complete (atomic on one filesystem); on S3 each file is a write-once PUT and `abort` deletes what was written.
+    `final` is the version folder's URI, `path` the same relative to the data root."""
 
-    def __init__(self, store: Store, final: str, staging: str | None):
-        self.store, self.final, self.staging, self.written = store, final, staging, []
-        self.digests: dict[str, str] = {}  # file name -> sha256 of its bytes
+    def __init__(self, store: Store, final: str, path: str, staging: str | None):
+        self.store, self.final, self.path, self.staging, self.written = store, final, path, staging, []
+        self.digests: dict[str, str] = {}  # path within the version -> sha256 of its bytes
         if staging:
             os.makedirs(staging)
 
@@ -73,16 +80,19 @@ class Version:
         return self.final.rsplit("/", 1)[1]
 
     def write(self, name: str, data: bytes) -> str:
-        """Write the file `name` of this version; returns its final URI."""
+        """Write the file `name` (`<table>/<file>` puts it in a table folder) of this version; returns its path
+        relative to the data root (what the manifest records)."""
         uri = f"{self.final}/{name}"
         if self.staging:
-            with open(os.path.join(self.staging, name), "wb") as f:
+            staged = os.path.join(self.staging, name)
+            os.makedirs(os.path.dirname(staged), exist_ok=True)
+            with open(staged, "wb") as f:
                 f.write(data)
         else:
             self.store.write_bytes(uri, data, create_only=True)
         self.written.append(uri)
         self.digests[name] = hashlib.sha256(data).hexdigest()
-        return uri
+        return f"{self.path}/{name}"
 
     @property
     def content(self) -> str:
@@ -111,7 +121,23 @@ def begin(store: Store, base_uri: str, root: str, version: str, staging_root: st
         stage_dir = Path(staging_root) / Path(root).resolve().relative_to(Path(base_uri).resolve())
         shutil.rmtree(stage_dir, ignore_errors=True)  # what a killed writer left (we hold the lock)
         staging = str(stage_dir / version)
-    return Version(store, f"{root}/{version}", staging)
+    return Version(store, f"{root}/{version}", f"{relative(base_uri, root)}/{version}", staging)
+
+
+def resolved(manifest: dict, base_uri: str) -> dict:
+    """`manifest` with every file path (PATH_LISTS, PATH_MAPS, PATH_ONE) resolved against the data root `base_uri`
+    (`store.join`: relative paths joined to the root, absolute ones as they are)."""
+    out = dict(manifest)
+    for key in PATH_LISTS:
+        if key in out:
+            out[key] = [join(base_uri, p) for p in out[key]]
+    for key in PATH_MAPS:
+        if key in out:
+            out[key] = {name: join(base_uri, p) for name, p in out[key].items()}
+    for key in PATH_ONE:
+        if key in out:
+            out[key] = join(base_uri, out[key])
+    return out
 
 
 def list_versions(store: Store, root: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -235,13 +234,16 @@ def open_instance(home: Path):
 # --- stand-in upstreams ----------------------------------------------------------------------------------------
 def stage(from_root: Path, to_root: Path, asset: str, partition: str | None = None) -> None:
     """Make the current version of `asset[partition]` under the data root `from_root` the current one under
-    `to_root`, without copying data: its manifest lists absolute URIs, so the copy reads the original files (never
-    written: a step writes its own output under `to_root`)."""
+    `to_root`, without copying data: the copy of its manifest names the files by absolute path (a manifest's absolute
+    paths are used as they are), so it reads the original files (never written: a step writes its own output under
+    `to_root`)."""
+    from resources.versions import resolved
+
     part = partition or "_all"
-    manifest = from_root / asset / part / "_latest.json"
+    manifest = json.loads((from_root / asset / part / "_latest.json").read_text())
     target = to_root / asset / part / "_latest.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(manifest, target)
+    target.write_text(json.dumps(resolved(manifest, str(from_root.resolve()))))
 
 
 def mini_config(out_dir: Path, sources=("web", "books"), recipe_name: str = "web-books") -> dict[str, str]:
@@ -263,19 +265,23 @@ def mini_config(out_dir: Path, sources=("web", "books"), recipe_name: str = "web
 
 def snapshot(store, root: str, partitions: dict[str, list[str | None]]) -> dict[str, str]:
     """sha256 of every file of the current version of each asset partition under the data root `root` (a local
-    directory or s3://), by `<asset>/<partition>/<file name>`: `partitions` maps an asset to its partitions (None:
-    unpartitioned). The files are the ones the manifest names (parts, dropped rows, side tables, a file set)."""
+    directory or s3://), by `<asset>/<partition>/<path within the version>` (`data/part-00000.parquet`): `partitions`
+    maps an asset to its partitions (None: unpartitioned). The files are the ones the manifest names (parts, dropped
+    rows, side tables, a file set)."""
     import hashlib
+
+    from resources.versions import resolved
 
     out = {}
     for asset, parts in partitions.items():
         for partition in parts:
             folder = f"{root.rstrip('/')}/{asset}/{partition or '_all'}"
-            manifest = json.loads(store.read_bytes(f"{folder}/_latest.json"))
+            manifest = resolved(json.loads(store.read_bytes(f"{folder}/_latest.json")), root)
             uris = [*manifest.get("parts", []), *manifest.get("dropped", [])]
             uris += [*manifest.get("side", {}).values(), *manifest.get("files", {}).values()]
+            within = f"/{manifest['version']}/"
             for uri in uris:
-                out[f"{asset}/{partition or '_all'}/{uri.rsplit('/', 1)[1]}"] = hashlib.sha256(
+                out[f"{asset}/{partition or '_all'}/{uri.split(within, 1)[1]}"] = hashlib.sha256(
                     store.read_bytes(uri)
                 ).hexdigest()
     return out

@@ -1,4 +1,4 @@
-"""The code location: the nine assets in order with code versions, checks and pod sizes; the executor by environment;
+"""The code location: the ten assets in order with code versions, checks and pod sizes; the executor by environment;
 the register_sources sensor; the nightly schedules."""
 
 import json
@@ -17,6 +17,7 @@ ASSETS = [
     "filtered",
     "dedup_signatures",
     "dedup_clusters",
+    "decontam_index",
     "deduped",
     "synthetic",
     "mixed",
@@ -31,8 +32,12 @@ def defs_for(**settings) -> dg.Definitions:
 def test_graph_is_the_assets_in_order_with_versions_checks_and_pod_sizes():
     graph = defs_for().resolve_asset_graph()
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSETS)
-    for up, down in zip(ASSETS, ASSETS[1:]):
+    chain = [a for a in ASSETS if a != "decontam_index"]  # the index is a root: eval files, not documents
+    for up, down in zip(chain, chain[1:]):
         assert dg.AssetKey(up) in graph.get(dg.AssetKey(down)).parent_keys
+    assert graph.get(dg.AssetKey("decontam_index")).parent_keys == set()
+    assert graph.get(dg.AssetKey("decontam_index")).child_keys == {dg.AssetKey("deduped")}
+    assert graph.get(dg.AssetKey("decontam_index")).partitions_def is None
     for name in ASSETS:
         node = graph.get(dg.AssetKey(name))
         assert node.code_version and len(node.code_version) == 12
@@ -98,6 +103,9 @@ def test_daily_schedules_ingest_and_curate_every_registered_source():
         ("30 3 * * *", "finish_source"),
         ("0 5 * * *", "build_mixture"),
     ]
+    # the eval sets' index is rebuilt with the corpus-wide clustering, before the per-source finish applies both
+    dedupe = defs.resolve_job_def("dedupe_corpus").asset_layer.selected_asset_keys
+    assert dedupe == {dg.AssetKey("dedup_clusters"), dg.AssetKey("decontam_index")}
 
 
 def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):

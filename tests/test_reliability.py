@@ -47,12 +47,14 @@ def worker(tmp_path: Path, root: Path, home: Path, *crash_in: str):
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file of every asset partition's current version, by `<asset>/<partition>/<file>`."""
+    """sha256 of every file of every asset partition's current version, by `<asset>/<partition>/<path in version>`."""
     out = {}
     for manifest in sorted(root.glob("*/*/_latest.json")):
         version = manifest.parent / json.loads(manifest.read_text())["version"]
-        for f in sorted(version.iterdir()):
-            out[f"{manifest.parent.relative_to(root)}/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(p for p in version.rglob("*") if p.is_file()):
+            out[f"{manifest.parent.relative_to(root)}/{f.relative_to(version)}"] = hashlib.sha256(
+                f.read_bytes()
+            ).hexdigest()
     return out
 
 
@@ -188,8 +190,8 @@ def two_writers(tmp_path: Path, where: str) -> None:
     assert any("another run is writing raw.web: waiting for it" in o for o in outputs)
     store = ObjectStore(endpoint_url=extra.get("CURATION_S3_ENDPOINT"))
     manifest = json.loads(store.read_bytes(f"{root}/raw/web/_latest.json"))
-    published = {Path(u).name for u, _ in store.expand(f"{root}/raw/web/{manifest['version']}/*")}
-    assert published == {Path(u).name for u in manifest["parts"] + manifest["dropped"]}
+    published = {x.key for x in store.list_since(f"{root}/raw/web/{manifest['version']}", None)}
+    assert published == {u.split(f"/{manifest['version']}/")[1] for u in manifest["parts"] + manifest["dropped"]}
     assert not store.exists(f"{root}/raw/web/_lock")  # released
     if where == "local":
         assert_nothing_partial(root)

@@ -4,15 +4,23 @@ sample (staged into a root of its own, beside a planted old version) and on an s
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
-from curation_assets.sql import VIEWS
+from curation_assets.core.frames import StepOutput
+from curation_assets.sql import VIEWS, files_of
+from resources.cost_guard import CostGuard
+from resources.io_manager import ParquetIOManager
+from resources.store import ObjectStore
+from resources.versions import resolved
 from tests.helpers import stage
 from tests.test_cli import curation
 
@@ -92,24 +100,16 @@ def test_an_unknown_view_or_bad_sql_is_one_line_and_exit_code_2(tmp_path):
 
 @pytest.mark.s3
 def test_an_s3_root_is_read_by_the_packaged_httpfs_and_only_its_current_version(sample_run, s3_endpoint, tmp_path):
-    """filtered[books] of the sample run copied to s3://curation/sql/ with its manifest rewritten to the copies, beside
-    an older version; HOME is empty, so no extension installed there can be what reads it."""
+    """filtered[books] of the sample run copied to s3://curation/sql/ beside an older version: its manifest, which
+    names its files relative to the data root, is copied as it is; HOME is empty, so no extension installed there
+    can be what reads it."""
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    manifest = json.loads((sample_run.root / "filtered/books/_latest.json").read_text())
-    prefix = f"sql/filtered/books/{manifest['version']}"
-
-    def upload(uri: str) -> str:
-        key = f"{prefix}/{Path(uri).name}"
-        s3.upload_file(uri, "curation", key)
-        return f"s3://curation/{key}"
-
-    copied = {
-        **manifest,
-        "parts": [upload(u) for u in manifest["parts"]],
-        "dropped": [upload(u) for u in manifest["dropped"]],
-        "side": {n: upload(u) for n, u in manifest["side"].items()},
-    }
-    s3.put_object(Bucket="curation", Key="sql/filtered/books/_latest.json", Body=json.dumps(copied).encode())
+    stored = (sample_run.root / "filtered/books/_latest.json").read_bytes()
+    manifest = json.loads(stored)
+    for path in [*manifest["parts"], *manifest["dropped"], *manifest["side"].values()]:
+        s3.upload_file(str(sample_run.root / path), "curation", f"sql/{path}")
+    s3.put_object(Bucket="curation", Key="sql/filtered/books/_latest.json", Body=stored)
+    manifest = resolved(manifest, str(sample_run.root))  # where ledger_counts reads them
     plant_old_ledger(tmp_path / "old")
     s3.upload_file(str(tmp_path / "old/ledger.parquet"), "curation", f"sql/filtered/books/{OLD}/ledger.parquet")
     (tmp_path / "home").mkdir()
@@ -126,6 +126,8 @@ def test_an_s3_root_is_read_by_the_packaged_httpfs_and_only_its_current_version(
         ("books", str(manifest["rows"]))
     ]
     assert not list((tmp_path / "home").rglob("*.duckdb_extension"))  # nothing was installed at run time
+    code, lines = curation("paths", "filter_ledger", cwd=tmp_path, **env)
+    assert code == 0 and lines == [f"s3://curation/sql/filtered/books/{manifest['version']}/ledger"]
 
 
 def test_without_a_query_it_is_a_shell_that_survives_a_bad_statement(tmp_path):
@@ -141,3 +143,103 @@ def test_without_a_query_it_is_a_shell_that_survives_a_bad_statement(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "42" in res.stdout and "still here" in res.stdout
     assert "error: Catalog Error: Table with name nope does not exist!" in res.stdout
+
+
+def manifests(root: Path) -> dict[str, dict]:
+    """`<asset>/<partition>` -> the manifest of its current version under `root`, as stored."""
+    return {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text()) for p in root.glob("*/*/_latest.json")}
+
+
+def view_counts(root: Path, cwd: Path) -> dict[str, int]:
+    """Rows of every view over the root, by `curation sql`."""
+    union = " union all ".join(f"select '{v}', count(*) from {v}" for v in [*VIEWS, "drops"])
+    return {v: int(n) for v, n in query(union, cwd, CURATION_DATA_ROOT=str(root))}
+
+
+def manifest_paths(m: dict) -> list[str]:
+    return [*m.get("parts", []), *m.get("dropped", []), *m.get("side", {}).values(), *m.get("files", {}).values()]
+
+
+def test_a_copied_and_moved_root_reads_the_same_through_sql_and_the_io_manager(sample_run, tmp_path):
+    """The bundled run's manifests name their files relative to the data root: a copy of the root, moved again
+    with the first copy gone, gives every view the same rows and loads through the IO manager."""
+    assert all(not Path(p).is_absolute() for m in manifests(sample_run.root).values() for p in manifest_paths(m))
+    shutil.copytree(sample_run.root, tmp_path / "copy")
+    shutil.move(tmp_path / "copy", tmp_path / "moved")
+    moved = tmp_path / "moved"
+    assert view_counts(moved, tmp_path) == view_counts(sample_run.root, tmp_path)
+    io = ParquetIOManager(base_uri=str(moved), store=ObjectStore(), cost_guard=CostGuard())
+    loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="books"))
+    assert loaded.collect().height == manifests(moved)["filtered/books"]["rows"] > 0
+    assert all(f.startswith(f"{moved}/") for f in io.load_files(dg.AssetKey("tokenized")).values())
+
+
+def scan_rows(paths: list[str]) -> int:
+    return pl.scan_parquet(paths).select(pl.len()).collect().item()
+
+
+def test_paths_names_each_tables_current_folder_of_one_schema_and_never_an_old_versions_rows(sample_run, tmp_path):
+    """`curation paths TABLE` prints the current version's folder of each table: its files have one schema (what HF
+    `datasets`' data_dir needs), a glob over it gives exactly the manifest's rows; after a second, changed version
+    of filtered[web] is published, it names the new folder only, while a glob over every version counts both."""
+    root = tmp_path / "data"
+    shutil.copytree(sample_run.root, root)
+    env = {"CURATION_DATA_ROOT": str(root)}
+    current = manifests(root)
+    rows = {"parts": "rows", "dropped": "rows_dropped"}
+    for table, view in VIEWS.items():
+        if view.files.startswith("file:"):  # tokens: the one documents.parquet beside the token shards
+            code, lines = curation("paths", table, cwd=tmp_path, **env)
+            assert code == 0 and lines == [
+                f"{root}/tokenized/_all/{current['tokenized/_all']['version']}/documents.parquet"
+            ]
+            continue
+        code, lines = curation("paths", table, "--glob", cwd=tmp_path, **env)
+        partitions = {k: m for k, m in current.items() if k.startswith(f"{view.asset}/")}
+        if table == "quarantine" and code == 1:  # the sample has no broken records: nothing to point at
+            assert all(not m["dropped"] for m in partitions.values()) and "has no rows" in lines[0], lines
+            continue
+        assert code == 0, lines
+        folder = view.files.partition(":")[2] or {"parts": "data", "dropped": "dropped"}[view.files]
+        want = {
+            f"{root}/{k}/{m['version']}/{folder}/*.parquet" for k, m in partitions.items() if files_of(m, view.files)
+        }
+        assert set(lines) == want, table
+        for glob in lines:
+            files = sorted(Path(glob).parent.iterdir())
+            assert all(f.name.startswith("part-") for f in files)
+            assert len({str(pq.read_schema(f)) for f in files}) == 1, glob  # one schema under a table folder
+        if view.files in rows:
+            assert scan_rows(lines) == sum(m[rows[view.files]] for m in partitions.values()), table
+        else:  # a side table: every document the step decided on
+            assert scan_rows(lines) == sum(m["rows"] + m["rows_dropped"] for m in partitions.values()), table
+
+    # a second, changed version of filtered[web]
+    io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard(), keep_versions=9)
+    kept = io.scan(dg.AssetKey("filtered"), "web").collect().head(10)
+    ledger = pl.read_parquet(io.manifest(dg.AssetKey("filtered"), "web")["side"]["ledger"]).head(10)
+    dropped = io.scan(dg.AssetKey("filtered"), "web", dropped=True).collect().head(0)
+    out = StepOutput(
+        kept=iter([kept]), dropped=lambda: dropped, rows_in=10, bytes_in=1, config_version="v2", side={"ledger": ledger}
+    )
+    io.handle_output(
+        dg.build_output_context(asset_key=dg.AssetKey("filtered"), partition_key="web", run_id="f" * 36), out
+    )
+    new = json.loads((root / "filtered/web/_latest.json").read_text())["version"]
+    assert new != current["filtered/web"]["version"]
+    code, lines = curation("paths", "filtered", "--source", "web", cwd=tmp_path, **env)
+    assert code == 0 and lines == [f"{root}/filtered/web/{new}/data"]
+    assert scan_rows([f"{lines[0]}/*.parquet"]) == 10
+    every = scan_rows([str(root / "filtered/web/*/data/*.parquet")])
+    assert every == 10 + current["filtered/web"]["rows"]  # what a glob over the versions counts
+    assert query("select count(*) from filtered where source = 'web'", tmp_path, **env) == [("10",)]
+    # `curation prune --keep 1` leaves the current version alone (a local root; never synthetic or tokenized)
+    code, lines = curation("prune", "--keep", "1", cwd=tmp_path, **env)
+    old = current["filtered/web"]["version"]
+    assert code == 0 and f"filtered[web]: removed {old}" in lines and lines[-1].startswith("pruned 1 old versions")
+    assert scan_rows([str(root / "filtered/web/*/data/*.parquet")]) == 10
+    assert sorted(p.name for p in (root / "synthetic/web").iterdir()) == sorted(
+        [current["synthetic/web"]["version"], "_latest.json"]
+    )
+    code, lines = curation("paths", "filtered", "--source", "nowhere", cwd=tmp_path, **env)
+    assert code == 1 and lines == [f"paths: filtered[nowhere] has no rows in a current version under {root}"]

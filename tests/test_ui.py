@@ -302,6 +302,7 @@ def test_graphql_curate_books(webserver, books_run):
         "filtered": "source",
         "dedup_signatures": "source",
         "dedup_clusters": None,
+        "decontam_index": None,
         "deduped": "source",
         "synthetic": "source",
         "mixed": None,

@@ -46,6 +46,7 @@ def die_while_writing(asset: str) -> None:
         if ours(self) and len(self.written) == 1:
             target = os.path.join(self.staging, name) if self.staging else None
             if target:
+                os.makedirs(os.path.dirname(target), exist_ok=True)  # a table's folder (`dropped/part-00000.parquet`)
                 with open(target, "wb") as f:
                     f.write(data[: len(data) // 2])
                     f.flush()

@@ -9,6 +9,7 @@ Every problem `load_config` finds is reported at once as a `ConfigError`, one li
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -21,6 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curation_assets.config.errors import ConfigError, KeyedValueError, did_you_mean, line, short, validation_lines
+from curation_assets.config.tokenizer import TokenizerSpec, resolve_tokenizer
+from curation_assets.config.url_lists import url_list_problems
+from curation_assets.core.decontam import DecontamParams
 from curation_assets.core.dedup import DedupParams
 from curation_assets.core.filtering import FilterParams
 from curation_assets.core.quality import TrainingParams
@@ -36,6 +40,11 @@ DEFAULT_COSTS = CONFIG_DIR / "costs.yaml"
 
 # S3 Express One Zone directory buckets carry their AZ ID in the name: `name--use1-az4--x-s3`.
 S3_EXPRESS = re.compile(r"^s3://(?P<base>[a-z0-9][a-z0-9-]*?)--(?P<zone_id>[a-z0-9]+-az\d+)--x-s3(/|$)")
+
+
+def is_url(path: str) -> bool:
+    """A URL (`s3://...`), not a local path: config files name both; the stores decide what a URL means."""
+    return "://" in path
 
 
 def zone_of(uri: str) -> str | None:
@@ -165,7 +174,13 @@ class Recipe(Strict):
     epoch_caps: dict[str, float] = Field(default_factory=dict, description="per-component epoch caps")
     tolerance: float = Field(default=0.01, gt=0, lt=1, description="allowed |realized - target| token share")
     seed: int = 0
-    tokenizer: str = Field(default="cl100k_base", description="any tiktoken encoding name")
+    tokenizer: str = Field(
+        default="cl100k_base",
+        description="a tiktoken encoding name, or the path of a Hugging Face tokenizer.json (relative = to the recipe)",
+    )
+    eos_token: str | None = Field(
+        default=None, description="tokenizer.json only: the special token that ends each document (default: its own)"
+    )
     sequence_length: int = Field(default=2048, gt=0)
 
     @field_validator("component_weights")
@@ -341,6 +356,12 @@ class DedupedThresholds(PerSourceStep):
         return self
 
 
+class DecontamIndexThresholds(Step):
+    """One index over every eval set: no per-source params (`deduped` applies it to every source)."""
+
+    default: DecontamParams = DecontamParams()
+
+
 class SyntheticThresholds(PerSourceStep):
     default: SynthParams = SynthParams()
     per_source: dict[str, SynthParams] = {}
@@ -370,6 +391,7 @@ class ThresholdsFile(Strict):
     quality_model: QualityModelThresholds = QualityModelThresholds()
     filtered: FilteredThresholds = FilteredThresholds()
     deduped: DedupedThresholds = DedupedThresholds()
+    decontam_index: DecontamIndexThresholds = DecontamIndexThresholds()
     synthetic: SyntheticThresholds = SyntheticThresholds()
     mixed: Step = Step()
     tokenized: TokenizedThresholds = TokenizedThresholds()
@@ -408,6 +430,8 @@ class CurationConfig(Strict):
     thresholds: ThresholdsFile
     costs: Costs
     sources_path: Path
+    tokenizer: TokenizerSpec  # the recipe's tokenizer, resolved against the recipe file (config/tokenizer.py)
+    thresholds_path: Path = DEFAULT_THRESHOLDS  # eval set paths are relative to its directory
 
     @model_validator(mode="after")
     def _recipe_sources_exist(self) -> CurationConfig:
@@ -449,6 +473,17 @@ class CurationConfig(Strict):
         params = self.thresholds.deduped.default
         return params if params.priority else params.model_copy(update={"priority": tuple(self.source_names)})
 
+    @functools.cached_property
+    def eval_files(self) -> dict[str, list[str]]:
+        """The files of each eval set of `decontam_index` (`eval_set_files`), listed once per config."""
+        return eval_set_files(self.thresholds, self.thresholds_path.parent)[0]
+
+    @functools.cached_property
+    def eval_set_digests(self) -> dict[str, list[str]]:
+        """sha256 of each of `eval_files`: with its config, the `decontam_index` version, so editing an eval file
+        re-runs exactly the index and what follows it."""
+        return {name: [file_sha256(f) for f in found] for name, found in self.eval_files.items()}
+
     @property
     def source_names(self) -> list[str]:
         return [s.name for s in self.sources.sources]
@@ -470,7 +505,7 @@ class CurationConfig(Strict):
         reaches `../sample`), so what it names is trusted. Untrusted names (partition keys, landed files) are
         contained where they are used: `LandingZone.source` and `raw.landed_outside`.
         """
-        if "://" in uri or Path(uri).is_absolute():
+        if is_url(uri) or Path(uri).is_absolute():
             return uri
         return str((self.sources_path.parent / uri).resolve())
 
@@ -598,12 +633,44 @@ def _quality_problems(t: ThresholdsFile, path: Path, names: list[str], sources_p
     ]
 
 
+EVAL_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+
+
+def eval_set_files(t: ThresholdsFile, base: Path) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """The files of each eval set of `decontam_index` (each path a file or a glob, a relative one against `base`, the
+    thresholds file's directory), sorted; and (key path, problem) for each path that is a URL, matches no file or a
+    file of another format. Local files only: they are hashed whenever the definitions load."""
+    files: dict[str, list[str]] = {}
+    problems = []
+    for i, eval_set in enumerate(t.decontam_index.default.eval_sets):
+        found: set[str] = set()
+        for j, path in enumerate(eval_set.paths):
+            key = f"decontam_index.default.eval_sets[{i}].paths[{j}]"
+            resolved = str(base / path)  # an absolute path stays as it is
+            matched = [f for f in glob.glob(resolved) if os.path.isfile(f)]
+            wrong = [f for f in matched if not f.lower().endswith(tuple(f".{x}" for x in EVAL_FORMATS))]
+            if is_url(path):
+                problems.append((key, f"{short(path)}: eval sets are local files (hashed when the definitions load)"))
+            elif not matched:
+                problems.append((key, f"{short(path)} matches no file (resolved: {short(resolved, 200)})"))
+            elif wrong:
+                problems.append((key, f"{short(wrong[0], 200)}: not {', '.join(EVAL_FORMATS)}"))
+            found.update(matched)
+        files[eval_set.name] = sorted(found)
+    return files, problems
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def path_problems(cfg: CurationConfig) -> list[str]:
     """Local source paths and globs that match no file (`s3://` and other URLs are not listed here)."""
     out = []
     for source in cfg.sources.sources:
         for j, uri in enumerate(source.uris):
-            if "://" in uri:
+            if is_url(uri):
                 continue
             resolved = cfg.resolve_uri(uri)
             if any(os.path.isfile(p) for p in glob.iglob(resolved)):
@@ -645,8 +712,16 @@ def load_config(
     names = [s.name for s in parsed["sources"].sources] if "sources" in parsed else None
     if names is not None and "recipe" in parsed:
         problems += _recipe_problems(parsed["recipe"].recipe, paths["recipe"], names, paths["sources"])
+    if "recipe" in parsed:
+        r = parsed["recipe"].recipe
+        tokenizer, errors = resolve_tokenizer(r.tokenizer, r.eos_token, paths["recipe"])
+        problems += errors
     if names is not None and "thresholds" in parsed:
         problems += _quality_problems(parsed["thresholds"], paths["thresholds"], names, paths["sources"])
+    if "thresholds" in parsed:
+        base = paths["thresholds"].resolve().parent
+        problems += [line(paths["thresholds"], k, m) for k, m in eval_set_files(parsed["thresholds"], base)[1]]
+        problems += [line(paths["thresholds"], k, m) for k, m in url_list_problems(parsed["thresholds"], base)]
     if problems:
         raise ConfigError(problems)
     try:
@@ -656,6 +731,8 @@ def load_config(
             thresholds=parsed["thresholds"],
             costs=parsed["costs"],
             sources_path=sources_path,
+            tokenizer=tokenizer,
+            thresholds_path=paths["thresholds"].resolve(),
         )
     except ValidationError as e:  # a cross-file rule the checks above do not name yet: still one line each
         raise ConfigError(

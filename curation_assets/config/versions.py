@@ -4,6 +4,7 @@ assets it changes stale. Pure (no Dagster): `curation validate` prints them, `cu
 from __future__ import annotations
 
 from curation_assets.config import CurationConfig, version_of
+from curation_assets.config.url_lists import url_list_digests
 from curation_assets.core.tokens import FORMAT
 
 
@@ -11,13 +12,16 @@ def asset_versions(cfg: CurationConfig) -> dict[str, str]:
     """code_version per asset."""
     t, model, dedup = cfg.thresholds, cfg.quality_model_params, cfg.dedup_params
     return {
-        "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
+        # the tokenizer (a tokenizer.json by the sha256 of its bytes) counts raw's n_tokens and writes tokenized's ids
+        "raw": version_of(cfg.sources, t.raw.data_params(), cfg.tokenizer, "readers-v1"),
         "quality_model": version_of(model, "quality-model-v1"),
-        "filtered": version_of(t.filtered.data_params(), model, "filtered-v3"),
+        # the URL lists by content: editing a list file re-runs filtered
+        "filtered": version_of(t.filtered.data_params(), model, url_list_digests(cfg), "filtered-v4"),
         "dedup_signatures": version_of(dedup.signature_version, "signatures-v1"),
         "dedup_clusters": version_of(dedup.model_dump(mode="json"), "clusters-v1"),
-        "deduped": version_of(t.deduped.data_params(), "deduped-v3"),
+        "decontam_index": version_of(t.decontam_index.data_params(), cfg.eval_set_digests, "decontam-v1"),
+        "deduped": version_of(t.deduped.data_params(), "deduped-v4"),
         "synthetic": version_of(t.synthetic.data_params(), "synthetic-v2"),
         "mixed": version_of(cfg.recipe, t.mixed.data_params(), "mixed-v2"),
-        "tokenized": version_of(cfg.recipe, t.tokenized.data_params(), FORMAT),
+        "tokenized": version_of(cfg.recipe, t.tokenized.data_params(), cfg.tokenizer, FORMAT),
     }

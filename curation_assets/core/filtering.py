@@ -1,12 +1,14 @@
-"""`filtered`: raw docs -> docs passing fastText language ID, datatrove's Gopher repetition + Gopher quality + C4
-quality + FineWeb quality rules, and a cut by the DCLM-style fastText quality classifier (`quality_model`), which
-scores every document.
+"""`filtered`: raw docs -> docs passing datatrove's URL filter (`core/urls.py`), fastText language ID, datatrove's
+Gopher repetition + Gopher quality + C4 quality + FineWeb quality rules, and a cut by the DCLM-style fastText quality
+classifier (`quality_model`), which scores every document; the text of the documents that pass every rule has its
+e-mail and public IP addresses redacted (datatrove's PIIFormatter, `core/pii.py`).
 
 Pure polars core (no Dagster, no I/O) on top; statistics come from `filter_rules.features` (vectorised); every rule is
 a (condition, measured value) pair, and `mark_dropped` keeps the first failing rule. Rule order is datatrove's FineWeb
-recipe (`examples/fineweb.py`): LanguageFilter -> GopherRepetition -> GopherQuality -> C4Quality -> FineWebQuality,
-then the quality classifier. Reasons are datatrove's (C4 and FineWeb ones prefixed `c4_` / `fineweb_`, since
-datatrove reuses names such as `empty` across filters). A threshold of None disables its rule (datatrove: 0/None).
+recipe (`examples/fineweb.py`): URLFilter -> LanguageFilter -> GopherRepetition -> GopherQuality -> C4Quality ->
+FineWebQuality, then the quality classifier; PIIFormatter last, on what is kept. Reasons are datatrove's (URL ones
+prefixed `url_`, C4 and FineWeb ones `c4_` / `fineweb_`, since datatrove reuses names such as `empty` across
+filters). A threshold of None disables its rule (datatrove: 0/None).
 Parity with datatrove 0.10.1 is measured by tests/test_filtered_parity.py (words: see filter_rules' docstring).
 """
 
@@ -16,8 +18,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets.core.filter_rules import features
-from curation_assets.core.frames import DROP_REASON, mark_dropped, split_kept, stable_id
+from curation_assets.core.frames import DROP_REASON, mark_dropped, recount_tokens, split_kept, stable_id
+from curation_assets.core.pii import EMAIL_PLACEHOLDERS, IPV4_PLACEHOLDERS, IPV6_PLACEHOLDERS, redact_texts
 from curation_assets.core.quality import one_line
+from curation_assets.core.urls import URL_RULES, UrlLists, url_features
 
 # Gopher (Rae et al. 2021, Table A1) stop words, as in datatrove's GopherQualityFilter.
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -25,6 +29,12 @@ LANG_MAX_CHARS = 10_000
 BATCH_DOCS = 4096
 # our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
 DATATROVE_REASON = {
+    "url_domain_blocked": "domain",
+    "url_subdomain_blocked": "subdomain",
+    "url_blocked": "url",
+    "url_banned_word": "hard_blacklisted",
+    "url_soft_banned_words": "soft_blacklisted",
+    "url_banned_subword": "blacklisted_subword",
     "fineweb_empty": "empty",
     **{f"c4_{r}": r for r in ("lorem_ipsum", "curly_bracket", "too_few_sentences")},
     **{f"fineweb_{r}": r for r in ("line_punct_ratio", "short_line_ratio", "char_dup_ratio", "list_ratio")},
@@ -36,6 +46,16 @@ class FilterParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # datatrove URLFilter (RefinedWeb §G.1; FineWeb's first filter): list files of one entry per line (`#` comments),
+    # paths relative to the thresholds file, on top of the bundled lists (curation_assets/config/blocklists/)
+    url_filter: bool = True
+    url_bundled_lists: bool = True  # datatrove's use_integrated_lists, with a much smaller bundled set
+    url_domain_files: tuple[str, ...] = ()  # registered domains or host names
+    url_files: tuple[str, ...] = ()  # exact URLs
+    url_banned_word_files: tuple[str, ...] = ()
+    url_soft_banned_word_files: tuple[str, ...] = ()
+    url_banned_subword_files: tuple[str, ...] = ()
+    url_soft_word_threshold: int = Field(default=2, ge=1)  # datatrove's soft_word_threshold
     # datatrove LanguageFilter: languages=None (any), language_threshold=0.65 (also FineWeb, DCLM). ft176 labels.
     languages: tuple[str, ...] | None = None
     min_lang_score: float | None = 0.65
@@ -85,6 +105,18 @@ class FilterParams(BaseModel):
     quality_keep_fraction: float | None = Field(default=None, gt=0, le=1)
     min_quality_score: float | None = None
     lang_max_chars: int = LANG_MAX_CHARS
+    # datatrove PIIFormatter (FineWeb), on the text of the documents that pass every rule: placeholders are chosen
+    # per address by hash (one address, one placeholder), not datatrove's cross-document counter
+    redact_emails: bool = True
+    redact_ips: bool = True  # public IPv4 (datatrove's rule) and IPv6 (ours: global unicast)
+    email_placeholders: tuple[str, ...] = Field(default=EMAIL_PLACEHOLDERS, min_length=1)
+    ipv4_placeholders: tuple[str, ...] = Field(default=IPV4_PLACEHOLDERS, min_length=1)
+    ipv6_placeholders: tuple[str, ...] = Field(default=IPV6_PLACEHOLDERS, min_length=1)
+    # Line-level boilerplate removal across the source's documents (CCNet's line dedup, `core/boilerplate.py`), from
+    # the kept documents' text after every decision (so it changes no decision): a line whose normalised form
+    # (>= boilerplate_min_chars characters) is in >= boilerplate_min_docs documents of the source. None = off.
+    boilerplate_min_docs: int | None = Field(default=20, ge=2)
+    boilerplate_min_chars: int = Field(default=20, ge=1)
 
     @property
     def version(self) -> str:
@@ -92,6 +124,7 @@ class FilterParams(BaseModel):
 
 
 _OFF = {
+    "url": dict(url_filter=False),
     "lid": dict(languages=None, min_lang_score=None),
     "gopher_repetition": dict(
         dup_para_frac=None,
@@ -118,7 +151,7 @@ _OFF = {
 
 
 def family_params(family: str, **overrides) -> FilterParams:
-    """Params with only one rule family of datatrove's (`lid`, `gopher_repetition`, `gopher_quality`, `c4`,
+    """Params with only one rule family of datatrove's (`url`, `lid`, `gopher_repetition`, `gopher_quality`, `c4`,
     `fineweb`) at its defaults and every other family off: one datatrove filter on its own (parity test, bench)."""
     off = {k: v for fam, kv in _OFF.items() if fam != family for k, v in kv.items()}
     return FilterParams(**{**off, **overrides})
@@ -133,6 +166,9 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
     """reason -> (drop condition, the measured value behind it), in evaluation order."""
     c = pl.col
     rules: dict[str, tuple[pl.Expr, pl.Expr]] = {}
+    if p.url_filter:  # over `url_features`' columns; null (no URL) passes
+        for reason, (column, at_least) in URL_RULES.items():
+            rules[reason] = (c(column) >= (at_least or p.url_soft_word_threshold), c(column).cast(pl.Float64))
     if p.languages is not None:
         rules["lang_not_allowed"] = (~c("lang").is_in(list(p.languages)).fill_null(False), c("lang_score"))
     if p.min_lang_score is not None:  # datatrove keeps iff score > threshold (strict)
@@ -196,10 +232,14 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
     return rules
 
 
+# rules on the URL and the language labels, decided before any text feature is computed
+_BEFORE_TEXT = (*URL_RULES, "lang_not_allowed", "low_lang_score")
+
+
 def _features(texts: pl.Series, p: FilterParams, *, fineweb: bool, c4_text: bool = True) -> pl.DataFrame:
     rules = _rules(p)
     before = list(rules)[: next((i for i, k in enumerate(rules) if k.startswith("duplicated_")), len(rules))]
-    before = [rules[k][0] for k in before if k not in ("lang_not_allowed", "low_lang_score")]
+    before = [rules[k][0] for k in before if k not in _BEFORE_TEXT]
     return features(
         texts,
         top_n_grams=p.top_n_grams or (),
@@ -221,13 +261,18 @@ def decide(frame: pl.DataFrame, params: FilterParams) -> pl.Series:
 
 
 def filter_docs(
-    docs: pl.DataFrame, params: FilterParams, lang: pl.DataFrame, quality: pl.Series | None = None
+    docs: pl.DataFrame,
+    params: FilterParams,
+    lang: pl.DataFrame,
+    quality: pl.Series | None = None,
+    urls: UrlLists | None = None,
 ) -> pl.DataFrame:
     """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise), `quality_score` (when given) +
     `drop_reason` (null = kept) + `drop_value` (the measured value behind the first failing rule) + `values` (a struct
     of every rule's measured value, for the ledger and the funnel's distributions).
 
-    Requires `text`. Rules run in datatrove's FineWeb order and the first failing rule wins (see `_rules`). With
+    Requires `text`; `url` (optional: none = no URL) is checked against `urls` (none: no list, nothing dropped by
+    URL). Rules run in datatrove's FineWeb order and the first failing rule wins (see `_rules`). With
     `c4_remove_lines`, kept documents' `text` becomes C4's kept lines and FineWeb's rules read that text.
     """
     if lang.height != docs.height:
@@ -237,12 +282,18 @@ def filter_docs(
     )
     if quality is not None:
         scored = scored.with_columns(quality.cast(pl.Float64).alias("quality_score"))
+    url_feats = None
+    if params.url_filter:
+        url = docs["url"] if "url" in docs.columns else pl.Series("url", [None] * docs.height, pl.String)
+        url_feats = url_features(url, urls or UrlLists())
+        scored = scored.hstack(url_feats)
     rewrite = params.c4_quality and params.c4_remove_lines
     rules = _rules(params)
-    # Language ID runs first (datatrove's order): a document it drops never reaches the text rules, so their
-    # features are computed only for the documents it keeps (null for the others, like any rule not reached).
-    lid = [cond for k, (cond, _) in rules.items() if k in ("lang_not_allowed", "low_lang_score")]
-    reach = scored.select(~pl.any_horizontal(lid).fill_null(False)).to_series() if lid else None
+    # The URL filter and language ID run first (datatrove's order): a document they drop never reaches the text
+    # rules, so their features are computed only for the documents kept (null for the others, like any rule not
+    # reached).
+    pre = [cond for k, (cond, _) in rules.items() if k in _BEFORE_TEXT]
+    reach = scored.select(~pl.any_horizontal(pre).fill_null(False)).to_series() if pre else None
     texts = docs["text"] if reach is None else docs["text"].filter(reach)
     feats = _features(texts, params, fineweb=params.fineweb_quality and not rewrite, c4_text=rewrite)
     if rewrite and params.fineweb_quality:
@@ -260,7 +311,7 @@ def filter_docs(
         marked = marked.with_columns(
             pl.when(pl.col(DROP_REASON).is_null()).then(pl.col("_c4_text")).otherwise(pl.col("text")).alias("text")
         )
-    return marked.drop(feats.columns)
+    return marked.drop(feats.columns, *(url_feats.columns if url_feats is not None else ()))
 
 
 def lang_labels(
@@ -299,17 +350,56 @@ def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
     )
 
 
-LEDGER_COLUMNS = ["doc_id", "kept", DROP_REASON, "drop_value", "lang", "lang_score", "quality_score", "values"]
+PII_COLUMNS = ["pii_emails", "pii_ips"]
+TEXT_EDITED = "text_edited"  # pass 1 changed the text (C4 line removal, PII): pass 2 recounts its tokens
+LEDGER_COLUMNS = [
+    "doc_id",
+    "kept",
+    DROP_REASON,
+    "drop_value",
+    "lang",
+    "lang_score",
+    "quality_score",
+    *PII_COLUMNS,
+    "values",
+]
+
+
+_LEDGER_TYPES = {"doc_id": pl.String, "kept": pl.Boolean, DROP_REASON: pl.String, "lang": pl.String}
+_LEDGER_TYPES |= dict.fromkeys(PII_COLUMNS, pl.Int32)
+
+
+def redact_kept(marked: pl.DataFrame, params: FilterParams) -> pl.DataFrame:
+    """PII redaction (`pii.redact_texts`) of the `text` of the rows no rule dropped, + `pii_emails` and `pii_ips`:
+    the addresses replaced in each (null for a dropped row, or with redaction off)."""
+    emails = params.email_placeholders if params.redact_emails else None
+    ipv4, ipv6 = (params.ipv4_placeholders, params.ipv6_placeholders) if params.redact_ips else (None, None)
+    counts = [pl.Series(c, [None] * marked.height, pl.Int32) for c in PII_COLUMNS]
+    if not (emails or ipv4):
+        return marked.with_columns(counts)
+    rows = marked[DROP_REASON].is_null().arg_true()
+    red = redact_texts(marked["text"].gather(rows), emails, ipv4, ipv6)
+    return marked.with_columns(
+        marked["text"].clone().scatter(rows, red["text"]), *(c.scatter(rows, red[c.name]) for c in counts)
+    )
+
+
+def pii_totals(ledger: pl.DataFrame) -> dict[str, int]:
+    """Kept documents with PII redacted, and the e-mail and IP addresses replaced in them (the step's details)."""
+    kept = ledger.filter(pl.col("kept"))
+    return {
+        "documents": kept.select(((pl.col("pii_emails") + pl.col("pii_ips")).fill_null(0) > 0).sum()).item(),
+        "emails": int(kept["pii_emails"].sum() or 0),
+        "ips": int(kept["pii_ips"].sum() or 0),
+    }
 
 
 def ledger_of(marked: pl.DataFrame) -> pl.DataFrame:
-    """The per-document decision ledger: doc_id, kept, first failing rule, its measured value, the scores and every
-    rule's measured value (`values`, a struct; null where a rule was not reached or does not apply)."""
-    frame = (
-        marked
-        if "quality_score" in marked.columns
-        else marked.with_columns(pl.lit(None, pl.Float64).alias("quality_score"))
-    )
+    """The per-document decision ledger: doc_id, kept, first failing rule, its measured value, the scores, the PII
+    replaced (`redact_kept`) and every rule's measured value (`values`, a struct; null where a rule was not reached
+    or does not apply)."""
+    absent = {"quality_score": pl.Float64, **dict.fromkeys(PII_COLUMNS, pl.Int32)}
+    frame = marked.with_columns(pl.lit(None, t).alias(c) for c, t in absent.items() if c not in marked.columns)
     return frame.with_columns(pl.col(DROP_REASON).is_null().alias("kept")).select(LEDGER_COLUMNS)
 
 
@@ -334,15 +424,19 @@ def mark_batch(
     params: FilterParams,
     predict_lang: Callable,
     score_quality: Callable[[list[str]], list[float]] | None,
+    urls: UrlLists | None = None,
 ) -> pl.DataFrame:
-    """Pass 1 on one batch of documents: `filter_docs` with its language labels and, when a quality model is given,
-    every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`)."""
+    """Pass 1 on one batch of documents: `filter_docs` with its language labels, the URL lists and, when a quality
+    model is given, every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`); then the
+    PII of the documents that passed every rule redacted (`redact_kept`); `text_edited` marks the texts these changed
+    (C4's line removal, redaction), whose `n_tokens` pass 2 recounts."""
     lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
     quality = None
     if score_quality is not None:
         lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
         quality = pl.Series(score_quality(lines), dtype=pl.Float64)
-    return filter_docs(batch, params, lang, quality)
+    marked = redact_kept(filter_docs(batch, params, lang, quality, urls), params)
+    return marked.with_columns((marked["text"] != batch["text"]).fill_null(False).alias(TEXT_EDITED))
 
 
 def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.DataFrame:
@@ -351,9 +445,7 @@ def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.Da
     ledger = (
         pl.concat(ledgers, how="diagonal_relaxed")
         if ledgers
-        else pl.DataFrame(
-            schema={c: pl.String if c in ("doc_id", DROP_REASON, "lang") else pl.Float64 for c in LEDGER_COLUMNS}
-        )
+        else pl.DataFrame(schema={c: _LEDGER_TYPES.get(c, pl.Float64) for c in LEDGER_COLUMNS})
     )
     if params.quality_keep_fraction is not None and ledger.height:
         ledger = keep_top_fraction(ledger, params.quality_keep_fraction).with_columns(
@@ -362,8 +454,14 @@ def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.Da
     return ledger
 
 
-def apply_decisions(marked: pl.DataFrame, reasons: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+def apply_decisions(
+    marked: pl.DataFrame, reasons: pl.Series, count_tokens: Callable[[list[str]], list[int]] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pass 2 on one marked batch: its final `drop_reason`s (the ledger's slice for these rows) -> (kept rows without
-    the rule columns, dropped rows with their `drop_reason`)."""
-    decided = marked.drop("values", "drop_value", DROP_REASON).with_columns(reasons.alias(DROP_REASON))
+    the rule columns, dropped rows with their `drop_reason`). With `count_tokens` (the recipe tokenizer's), the
+    `n_tokens` raw counted are recounted where pass 1 changed the text (`text_edited`)."""
+    marked = recount_tokens(marked, marked[TEXT_EDITED], count_tokens)
+    decided = marked.drop("values", "drop_value", DROP_REASON, TEXT_EDITED, *PII_COLUMNS).with_columns(
+        reasons.alias(DROP_REASON)
+    )
     return split_kept(decided)

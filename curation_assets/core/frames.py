@@ -90,6 +90,19 @@ def split_kept(marked: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return kept, dropped
 
 
+def recount_tokens(
+    docs: pl.DataFrame, changed: pl.Series, count_tokens: Callable[[list[str]], list[int]] | None
+) -> pl.DataFrame:
+    """`docs` with `n_tokens` recounted by `count_tokens` (the recipe tokenizer's) in the rows where `changed`: a step
+    that edits text (PII redaction, C4 line removal, boilerplate lines) keeps the counts `mixed` weighs by and
+    `tokenized` verifies true. Without `count_tokens` or `n_tokens`, `docs` as it is."""
+    rows = changed.fill_null(False).arg_true()
+    if count_tokens is None or "n_tokens" not in docs.columns or rows.is_empty():
+        return docs
+    counts = pl.Series(count_tokens(docs["text"].gather(rows).to_list()), dtype=docs["n_tokens"].dtype)
+    return docs.with_columns(docs["n_tokens"].clone().scatter(rows, counts))
+
+
 def drop_counts(dropped: pl.DataFrame) -> dict[str, int]:
     """Rows dropped per reason; a quarantine row counts the `records_lost` it stands for."""
     if dropped.is_empty():

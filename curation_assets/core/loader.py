@@ -1,14 +1,15 @@
 """The offline/online dial: fixed-length training sequences from the tokenized shards, or straight from the mixture.
 
 One switch (`mode`) picks the path; both produce the same token stream - every document of the mixture in mixture
-order, `encode_ordinary` ids then EOT - cut into consecutive, non-overlapping windows of `seq_len` tokens (a
-trailing partial window is dropped). Sequence `i` is `stream[i * seq_len : (i + 1) * seq_len]`; so a trainer that
-wants inputs and shifted targets asks for `seq_len = context + 1`.
+order, its ids in the recipe's tokenizer (a tiktoken encoding or a tokenizer.json) then EOT - cut into consecutive,
+non-overlapping windows of `seq_len` tokens (a trailing partial window is dropped). Sequence `i` is
+`stream[i * seq_len : (i + 1) * seq_len]`; so a trainer that wants inputs and shifted targets asks for
+`seq_len = context + 1`.
 
 - `offline`: reads the Megatron `.bin` shards of `tokenized` (memory-mapped when local), no tokenizer needed.
-- `online`: tokenizes the `mixed` documents on the fly (batched, multi-threaded tiktoken), so a recipe change needs
-  no re-tokenization; the documents' `n_tokens` (counted by the same encoding) let it skip to a position without
-  encoding what it skips.
+- `online`: tokenizes the `mixed` documents on the fly (batched; `TokenizerResource.encode_arrays` of the same
+  tokenizer, with the EOT id the manifest records), so a recipe change needs no re-tokenization; the documents'
+  `n_tokens` (counted by the same tokenizer in `raw`) let it skip to a position without encoding what it skips.
 
 Resumable: `sequences(start=i)` begins at global sequence `i` (pass the last index seen + 1). Data-parallel: rank
 `r` of `world_size` yields the sequences with `i % world_size == r`, so ranks never overlap and together cover all.

@@ -4,9 +4,9 @@ Layout of `.idx` (little endian, as `megatron/core/datasets/indexed_dataset.py` 
 9-byte magic `MMIDIDX\\x00\\x00`, u64 version (1), u8 dtype code, u64 sequence count N, u64 document-index count
 (N + 1 here), int32[N] sequence lengths (tokens), int64[N] byte pointers into `.bin`, int64[N + 1] document
 indices (sequence index where each document starts, then N). One sequence = one document + its EOT, so the
-document indices are 0..N. The dtype is Megatron's `DType.optimal_dtype`: uint16 (code 8) when the vocabulary has
-fewer than 65 500 ids, else int32 (code 4) - the unsigned 32-bit ids of cl100k are < 2^31, so their bytes are the
-same as uint32.
+document indices are 0..N. The dtype is Megatron's `DType.optimal_dtype(vocab_size)` (indexed_dataset.py, as
+tools/preprocess_data.py calls it): uint16 (code 8) when the vocabulary has fewer than 65 500 ids (a small BPE,
+GPT-2's 50 257), else int32 (code 4: cl100k, Llama 3, Qwen) - unsigned 32-bit ids below 2^31 have the same bytes.
 
 Pure numpy: no Dagster, no I/O.
 """

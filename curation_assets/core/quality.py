@@ -6,9 +6,11 @@ seeded random sample of the `background` sources (default: web) `cc`. Each class
 sample is drawn lazily, so training reads a bounded share of a large source. Texts that occur more than once are left
 out (a copy on both sides of the split would inflate the held-out score), and the classes are balanced to the smaller
 one (as DCLM trains: an imbalanced set moves fastText's prior, and P(hq) >= 0.5 with it). A seeded hash split holds
-out `held_out` of each class; the held-out precision, recall and F1 of `hq` at P(hq) >= 0.5 and the ROC AUC are the
-asset's metadata. `filtered` cuts by rank (a percentile) or by P(hq), so the blocking check `held_out_quality` asks
-for the ranking quality, AUC >= `min_auc`, before `filtered` may use the model. `filtered` scores every document
+out `held_out` of each class; the held-out precision, recall and F1 of `hq` at P(hq) >= 0.5, the ROC AUC and the median
+P(hq) of each class are the asset's metadata. `filtered` cuts by rank (a percentile) or by P(hq), so the blocking
+check `held_out_quality` asks, before `filtered` may use the model, for the ranking quality (AUC >= `min_auc`) and for
+scores that separate the classes (median P(hq) of held-out hq >= `min_hq_median`, of held-out cc <= `max_cc_median`):
+a model whose every score is 0.50 +- 0.003 can still rank with a high AUC, and a cut by it would be a cut by noise. `filtered` scores every document
 (`quality_score` = P(hq)) and cuts where thresholds.yaml says.
 
 Pure polars core on top (no Dagster, no I/O); fastText itself is behind `resources.classifiers.QualityModel`.
@@ -41,12 +43,19 @@ class TrainingParams(BaseModel):
     held_out: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
     min_auc: float = Field(default=0.8, ge=0, le=1)
+    min_hq_median: float = Field(default=0.8, ge=0, le=1)
+    max_cc_median: float = Field(default=0.2, ge=0, le=1)
     dim: int = Field(default=16, gt=0)
     epoch: int = Field(default=10, gt=0)
     lr: float = Field(default=0.1, gt=0)
     word_ngrams: int = Field(default=2, ge=1)
     bucket: int = Field(default=1 << 17, gt=0)
     min_count: int = Field(default=2, ge=1)
+    # fastText's SGD decays its learning rate linearly to 0 over epoch x examples updates: at DCLM's settings a
+    # sample of ~120 documents (the bundled one) stops after ~1,200 updates with every score at 0.50 +- 0.003. A
+    # small training set gets more epochs, so that the classifier sees at least `min_updates` examples; a large one
+    # (>= min_updates / epoch documents: 2,500 here) trains exactly at `epoch`.
+    min_updates: int = Field(default=25_000, ge=0)
 
     @model_validator(mode="after")
     def _classes(self) -> "TrainingParams":
@@ -57,9 +66,11 @@ class TrainingParams(BaseModel):
             raise ValueError(f"quality_model: sources {sorted(both)} are both reference and background")
         return self
 
-    @property
-    def fasttext(self) -> dict[str, object]:
-        return self.model_dump(include={"dim", "epoch", "lr", "word_ngrams", "bucket", "min_count", "seed"})
+    def fasttext(self, examples: int) -> dict[str, object]:
+        """fastText's supervised arguments for a training set of `examples` documents (epochs raised to reach
+        `min_updates`)."""
+        args = self.model_dump(include={"dim", "epoch", "lr", "word_ngrams", "bucket", "min_count", "seed"})
+        return {**args, "epoch": max(self.epoch, -(-self.min_updates // max(examples, 1)))}
 
 
 def one_line(text: pl.Expr) -> pl.Expr:
@@ -111,7 +122,8 @@ def fasttext_lines(train: pl.DataFrame) -> str:
 
 
 def held_out_metrics(is_hq: pl.Series, score: pl.Series) -> dict[str, float | int]:
-    """Precision, recall and F1 of `hq` at P(hq) >= 0.5, and the ROC AUC (Mann-Whitney U over average ranks)."""
+    """Precision, recall and F1 of `hq` at P(hq) >= 0.5, the ROC AUC (Mann-Whitney U over average ranks) and the
+    median score of each class."""
     df = pl.DataFrame({"y": is_hq, "s": score})
     pred = pl.col("s") >= 0.5
     n_pos, n_neg = int(df["y"].sum()), int((~df["y"]).sum())
@@ -127,6 +139,8 @@ def held_out_metrics(is_hq: pl.Series, score: pl.Series) -> dict[str, float | in
         "held_out_recall": round(recall, 4),
         "held_out_f1": round(f1, 4),
         "held_out_auc": round(float(auc), 4),
+        "held_out_hq_median": round(float(df.filter("y")["s"].median() or 0.0), 4),
+        "held_out_cc_median": round(float(df.filter(~pl.col("y"))["s"].median() or 0.0), 4),
         "held_out_hq": n_pos,
         "held_out_cc": n_neg,
     }

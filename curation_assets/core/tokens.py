@@ -3,12 +3,15 @@
 Written by the IO manager under `<root>/tokenized/_all/<version>/`:
 - `shard-NNNNN.bin` / `shard-NNNNN.idx`: a Megatron-LM `MMIDIDX` indexed dataset per shard (layout in
   `curation_assets/megatron.py`; the prefix `.../shard-NNNNN` loads with Megatron's `IndexedDataset`). Each
-  document of the mixture, in mixture order, is one sequence: its `encode_ordinary` ids followed by the EOT id.
+  document of the mixture, in mixture order, is one sequence: its ids followed by the EOT id. The ids are tiktoken's
+  `encode_ordinary`, or a tokenizer.json's encoding without template tokens (no BOS), special-token text encoded as
+  text either way, so the EOT a sequence ends with is its only one (`resources/tokenizer.py`).
   A shard is closed before the document that would take it past `shard_tokens` (documents never straddle shards).
 - `documents.parquet`: one row per document: doc_id, source, component, epoch, shard, sequence (index in its
   shard), n_tokens (without the EOT).
-- `manifest.json`: format, tokenizer, vocab_size, dtype (+ Megatron dtype code), eot_id, sequence_length, recipe +
-  recipe hash, token and document counts (total, per component, per shard) and the sha256 of every file.
+- `manifest.json`: format, tokenizer (as the recipe names it) and tokenizer_sha256 (of a tokenizer.json's bytes; null
+  for a tiktoken encoding), vocab_size, dtype (+ Megatron dtype code), eot_id, sequence_length, recipe + recipe hash,
+  token and document counts (total, per component, per shard) and the sha256 of every file.
 """
 
 import hashlib
@@ -86,6 +89,48 @@ def tokenize_docs(
             size += ids.size + 1
     if lengths or n_shards == 0:
         yield close()
+
+
+# End-of-document tokens by the names the major vocabularies give them, in this order: GPT-2 / cl100k / Qwen
+# `<|endoftext|>`, Llama 3 `<|end_of_text|>`, Llama 2 / Mistral / T5 `</s>`, Gemma `<eos>`.
+EOS_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
+def is_tokenizer_file(tokenizer: str) -> bool:
+    """A recipe's `tokenizer` names a Hugging Face tokenizer.json (a path ending in `.json`), else a tiktoken
+    encoding."""
+    return tokenizer.endswith(".json")
+
+
+def _appended(processor: dict | None) -> str | None:
+    """The special token a post-processor puts after a single sequence: the last `SpecialToken` after `$A` in a
+    `TemplateProcessing` `single` template, the `sep` of `RobertaProcessing` / `BertProcessing`; in a `Sequence`,
+    the last processor's that has one."""
+    if not processor:
+        return None
+    kind = processor.get("type")
+    if kind == "Sequence":
+        found = [t for p in processor.get("processors", []) if (t := _appended(p))]
+        return found[-1] if found else None
+    if kind in ("RobertaProcessing", "BertProcessing"):
+        return processor["sep"][0]
+    if kind == "TemplateProcessing":
+        single = processor.get("single", [])
+        seq = next((i for i, piece in enumerate(single) if "Sequence" in piece), len(single))
+        after = [piece["SpecialToken"]["id"] for piece in single[seq + 1 :] if "SpecialToken" in piece]
+        return after[-1] if after else None
+    return None
+
+
+def tokenizer_json_eos(spec: dict) -> str | None:
+    """The end-of-document token of a parsed tokenizer.json: the special token its post-processor appends after a
+    sequence (T5's `$A </s>`, RoBERTa's `sep`), else the first of `EOS_NAMES` that is one of its special added
+    tokens; None when neither (the recipe must then name one: `eos_token`)."""
+    special = {t["content"] for t in spec.get("added_tokens") or [] if t.get("special")}
+    appended = _appended(spec.get("post_processor"))
+    if appended in special:
+        return appended
+    return next((name for name in EOS_NAMES if name in special), None)
 
 
 def text_batches(docs: pl.DataFrame, batch: int = BATCH) -> Iterator[list[str]]:
@@ -203,6 +248,7 @@ def shard_table(manifest: dict) -> str:
 def manifest_header(
     *,
     tokenizer: str,
+    tokenizer_sha256: str | None,
     vocab_size: int,
     eot_id: int,
     sequence_length: int,
@@ -215,6 +261,7 @@ def manifest_header(
     return {
         "format": FORMAT,
         "tokenizer": tokenizer,
+        "tokenizer_sha256": tokenizer_sha256,
         "vocab_size": vocab_size,
         "dtype": dtype.str,
         "megatron_dtype_code": megatron.DTYPE_CODES[dtype.newbyteorder("=")],

@@ -1,4 +1,4 @@
-"""The code location `curation_assets.defs`: nine assets, their checks, jobs, schedules, sensors, resources and the
+"""The code location `curation_assets.defs`: ten assets, their checks, jobs, schedules, sensors, resources and the
 executor, wired in one place.
 
 Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads the location, not at import time.
@@ -12,7 +12,17 @@ from curation_assets.config.versions import asset_versions
 from curation_assets.defs.deployment import deployment
 from curation_assets.defs.jobs import INGEST_SOURCE, build_jobs, schedules
 from curation_assets.defs.sensors import automation_sensor, landing_sensors, register_sources_sensor, with_automation
-from curation_assets.steps import dedup, deduped, filtered, mixed, quality_model, raw, synthetic, tokenized
+from curation_assets.steps import (
+    decontam_index,
+    dedup,
+    deduped,
+    filtered,
+    mixed,
+    quality_model,
+    raw,
+    synthetic,
+    tokenized,
+)
 from curation_assets.steps.common import freshness_policy
 from resources import sealed
 
@@ -26,6 +36,7 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
         *filtered.build(cfg, v["filtered"], with_model=model is not None),
         *dedup.build_signatures(cfg, v["dedup_signatures"]),
         *dedup.build_clusters(cfg, v["dedup_clusters"]),
+        *decontam_index.build(cfg, v["decontam_index"]),
         *deduped.build(cfg, v["deduped"]),
         *synthetic.build(cfg, v["synthetic"]),
         *mixed.build(cfg, v["mixed"]),

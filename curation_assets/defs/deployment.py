@@ -73,11 +73,12 @@ def deployment(cfg: CurationConfig, settings: Settings) -> Deployment:
     """Everything that differs between the laptop and the cluster, decided here and nowhere else: the resources
     (the cost guard is armed only in the cluster), the executor, and raw's per-source zone pin."""
     if settings.env != "k8s":  # a laptop: no zones (every path is `local`), the multiprocess executor
-        return Deployment(build_resources(settings, cfg.costs.model_dump()), LOCAL_EXECUTOR, None)
+        resources = build_resources(settings, cfg.costs.model_dump(), tokenizer=cfg.tokenizer)
+        return Deployment(resources, LOCAL_EXECUTOR, None)
     # in the cluster the cost guard is armed; the k8s executor pins each step to the zone of its zonal data
     # (k8s_executor, raw_pin), so the guard may assume that placement
     placement = {"pod_region": settings.region, "pod_zone": settings.pod_zone, "pinned": True}
-    resources = build_resources(settings, cfg.costs.model_dump(), placement)
+    resources = build_resources(settings, cfg.costs.model_dump(), placement, cfg.tokenizer)
     pin_raw = dg.PartitionedConfig(
         partitions_def=source_partitions,
         run_config_for_partition_key_fn=lambda source: {

@@ -2,7 +2,8 @@
 
 Jobs in the order a full rebuild runs them: per source its documents read; the quality classifier trained on the
 reference and background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
-every source's signatures (reduce); per source the ledger applied and synthetic data; the mixture.
+every source's signatures (reduce) with the eval sets' n-gram index; per source the ledger and the index applied and
+synthetic data; the mixture.
 """
 
 import dagster as dg
@@ -15,6 +16,7 @@ ASSETS = (
     "filtered",
     "dedup_signatures",
     "dedup_clusters",
+    "decontam_index",
     "deduped",
     "synthetic",
     "mixed",
@@ -31,7 +33,7 @@ JOB_ASSETS = {  # in rebuild order
     INGEST_SOURCE: ("raw",),
     TRAIN_QUALITY: ("quality_model",),
     CURATE_SOURCE: ("filtered", "dedup_signatures"),
-    DEDUPE_CORPUS: ("dedup_clusters",),
+    DEDUPE_CORPUS: ("dedup_clusters", "decontam_index"),
     FINISH_SOURCE: ("deduped", "synthetic"),
     BUILD_MIXTURE: ("mixed", "tokenized"),
 }
@@ -39,7 +41,8 @@ JOB_DESCRIPTIONS = {
     INGEST_SOURCE: "raw for one source partition (read, parsed, quarantined)",
     TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
     CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (after train_quality_model)",
-    DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority)",
+    DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority) and "
+    "the eval sets' n-gram index (decontamination)",
     FINISH_SOURCE: "deduped -> synthetic for one source partition (after dedupe_corpus)",
     BUILD_MIXTURE: "the recipe's mixture and its token stream, over every source",
 }

@@ -33,6 +33,7 @@ STAGE_GROUPS = {
     "filtered": "curate",
     "dedup_signatures": "dedup",
     "dedup_clusters": "dedup",
+    "decontam_index": "dedup",
     "deduped": "dedup",
     "synthetic": "synthesize",
     "mixed": "mix",

@@ -1,10 +1,13 @@
-"""filtered: raw documents through language ID, datatrove's Gopher / C4 / FineWeb rules and the quality model's cut
-(`core/filtering.py`), with the per-document decision ledger beside the output. Checks: `drop_rate`,
-`no_cross_zone_bytes`.
+"""filtered: raw documents through datatrove's URL filter, language ID, datatrove's Gopher / C4 / FineWeb rules and the
+quality model's cut, with PII redacted from the text that passes the rules (`core/filtering.py`), and the
+per-document decision ledger beside the output. Checks: `drop_rate`, `no_cross_zone_bytes`.
 
-Two passes over batches of raw: pass 1 marks each batch in a Ray task (a row range of raw: language ID, rules,
-quality score) and the driver spills it to a local scratch directory (memory stays a few batches), then the
-partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and yields its kept rows.
+Two passes over batches of raw: pass 1 marks each batch in a Ray task (a row range of raw: URL filter, language ID,
+rules, quality score, PII redaction) and the driver spills it to a local scratch directory (memory stays a few
+batches), then the partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and yields its
+kept rows. Pass 1 also counts in how many documents each line occurs (`core/boilerplate.py`); the driver merges the
+counts, and pass 2 removes the lines of the source's boilerplate (in >= `boilerplate_min_docs` documents) from the
+kept text (`n_tokens` recounted), dropping a document left empty (`boilerplate_only`); the ledger gets the counts.
 """
 
 import functools
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from curation_assets.config.url_lists import url_lists
+from curation_assets.core.boilerplate import DocFrequency, line_doc_counts, settle_ledger, strip_kept
 from curation_assets.core.filtering import (
     BATCH_DOCS,
     FilterParams,
@@ -23,8 +28,10 @@ from curation_assets.core.filtering import (
     ledger_of,
     mark_batch,
     partition_ledger,
+    pii_totals,
 )
 from curation_assets.core.frames import DROP_REASON, StepOutput
+from curation_assets.core.urls import UrlLists
 from curation_assets.steps.common import (
     drop_rate,
     enforce_transfers,
@@ -36,6 +43,7 @@ from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
+from resources.tokenizer import TokenizerResource
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class FilterTask:
     params: FilterParams
     lid_model: str
     quality_model: str | None  # URI of the quality model's `model.bin`
+    urls: UrlLists | None  # the URL filter's lists (read once by the driver: workers need not see the files)
     endpoint_url: str | None
     region: str
 
@@ -60,11 +69,13 @@ def _quality(uri: str, endpoint_url: str | None, region: str) -> QualityModel:
     return QualityModel.from_files({"model.bin": uri}, ObjectStore(endpoint_url=endpoint_url, region=region))
 
 
-def mark_task(task: FilterTask) -> tuple[pl.DataFrame, int]:
-    """Pass 1 on one batch (`core.filtering.mark_batch`); runs in a Ray worker, models loaded once per worker."""
-    batch = task.batch
+def mark_task(task: FilterTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame | None], int]:
+    """Pass 1 on one batch (`core.filtering.mark_batch`) and, with boilerplate removal on, the document frequency of
+    its lines (`core.boilerplate.line_doc_counts`); runs in a Ray worker, models loaded once per worker."""
+    batch, p = task.batch, task.params
     score = _quality(task.quality_model, task.endpoint_url, task.region).score if task.quality_model else None
-    return mark_batch(batch, task.params, _lid(task.lid_model).predict, score), batch.height
+    lines = line_doc_counts(batch["text"], p.boilerplate_min_chars) if p.boilerplate_min_docs else None
+    return (mark_batch(batch, p, _lid(task.lid_model).predict, score, task.urls), lines), batch.height
 
 
 def build(cfg, version: str, with_model: bool) -> list:
@@ -72,7 +83,7 @@ def build(cfg, version: str, with_model: bool) -> list:
     `quality_model` file set is an input (name -> URI)."""
     t = cfg.thresholds.filtered
 
-    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine):
+    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine, tokenizer):
         params = t.for_source(context.partition_key)
         size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
         enforce_transfers(cost_guard, [cost_guard.data_root(size)])
@@ -83,12 +94,14 @@ def build(cfg, version: str, with_model: bool) -> list:
                     f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it"
                 )
         n = raw.select(pl.len()).collect().item()
+        lists = url_lists(cfg, context.partition_key)
         tasks = (
             FilterTask(
                 batch=raw.slice(start, BATCH_DOCS).collect(),
                 params=params,
                 lid_model=lid.model_path,
                 quality_model=model_files["model.bin"] if model_files else None,
+                urls=lists,
                 endpoint_url=store.endpoint_url,
                 region=store.region,
             )
@@ -98,23 +111,38 @@ def build(cfg, version: str, with_model: bool) -> list:
         labels = (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
         spill = tempfile.TemporaryDirectory(prefix="filtered-")
         ledgers = []
-        for k, marked in enumerate(run_tasks(context, engine, mark_task, tasks, labels, progress)):
+        lines = DocFrequency(size, params.boilerplate_min_chars) if params.boilerplate_min_docs else None
+        for k, (marked, counts) in enumerate(run_tasks(context, engine, mark_task, tasks, labels, progress)):
             marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
             ledgers.append(ledger_of(marked))
+            if lines is not None:
+                lines.add(counts)
         ledger = partition_ledger(ledgers, params)
+        side = {"ledger": ledger}
+        boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
         dropped: list[pl.DataFrame] = []
+        removed: list[pl.DataFrame] = []
 
         def kept() -> Iterator[pl.DataFrame]:
             offset = 0
             for k in range(len(ledgers)):
                 marked = pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet")
-                keep, gone = apply_decisions(marked, ledger[DROP_REASON].slice(offset, marked.height))
+                reasons = ledger[DROP_REASON].slice(offset, marked.height)
+                keep, gone = apply_decisions(marked, reasons, tokenizer.count_tokens)  # edited texts recounted
                 offset += marked.height
                 dropped.append(gone)
+                if boilerplate is not None:  # line removal after every decision: the ledger's counts, in order
+                    keep, emptied, counts = strip_kept(
+                        keep, boilerplate, params.boilerplate_min_chars, tokenizer.count_tokens
+                    )
+                    dropped.append(emptied)
+                    removed.append(counts)
                 yield keep
 
         def dropped_frame() -> pl.DataFrame:
             spill.cleanup()
+            # the IO manager reads `side` after this: every document's removed lines
+            side["ledger"] = settle_ledger(ledger, removed if boilerplate is not None else None)
             if dropped:
                 return pl.concat(dropped, how="diagonal_relaxed")
             return pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
@@ -129,15 +157,17 @@ def build(cfg, version: str, with_model: bool) -> list:
                 extra={
                     **progress.metadata(),
                     "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
+                    "pii_redacted": pii_totals(ledger),
                 },
-                side={"ledger": ledger},
+                side=side,
             )
         )
 
     doc = (
-        "Raw documents that pass language ID, Gopher repetition + quality, C4 and FineWeb quality and the configured "
-        "quality-model cut, + `lang`, `lang_score`, `quality_score`; dropped rows keep every column and their "
-        "`drop_reason`."
+        "Raw documents that pass the URL blocklists, language ID, Gopher repetition + quality, C4 and FineWeb quality "
+        "and the configured quality-model cut, with e-mail and public IP addresses redacted and the source's "
+        "boilerplate lines removed, + `lang`, `lang_score`, "
+        "`quality_score`; dropped rows keep every column and their `drop_reason`."
     )
     checks = {"drop_rate": drop_rate(t.max_drop_rate)}
     if with_model:
@@ -151,8 +181,9 @@ def build(cfg, version: str, with_model: bool) -> list:
             cost_guard: CostGuard,
             store: ObjectStore,
             engine: RayEngine,
+            tokenizer: TokenizerResource,
         ):
-            yield from materialize(context, raw, quality_model, lid, cost_guard, store, engine)
+            yield from materialize(context, raw, quality_model, lid, cost_guard, store, engine, tokenizer)
 
     else:
 
@@ -164,7 +195,8 @@ def build(cfg, version: str, with_model: bool) -> list:
             cost_guard: CostGuard,
             store: ObjectStore,
             engine: RayEngine,
+            tokenizer: TokenizerResource,
         ):
-            yield from materialize(context, raw, None, lid, cost_guard, store, engine)
+            yield from materialize(context, raw, None, lid, cost_guard, store, engine, tokenizer)
 
     return [filtered]

@@ -29,13 +29,23 @@ def build(cfg, params: TrainingParams, version: str) -> list:
     sources = [*params.reference, *params.background]
 
     def held_out_quality(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
+        d = md["details"]
         shown = {
             "held_out_auc": md["held_out_auc"],
-            **{k: md["details"][k] for k in ("held_out_precision", "held_out_recall")},
+            **{k: d[k] for k in ("held_out_hq_median", "held_out_cc_median", "held_out_precision", "held_out_recall")},
         }
-        return float(md["held_out_auc"]) >= params.min_auc, {**shown, "min_auc": params.min_auc}
+        bars = {"min_auc": params.min_auc, "min_hq_median": params.min_hq_median, "max_cc_median": params.max_cc_median}
+        passed = (
+            float(md["held_out_auc"]) >= params.min_auc
+            and float(d["held_out_hq_median"]) >= params.min_hq_median
+            and float(d["held_out_cc_median"]) <= params.max_cc_median
+        )
+        return passed, {**shown, **bars}
 
-    description = "held-out ROC AUC of P(hq) reaches min_auc (filtered ranks documents by it)"
+    description = (
+        "held-out ROC AUC of P(hq) reaches min_auc and the classes' median scores separate (filtered cuts by them: "
+        "never by noise)"
+    )
 
     @step(
         version,
@@ -58,13 +68,15 @@ def build(cfg, params: TrainingParams, version: str) -> list:
         for label in (HQ, CC):
             if train.filter(~pl.col("held_out") & (pl.col("label") == label)).is_empty():
                 raise dg.Failure(f"quality_model: no {label} training documents in {sources}")
-        model = QualityModel.train(fasttext_lines(train.filter(~pl.col("held_out"))), **params.fasttext)
+        fit = train.filter(~pl.col("held_out"))
+        fasttext = params.fasttext(fit.height)
+        model = QualityModel.train(fasttext_lines(fit), **fasttext)
         test = train.filter(pl.col("held_out"))
         metrics = held_out_metrics(test["label"] == HQ, pl.Series(model.score(test["line"].to_list())))
         counts = class_counts(train)
         # documents not drawn by the pre-sample (and empty ones) count as not_sampled: the funnel adds up to raw's rows
         drops = {"not_sampled": sum(rows.values()) - docs.height, **left_out}
-        report = {"params": params.model_dump(mode="json"), "rows": rows, **counts, **metrics, "left_out": drops}
+        report = {"params": params.model_dump(mode="json"), "epochs": fasttext["epoch"], "rows": rows, **counts, **metrics, "left_out": drops}
         blob = model.to_bytes()
         yield dg.Output(
             FileSetOutput(
@@ -82,6 +94,7 @@ def build(cfg, params: TrainingParams, version: str) -> list:
                     # the number the blocking check bounds, worth a plot across trainings
                     "held_out_auc": dg.MetadataValue.float(metrics["held_out_auc"]),
                     **counts,
+                    "epochs": fasttext["epoch"],
                     "reference": ", ".join(params.reference),
                     "background": ", ".join(params.background),
                 },

@@ -1,6 +1,7 @@
 """tokenized: the mixture as Megatron-LM indexed shards, `documents.parquet` and `manifest.json` (`core/tokens.py`,
-format `core/megatron.py`). Checks (they re-read what was persisted): `index_matches_tokens`, `ids_in_range`,
-`sample_decodes`, `no_cross_zone_bytes`."""
+format `core/megatron.py`), in the recipe's tokenizer (a tiktoken encoding or a tokenizer.json: the `tokenizer`
+resource, which also counted the mixture's `n_tokens` in `raw`). Checks (they re-read what was persisted):
+`index_matches_tokens`, `ids_in_range`, `sample_decodes`, `no_cross_zone_bytes`."""
 
 import functools
 import itertools
@@ -52,7 +53,7 @@ class EncodeTask:
     """A batch of the mixture's texts: the unit of work of `tokenized` (a Ray task)."""
 
     texts: list[str]
-    encoding: str
+    encoding: str  # a tiktoken name or a tokenizer.json's absolute path (`TokenizerResource.encoding`)
 
 
 @functools.cache
@@ -61,19 +62,24 @@ def _tokenizer(encoding: str) -> TokenizerResource:
 
 
 def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
-    """`encode_ordinary` ids of one range of documents, in order; runs in a Ray worker."""
+    """The ids of one range of documents (no template tokens, special-token text as text), in order; runs in a Ray
+    worker."""
     return _tokenizer(task.encoding).encode_arrays(task.texts), len(task.texts)
+
+
+def miscounted(tokenizer: TokenizerResource, mixed: pl.LazyFrame, n_tokens: np.ndarray) -> tuple[int, int]:
+    """(documents whose `n_tokens` differ from this tokenizer's count of their text, documents compared), over the
+    mixture's first batch. The shard counts are predicted from `n_tokens`, and the mixture was weighted by them: they
+    must be the recipe tokenizer's counts of the text as it is (raw counts them; a step that edits text recounts)."""
+    head = mixed.select("text").head(BATCH).collect()["text"].to_list()
+    counts = np.array([a.size for a in tokenizer.encode_arrays(head)], dtype=np.int64)
+    return int((counts != n_tokens[: len(head)]).sum()), len(head)
 
 
 def build(cfg, version: str) -> list:
     """The fan-in `tokenized` asset and its checks."""
-    recipe = cfg.recipe
+    recipe, spec = cfg.recipe, cfg.tokenizer
     shard_tokens = cfg.thresholds.tokenized.default.shard_tokens
-
-    def recipe_tokenizer(tokenizer: TokenizerResource) -> TokenizerResource:
-        if tokenizer.encoding == recipe.tokenizer:
-            return tokenizer
-        return TokenizerResource(encoding=recipe.tokenizer, num_threads=tokenizer.num_threads)
 
     @step(
         version,
@@ -99,25 +105,35 @@ def build(cfg, version: str) -> list:
         text_bytes = mixed.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
         enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
 
-        tok = recipe_tokenizer(tokenizer)
+        if tokenizer.encoding != spec.encoding or tokenizer.sha256 != spec.sha256:
+            raise dg.Failure(
+                f"the tokenizer resource ({tokenizer.encoding}, sha256 {tokenizer.sha256}) is not the recipe's "
+                f"({spec.encoding}, sha256 {spec.sha256}): a tokenizer.json edited after the code location loaded "
+                "takes effect when it reloads"
+            )
+        n_tokens = docs["n_tokens"].to_numpy()
+        wrong, compared = miscounted(tokenizer, mixed, n_tokens)
+        if wrong:
+            raise dg.Failure(
+                f"the mixture's n_tokens are not {spec.name}'s counts of its text ({wrong} of the first {compared} "
+                "documents differ): raw counted them with another tokenizer (materialize from raw again), or a step "
+                "changed text without recounting"
+            )
 
         def encoded(progress: Progress | None = None) -> Iterator[list[np.ndarray]]:
             batches = mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True)
-            tasks = (EncodeTask(frame["text"].to_list(), recipe.tokenizer) for frame in batches)
+            tasks = (EncodeTask(frame["text"].to_list(), tokenizer.encoding) for frame in batches)
             labels = (f"batch {k}" for k in itertools.count())
             return run_tasks(context, engine, encode_task, tasks, labels, progress)
 
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
-        # predicted from `n_tokens` (counted by the same encoding in `raw`); the check asserts the shards match.
-        lengths = (
-            docs["n_tokens"].to_numpy()
-            if tok is tokenizer
-            else np.array([ids.size for batch in encoded() for ids in batch], dtype=np.int64)
-        ) + 1
+        # predicted from `n_tokens` (counted by the same tokenizer in `raw`); the check asserts the shards match.
+        lengths = n_tokens + 1
         header = manifest_header(
-            tokenizer=recipe.tokenizer,
-            vocab_size=tok.vocab_size,
-            eot_id=tok.eot_id,
+            tokenizer=spec.name,
+            tokenizer_sha256=spec.sha256,
+            vocab_size=tokenizer.vocab_size,
+            eot_id=tokenizer.eot_id,
             sequence_length=recipe.sequence_length,
             shard_tokens=shard_tokens,
             recipe=recipe.name,
@@ -128,7 +144,7 @@ def build(cfg, version: str) -> list:
             "documents": docs.height,
             "shards": len(shard_sizes(lengths, shard_tokens)),
         }
-        itemsize = megatron.optimal_dtype(tok.vocab_size).itemsize
+        itemsize = megatron.optimal_dtype(tokenizer.vocab_size).itemsize
         yield dg.Output(
             FileSetOutput(files=token_files(docs, encoded(Progress(total=-(-docs.height // BATCH))), header)),
             metadata=step_metadata(
@@ -144,7 +160,7 @@ def build(cfg, version: str) -> list:
                     "shards": predicted["shards"],
                     "sequences": predicted["tokens"] // recipe.sequence_length,
                     "dtype": header["dtype"],
-                    "eot_id": tok.eot_id,
+                    "eot_id": tokenizer.eot_id,
                     "recipe_hash": header["recipe_hash"],
                 },
             ),
@@ -169,8 +185,7 @@ def build(cfg, version: str) -> list:
         documents = read_parquet_bytes(read("documents.parquet"))
         picks = sample_positions(documents.height, seed=recipe.seed)
         sampled = mixed.with_row_index("_pos").filter(pl.col("_pos").is_in(picks)).select("_pos", "text").collect()
-        tok = recipe_tokenizer(tokenizer)
-        bad = decode_sample(manifest, documents, dict(sampled.iter_rows()), read, tok.decode, seed=recipe.seed)
+        bad = decode_sample(manifest, documents, dict(sampled.iter_rows()), read, tokenizer.decode, seed=recipe.seed)
         as_predicted = (
             manifest["tokens"] == md["tokens"]
             and manifest["documents"] == md["details"]["documents"]

@@ -21,6 +21,11 @@ PROSE = (
 LONG_LINE = "This line is long enough to dominate the character count of the whole little document on its own."
 
 
+def english(batch: list[str]) -> tuple[list[str], list[float]]:
+    """A language ID stand-in: every text English at 0.9."""
+    return ["en"] * len(batch), [0.9] * len(batch)
+
+
 def tokens(n: int, stem: str = "term") -> list[str]:
     return [f"{stem}{i:03d}" for i in range(n)]
 
@@ -218,10 +223,12 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     params = FilterParams(
         quality_keep_fraction=0.25, c4_quality=False, top_n_grams=None
     )  # a 20-word doc: 1 gram > 18 %
-    predict = lambda batch: (["en"] * len(batch), [0.9] * len(batch))
-    score = lambda batch: [len(t) % 97 / 97 for t in batch]
+
+    def score(batch):
+        return [len(t) % 97 / 97 for t in batch]
+
     # pass 1 per batch, then the partition-wide cut (as the `filtered` step runs them)
-    marked = [mark_batch(batch, params, predict, score) for batch in (docs.slice(0, 20), docs.slice(20))]
+    marked = [mark_batch(batch, params, english, score) for batch in (docs.slice(0, 20), docs.slice(20))]
     ledger = partition_ledger([ledger_of(m) for m in marked], params)
     assert ledger.columns == [
         "doc_id",
@@ -231,6 +238,8 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
         "lang",
         "lang_score",
         "quality_score",
+        "pii_emails",
+        "pii_ips",
         "values",
     ]
     short = ledger.filter(pl.col("doc_id") == "d40").row(0, named=True)
@@ -268,6 +277,12 @@ def test_c4_line_removing_variant_rewrites_kept_text():
     assert out["drop_reason"][0] is None
     assert "JavaScript" not in out["text"][0] and "menu" not in out["text"][0]
     assert out["text"][0].startswith("Curation pipelines turn raw crawled text into training data.")
+    # pass 2 recounts the tokens of the text C4 rewrote (raw counted the page as it came)
+    from curation_assets.core.filtering import apply_decisions, mark_batch
+
+    marked = mark_batch(docs.with_columns(n_tokens=pl.lit(-1)), p, english, None)
+    keep, _ = apply_decisions(marked, marked["drop_reason"], lambda ts: [len(t) for t in ts])
+    assert keep["n_tokens"].to_list() == [len(out["text"][0])]
 
 
 def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
@@ -287,3 +302,28 @@ def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
     assert cut["doc_id"].to_list() == ["d0", "d3"]  # an unscored survivor ranks last
     assert cut["drop_value"].to_list() == [0.1, None]
     assert out["drop_reason"].to_list()[4:] == ["gopher_short_doc", "low_lang_score"]  # earlier reasons stay
+
+
+def test_pii_is_redacted_in_the_documents_that_pass_every_rule_and_counted_in_the_ledger():
+    from curation_assets.core.filtering import apply_decisions, ledger_of, mark_batch, partition_ledger, pii_totals
+
+    pii = " Write to jane.doe@example.org from 93.184.216.34, not from 10.0.0.1 on the office network."
+    texts = [PROSE + pii, "Too short: jane.doe@example.org", PROSE]
+    docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "text": texts, "n_tokens": [-1, -1, -1]})
+    params = FilterParams(c4_quality=False, top_n_grams=None)
+    marked = mark_batch(docs, params, english, None)
+    ledger = partition_ledger([ledger_of(marked)], params)
+    assert ledger["drop_reason"].to_list() == [None, "gopher_short_doc", None]
+    assert ledger["pii_emails"].to_list() == [1, None, 0] and ledger["pii_ips"].to_list() == [1, None, 0]
+    assert pii_totals(ledger) == {"documents": 1, "emails": 1, "ips": 1}
+    keep, gone = apply_decisions(marked, ledger["drop_reason"], lambda ts: [len(t) for t in ts])
+    redacted = keep["text"][0]
+    assert keep["n_tokens"].to_list() == [len(redacted), -1]  # recounted where the text changed, and only there
+    assert "jane.doe" not in redacted and "93.184.216.34" not in redacted and "from 10.0.0.1 on" in redacted
+    assert redacted.startswith(PROSE) and keep["text"][1] == PROSE
+    assert gone["text"][0] == texts[1]  # a dropped document keeps its text as it came
+    assert not {"pii_emails", "pii_ips"} & set(keep.columns)
+    off = mark_batch(
+        docs, FilterParams(c4_quality=False, top_n_grams=None, redact_emails=False, redact_ips=False), english, None
+    )
+    assert off["text"].to_list() == texts and off["pii_emails"].null_count() == 3

@@ -79,7 +79,15 @@ def test_held_out_metrics_on_literal_scores():
     m = held_out_metrics(y, s)
     assert (m["held_out_precision"], m["held_out_recall"]) == (round(2 / 3, 4), round(2 / 3, 4))
     assert m["held_out_auc"] == round(4 / 6, 4)  # 4 of the 6 (hq, cc) pairs are ordered right
+    assert (m["held_out_hq_median"], m["held_out_cc_median"]) == (0.6, 0.4)
     assert (m["held_out_hq"], m["held_out_cc"]) == (3, 2)
+
+
+def test_a_small_training_set_trains_more_epochs_until_it_sees_min_updates_examples():
+    params = TrainingParams(epoch=10, min_updates=25_000)
+    assert params.fasttext(123)["epoch"] == 204  # ceil(25,000 / 123)
+    assert params.fasttext(2_500)["epoch"] == params.fasttext(100_000)["epoch"] == 10  # enough data: DCLM's epochs
+    assert TrainingParams(min_updates=0).fasttext(1)["epoch"] == 10
 
 
 def test_params_refuse_a_source_in_both_classes_and_a_cut_without_a_model(tmp_path):
@@ -110,10 +118,10 @@ def test_a_model_trained_on_real_text_separates_held_out_documents(shared_docs):
     params = TrainingParams(reference=("books",), background=("code",), max_per_class=1500)
     train, _ = training_set(shared_docs, params)
     fit, test = train.filter(~pl.col("held_out")), train.filter(pl.col("held_out"))
-    model = QualityModel.train(fasttext_lines(fit), **params.fasttext)
+    model = QualityModel.train(fasttext_lines(fit), **params.fasttext(fit.height))
     scores = pl.Series(model.score(test["line"].to_list()))
     m = held_out_metrics(test["label"] == HQ, scores)
     assert m["held_out_auc"] > 0.95 and m["held_out_precision"] > 0.9 and m["held_out_recall"] > 0.9, m
-    again = QualityModel.train(fasttext_lines(fit), **params.fasttext)  # one thread, seeded: reproducible
+    again = QualityModel.train(fasttext_lines(fit), **params.fasttext(fit.height))  # one thread, seeded: reproducible
     assert again.score(test["line"].to_list()) == scores.to_list()
     assert again.to_bytes() == model.to_bytes()

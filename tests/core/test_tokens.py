@@ -1,8 +1,10 @@
 """core/tokens.py and core/megatron.py: Megatron-LM indexed shards (read back by Megatron's own reader), their
 verification, and a sample decoded back to its text."""
 
+import hashlib
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,9 +17,11 @@ from curation_assets.core.tokens import (
     shard_sizes,
     text_batches,
     tokenize_docs,
+    tokenizer_json_eos,
     verify_shards,
 )
 from resources.tokenizer import TokenizerResource
+from tests.core.tokenizer_files import sample_texts, small_bpe_json, tiktoken_json
 
 TOK = TokenizerResource()
 TEXTS = [
@@ -120,3 +124,83 @@ def test_sample_decodes_back_to_text_and_a_mismatch_is_found():
     wrong = pl.Series(texts[:4] + ["something else"] + texts[5:])
     assert decode_sample(m, documents, wrong, files.__getitem__, TOK.decode, k=len(texts)) == [4]
     assert json.dumps(m)  # the manifest is plain JSON
+
+
+# --- tokenizer.json files (Hugging Face `tokenizers`), made offline in tests/core/tokenizer_files.py ---
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory) -> TokenizerResource:
+    """The small BPE (2,000 ids, `</s>` = 1) as the recipe would name it: a tokenizer.json by path."""
+    path = tmp_path_factory.mktemp("tok") / "bpe.json"
+    path.write_text(small_bpe_json())
+    return TokenizerResource(encoding=str(path))
+
+
+@pytest.fixture(scope="module")
+def cl100k_json(tmp_path_factory) -> TokenizerResource:
+    path = tmp_path_factory.mktemp("tok") / "cl100k.json"
+    path.write_text(tiktoken_json("cl100k_base"))
+    return TokenizerResource(encoding=str(path))
+
+
+def test_the_eos_of_a_tokenizer_json_is_what_its_post_processor_appends_else_a_known_special_name():
+    def spec(*special, plain=(), processor=None):
+        added = [{"content": t, "special": True} for t in special] + [{"content": t, "special": False} for t in plain]
+        return {"added_tokens": added, "post_processor": processor}
+
+    t5 = {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A"}}, {"SpecialToken": {"id": "</s>"}}]}
+    llama3 = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|begin_of_text|>"}}, {"Sequence": {}}]}
+    roberta = {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]}
+    assert tokenizer_json_eos(spec("<pad>", "</s>", processor=t5)) == "</s>"
+    assert tokenizer_json_eos(spec("<s>", "</s>", processor={"type": "Sequence", "processors": [roberta]})) == "</s>"
+    assert tokenizer_json_eos(spec("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", processor=llama3)) == (
+        "<|end_of_text|>"  # Llama 3 base: the template only prepends BOS
+    )
+    assert tokenizer_json_eos(spec("<|im_end|>", "<|endoftext|>", processor={"type": "ByteLevel"})) == "<|endoftext|>"
+    assert tokenizer_json_eos(spec("<bos>", "<eos>")) == "<eos>"  # Gemma
+    assert tokenizer_json_eos(spec("[CLS]", plain=["</s>"])) is None  # a non-special `</s>` is text, not EOS
+    assert tokenizer_json_eos({}) is None
+
+
+def test_a_small_bpe_tokenizer_json_writes_uint16_shards_read_back_by_megatrons_reader(tmp_path, bpe):
+    texts = sample_texts(("web",))[:120] + TEXTS + ["<s> and </s> are text here"]
+    assert (bpe.vocab_size, bpe.eot_id, bpe.sha256) == (
+        2000,
+        1,
+        hashlib.sha256(Path(bpe.encoding).read_bytes()).hexdigest(),
+    )
+    encoded = bpe.encode_arrays(texts)
+    assert [a.tolist() for a in encoded] == [bpe.enc.tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert not ({0, 1} & set(np.concatenate(encoded).tolist()))  # no BOS from the template, special text is text
+    assert [bpe.decode(a) for a in encoded] == texts  # byte-level: every text round-trips
+    docs = pl.DataFrame({"text": texts})
+    shards = list(tokenize_docs(map(bpe.encode_arrays, text_batches(docs, 16)), bpe.eot_id, bpe.vocab_size, 5000))
+    assert len(shards) > 2
+    got = []
+    for s in shards:
+        (tmp_path / f"{s.name}.idx").write_bytes(s.index)
+        (tmp_path / f"{s.name}.bin").write_bytes(s.data)
+        version, code, lengths, pointers, _ = read_idx_like_megatron(tmp_path / f"{s.name}.idx")
+        assert (version, code) == (1, 8)  # uint16: 2,000 ids < 65,500 (Megatron's DType.optimal_dtype)
+        data = np.memmap(tmp_path / f"{s.name}.bin", dtype=np.uint16, mode="r")
+        assert pointers.tolist() == (2 * (np.cumsum(lengths) - lengths)).tolist()
+        got += [data[p // 2 : p // 2 + n].tolist() for p, n in zip(pointers, lengths)]
+    assert got == [a.tolist() + [1] for a in encoded]
+    manifest = {**manifest_for(shards, vocab=bpe.vocab_size), "eot_id": bpe.eot_id}
+    files = {f"{s.name}.{ext}": getattr(s, attr) for s in shards for ext, attr in (("bin", "data"), ("idx", "index"))}
+    facts = verify_shards(manifest, files.__getitem__)
+    assert facts["index_ok"] and facts["ids_in_range"] and facts["max_id"] < 2000, facts["problems"]
+    frame = docs.with_columns(doc_id=pl.int_range(pl.len()).cast(pl.String), source=pl.lit("s"), component=pl.lit("s"))
+    documents = documents_frame(frame.with_columns(epoch=0), manifest["shards"], [s.lengths for s in shards])
+    assert decode_sample(manifest, documents, docs["text"], files.__getitem__, bpe.decode, k=len(texts)) == []
+
+
+def test_cl100k_as_a_tokenizer_json_gives_tiktokens_ids(cl100k_json):
+    texts = sample_texts() + TEXTS + ["1999 12345678 3.14159", "don't I'LL WE'VE", "  \n\n  x   ", "a\r\n\r\nb"]
+    texts += ["\t\x0b\x0c\u00a0\u2003 x \u0085 y\u2028z", "lone surrogate \ud800 here"]
+    assert (cl100k_json.vocab_size, cl100k_json.eot_id) == (TOK.vocab_size, TOK.eot_id) == (100277, 100257)
+    for threads in (1, 2):  # one text at a time (a Ray task) and the library's batch
+        ours = cl100k_json.model_copy(update={"num_threads": threads}).encode_arrays(texts)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, TOK.encode_arrays(texts), strict=True))
+    assert [cl100k_json.decode(a) for a in ours[:50]] == texts[:50]

@@ -112,8 +112,8 @@ def outputs(root: Path, asset: str) -> dict[str, bytes]:
     import json
 
     manifest = json.loads((root / asset / SOURCE / "_latest.json").read_text())
-    files = [*manifest["parts"], *manifest["dropped"], *manifest.get("side", {}).values()]
-    return {Path(f).name: Path(f).read_bytes() for f in files}
+    files = [*manifest["parts"], *manifest["dropped"], *manifest.get("side", {}).values()]  # relative to the root
+    return {Path(f).relative_to(Path(f).parents[1]).as_posix(): (root / f).read_bytes() for f in files}
 
 
 REPO = Path(__file__).resolve().parents[2]

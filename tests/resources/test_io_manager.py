@@ -4,6 +4,7 @@ materialization metadata, and what it loads, on real files and on the loopback S
 import hashlib
 import json
 import os
+import types
 from io import BytesIO
 
 import dagster as dg
@@ -85,14 +86,15 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     manifest = json.loads(where.store.read_bytes(f"{root}/{MANIFEST}"))
     version = manifest["version"]
     assert version.startswith(RUN_ID[:8] + "-") and manifest["run_id"] == RUN_ID
-    v = f"{root}/{version}"
-    # an empty part after the first is skipped; one part per streamed frame, then dropped rows, then side tables
+    v, rel = f"{root}/{version}", f"filtered/web/{version}"
+    # an empty part after the first is skipped; one part per streamed frame, then dropped rows, then side tables,
+    # each table in a folder of its own; the manifest's paths are relative to the data root
     assert manifest == {
         "version": version,
         "run_id": RUN_ID,
-        "parts": [f"{v}/part-00000.parquet", f"{v}/part-00001.parquet"],
-        "dropped": [f"{v}/dropped-00000.parquet"],
-        "side": {"ledger": f"{v}/ledger.parquet"},
+        "parts": [f"{rel}/data/part-00000.parquet", f"{rel}/data/part-00001.parquet"],
+        "dropped": [f"{rel}/dropped/part-00000.parquet"],
+        "side": {"ledger": f"{rel}/ledger/part-00000.parquet"},
         "rows": 5,
         "rows_dropped": 2,
         "tokens": 15,
@@ -103,13 +105,13 @@ def test_a_step_output_is_written_reported_and_loaded(where):
         "inputs": {},
     }
     want = {
-        "part-00000.parquet": parquet_bytes(parts[0]),
-        "part-00001.parquet": parquet_bytes(parts[2]),
-        "dropped-00000.parquet": parquet_bytes(dropped_docs(2)),
-        "ledger.parquet": parquet_bytes(ledger),
+        "data/part-00000.parquet": parquet_bytes(parts[0]),
+        "data/part-00001.parquet": parquet_bytes(parts[2]),
+        "dropped/part-00000.parquet": parquet_bytes(dropped_docs(2)),
+        "ledger/part-00000.parquet": parquet_bytes(ledger),
     }
-    assert {u.rsplit("/", 1)[1]: where.store.read_bytes(u) for u, _ in where.store.expand(f"{v}/*")} == want
-    assert manifest["part_bytes"] == len(want["part-00000.parquet"]) + len(want["part-00001.parquet"])
+    assert {x.key: where.store.read_bytes(x.uri) for x in where.store.list_since(v, None)} == want  # nothing else
+    assert manifest["part_bytes"] == len(want["data/part-00000.parquet"]) + len(want["data/part-00001.parquet"])
     assert manifest["bytes"] == sum(map(len, want.values()))
     assert manifest["content"] == content_of(want)
 
@@ -125,7 +127,7 @@ def test_a_step_output_is_written_reported_and_loaded(where):
         "drops": {"too_short": 2},
         "tokens_dropped": {"too_short": 6},
         "note": "x",
-        "side_ledger": f"{v}/ledger.parquet",
+        "side_ledger": f"{v}/ledger/part-00000.parquet",
         "cost": {
             "bytes_local": manifest["bytes"],
             "cross_az_bytes": 0,
@@ -139,7 +141,12 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web"))
     assert loaded.collect().equals(pl.concat([parts[0], parts[2]]))
     assert io.scan(dg.AssetKey("filtered"), "web", dropped=True).collect()["drop_reason"].to_list() == ["too_short"] * 2
-    assert io.manifest(dg.AssetKey("filtered"), "web") == manifest
+    assert io.manifest(dg.AssetKey("filtered"), "web") == {  # the manifest with its paths resolved under the root
+        **manifest,
+        "parts": [f"{v}/data/part-00000.parquet", f"{v}/data/part-00001.parquet"],
+        "dropped": [f"{v}/dropped/part-00000.parquet"],
+        "side": {"ledger": f"{v}/ledger/part-00000.parquet"},
+    }
     assert io.versions(dg.AssetKey("filtered"), "web") == [version]
     assert not where.store.exists(f"{root}/_lock")  # the writer lock is released
 
@@ -153,12 +160,12 @@ def test_a_file_set_is_written_reported_and_loaded_as_name_to_uri(where):
     assert vars(out) == before
 
     manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
-    v = f"{where.root}/tokenized/_all/{manifest['version']}"
+    v, rel = f"{where.root}/tokenized/_all/{manifest['version']}", f"tokenized/_all/{manifest['version']}"
     files = {"tokens.bin": f"{v}/tokens.bin", "header.json": f"{v}/header.json"}
     assert manifest == {
         "version": manifest["version"],
         "run_id": RUN_ID,
-        "files": files,
+        "files": {"tokens.bin": f"{rel}/tokens.bin", "header.json": f"{rel}/header.json"},
         "bytes": len(tokens) + 2,
         "content": content_of({"tokens.bin": tokens, "header.json": b"{}"}),
         "config_version": None,
@@ -185,9 +192,9 @@ def test_a_trace_is_saved_beside_the_output(where):
     tracer = Tracer()
     md = write(io_for(where), FileSetOutput(files=iter([("a", b"a")]), trace=tracer), "tokenized", None)
     manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
-    assert tracer.stopped and manifest["trace"] == md["trace"] and md["trace"].endswith("/trace.json")
-    assert md["trace_viewer"] == "https://ui.perfetto.dev"
-    assert where.store.read_bytes(manifest["trace"]) == b'{"traceEvents": []}' and manifest["bytes"] == 1
+    assert tracer.stopped and manifest["trace"] == f"tokenized/_all/{manifest['version']}/trace.json"
+    assert md["trace"] == f"{where.root}/{manifest['trace']}" and md["trace_viewer"] == "https://ui.perfetto.dev"
+    assert where.store.read_bytes(md["trace"]) == b'{"traceEvents": []}' and manifest["bytes"] == 1
 
 
 def test_old_versions_are_pruned_locally_and_the_newest_three_kept(tmp_path):
@@ -210,11 +217,11 @@ def test_a_failed_write_leaves_nothing_and_releases_the_lock(where):
 
     with pytest.raises(RuntimeError, match="while streaming"):
         write(io, StepOutput(kept=parts(), dropped=dropped_docs(0), rows_in=2, bytes_in=1, config_version="v1"))
-    assert where.store.expand(f"{where.root}/filtered/web/*") == []
-    assert where.store.expand(f"{where.root}/filtered/web/*/*") == []
+    nothing = [f"{where.root}/filtered/web/{'*/' * depth}*" for depth in range(3)]
+    assert [where.store.expand(pattern) for pattern in nothing] == [[], [], []]
     with pytest.raises(TypeError, match="cannot persist dict"):
         write(io, {"not": "an output"})
-    assert where.store.expand(f"{where.root}/filtered/web/*/*") == []
+    assert [where.store.expand(pattern) for pattern in nothing] == [[], [], []]
     write(io, step_output([docs(1)], 0))  # the lock was released both times
     assert io.scan(dg.AssetKey("filtered"), "web").collect().height == 1
 
@@ -320,3 +327,87 @@ def test_a_flipped_bit_in_a_stored_part_fails_the_load_naming_the_file_never_alt
     where.store.write_bytes(part, bytes(data))
     with pytest.raises(Exception, match=r"part-00000\.parquet.*(CRC|checksum).*rematerialize filtered\[web\]"):
         io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web")).collect()
+
+
+def copy_root(where, src: str, dst: str) -> None:
+    """Every object under the data root `src` copied to `dst` (a root moved to another directory or bucket prefix)."""
+    for x in where.store.list_since(src, None):
+        where.store.write_bytes(f"{dst}/{x.key}", where.store.read_bytes(x.uri))
+
+
+def test_a_copied_root_loads_on_its_own_and_a_manifest_with_absolute_paths_is_still_read(where):
+    """Manifests record paths relative to the data root: a root copied elsewhere (another directory, another bucket
+    prefix) loads its own files, also with the original gone; a manifest written before paths were relative (absolute
+    URIs, kept and dropped rows in one folder) is read as it is, without migration."""
+    first, moved = f"{where.root}/first", f"{where.root}/moved"
+    io = io_for(types.SimpleNamespace(store=where.store, root=first))
+    ledger = pl.DataFrame({"doc_id": ["s0"], "kept": [True]})
+    write(io, step_output([docs(3), docs(2)], dropped=1, side={"ledger": ledger}))
+    write(io, FileSetOutput(files=iter([("model.bin", b"weights")])), "quality_model", None)
+    copy_root(where, first, moved)
+    where.store.delete_prefix(first)
+
+    io = io_for(types.SimpleNamespace(store=where.store, root=moved))
+    loaded = io.load_input(dg.build_input_context(asset_key=dg.AssetKey("filtered"), partition_key="web"))
+    assert loaded.collect().equals(pl.concat([docs(3), docs(2)]))
+    assert io.scan(dg.AssetKey("filtered"), "web", dropped=True).collect().height == 1
+    assert pl.read_parquet(
+        where.store.read_bytes(io.manifest(dg.AssetKey("filtered"), "web")["side"]["ledger"])
+    ).equals(ledger)
+    files = io.load_files(dg.AssetKey("quality_model"))
+    assert files["model.bin"].startswith(f"{moved}/") and where.store.read_bytes(files["model.bin"]) == b"weights"
+
+    old = f"{moved}/raw/web/v0"  # the layout before: absolute URIs, every table in the version folder
+    where.store.write_bytes(f"{old}/part-00000.parquet", parquet_bytes(docs(4)))
+    where.store.write_bytes(f"{old}/dropped-00000.parquet", parquet_bytes(dropped_docs(2)))
+    manifest = {"version": "v0", "parts": [f"{old}/part-00000.parquet"], "dropped": [f"{old}/dropped-00000.parquet"]}
+    where.store.write_bytes(f"{moved}/raw/web/{MANIFEST}", json.dumps({**manifest, "side": {}, "bytes": 1}).encode())
+    assert io.manifest(dg.AssetKey("raw"), "web")["parts"] == manifest["parts"]
+    assert io.scan(dg.AssetKey("raw"), "web").collect().equals(docs(4))
+    assert io.scan(dg.AssetKey("raw"), "web", dropped=True).collect().height == 2
+
+
+def test_each_table_has_a_folder_of_one_schema_and_the_current_folder_never_counts_an_old_version(where):
+    """Kept rows, dropped rows and each side table sit in folders of their own, so a glob over a table folder (what
+    HF `datasets`' data_dir, polars and DuckDB read) has one schema; the current version's folder holds exactly its
+    rows after a second, changed version is published, where a glob over every version counts the old one again."""
+    io = io_for(where)
+    ledger = pl.DataFrame({"doc_id": ["s0", "d0"], "kept": [True, False], "drop_value": [None, 0.5]})
+    write(io, step_output([docs(3), docs(2)], dropped=2, side={"ledger": ledger}))
+    write(io, step_output([docs(4), docs(1)], dropped=1, side={"ledger": ledger.head(1)}))
+    m = io.manifest(dg.AssetKey("filtered"), "web")
+    so = where.store.storage_options(where.root)
+    tables = {"data": m["parts"], "dropped": m["dropped"], "ledger": [m["side"]["ledger"]]}
+    for table, files in tables.items():
+        (folder,) = {f.rsplit("/", 1)[0] for f in files}
+        assert folder == f"{where.root}/filtered/web/{m['version']}/{table}"
+        listed = [u for u, _ in where.store.expand(f"{folder}/*.parquet")]
+        assert listed == sorted(files)  # the folder holds this table and nothing else
+        assert len({str(pq.read_schema(BytesIO(where.store.read_bytes(u)))) for u in listed}) == 1
+    current = pl.scan_parquet(f"{where.root}/filtered/web/{m['version']}/data/*.parquet", storage_options=so)
+    assert current.collect().equals(pl.concat([docs(4), docs(1)]))
+    every = pl.scan_parquet(f"{where.root}/filtered/web/*/data/*.parquet", storage_options=so)
+    assert every.select(pl.len()).collect().item() == 5 + 5  # why readers are pointed at the current folder
+    assert (
+        pl.scan_parquet(f"{where.root}/filtered/web/{m['version']}/dropped/*.parquet", storage_options=so)
+        .select(pl.len())
+        .collect()
+        .item()
+        == 1
+    )
+
+
+def test_prune_keeps_the_newest_versions_never_the_current_one_nor_a_protected_asset(tmp_path):
+    io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard(), keep_versions=9)
+    made = {}
+    for asset in ("filtered", "synthetic"):
+        for i in range(3):
+            write(io, step_output([docs(i + 1)], 0), asset)
+            made.setdefault(asset, []).append(io.manifest(dg.AssetKey(asset), "web")["version"])
+            os.utime(tmp_path / "data" / asset / "web" / made[asset][-1], (1_000_000 + i, 1_000_000 + i))
+    assert io.prune(dg.AssetKey("filtered"), "web", keep_versions=1) == made["filtered"][:2]
+    assert io.versions(dg.AssetKey("filtered"), "web") == made["filtered"][-1:]
+    assert io.scan(dg.AssetKey("filtered"), "web").collect().height == 3
+    assert io.prune(dg.AssetKey("synthetic"), "web", keep_versions=1) == []
+    assert io.versions(dg.AssetKey("synthetic"), "web") == made["synthetic"]
+    assert io.prune(dg.AssetKey("filtered"), "code", keep_versions=1) == []  # no current version: left alone

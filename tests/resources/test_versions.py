@@ -51,19 +51,42 @@ def setup(where):
 def test_a_version_is_invisible_until_committed_then_complete(where):
     impl, part, staging = setup(where)
     out = begin(impl, where.root, part, "v1", staging)
-    uris = [out.write("part-00000.parquet", b"a"), out.write("dropped-00000.parquet", b"bb")]
-    assert uris == [f"{part}/v1/part-00000.parquet", f"{part}/v1/dropped-00000.parquet"] == out.written
+    # a file may sit in a table folder; write returns its path relative to the data root (what a manifest records)
+    paths = [out.write("data/part-00000.parquet", b"a"), out.write("dropped/part-00000.parquet", b"bb")]
+    assert paths == ["filtered/web/v1/data/part-00000.parquet", "filtered/web/v1/dropped/part-00000.parquet"]
+    uris = [f"{part}/v1/data/part-00000.parquet", f"{part}/v1/dropped/part-00000.parquet"]
+    assert uris == out.written and out.path == "filtered/web/v1" and out.final == f"{part}/v1"
     if where.kind == "local":  # assembled beside the root, nothing under it yet
         assert out.staging == str(Path(staging) / "filtered" / "web" / "v1")
-        assert sorted(os.listdir(out.staging)) == ["dropped-00000.parquet", "part-00000.parquet"]
+        assert sorted(os.listdir(out.staging)) == ["data", "dropped"]
         assert not os.path.exists(part)
     else:  # S3: each file is a create-only PUT straight to its final key
         assert out.staging is None
     out.commit()
-    assert [(u, n) for u, n in where.store.expand(f"{part}/v1/*")] == [(uris[1], 2), (uris[0], 1)]
+    assert [(u, n) for u, n in where.store.expand(f"{part}/v1/*/*")] == [(uris[0], 1), (uris[1], 2)]
     assert list_versions(impl, part) == ["v1"]
     if where.kind == "local":
         assert not os.path.exists(out.staging)
+
+
+def test_a_manifest_resolves_relative_paths_against_the_root_and_keeps_absolute_ones():
+    stored = {
+        "version": "v1",
+        "parts": ["filtered/web/v1/data/part-00000.parquet"],
+        "dropped": ["/old/root/filtered/web/v1/dropped-00000.parquet"],  # written before paths were relative
+        "side": {"ledger": "filtered/web/v1/ledger/part-00000.parquet"},
+        "files": {"model.bin": "s3://other/quality_model/_all/v1/model.bin"},
+        "trace": "filtered/web/v1/trace.json",
+        "rows": 3,
+    }
+    for root in ("/moved/root", "s3://bucket/copy"):
+        assert versions.resolved(stored, root) == {
+            **stored,
+            "parts": [f"{root}/filtered/web/v1/data/part-00000.parquet"],
+            "side": {"ledger": f"{root}/filtered/web/v1/ledger/part-00000.parquet"},
+            "trace": f"{root}/filtered/web/v1/trace.json",
+        }
+    assert versions.resolved({"version": "v1"}, "/r") == {"version": "v1"}
 
 
 def test_a_version_file_is_write_once(where):

@@ -27,7 +27,10 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
         md = {**shown["details"], "held_out_auc": shown["held_out_auc"]}
         for key in ("held_out_precision", "held_out_recall", "held_out_f1", "held_out_auc"):
             assert 0 <= md[key] <= 1
-        assert md["held_out_auc"] >= TrainingParams().min_auc
+        params = TrainingParams()
+        assert md["held_out_auc"] >= params.min_auc
+        # the scores mean something on the bundled sample (issue 18): held-out classes separate by their medians
+        assert md["held_out_hq_median"] >= params.min_hq_median and md["held_out_cc_median"] <= params.max_cc_median
         # balanced classes before the split
         assert md["train_hq"] + md["held_out_hq"] == md["train_cc"] + md["held_out_cc"]
         key = dg.AssetCheckKey(dg.AssetKey("quality_model"), "held_out_quality")
@@ -48,12 +51,17 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
     assert abs(ledger["kept"].sum() / survivors.height - fraction) <= 0.02
     assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
     assert cut["drop_value"].equals(cut["quality_score"])
+    # the cut is by scores that spread, not by differences in the third decimal of 0.50
+    survivor_scores = survivors["quality_score"]
+    assert survivor_scores.quantile(0.99) - survivor_scores.quantile(0.01) > 0.1
+    assert cut["quality_score"].max() < 0.5
 
 
-def test_a_model_below_its_held_out_bar_fails_the_blocking_check_and_filtered_refuses_it(tmp_path, sample_run):
-    """raw of web and books staged from the shared run; the model trained with an unreachable bar."""
+def test_a_model_whose_scores_do_not_separate_fails_the_blocking_check_and_filtered_refuses_it(tmp_path, sample_run):
+    """raw of web and books staged from the shared run; the model trained at DCLM's 10 epochs without the small-sample
+    epoch floor: on ~120 documents it ranks the held-out set (AUC above min_auc) with every score at 0.50 +- 0.003."""
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
-    thresholds["quality_model"]["default"]["min_auc"] = 1.0  # the bundled sample's held-out AUC is below 1
+    thresholds["quality_model"]["default"]["min_updates"] = 0
     path = tmp_path / "thresholds.yaml"
     path.write_text(yaml.safe_dump(thresholds))
     root = tmp_path / "data"
@@ -66,7 +74,9 @@ def test_a_model_below_its_held_out_bar_fails_the_blocking_check_and_filtered_re
         res = defs.resolve_job_def(TRAIN_QUALITY).execute_in_process(instance=instance, raise_on_error=False)
         check = check_evaluation(res, "held_out_quality")
         assert not check.passed
-        assert check.metadata["held_out_auc"].value < 1.0
+        assert check.metadata["held_out_auc"].value >= TrainingParams().min_auc  # it ranks, yet
+        hq, cc = (check.metadata[f"held_out_{c}_median"].value for c in ("hq", "cc"))
+        assert abs(hq - 0.5) < 0.01 and abs(cc - 0.5) < 0.01  # no score says anything
         res = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
             partition_key="web", instance=instance, raise_on_error=False
         )

@@ -1,0 +1,91 @@
+"""The `filtered` asset through Dagster on a small literal source: URL blocklists (bundled and from a list file the
+thresholds name) drop with their reasons, PII is redacted from the kept text and counted in the ledger and the
+details. (The cores: tests/core/test_filtering.py, test_urls.py, test_pii.py.)"""
+
+import json
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from curation_assets.config import DEFAULT_THRESHOLDS, load_config
+from curation_assets.defs import build_definitions
+from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+from resources.cost_guard import CostGuard
+from resources.io_manager import ParquetIOManager
+from resources.store import ObjectStore
+from resources.tokenizer import TokenizerResource
+from tests.helpers import latest, local_settings
+
+PROSE = (
+    "The village library opens early on weekdays and closes late on Thursdays. Volunteers sort the donated books "
+    "by subject before they reach the shelves. Children come after school to read with their parents and to borrow "
+    "the new picture books. The reading room is quiet in the morning, and most of the seats are taken by students. "
+    "Every month the library invites a local author to talk about the work of writing. The talks are free and open "
+    "to everyone who lives in the valley."
+)
+DOCS = [
+    # (id, url, text)
+    ("adult", "https://www.pornhub.com/view_video", PROSE),  # bundled domain list
+    ("listed", "https://spam.example.net/buy-now", PROSE),  # our list file
+    (
+        "contact",
+        "https://library.example/contact",
+        PROSE + " Write to the librarian at anna.berg@library.example "
+        "or reach the catalogue server at 93.184.216.34 (the office uses 192.168.1.20).",
+    ),
+    ("no-url", None, PROSE.replace("village", "town")),
+]
+
+
+def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
+    data = tmp_path / "forum"
+    data.mkdir()
+    rows = [{"id": i, "text": t, **({"url": u} if u else {})} for i, u, t in DOCS]
+    (data / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": [{"name": "forum", "uris": [f"{data}/*.jsonl"], "licence": "test"}]})
+    )
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"forum": 1}}}))
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "urls.txt").write_text("# exact URLs\nhttps://spam.example.net/buy-now\n")
+    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    thresholds["filtered"]["default"] = {"url_files": ["lists/urls.txt"]}
+    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
+    root = tmp_path / "data"
+    settings = local_settings(
+        data_root=str(root),
+        sources=str(tmp_path / "sources.yaml"),
+        recipe=str(tmp_path / "recipe.yaml"),
+        thresholds=str(tmp_path / "thresholds.yaml"),
+    )
+    defs = build_definitions(load_config(settings.sources, settings.recipe, settings.thresholds), settings)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["forum"])
+        for job in (INGEST_SOURCE, CURATE_SOURCE):
+            assert defs.resolve_job_def(job).execute_in_process(partition_key="forum", instance=instance).success
+        md = latest(instance, "filtered", "forum")
+    ledger = pl.read_parquet(md["details"]["side_ledger"])
+    io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard())
+    kept = io.scan(dg.AssetKey("filtered"), "forum").collect()
+    dropped = io.scan(dg.AssetKey("filtered"), "forum", dropped=True).collect()
+
+    raw = io.scan(dg.AssetKey("raw"), "forum").collect()
+    by_id = dict(zip(raw["doc_id"], [json.loads(m)["id"] for m in raw["meta"]], strict=True))
+    ledger = ledger.with_columns(pl.col("doc_id").replace_strict(by_id).alias("id")).sort("id")
+    assert ledger.select("id", "drop_reason", "pii_emails", "pii_ips").rows() == [
+        ("adult", "url_domain_blocked", None, None),
+        ("contact", None, 1, 1),
+        ("listed", "url_blocked", None, None),
+        ("no-url", None, 0, 0),
+    ]
+    assert md["details"]["pii_redacted"] == {"documents": 1, "emails": 1, "ips": 1}
+    assert md["details"]["drops"] == {"url_blocked": 1, "url_domain_blocked": 1}
+    text = kept.filter(pl.col("doc_id") == ledger.filter(pl.col("id") == "contact")["doc_id"][0])["text"][0]
+    assert "anna.berg" not in text and "93.184.216.34" not in text and "192.168.1.20" in text
+    assert text.startswith(PROSE + " Write to the librarian at ")
+    # raw counted the text before redaction: filtered recounts what it changed (tokenized checks the counts)
+    n_tokens = kept.select("text", "n_tokens").rows()
+    assert n_tokens == [(t, TokenizerResource().count_tokens([t])[0]) for t, _ in n_tokens]
+    assert sorted(dropped["drop_reason"]) == ["url_blocked", "url_domain_blocked"]
+    assert not {"pii_emails", "pii_ips"} & set(kept.columns)
