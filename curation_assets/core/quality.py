@@ -10,8 +10,8 @@ out `held_out` of each class; the held-out precision, recall and F1 of `hq` at P
 P(hq) of each class are the asset's metadata. `filtered` cuts by rank (a percentile) or by P(hq), so the blocking
 check `held_out_quality` asks, before `filtered` may use the model, for the ranking quality (AUC >= `min_auc`) and for
 scores that separate the classes (median P(hq) of held-out hq >= `min_hq_median`, of held-out cc <= `max_cc_median`):
-a model whose every score is 0.50 +- 0.003 can still rank with a high AUC, and a cut by it would be a cut by noise. `filtered` scores every document
-(`quality_score` = P(hq)) and cuts where thresholds.yaml says.
+a model whose every score is 0.50 +- 0.003 can still rank with a high AUC, and a cut by it would be a cut by noise.
+`filtered` scores every document (`quality_score` = P(hq)) and cuts where thresholds.yaml says.
 
 Pure polars core on top (no Dagster, no I/O); fastText itself is behind `resources.classifiers.QualityModel`.
 """

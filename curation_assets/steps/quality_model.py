@@ -76,7 +76,14 @@ def build(cfg, params: TrainingParams, version: str) -> list:
         counts = class_counts(train)
         # documents not drawn by the pre-sample (and empty ones) count as not_sampled: the funnel adds up to raw's rows
         drops = {"not_sampled": sum(rows.values()) - docs.height, **left_out}
-        report = {"params": params.model_dump(mode="json"), "epochs": fasttext["epoch"], "rows": rows, **counts, **metrics, "left_out": drops}
+        report = {
+            "params": params.model_dump(mode="json"),
+            "epochs": fasttext["epoch"],
+            "rows": rows,
+            **counts,
+            **metrics,
+            "left_out": drops,
+        }
         blob = model.to_bytes()
         yield dg.Output(
             FileSetOutput(
