@@ -67,6 +67,26 @@ def _store(settings: Settings) -> ObjectStore:
     return ObjectStore(endpoint_url=settings.s3_endpoint, region=settings.region)
 
 
+def data_root_problem(settings: Settings) -> str | None:
+    """One line when the data root cannot be written (a path through a file, a directory we may not write, a bucket
+    that does not exist or refuses us, an unreachable endpoint), found by writing and deleting an empty probe object
+    where versions are written (the root, and locally its staging directory); None when it can. Before any run:
+    otherwise the first step fails with a message about a `.staging` path the user never set."""
+    from curation_assets.config.errors import short
+    from resources.versions import staging_dir_for
+
+    store, root = _store(settings), settings.data_root.rstrip("/")
+    try:
+        for where in filter(None, (root, staging_dir_for(root))):
+            probe = f"{where}/.curation-write-probe-{os.getpid()}"
+            store.write_bytes(probe, b"")
+            store.delete(probe)
+    except Exception as e:  # whatever the store raises is the reason: OSError, botocore's errors
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        return f"environment: CURATION_DATA_ROOT: {short(root, 200)} cannot be written ({reason})"
+    return None
+
+
 def io_manager(cfg: CurationConfig, settings: Settings) -> ParquetIOManager:
     """The IO manager the deployment builds for these settings (the data root's reader and writer)."""
     from curation_assets.defs.deployment import deployment
@@ -387,6 +407,10 @@ def run_command(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, workers=args.workers)
     # local source paths that match no file stop here, one line each, before Dagster is started
     load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
+    problem = data_root_problem(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     cluster = _local_cluster(settings)
     was_up = cluster is not None and cluster.address() is not None
     try:

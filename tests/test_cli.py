@@ -8,7 +8,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 
 from curation_assets.config import DEFAULT_SOURCES, DEFAULT_THRESHOLDS
@@ -115,6 +114,26 @@ def test_environment_variables_are_checked(tmp_path):
     assert (
         line == "environment: CURATION_THRESHOLD: not a variable curation reads (did you mean 'CURATION_THRESHOLDS'?)"
     )
+
+
+def test_a_data_root_that_cannot_be_written_is_one_line_before_any_run(tmp_path, s3_endpoint):
+    """A local root through a file (the tests run as root, so permission bits would not stop them) and a bucket that
+    does not exist on the loopback S3 server: one line naming the variable, exit code 2, no run in the instance."""
+    (tmp_path / "a-file").write_text("")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    for root, reason in (
+        (str(tmp_path / "a-file" / "data"), "Not a directory"),
+        ("s3://no-such-bucket/data", "NoSuchBucket"),
+    ):
+        code, lines = curation(
+            "run", cwd=tmp_path, CURATION_DATA_ROOT=root, CURATION_S3_ENDPOINT=s3_endpoint, DAGSTER_HOME=str(home)
+        )
+        assert code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith(f"environment: CURATION_DATA_ROOT: '{root}' cannot be written (")
+        assert reason in lines[0]
+    assert not (home / "history").exists()  # no run was recorded: Dagster's instance was never opened for a run
 
 
 def test_every_problem_is_reported_at_once_and_run_reports_them_the_same_way(tmp_path):

@@ -38,19 +38,18 @@ DOCS = [
 ]
 
 
-def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
+def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[dict, pl.DataFrame, ParquetIOManager]:
+    """`raw` and `filtered` of a one-shard source `forum` made of `rows`, with `filtered.default` = `filtered_default`
+    (every other threshold bundled): filtered's metadata, its ledger with each document's JSON `id`, the IO manager."""
     data = tmp_path / "forum"
     data.mkdir()
-    rows = [{"id": i, "text": t, **({"url": u} if u else {})} for i, u, t in DOCS]
     (data / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "sources.yaml").write_text(
         yaml.safe_dump({"sources": [{"name": "forum", "uris": [f"{data}/*.jsonl"], "licence": "test"}]})
     )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"recipe": {"name": "r", "weights": {"forum": 1}}}))
-    (tmp_path / "lists").mkdir()
-    (tmp_path / "lists" / "urls.txt").write_text("# exact URLs\nhttps://spam.example.net/buy-now\n")
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
-    thresholds["filtered"]["default"] = {"url_files": ["lists/urls.txt"]}
+    thresholds["filtered"]["default"] = filtered_default
     (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
     root = tmp_path / "data"
     settings = local_settings(
@@ -65,14 +64,26 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
         for job in (INGEST_SOURCE, CURATE_SOURCE):
             assert defs.resolve_job_def(job).execute_in_process(partition_key="forum", instance=instance).success
         md = latest(instance, "filtered", "forum")
-    ledger = pl.read_parquet(md["details"]["side_ledger"])
     io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard())
-    kept = io.scan(dg.AssetKey("filtered"), "forum").collect()
-    dropped = io.scan(dg.AssetKey("filtered"), "forum", dropped=True).collect()
-
     raw = io.scan(dg.AssetKey("raw"), "forum").collect()
     by_id = dict(zip(raw["doc_id"], [json.loads(m)["id"] for m in raw["meta"]], strict=True))
-    ledger = ledger.with_columns(pl.col("doc_id").replace_strict(by_id).alias("id")).sort("id")
+    ledger = pl.read_parquet(md["details"]["side_ledger"])
+    return md, ledger.with_columns(pl.col("doc_id").replace_strict(by_id).alias("id")).sort("id"), io
+
+
+def recounted(kept: pl.DataFrame) -> bool:
+    """Every kept document's `n_tokens` is the tokenizer's count of its text as stored (tokenized checks it)."""
+    rows = kept.select("text", "n_tokens").rows()
+    return rows == [(t, TokenizerResource().count_tokens([t])[0]) for t, _ in rows]
+
+
+def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "urls.txt").write_text("# exact URLs\nhttps://spam.example.net/buy-now\n")
+    rows = [{"id": i, "text": t, **({"url": u} if u else {})} for i, u, t in DOCS]
+    md, ledger, io = run_filtered(tmp_path, rows, {"url_files": ["lists/urls.txt"]})
+    kept = io.scan(dg.AssetKey("filtered"), "forum").collect()
+    dropped = io.scan(dg.AssetKey("filtered"), "forum", dropped=True).collect()
     assert ledger.select("id", "drop_reason", "pii_emails", "pii_ips").rows() == [
         ("adult", "url_domain_blocked", None, None),
         ("contact", None, 1, 1),
@@ -85,7 +96,27 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     assert "anna.berg" not in text and "93.184.216.34" not in text and "192.168.1.20" in text
     assert text.startswith(PROSE + " Write to the librarian at ")
     # raw counted the text before redaction: filtered recounts what it changed (tokenized checks the counts)
-    n_tokens = kept.select("text", "n_tokens").rows()
-    assert n_tokens == [(t, TokenizerResource().count_tokens([t])[0]) for t, _ in n_tokens]
+    assert recounted(kept)
     assert sorted(dropped["drop_reason"]) == ["url_blocked", "url_domain_blocked"]
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
+
+
+FOOTER = "This page is mirrored from the village archive; all rights reserved by the library board."
+
+
+def test_lines_in_many_documents_of_the_source_are_removed_and_a_document_of_nothing_else_is_dropped(tmp_path):
+    """25 documents end with the same footer line (>= boilerplate_min_docs 20): it leaves every kept text, the ledger
+    counts it per document, the tokens are recounted, and a document that is the footer alone goes as
+    `boilerplate_only`; rules and their decisions are untouched (line removal follows them)."""
+    words = PROSE.split()
+    rows = [{"id": f"d{i:02d}", "text": " ".join(words[i:] + words[:i]) + "\n" + FOOTER} for i in range(25)]
+    rows.append({"id": "only", "text": FOOTER})  # rules for short texts would drop it first: off below
+    short_text_rules_off = {"min_doc_words": None, "min_stop_words": None, "top_n_grams": None, "c4_quality": False}
+    md, ledger, io = run_filtered(tmp_path, rows, short_text_rules_off)
+    kept = io.scan(dg.AssetKey("filtered"), "forum").collect()
+    assert kept.height == 25 and not kept["text"].str.contains("village archive").any()
+    assert recounted(kept)
+    by_id = {r["id"]: r for r in ledger.select("id", "kept", "drop_reason", "boilerplate_lines").to_dicts()}
+    assert by_id["only"]["drop_reason"] == "boilerplate_only" and not by_id["only"]["kept"]
+    assert {by_id[f"d{i:02d}"]["boilerplate_lines"] for i in range(25)} == {1}
+    assert md["details"]["drops"].get("boilerplate_only") == 1
