@@ -15,8 +15,8 @@ ASSETS = (
     "quality_model",
     "filtered",
     "dedup_signatures",
+    "decontam_index",  # before dedup_clusters: Dagster runs the job's two independent steps in name order
     "dedup_clusters",
-    "decontam_index",
     "deduped",
     "synthetic",
     "mixed",
@@ -33,7 +33,7 @@ JOB_ASSETS = {  # in rebuild order
     INGEST_SOURCE: ("raw",),
     TRAIN_QUALITY: ("quality_model",),
     CURATE_SOURCE: ("filtered", "dedup_signatures"),
-    DEDUPE_CORPUS: ("dedup_clusters", "decontam_index"),
+    DEDUPE_CORPUS: ("decontam_index", "dedup_clusters"),
     FINISH_SOURCE: ("deduped", "synthetic"),
     BUILD_MIXTURE: ("mixed", "tokenized"),
 }
