@@ -1,17 +1,21 @@
 """Per-document cost of every programmatic generator, and whether any document is pathological.
 
-Usage: python benchmarks/bench_synthetic.py [--input FILE ...] [--min-kb 1]
+Usage: python benchmarks/bench_synthetic.py [--input FILE ...] [--min-kb 1] [--repeat 3]
 
 Input: the shared corpus's code and books shards (or any shards named with `--input`). Every generator runs on every
 document of at least `--min-kb` KB (smaller ones measure call overhead, not the generator), one document at a time,
-one core. Per generator it prints documents/s, MB/s, and the spread of seconds per MB: the slowest document's over
-the median document's (issue 19's bound: <= 20x; a generator quadratic in document size shows up here as hundreds).
+one core; a document's time is the best of `--repeat` runs (a shared machine only ever adds time). Per generator it
+prints documents/s, MB/s, nanoseconds per work unit (what `max_work` bounds), the most work units one document cost,
+and the spread of seconds per MB: the slowest document's over the median document's (issue 19's bound: <= 20x; a
+generator quadratic in document size shows up here as hundreds). Then the constructed worst cases of
+tests/core/test_generators.py at two sizes: seconds per MB at n and 2n (linear: the same).
 
 Baseline in the same run: `code_docs` with the standard library's `ast.get_source_segment` (which re-splits the whole
-file on every call) instead of `generators.SourceSegments`; the ratio printed last is baseline seconds over ours.
+file on every call) instead of `generators.SourceSegments`, one run each. Last: the largest spread over all generators.
 """
 
 import argparse
+import ast
 import statistics
 import sys
 import time
@@ -23,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from curation_assets.core import generators
 from curation_assets.core.readers import detect_format, read_shard
+from tests.core.test_generators import WORST_CASES
 
 
 class StdlibSegments:
@@ -32,8 +37,6 @@ class StdlibSegments:
         self.source = source
 
     def __call__(self, node, padded: bool = False):
-        import ast
-
         return ast.get_source_segment(self.source, node, padded=padded)
 
 
@@ -45,41 +48,63 @@ def load(paths: list[Path], min_bytes: int) -> list[str]:
     return [t for t in texts if len(t.encode()) >= min_bytes]
 
 
-def timed(fn, texts: list[str]) -> list[float]:
-    seconds = []
+def timed(fn, texts: list[str], repeat: int) -> tuple[list[float], list[int]]:
+    """Best-of-`repeat` seconds and the work units of `fn` on each text."""
+    seconds, units = [], []
     for i, t in enumerate(texts):
-        start = time.perf_counter()
-        fn(t, f"doc-{i}")
-        seconds.append(time.perf_counter() - start)
-    return seconds
+        best = float("inf")
+        for _ in range(repeat):
+            work = generators.Work()
+            start = time.process_time()
+            fn(t, f"doc-{i}", work)
+            best = min(best, time.process_time() - start)
+        seconds.append(best)
+        units.append(work.units)
+    return seconds, units
 
 
 def main() -> None:
     corpus = ROOT.parent / "shared" / "corpus" / "data"
+    default = sorted(corpus.glob("code/part-*")) + sorted(corpus.glob("books/part-*"))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--input", nargs="+", type=Path, default=sorted(corpus.glob("code/part-*")) + sorted(corpus.glob("books/part-*")))
+    ap.add_argument("--input", nargs="+", type=Path, default=default)
     ap.add_argument("--min-kb", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     texts = load(args.input, int(args.min_kb * 1024))
     sizes = [len(t.encode()) / 1e6 for t in texts]
     print(f"{len(texts)} documents >= {args.min_kb} KB, {sum(sizes):.1f} MB, from {len(args.input)} shards")
-    print(f"{'generator':<12} {'docs/s':>9} {'MB/s':>7} {'slowest s/MB over median':>25} {'slowest doc':>12}")
-    ours_code = None
+    print(
+        f"{'generator':<12} {'docs/s':>8} {'MB/s':>7} {'ns/unit':>8} {'max units':>11} "
+        f"{'slowest s/MB over median':>25} {'slowest doc':>22}"
+    )
+    spreads = {}
     for name, fn in generators.PROGRAMMATIC.items():
-        seconds = timed(fn, texts)
+        seconds, units = timed(fn, texts, args.repeat)
         per_mb = [s / mb for s, mb in zip(seconds, sizes, strict=True)]
         worst = max(range(len(texts)), key=per_mb.__getitem__)
-        spread = per_mb[worst] / statistics.median(per_mb)
+        spreads[name] = per_mb[worst] / statistics.median(per_mb)
         total = sum(seconds)
+        ns_unit = f"{total / sum(units) * 1e9:.1f}" if sum(units) else "-"
         print(
-            f"{name:<12} {len(texts) / total:>9.0f} {sum(sizes) / total:>7.1f} {spread:>24.1f}x "
-            f"{seconds[worst]:>9.3f} s ({sizes[worst] * 1e3:.0f} KB)"
+            f"{name:<12} {len(texts) / total:>8.0f} {sum(sizes) / total:>7.1f} {ns_unit:>8} {max(units):>11,} "
+            f"{spreads[name]:>24.1f}x {seconds[worst] * 1e3:>10.2f} ms ({sizes[worst] * 1e3:.0f} KB)"
         )
-        if name == "code_docs":
-            ours_code = total
+    print("worst cases (tests/core/test_generators.py), s/MB at n=4,000 and n=8,000:")
+    for name, cases in WORST_CASES.items():
+        for case, make in cases.items():
+            small, large = make(4_000), make(8_000)
+            (s_small,), _ = timed(generators.PROGRAMMATIC[name], [small], args.repeat)
+            (s_large,), _ = timed(generators.PROGRAMMATIC[name], [large], args.repeat)
+            a, b = s_small / (len(small) / 1e6), s_large / (len(large) / 1e6)
+            print(f"  {name:<12} {case:<34} {a:>8.3f} {b:>8.3f} s/MB  ({b / a:.2f}x at twice the size)")
+    ours_code = sum(timed(generators.gen_code_docs, texts, 1)[0])  # one run each, as the baseline's
     with mock.patch.object(generators, "SourceSegments", StdlibSegments):
-        base_code = sum(timed(generators.gen_code_docs, texts))
-    print(f"code_docs speedup vs ast.get_source_segment: {base_code / ours_code:.2f}x ({base_code:.2f} s vs {ours_code:.2f} s)")
+        base_code = sum(timed(generators.gen_code_docs, texts, 1)[0])
+    print(f"code_docs vs ast.get_source_segment: {base_code / ours_code:.2f}x ({base_code:.2f} s vs {ours_code:.2f} s)")
+    print(
+        f"synthetic: slowest document per MB ≤ {max(spreads.values()):.1f}x the median over all generators (target 20x)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,123 +1,215 @@
-"""Tokens/s per core: the tokenized asset's core, the loader's two paths, and bare tiktoken, on the same text.
+"""Tokens/s per core: the `tokenized` step's core against tiktoken's fastest public path, on a seeded sample drawn
+from every source of a corpus.
 
-Usage: python benchmarks/bench_tokenize.py [--corpus ../shared/corpus] [--mb 8] [--threads 1 2] [--repeat 3]
+Usage: python benchmarks/bench_tokenize.py [--corpus ../shared/corpus] [--mb 16] [--seed 0] [--threads 1]
+       [--repeat 5] [--no-pin]
 
-Cases (same documents, same encoding `cl100k_base`, same thread count; the clock covers only the case):
-- `bare.encode_ordinary_batch`: `enc.encode_ordinary_batch(texts, num_threads=T)` - the reference;
-- `tokenized.tokenize_docs`: the asset's core - encode, append EOT, build the Megatron `.bin` bytes and `.idx` per
-  shard (everything but writing files and the sha256 of the wrapper);
-- `loader.online`: the on-the-fly path of the dial - encode and cut 2048-token sequences;
-- `loader.offline`: the pre-tokenized path - read the shards (memory-mapped) and cut the same sequences.
-Tokens/s per core = tokens / seconds / T. Runs are interleaved and the median of `--repeat` is reported, because a
-shared machine's load drifts; the ratio to bare is computed per repeat, then the median taken.
+Input: every shard of every source (`<corpus>/data/<source>/*`, or `<corpus>/<source>/*`; without the corpus, the
+bundled sample) read with the project's reader as `raw` reads it (HTML extracted), outside the clock; then a seeded
+uniform sample of documents across all sources (each document equally likely, so each source's share of the
+sample's bytes is its share of the corpus's) up to `--mb` MB of text (0: all), in the sampled (shuffled) order, as a
+mixture is. Each source's documents and MB in the sample are printed.
+
+Cases (same documents, encoding `cl100k_base`, T = `--threads`; the clock covers only the case):
+- `bare.encode_ordinary_batch`: `enc.encode_ordinary_batch(texts, num_threads=T)` (lists of Python ints);
+- `bare.encode_to_numpy`: `enc.encode_to_numpy(text, disallowed_special=())` per document (ids in a numpy array;
+  `disallowed_special=()` makes it `encode_ordinary`'s ids and skips the special-token scan), T contiguous chunks
+  on T threads;
+- `tokenized.token_files`: the step's core as the step runs it - texts taken from the mixture frame batch by batch,
+  encoded (`TokenizerResource.encode_arrays`), EOT appended, packed into Megatron `.bin`/`.idx` bytes per shard
+  (the step's default `shard_tokens`), `documents.parquet`, `manifest.json` and every sha256: everything but
+  writing the files;
+- `loader.online` / `loader.offline`: the dial's two paths (encode and cut 2048-token sequences; read the written
+  shards memory-mapped and cut the same sequences).
+The baseline is whichever bare case has the lower median time in this run. Tokens/s per core = text tokens (EOT not
+counted, the same number on every side) / CPU seconds of the process (`time.process_time`, all threads), so another
+job's load on a shared machine is not billed to either side; with T = 1 the process is also pinned to one CPU
+(`--no-pin` to leave it free). Cases are interleaved, each round in a rotated order, and the median of `--repeat`
+rounds is reported; a ratio is that of the medians, and its spread the min-max of the per-round ratios (same
+round, same load). The line printed last is the ratio of the step's core to the baseline.
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import polars as pl
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 
-from curation_assets.core.loader import OfflineSource, OnlineSource, sequences
-from curation_assets.core.readers import detect_format, read_shard
-from curation_assets.core.tokens import text_batches, tokenize_docs
-from resources.tokenizer import TokenizerResource
+from curation_assets.core.loader import OfflineSource, OnlineSource, sequences  # noqa: E402
+from curation_assets.core.readers import detect_format, read_shard  # noqa: E402
+from curation_assets.core.tokens import TokenizeParams, manifest_header, text_batches, token_files  # noqa: E402
+from resources.tokenizer import TokenizerResource  # noqa: E402
 
 SEQ = 2048
+BARE = ("bare.encode_ordinary_batch", "bare.encode_to_numpy")
+OURS = "tokenized.token_files"
 
 
-def load_texts(corpus: Path, mb: float) -> list[str]:
-    files = sorted(p for d in ("web", "books", "code", "multilingual") for p in (corpus / "data" / d).glob("part-*"))
-    if not files:
-        files = sorted(p for p in (ROOT / "curation_assets" / "sample").glob("*/part-*"))
-    texts, size = [], 0
-    for p in files:
-        with open(p, "rb") as f:
-            for t in read_shard(f, fmt=detect_format(p.name), source="b", shard=p.name).docs["text"]:
-                texts.append(t)
-                size += len(t.encode())
-                if size >= mb * 1e6:
-                    return texts
-    return texts
+def read_corpus(corpus: Path) -> pl.DataFrame:
+    """Every readable shard of every source: `doc_id, source, text`, in source and shard order."""
+    base = corpus / "data" if (corpus / "data").is_dir() else corpus
+    if not base.is_dir():
+        base = ROOT / "curation_assets" / "sample"
+    frames = []
+    for src in sorted(p for p in base.iterdir() if p.is_dir()):
+        for path in sorted(src.iterdir()):
+            try:
+                fmt = detect_format(path.name)
+            except ValueError:
+                continue
+            with open(path, "rb") as f:
+                docs = read_shard(f, fmt=fmt, source=src.name, shard=path.name).docs
+            frames.append(docs.select("doc_id", "source", "text"))
+    if not frames:
+        raise SystemExit(f"no shards under {base}")
+    return pl.concat(frames)
+
+
+def sample(corpus: pl.DataFrame, mb: float, seed: int) -> pl.DataFrame:
+    """A seeded uniform sample of documents (shuffled order) up to `mb` MB of text; 0 = every document."""
+    order = np.random.default_rng(seed).permutation(corpus.height)
+    docs = corpus[order]
+    if mb > 0:
+        size = docs["text"].str.len_bytes().cum_sum()
+        docs = docs.head(max(1, int((size < mb * 1e6).sum()) + 1))
+    missing = set(corpus["source"].unique()) - set(docs["source"].unique())
+    if missing:
+        raise SystemExit(f"the sample has no document of {sorted(missing)}: raise --mb")
+    return docs.with_columns(component=pl.col("source"), epoch=pl.lit(0, pl.UInt32))
+
+
+def chunks(items: list, k: int) -> list[list]:
+    step = -(-len(items) // k)
+    return [items[i : i + step] for i in range(0, len(items), step)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
-    ap.add_argument("--mb", type=float, default=8.0)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--mb", type=float, default=16.0, help="MB of text in the sample (0: the whole corpus)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-pin", action="store_true", help="with --threads 1, do not pin the process to one CPU")
     args = ap.parse_args()
-    texts = load_texts(Path(args.corpus), args.mb)
-    mb = sum(len(t.encode()) for t in texts) / 1e6
-    results = {}
+    if args.repeat < 3:
+        raise SystemExit("--repeat must be >= 3 (the median and spread of interleaved rounds)")
+    threads = args.threads
+    if threads == 1 and not args.no_pin and hasattr(os, "sched_setaffinity"):
+        cpu = max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+
+    corpus = read_corpus(Path(args.corpus))
+    docs = sample(corpus, args.mb, args.seed)
+    texts = docs["text"].to_list()
+    mb = docs["text"].str.len_bytes().sum() / 1e6
+
+    tok = TokenizerResource(num_threads=threads)
+    enc = tok.enc
+    counts = [a.size for a in tok.encode_arrays(texts)]
+    tokens = sum(counts)
+    mixed = docs.select("text").with_columns(pl.Series("n_tokens", counts, dtype=pl.Int64))
+    header = manifest_header(
+        tokenizer="cl100k_base",
+        tokenizer_sha256=None,
+        vocab_size=tok.vocab_size,
+        eot_id=tok.eot_id,
+        sequence_length=SEQ,
+        shard_tokens=TokenizeParams().shard_tokens,
+        recipe="bench",
+        recipe_hash="bench",
+    )
+    meta = docs.select("doc_id", "source", "component", "epoch")
+    numpy_pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def encode_to_numpy(part: list[str]) -> list[np.ndarray]:
+        return [enc.encode_to_numpy(t, disallowed_special=()) for t in part]
+
+    def bare_numpy():
+        if numpy_pool is None:
+            return encode_to_numpy(texts)
+        return [a for part in numpy_pool.map(encode_to_numpy, chunks(texts, threads)) for a in part]
+
+    def ours() -> int:
+        return sum(len(data) for _, data in token_files(meta, map(tok.encode_arrays, text_batches(docs)), header))
+
     with tempfile.TemporaryDirectory() as tmp:
-        for threads in args.threads:
-            tok = TokenizerResource(num_threads=threads)
-            enc = tok.enc
-            docs = pl.DataFrame({"text": texts})
-            counts = tok.count_tokens(texts)
-            mixed = docs.with_columns(pl.Series("n_tokens", counts, dtype=pl.Int64))
-            tokens = sum(counts) + len(counts)  # with EOT
+        out = Path(tmp)
+        for name, data in token_files(meta, map(tok.encode_arrays, text_batches(docs)), header):
+            (out / name).write_bytes(data)
+        offline = OfflineSource({p.name: str(p) for p in out.iterdir()}, lambda u: Path(u).read_bytes())
+        online = OnlineSource(mixed, tok.encode_arrays, tok.eot_id, batch=1024)
+        cases = {
+            BARE[0]: lambda: enc.encode_ordinary_batch(texts, num_threads=threads),
+            BARE[1]: bare_numpy,
+            OURS: ours,
+            "loader.online": lambda: sum(1 for _ in sequences("online", seq_len=SEQ, online=online)),
+            "loader.offline": lambda: sum(1 for _ in sequences("offline", seq_len=SEQ, offline=offline)),
+        }
+        names = list(cases)
+        cpu = {name: [] for name in names}
+        wall = {name: [] for name in names}
+        for r in range(args.repeat):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotated: no case always runs first
+                w0, c0 = time.perf_counter(), time.process_time()
+                cases[name]()
+                cpu[name].append(time.process_time() - c0)
+                wall[name].append(time.perf_counter() - w0)
+    if numpy_pool is not None:
+        numpy_pool.shutdown()
 
-            # shards for the offline path, written once
-            out, shards = Path(tmp) / f"t{threads}", []
-            out.mkdir()
-            for s in tokenize_docs(map(tok.encode_arrays, text_batches(docs)), tok.eot_id, tok.vocab_size, 1 << 24):
-                (out / f"{s.name}.bin").write_bytes(s.data)
-                shards.append({"name": s.name, "bin": f"{s.name}.bin", "tokens": int(s.lengths.sum())})
-            (out / "manifest.json").write_text(json.dumps({"dtype": "<i4", "shards": shards}))
-            offline = OfflineSource({p.name: str(p) for p in out.iterdir()}, lambda u: Path(u).read_bytes())
-
-            cases = {
-                "bare.encode_ordinary_batch": lambda: enc.encode_ordinary_batch(texts, num_threads=threads),
-                "tokenized.tokenize_docs": lambda: sum(
-                    len(s.data)
-                    for s in tokenize_docs(
-                        map(tok.encode_arrays, text_batches(docs)), tok.eot_id, tok.vocab_size, 1 << 24
-                    )
-                ),
-                "loader.online": lambda: sum(
-                    1
-                    for _ in sequences(
-                        "online", seq_len=SEQ, online=OnlineSource(mixed, tok.encode_arrays, tok.eot_id, batch=1024)
-                    )
-                ),
-                "loader.offline": lambda: sum(1 for _ in sequences("offline", seq_len=SEQ, offline=offline)),
-            }
-            times = {name: [] for name in cases}
-            for _ in range(args.repeat):
-                for name, fn in cases.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t0)
-            for name, ts in times.items():
-                med = statistics.median(ts)
-                ratio = statistics.median(b / t for b, t in zip(times["bare.encode_ordinary_batch"], ts))
-                results[f"{name}@{threads}"] = {
-                    "threads": threads,
-                    "seconds": round(med, 3),
-                    "tokens": tokens,
-                    "tokens_per_s_per_core": round(tokens / med / threads),
-                    "mb_per_s_per_core": round(mb / med / threads, 2),
-                    "ratio_to_bare": round(ratio, 3),
-                }
-    print(f"{len(texts)} documents, {mb:.1f} MB, cl100k_base")
-    print(f"{'case':<34} {'s (median)':>10} {'tok/s/core':>12} {'MB/s/core':>10} {'x bare':>7}")
+    base = min(BARE, key=lambda name: statistics.median(cpu[name]))
+    results = {}
+    for name in names:
+        ratios = [b / t for b, t in zip(cpu[base], cpu[name])]
+        rates = [tokens / t / 1e6 for t in cpu[name]]
+        results[name] = {
+            "cpu_s": round(statistics.median(cpu[name]), 3),
+            "wall_s": round(statistics.median(wall[name]), 3),
+            "mtok_per_s_per_core": round(tokens / statistics.median(cpu[name]) / 1e6, 3),
+            "mtok_per_s_spread": [round(min(rates), 3), round(max(rates), 3)],
+            "mb_per_s_per_core": round(mb / statistics.median(cpu[name]), 2),
+            "ratio_to_baseline": round(statistics.median(cpu[base]) / statistics.median(cpu[name]), 3),
+            "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
+        }
+    per_source = docs.group_by("source").agg(pl.len().alias("docs"), (pl.col("text").str.len_bytes().sum() / 1e6))
+    print(
+        f"{docs.height} documents, {mb:.1f} MB, {tokens:,} tokens of {corpus.height} documents "
+        f"({corpus['text'].str.len_bytes().sum() / 1e6:.1f} MB), seed {args.seed}, cl100k_base, {threads} thread(s)"
+    )
+    print("  " + ", ".join(f"{s}: {d} docs {m:.1f} MB" for s, d, m in per_source.sort("source").iter_rows()))
+    print(
+        f"{'case':<28} {'CPU s':>7} {'wall s':>7} {'M tok/s/core':>13} {'spread':>13} {'MB/s/core':>10} {'x base':>7}"
+    )
     for name, r in results.items():
+        lo, hi = r["mtok_per_s_spread"]
         print(
-            f"{name:<34} {r['seconds']:>10.3f} {r['tokens_per_s_per_core']:>12,} {r['mb_per_s_per_core']:>10} "
-            f"{r['ratio_to_bare']:>7}"
+            f"{name:<28} {r['cpu_s']:>7.3f} {r['wall_s']:>7.3f} {r['mtok_per_s_per_core']:>13.3f} "
+            f"{f'{lo:.2f}-{hi:.2f}':>13} {r['mb_per_s_per_core']:>10.2f} {r['ratio_to_baseline']:>7.3f}"
         )
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "tokenize.json").write_text(json.dumps({"mb": mb, "results": results}, indent=1))
+    (ROOT / "benchmarks" / "results" / "tokenize.json").write_text(
+        json.dumps(
+            {"mb": mb, "documents": docs.height, "tokens": tokens, "baseline": base, "results": results}, indent=1
+        )
+    )
+    r, b = results[OURS], results[base]
+    lo, hi = r["ratio_spread"]
+    print(
+        f"tokenize: tokenized core {r['mtok_per_s_per_core']:.2f} M tok/s vs bare {base.removeprefix('bare.')} "
+        f"{b['mtok_per_s_per_core']:.2f} M tok/s per core: {r['ratio_to_baseline']:.2f}x "
+        f"(median of {args.repeat} interleaved rounds, spread {lo:.2f}-{hi:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -302,11 +302,14 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
 
 
 def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
-    """One line per asset and partition from the latest materialization: rows in, rows out, dropped, tokens."""
+    """One line per asset and partition from the latest materialization: rows in, rows out, dropped, tokens (an
+    estimate where the step counted none: raw's `tokens_est`, shown `~1.2M (est.)`)."""
     import dagster as dg
 
+    from curation_assets.core.frames import approx
+
     assets = _asset_lists()
-    lines = [f"{'asset':<16} {'partition':<14} {'rows_in':>9} {'rows_out':>9} {'dropped':>8} {'tokens':>11}"]
+    lines = [f"{'asset':<16} {'partition':<14} {'rows_in':>9} {'rows_out':>9} {'dropped':>8} {'tokens':>13}"]
     for asset in assets["ALL_ASSETS"]:
         for part in cfg.source_names if asset in assets["SOURCE_ASSETS"] else [None]:
             flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[part] if part else None)
@@ -314,9 +317,11 @@ def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
             val = {k: getattr(md.get(k), "value", "-") for k in ("rows_in", "rows_out", "tokens")}
             val["rows_dropped"] = md["details"].value["rows_dropped"] if "details" in md else "-"
+            if "tokens_est" in md:
+                val["tokens"] = approx(md["tokens_est"].value)
             lines.append(
                 f"{asset:<16} {part or cfg.recipe.name:<14} {val['rows_in']:>9} {val['rows_out']:>9} "
-                f"{val['rows_dropped']:>8} {val['tokens']:>11}"
+                f"{val['rows_dropped']:>8} {val['tokens']:>13}"
             )
     return "\n".join(lines)
 

@@ -46,8 +46,8 @@ def build_resources(
     return {
         "io_manager": ParquetIOManager(base_uri=settings.data_root, store=store, cost_guard=guard),
         "store": store,
-        # the recipe's tokenizer (resolved by the config; cl100k_base without one): it counts raw's n_tokens, so the
-        # mixture's token weights and the shards are in the same tokens
+        # the recipe's tokenizer (resolved by the config; cl100k_base without one): it counts filtered's n_tokens, so
+        # the mixture's token weights and the shards are in the same tokens
         "tokenizer": TokenizerResource(encoding=tokenizer.encoding, eos_token=tokenizer.eos_token)
         if tokenizer
         else TokenizerResource(),

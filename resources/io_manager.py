@@ -221,7 +221,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         """The materialization's metadata (`resources.metadata`), from what the manifest says is the current version:
         a frame output's step metadata, or the file-set step's own (its Output's) with the bytes actually written; the
         one `cost` table prices every byte the step moved (data root reads and writes, raw's source reads)."""
-        from curation_assets.core.frames import drop_counts, drop_tokens
+        from curation_assets.core.frames import drop_bytes, drop_counts, drop_tokens
         from resources.metadata import MOVED, published, step_metadata
 
         if "files" in manifest:
@@ -241,6 +241,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 tokens_dropped=drop_tokens(dropped),
                 added=obj.added,
                 extra=extra,
+                bytes_dropped=drop_bytes(dropped),
+                estimate=obj.token_estimate(),
             )
             details = {f"side_{n}": u for n, u in manifest["side"].items()}
         if obj.trace is not None:

@@ -5,7 +5,7 @@
 file). A tokenizer.json is read here, once: it must parse with the pinned `tokenizers` library and have an
 end-of-document token (`core.tokens.tokenizer_json_eos`, or `recipe.eos_token`, which must be one of its special
 tokens so that no document's text can produce it). The sha256 of its bytes is its identity: part of the code
-versions of `raw` (its `n_tokens`) and `tokenized` (its ids), so editing the file re-runs them. Nothing is ever
+versions of `filtered` (its `n_tokens`) and `tokenized` (its ids), so editing the file re-runs them. Nothing is ever
 fetched from a hub.
 """
 

@@ -12,11 +12,12 @@ def asset_versions(cfg: CurationConfig) -> dict[str, str]:
     """code_version per asset."""
     t, model, dedup = cfg.thresholds, cfg.quality_model_params, cfg.dedup_params
     return {
-        # the tokenizer (a tokenizer.json by the sha256 of its bytes) counts raw's n_tokens and writes tokenized's ids
-        "raw": version_of(cfg.sources, t.raw.data_params(), cfg.tokenizer, "readers-v1"),
+        # the tokenizer (a tokenizer.json by the sha256 of its bytes) counts filtered's n_tokens and writes tokenized's
+        # ids; raw's data does not depend on it (its token estimate is metadata, naming the tokenizer that made it)
+        "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
         "quality_model": version_of(model, "quality-model-v1"),
         # the URL lists by content: editing a list file re-runs filtered
-        "filtered": version_of(t.filtered.data_params(), model, url_list_digests(cfg), "filtered-v4"),
+        "filtered": version_of(t.filtered.data_params(), model, url_list_digests(cfg), cfg.tokenizer, "filtered-v4"),
         "dedup_signatures": version_of(dedup.signature_version, "signatures-v1"),
         "dedup_clusters": version_of(dedup.model_dump(mode="json"), "clusters-v1"),
         "decontam_index": version_of(t.decontam_index.data_params(), cfg.eval_set_digests, "decontam-v1"),

@@ -29,12 +29,10 @@ counted or removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import polars as pl
 
-from curation_assets.core.frames import DROP_REASON, recount_tokens, seeded_hash_expr, split_kept
+from curation_assets.core.frames import DROP_REASON, seeded_hash_expr, split_kept
 
 COUNT_SCHEMA = {"hash": pl.UInt64, "docs": pl.UInt32}
 REMOVED_SCHEMA = {"boilerplate_lines": pl.UInt32, "boilerplate_bytes": pl.Int64, DROP_REASON: pl.String}
@@ -151,18 +149,13 @@ def remove_lines(docs: pl.DataFrame, frequent: pl.Series, min_chars: int) -> pl.
 
 
 def strip_kept(
-    kept: pl.DataFrame,
-    frequent: pl.Series,
-    min_chars: int,
-    count_tokens: Callable[[list[str]], list[int]] | None = None,
+    kept: pl.DataFrame, frequent: pl.Series, min_chars: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """`remove_lines` on a batch's kept documents -> (the documents that still have text, stripped of boilerplate,
-    with `n_tokens` recounted by `count_tokens` where the text changed; the documents left with nothing but
-    whitespace, with `drop_reason` `boilerplate_only`; the removal per input row: `boilerplate_lines`,
-    `boilerplate_bytes`, `drop_reason`)."""
+    """`remove_lines` on a batch's kept documents -> (the documents that still have text, stripped of boilerplate;
+    the documents left with nothing but whitespace, with `drop_reason` `boilerplate_only`; the removal per input
+    row: `boilerplate_lines`, `boilerplate_bytes`, `drop_reason`)."""
     stripped = remove_lines(kept, frequent, min_chars)
     changed = stripped["boilerplate_lines"] > 0
-    stripped = recount_tokens(stripped, changed, count_tokens)
     empty = changed & (stripped["text"].fill_null("").str.strip_chars() == "")
     stripped = stripped.with_columns(pl.when(empty).then(pl.lit(BOILERPLATE_ONLY)).alias(DROP_REASON))
     keep, gone = split_kept(stripped.drop("boilerplate_lines", "boilerplate_bytes"))

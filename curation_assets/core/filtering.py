@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets.core.filter_rules import features
-from curation_assets.core.frames import DROP_REASON, mark_dropped, recount_tokens, split_kept, stable_id
+from curation_assets.core.frames import DROP_REASON, mark_dropped, split_kept, stable_id
 from curation_assets.core.pii import EMAIL_PLACEHOLDERS, IPV4_PLACEHOLDERS, IPV6_PLACEHOLDERS, redact_texts
 from curation_assets.core.quality import one_line
 from curation_assets.core.urls import URL_RULES, UrlLists, url_features
@@ -351,7 +351,6 @@ def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
 
 
 PII_COLUMNS = ["pii_emails", "pii_ips"]
-TEXT_EDITED = "text_edited"  # pass 1 changed the text (C4 line removal, PII): pass 2 recounts its tokens
 LEDGER_COLUMNS = [
     "doc_id",
     "kept",
@@ -428,15 +427,14 @@ def mark_batch(
 ) -> pl.DataFrame:
     """Pass 1 on one batch of documents: `filter_docs` with its language labels, the URL lists and, when a quality
     model is given, every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`); then the
-    PII of the documents that passed every rule redacted (`redact_kept`); `text_edited` marks the texts these changed
-    (C4's line removal, redaction), whose `n_tokens` pass 2 recounts."""
+    PII of the documents that passed every rule redacted (`redact_kept`). No token is counted: the step counts the
+    kept documents' tokens once their text is final."""
     lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
     quality = None
     if score_quality is not None:
         lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
         quality = pl.Series(score_quality(lines), dtype=pl.Float64)
-    marked = redact_kept(filter_docs(batch, params, lang, quality, urls), params)
-    return marked.with_columns((marked["text"] != batch["text"]).fill_null(False).alias(TEXT_EDITED))
+    return redact_kept(filter_docs(batch, params, lang, quality, urls), params)
 
 
 def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.DataFrame:
@@ -454,14 +452,8 @@ def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.Da
     return ledger
 
 
-def apply_decisions(
-    marked: pl.DataFrame, reasons: pl.Series, count_tokens: Callable[[list[str]], list[int]] | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def apply_decisions(marked: pl.DataFrame, reasons: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Pass 2 on one marked batch: its final `drop_reason`s (the ledger's slice for these rows) -> (kept rows without
-    the rule columns, dropped rows with their `drop_reason`). With `count_tokens` (the recipe tokenizer's), the
-    `n_tokens` raw counted are recounted where pass 1 changed the text (`text_edited`)."""
-    marked = recount_tokens(marked, marked[TEXT_EDITED], count_tokens)
-    decided = marked.drop("values", "drop_value", DROP_REASON, TEXT_EDITED, *PII_COLUMNS).with_columns(
-        reasons.alias(DROP_REASON)
-    )
+    the rule columns, dropped rows with their `drop_reason`)."""
+    decided = marked.drop("values", "drop_value", DROP_REASON, *PII_COLUMNS).with_columns(reasons.alias(DROP_REASON))
     return split_kept(decided)

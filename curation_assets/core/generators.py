@@ -1,11 +1,16 @@
 """Programmatic synthetic-data generators: no model, deterministic (seeded by the parent's doc_id), free.
 
-Each generator maps (text, seed) to zero or more `Synth` documents. Pure Python: no Dagster, no I/O.
+Each generator maps (text, seed, work) to zero or more `Synth` documents, linear in the document's size, and counts
+what it does in `work` (a `Work`: characters scanned or written, AST nodes visited). A `Work` with a limit stops a
+generator that would spend more (`BudgetExceeded`): `generate` then skips the document with the reason
+`BUDGET_EXCEEDED`. Counted, not timed, so the same documents are skipped on every machine and every rerun. Pure
+Python: no Dagster, no I/O.
 """
 
 from __future__ import annotations
 
 import ast
+import gc
 import random
 import re
 from collections.abc import Callable
@@ -14,11 +19,35 @@ from fractions import Fraction
 
 from curation_assets.core.frames import seeded_hash
 
+# the skip reason of a document whose generator would exceed its work budget
+BUDGET_EXCEEDED = "generator_budget_exceeded"
+
 
 @dataclass(frozen=True)
 class Synth:
     text: str
     template_id: str
+
+
+class BudgetExceeded(Exception):
+    """A generator would spend more work units on one document than its budget allows."""
+
+
+class Work:
+    """The work units a generator spends on one document, charged before the work is done, so a document over
+    `limit` (None: no limit) is stopped before its expensive step (e.g. parsing a 64 MB file). A unit is what a
+    regular expression's scan of one character costs (5-7 ns here); heavier steps are weighted by what they cost
+    in those units (PARSE_UNITS, NODE_UNITS; measured by benchmarks/bench_synthetic.py), so a budget bounds time."""
+
+    __slots__ = ("limit", "units")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.units = limit, 0
+
+    def spend(self, units: int) -> None:
+        self.units += units
+        if self.limit is not None and self.units > self.limit:
+            raise BudgetExceeded(f"{self.units:,} > {self.limit:,} work units")
 
 
 def rng_for(seed: str, salt: str) -> random.Random:
@@ -38,30 +67,40 @@ def sentences(text: str) -> list[str]:
     return [run[-400:] + end for run, end in zip(parts[0::2], parts[1::2]) if end != "\n" and len(run) >= 40]
 
 
-def cloze(text: str, seed: str, max_items: int = 5) -> str | None:
+# a document's first characters that cloze reads: its sentences are drawn from them
+CLOZE_CHARS = 200_000
+
+
+def cloze(text: str, seed: str, work: Work | None = None, max_items: int = 5) -> str | None:
     """A fill-in-the-blank exercise from a document's own sentences (in the spirit of the knowledge-extraction
     rephrasings of Nemotron-CC SDG, without a model): in up to `max_items` sentences the longest word is blanked, the
-    answers follow. None when the document has no usable sentence."""
-    picks = [s.strip() for s in sentences(text[:200_000]) if len(s.split()) >= 8]
+    answers follow. None when the document has no usable sentence. Reads the first CLOZE_CHARS characters only."""
+    work = work or Work()
+    head = text[:CLOZE_CHARS]
+    work.spend(2 * len(head))  # the sentence split and the word count of every sentence
+    picks = [s.strip() for s in sentences(head) if len(s.split()) >= 8]
     if not picks:
         return None
     start = rng_for(seed, "cloze").randrange(len(picks))
     picked = (picks[start:] + picks[:start])[:max_items]
     items, answers = [], []
     for i, s in enumerate(picked, 1):
-        words = WORD.findall(s)
+        work.spend(2 * len(s))  # its words, then the blanked copy
+        words = list(WORD.finditer(s))
         if not words:
             continue
-        answer = max(words, key=len)
-        items.append(f"{i}. " + re.sub(rf"\b{re.escape(answer)}\b", "_____", s, count=1))
-        answers.append(f"{i}. {answer}")
+        # the first longest word is also that word's first whole-word occurrence (`\b` on each side, as WORD's): the
+        # one `re.sub(rf"\b{answer}\b", ..., count=1)` blanked, without compiling a pattern per answer
+        answer = max(words, key=lambda m: len(m[0]))
+        items.append(f"{i}. {s[: answer.start()]}_____{s[answer.end() :]}")
+        answers.append(f"{i}. {answer[0]}")
     if not items:
         return None
     return "Fill in the blanks.\n\n" + "\n".join(items) + "\n\nAnswers:\n" + "\n".join(answers)
 
 
-def gen_cloze(text: str, seed: str) -> list[Synth]:
-    out = cloze(text, seed)
+def gen_cloze(text: str, seed: str, work: Work | None = None) -> list[Synth]:
+    out = cloze(text, seed, work)
     return [Synth(out, "cloze.v1")] if out else []
 
 
@@ -105,9 +144,9 @@ def _percent(r: random.Random) -> tuple[str, str, Fraction, Callable[[Fraction],
 MATH_TEMPLATES = {"math.change.v1": _change, "math.rate.v1": _rate, "math.percent.v1": _percent}
 
 
-def gen_math(text: str, seed: str) -> list[Synth]:
+def gen_math(text: str, seed: str, work: Work | None = None) -> list[Synth]:
     """One word problem with a worked solution; the answer is computed exactly (fractions) and verified by an
-    independent check before it is emitted. The parent document only seeds the numbers."""
+    independent check before it is emitted. The parent document only seeds the numbers: no work on its text."""
     r = rng_for(seed, "math")
     template = r.choice(sorted(MATH_TEMPLATES))
     q, steps, answer, check = MATH_TEMPLATES[template](r)
@@ -118,35 +157,60 @@ def gen_math(text: str, seed: str) -> list[Synth]:
 
 
 # --- code documentation pairs --------------------------------------------------------------------------------
-# the parser's line split (ast._splitlines_no_ff): \r\n, \r and \n end a line; \f and other separators do not
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+# the parser's line split (ast._splitlines_no_ff): \r\n, \r and \n end a line; \f and other separators do not. On the
+# UTF-8 bytes: \r and \n never occur inside a multi-byte character.
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
 class SourceSegments:
-    """`ast.get_source_segment` for many nodes of one source, splitting it into lines once: the stdlib function
-    re-splits the whole file on every call, which made `code_docs` quadratic in file size (a 219 KB file: 10.6 s).
-    Same semantics: columns are UTF-8 byte offsets, `padded` keeps the first line's indentation."""
+    """`ast.get_source_segment` for many nodes of one source, encoding it and finding its lines once: the stdlib
+    function re-splits the whole file on every call (quadratic in file size: a 219 KB file took 10.6 s), and it
+    encodes a node's whole first line, so the statements of one long line are quadratic in that line. Here a
+    segment costs its own length. Same semantics: columns are UTF-8 byte offsets, `padded` keeps the first line's
+    indentation of a multi-line node."""
 
     def __init__(self, source: str) -> None:
-        self.lines = _LINE.findall(source)
+        self.data = source.encode()
+        self.starts = [m.start() for m in _LINE.finditer(self.data)]  # byte offset of each line
 
     def __call__(self, node: ast.AST, padded: bool = False) -> str | None:
         end_lineno, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
         if end_lineno is None or end_col is None:
             return None
-        first, last, col = node.lineno - 1, end_lineno - 1, node.col_offset
-        if first == last:
-            return self.lines[first].encode()[col:end_col].decode()
-        head = self.lines[first].encode()
-        pad = "".join(c if c in "\f\t" else " " for c in head[:col].decode()) if padded else ""
-        return "".join(
-            [pad + head[col:].decode(), *self.lines[first + 1 : last], self.lines[last].encode()[:end_col].decode()]
-        )
+        line = self.starts[node.lineno - 1]
+        start, end = line + node.col_offset, self.starts[end_lineno - 1] + end_col
+        if not padded or end_lineno == node.lineno:
+            return self.data[start:end].decode()
+        pad = "".join(c if c in "\f\t" else " " for c in self.data[line:start].decode())
+        return pad + self.data[start:end].decode()
 
 
-def gen_code_docs(text: str, seed: str, max_pairs: int = 4) -> list[Synth]:
+# work units of `ast.parse` per character of Python (with the encoding and line split of SourceSegments), and of
+# visiting one AST node: 220 ns per character and 600 ns per node (8 characters) against 5-7 ns per character of a
+# regex scan, on the shared corpus's code. Charged before parsing: text that is no Python pays as if it were.
+PARSE_UNITS = 40
+NODE_UNITS = 100
+
+
+def gen_code_docs(text: str, seed: str, work: Work | None = None, max_pairs: int = 4) -> list[Synth]:
     """Docstring <-> implementation pairs from Python source: for functions with a docstring, either 'explain this
-    code' (body -> docstring) or 'implement this' (signature + docstring -> body), chosen per function by the seed."""
+    code' (body -> docstring) or 'implement this' (signature + docstring -> body), chosen per function by the seed.
+    Work: parsing the source, each AST node visited, each docstring, and the characters of every segment cut."""
+    work = work or Work()
+    work.spend(PARSE_UNITS * len(text))
+    # An AST holds no reference cycle, yet each of its nodes is an object the cyclic collector re-scans, more often
+    # the larger the tree: ast.parse + walk went from 571 to 915 ns per character between 107 and 437 KB of tiny
+    # functions with the collector, 377 to 426 without. Paused while the tree lives, as it was found.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _code_docs(text, seed, work, max_pairs)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _code_docs(text: str, seed: str, work: Work, max_pairs: int) -> list[Synth]:
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -155,14 +219,18 @@ def gen_code_docs(text: str, seed: str, max_pairs: int = 4) -> list[Synth]:
     segment = SourceSegments(text)
     pairs = []
     for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        work.spend(NODE_UNITS)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or len(node.body) < 2:
             continue
         doc = ast.get_docstring(node)
-        src = segment(node)
-        if not doc or len(doc) < 20 or not src or len(node.body) < 2:
+        work.spend(len(doc or ""))
+        if not doc or len(doc) < 20:
             continue
-        body_nodes = node.body[1:]  # without the docstring
-        body = "\n".join(segment(b, padded=True) or "" for b in body_nodes)
+        # cut only for the functions paired (at most max_pairs): a function's segment holds every function nested
+        # in it, so cutting each one would cost the file's size times its nesting depth
+        src = segment(node)
+        body = "\n".join(segment(b, padded=True) or "" for b in node.body[1:])  # without the docstring
+        work.spend(len(src) + len(body))
         sig = src.split(":\n", 1)[0] + ":" if ":\n" in src else f"def {node.name}(...):"
         if r.random() < 0.5:
             pairs.append(f"Explain what this Python function does.\n\n{sig}\n{body}\n\nExplanation: {doc}")
@@ -174,24 +242,45 @@ def gen_code_docs(text: str, seed: str, max_pairs: int = 4) -> list[Synth]:
 
 
 # --- question/answer from glossary and dictionary entries ------------------------------------------------------
-GCIDE = re.compile(r"^([A-Z][\w'-]*(?: [\w'-]+)?) \\[^\\\n]+\\, ((?:[a-z]+\. ?)+)[^\n]*\n((?:   .*\n?)+)", re.M)
+# Possessive quantifiers (`*+`, `++`, `?+`) where giving characters back can never make the entry match: a failed
+# attempt then costs its line once instead of once per split of it (an entry head of 12,000 `a.` abbreviations and
+# no definition took 0.1 s with plain quantifiers, quadratic in its length). Same matches (test_generators.py).
+GCIDE = re.compile(r"^([A-Z][\w'-]*+(?: [\w'-]++)?+) \\[^\\\n]++\\, ((?:[a-z]++\. ?+)++)[^\n]*+\n((?:   .*\n?)+)", re.M)
 GLOSSARY = re.compile(r"^([A-Z][\w ./+-]{1,40}?)\s*(?::| -- | - )\s+([A-Z][^\n]{20,300}[.!?])$", re.M)
+_SPACES = re.compile(r"\s*")
 
 
-def gen_glossary_qa(text: str, seed: str, max_items: int = 8) -> list[Synth]:
-    """Question/answer pairs from dictionary entries (GCIDE / Webster 1913 layout) or `Term: definition` lines."""
+def drop_brackets(text: str) -> str:
+    r"""`re.sub(r"\s*\[[^\]]*\]\s*", " ", text)` in one pass: each `[...]` (to the first `]`) with the whitespace
+    around it becomes one space. The regex is quadratic on a long run of spaces (it retries the run from each of its
+    positions) or of `[` without `]` (each scans to the end)."""
+    out, i = [], 0
+    while (j := text.find("[", i)) >= 0 and (k := text.find("]", j)) >= 0:
+        out += [text[i:j].rstrip(), " "]  # \s* before the bracket reaches back to the previous match at most
+        i = _SPACES.match(text, k + 1).end()
+    out.append(text[i:])
+    return "".join(out)
+
+
+def gen_glossary_qa(text: str, seed: str, work: Work | None = None, max_items: int = 8) -> list[Synth]:
+    """Question/answer pairs from dictionary entries (GCIDE / Webster 1913 layout) or `Term: definition` lines.
+    Work: the text's characters per pattern scanned, and each entry's characters."""
+    work = work or Work()
+    work.spend(len(text))
     qa = []
     for m in GCIDE.finditer(text):
+        work.spend(2 * len(m[0]))  # its lines, then the definition joined from them
         lines = [ln.strip() for ln in m.group(3).splitlines()]
         definition = " ".join(
             ln
             for ln in lines
             if ln and not ln.startswith("[") and not ln.startswith("--") and not ln.startswith("Syn.")
         ).strip()
-        definition = re.sub(r"\s*\[[^\]]*\]\s*", " ", definition).strip()
+        definition = drop_brackets(definition).strip()
         if len(definition) >= 10:
             qa.append((f'What does the word "{m.group(1)}" ({m.group(2).strip()}) mean?', definition))
     if not qa:
+        work.spend(len(text))
         qa = [(f"What is {t.strip()}?", d.strip()) for t, d in GLOSSARY.findall(text)]
     if not qa:
         return []
@@ -201,7 +290,7 @@ def gen_glossary_qa(text: str, seed: str, max_items: int = 8) -> list[Synth]:
     return [Synth(body, "qa.glossary.v1")]
 
 
-PROGRAMMATIC: dict[str, Callable[[str, str], list[Synth]]] = {
+PROGRAMMATIC: dict[str, Callable[[str, str, Work], list[Synth]]] = {
     "cloze": gen_cloze,
     "math": gen_math,
     "code_docs": gen_code_docs,
@@ -209,8 +298,15 @@ PROGRAMMATIC: dict[str, Callable[[str, str], list[Synth]]] = {
 }
 
 
-def generate(name: str, texts: list[str], seeds: list[str]) -> list[list[Synth]]:
-    """What the programmatic generator `name` makes of each text (seeded by its document's id)."""
+def generate(name: str, texts: list[str], seeds: list[str], max_work: int | None = None) -> list[list[Synth] | None]:
+    """What the programmatic generator `name` makes of each text (seeded by its document's id); None for a text it
+    would spend more than `max_work` work units on (skipped: BUDGET_EXCEEDED)."""
     if name not in PROGRAMMATIC:
         raise ValueError(f"unknown programmatic generator {name!r} (known: {sorted(PROGRAMMATIC)})")
-    return [PROGRAMMATIC[name](t, s) for t, s in zip(texts, seeds, strict=True)]
+    made: list[list[Synth] | None] = []
+    for text, seed in zip(texts, seeds, strict=True):
+        try:
+            made.append(PROGRAMMATIC[name](text, seed, Work(max_work)))
+        except BudgetExceeded:
+            made.append(None)
+    return made

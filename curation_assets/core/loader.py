@@ -9,7 +9,7 @@ non-overlapping windows of `seq_len` tokens (a trailing partial window is droppe
 - `offline`: reads the Megatron `.bin` shards of `tokenized` (memory-mapped when local), no tokenizer needed.
 - `online`: tokenizes the `mixed` documents on the fly (batched; `TokenizerResource.encode_arrays` of the same
   tokenizer, with the EOT id the manifest records), so a recipe change needs no re-tokenization; the documents'
-  `n_tokens` (counted by the same tokenizer in `raw`) let it skip to a position without encoding what it skips.
+  `n_tokens` (counted by the same tokenizer in `filtered`) let it skip to a position without encoding what it skips.
 
 Resumable: `sequences(start=i)` begins at global sequence `i` (pass the last index seen + 1). Data-parallel: rank
 `r` of `world_size` yields the sequences with `i % world_size == r`, so ranks never overlap and together cover all.

@@ -6,7 +6,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation_assets.core.frames import DOC_SCHEMA, empty_frame, meta_json, seeded_hash, stable_id
-from curation_assets.core.generators import PROGRAMMATIC, Synth
+from curation_assets.core.generators import BUDGET_EXCEEDED, PROGRAMMATIC, Synth
 from curation_assets.core.prompts import LLM_TEMPLATES
 
 PROVENANCE = {
@@ -17,6 +17,9 @@ PROVENANCE = {
     "gen_params": pl.String(),
 }
 SYNTH_SCHEMA = {**DOC_SCHEMA, **PROVENANCE}
+# seeds a generator made nothing of because it would have exceeded its work budget (the document itself is kept)
+SKIPPED_SCHEMA = {"doc_id": pl.String(), "generator": pl.String(), "skip_reason": pl.String()}
+Generate = Callable[[str, list[str], list[str], int | None], list[list[Synth] | None]]
 
 
 class SynthParams(BaseModel):
@@ -34,6 +37,12 @@ class SynthParams(BaseModel):
     max_output_tokens: int = Field(default=512, gt=0)
     budget_tokens: int | None = Field(default=200_000, ge=0)  # prompt + completion per materialization
     budget_usd: float | None = Field(default=None, ge=0)
+    # Work units (core/generators.py `Work`: ~ one regex scan of a character) a programmatic generator may spend on
+    # one document, else the document is skipped (generator_budget_exceeded). Counted, not timed: the same documents
+    # are skipped on every machine. 10x the costliest document of the shared corpus (code_docs on a 457 KB
+    # document: 18.3 M, so none is skipped there); ~2 s of one core for the 5 MB of Python it admits, where a 64 MB
+    # file (raw's max_doc_bytes) would parse for minutes.
+    max_work: int | None = Field(default=200_000_000, gt=0)
 
     def model_post_init(self, _) -> None:
         unknown = sorted(set(self.generators) - set(PROGRAMMATIC)) + sorted(
@@ -81,11 +90,16 @@ def seeds_of(docs: pl.DataFrame, params: SynthParams) -> pl.DataFrame:
 
 
 def generated(
-    seeds: pl.DataFrame, name: str, generate: Callable[[str, list[str], list[str]], list[list[Synth]]]
-) -> pl.DataFrame:
-    """What the programmatic generator `name` makes of `seeds` (SYNTH_SCHEMA rows, in seed order)."""
-    rows = _rows(seeds, generate(name, seeds["text"].to_list(), seeds["doc_id"].to_list()), name, None, {})
-    return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA)
+    seeds: pl.DataFrame, name: str, generate: Generate, max_work: int | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What the programmatic generator `name` makes of `seeds` (SYNTH_SCHEMA rows, in seed order), and the seeds it
+    skipped (SKIPPED_SCHEMA: over `max_work` work units)."""
+    made = generate(name, seeds["text"].to_list(), seeds["doc_id"].to_list(), max_work)
+    rows = _rows(seeds, [m or [] for m in made], name, None, {})
+    skipped = pl.DataFrame(
+        {"doc_id": [d for d, m in zip(seeds["doc_id"], made, strict=True) if m is None]}, schema={"doc_id": pl.String()}
+    ).with_columns(generator=pl.lit(name, pl.String()), skip_reason=pl.lit(BUDGET_EXCEEDED, pl.String()))
+    return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA), skipped
 
 
 def llm_generated(
@@ -110,18 +124,21 @@ def llm_generated(
 def synthesize(
     docs: pl.DataFrame,
     params: SynthParams,
-    generate: Callable[[str, list[str], list[str]], list[list[Synth]]],
+    generate: Generate,
     llm: Callable[[str, list[str]], list[dict | None]] | None = None,
     llm_params: dict | None = None,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Synthetic documents (SYNTH_SCHEMA: DOC_SCHEMA + provenance) from `docs` (DOC_SCHEMA): each programmatic
     generator over `seeds_of(docs)` in order, then the LLM templates (`llm_generated`). Every row carries
     parent_doc_id, generator, template_id, model and gen_params (also in `meta`); doc_id = stable_id(generator,
-    template, parent, k). The `synthetic` step runs the same pieces, the generators as Ray tasks over seed chunks."""
+    template, parent, k). Also the seeds a generator skipped (SKIPPED_SCHEMA). The `synthetic` step runs the same
+    pieces, the generators as Ray tasks over seed chunks."""
     if params.llm_templates and llm is None:
         raise ValueError("LLM templates configured but no LLM backend")
     seeds = seeds_of(docs, params)
-    parts = [generated(seeds, name, generate) for name in params.generators]
+    runs = [generated(seeds, name, generate, params.max_work) for name in params.generators]
+    parts = [made for made, _ in runs]
     if params.llm_templates:
         parts.append(llm_generated(docs, params, llm, llm_params))
-    return pl.concat([empty_frame(SYNTH_SCHEMA), *parts])
+    skipped = [empty_frame(SKIPPED_SCHEMA), *(skips for _, skips in runs)]
+    return pl.concat([empty_frame(SYNTH_SCHEMA), *parts]), pl.concat(skipped)

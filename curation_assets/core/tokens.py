@@ -65,28 +65,41 @@ def tokenize_docs(
 ) -> Iterator[Shard]:
     """Pack batches of encoded documents (uint32 id arrays, in mixture order) into shards and yield each full shard,
     so memory is one shard plus one batch. Encoding is the caller's (`TokenizerResource.encode_arrays`, or Ray tasks
-    in the `tokenized` step)."""
+    in the `tokenized` step).
+
+    Work is per batch and per document, never per token: the shard cuts are found with `searchsorted` on a batch's
+    running sequence ends (a shard closes before the document that would take it past `shard_tokens`; a document
+    longer than a shard gets a shard of its own), and a shard's `.bin` is one `bytes.join` of its documents' id
+    buffers and EOTs: with int32 shards, tiktoken's uint32 buffers (ids below 2^31) are already the bytes, so each
+    token is copied once."""
     dtype = megatron.optimal_dtype(vocab_size)
-    eot = np.array([eot_id], dtype=np.uint32)
-    parts: list[np.ndarray] = []
-    lengths: list[int] = []
-    size = 0
+    native = dtype.itemsize == 4
+    eot = np.array([eot_id], dtype=np.uint32 if native else dtype)
+    pieces: list[np.ndarray] = []  # the open shard: each document's ids then its EOT, in the shard's dtype
+    lengths: list[np.ndarray] = []  # its sequence lengths (EOT included), one array per batch
+    size = n_shards = 0
 
     def close() -> Shard:
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
-        data = (flat.view("<i4") if dtype.itemsize == 4 else flat.astype(dtype)).tobytes()
-        n = np.asarray(lengths, dtype=np.int32)
-        return Shard(f"shard-{n_shards:05d}", data, megatron.index_bytes(n, dtype), n)
+        n = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+        return Shard(f"shard-{n_shards:05d}", b"".join(pieces), megatron.index_bytes(n, dtype), n)
 
-    n_shards = 0
     for batch in encoded:
-        for ids in batch:
-            if size and size + ids.size + 1 > shard_tokens:
+        seq = np.fromiter((ids.size for ids in batch), np.int32, len(batch)) + 1
+        ends = np.cumsum(seq, dtype=np.int64)
+        packed = [x for ids in batch for x in (ids if native else ids.astype(dtype), eot)]
+        start = 0  # the batch's first document not yet in a shard
+        while start < len(batch):
+            offset = int(ends[start - 1]) if start else 0
+            fit = int(np.searchsorted(ends[start:], offset + shard_tokens - size, side="right"))
+            if fit == 0 and size:
                 yield close()
-                n_shards, parts, lengths, size = n_shards + 1, [], [], 0
-            parts += [ids, eot]
-            lengths.append(ids.size + 1)
-            size += ids.size + 1
+                n_shards, pieces, lengths, size = n_shards + 1, [], [], 0
+                continue
+            stop = start + max(fit, 1)
+            pieces += packed[2 * start : 2 * stop]
+            lengths.append(seq[start:stop])
+            size += int(ends[stop - 1]) - offset
+            start = stop
     if lengths or n_shards == 0:
         yield close()
 

@@ -138,8 +138,9 @@ def run_tasks(
 
 
 def with_tokens(docs: pl.DataFrame, tokenizer: TokenizerResource) -> pl.DataFrame:
-    """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once, in `raw`; later steps carry it, so
-    per-step token metadata and the token-weighted mixture never re-tokenize."""
+    """Add `n_tokens` (the recipe tokenizer's count, without EOT). Counted once per document, where its text is final
+    and it is kept: `filtered` (its kept documents) and `synthetic` (the documents it generates); later steps carry
+    it, so per-step token metadata and the token-weighted mixture never re-tokenize."""
     return docs.with_columns(pl.Series("n_tokens", tokenizer.count_tokens(docs["text"].to_list()), pl.Int64))
 
 

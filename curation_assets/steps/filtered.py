@@ -7,7 +7,12 @@ rules, quality score, PII redaction) and the driver spills it to a local scratch
 batches), then the partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and yields its
 kept rows. Pass 1 also counts in how many documents each line occurs (`core/boilerplate.py`); the driver merges the
 counts, and pass 2 removes the lines of the source's boilerplate (in >= `boilerplate_min_docs` documents) from the
-kept text (`n_tokens` recounted), dropping a document left empty (`boilerplate_only`); the ledger gets the counts.
+kept text, dropping a document left empty (`boilerplate_only`); the ledger gets the counts.
+
+Tokens are counted here, once, in pass 2: `n_tokens` of each kept document after every edit of its text (C4 line
+removal, PII, boilerplate lines), by the recipe tokenizer, so `mixed` weighs by and `tokenized` verifies the counts
+of the text as stored. The dropped documents are not tokenized: their volume is their text's bytes, and their
+tokens an estimate from a seeded 1/8 sample of them (`core.frames.TokenEstimate`), shown as such in the funnel.
 """
 
 import functools
@@ -30,7 +35,14 @@ from curation_assets.core.filtering import (
     partition_ledger,
     pii_totals,
 )
-from curation_assets.core.frames import DROP_REASON, StepOutput
+from curation_assets.core.frames import (
+    DROP_REASON,
+    DROPPED_SAMPLE_RATE,
+    StepOutput,
+    TokenEstimate,
+    drop_bytes,
+    sample_tokens,
+)
 from curation_assets.core.urls import UrlLists
 from curation_assets.steps.common import (
     drop_rate,
@@ -38,6 +50,7 @@ from curation_assets.steps.common import (
     failed_checks_of_latest,
     run_tasks,
     step,
+    with_tokens,
 )
 from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
@@ -122,23 +135,24 @@ def build(cfg, version: str, with_model: bool) -> list:
         boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
         dropped: list[pl.DataFrame] = []
         removed: list[pl.DataFrame] = []
+        samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
 
         def kept() -> Iterator[pl.DataFrame]:
             offset = 0
             for k in range(len(ledgers)):
                 marked = pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet")
                 reasons = ledger[DROP_REASON].slice(offset, marked.height)
-                keep, gone = apply_decisions(marked, reasons, tokenizer.count_tokens)  # edited texts recounted
+                keep, gone = apply_decisions(marked, reasons)
                 offset += marked.height
-                dropped.append(gone)
                 if boilerplate is not None:  # line removal after every decision: the ledger's counts, in order
-                    keep, emptied, counts = strip_kept(
-                        keep, boilerplate, params.boilerplate_min_chars, tokenizer.count_tokens
-                    )
-                    dropped.append(emptied)
+                    keep, emptied, counts = strip_kept(keep, boilerplate, params.boilerplate_min_chars)
+                    gone = pl.concat([gone, emptied], how="diagonal_relaxed")
                     removed.append(counts)
-                yield keep
+                dropped.append(gone)
+                samples.append(sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE))
+                yield with_tokens(keep, tokenizer)  # the text as stored: every edit is done
 
+        @functools.cache  # read by the IO manager, then by the estimate
         def dropped_frame() -> pl.DataFrame:
             spill.cleanup()
             # the IO manager reads `side` after this: every document's removed lines
@@ -154,6 +168,9 @@ def build(cfg, version: str, with_model: bool) -> list:
                 rows_in=ledger.height,
                 bytes_in=size,
                 config_version=version,
+                estimate=lambda: TokenEstimate.of(
+                    samples, cfg.tokenizer.name, dropped_bytes=drop_bytes(dropped_frame()), rate=DROPPED_SAMPLE_RATE
+                ),
                 extra={
                     **progress.metadata(),
                     "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),

@@ -1,16 +1,27 @@
 """raw: every shard of a source, read into the canonical document schema (`core/readers.py`); broken input goes to
-quarantine. Checks: `drop_rate`, `records_accounted`, `no_cross_zone_bytes`."""
+quarantine. Checks: `drop_rate`, `records_accounted`, `no_cross_zone_bytes`.
+
+No token is counted here: most raw documents never reach a mixture (`filtered` counts the ones it keeps). raw's
+tokens are an estimate, its text bytes x the tokens per byte of a seeded sample of its documents
+(`core.frames.TokenEstimate`), shown as `tokens_est` and `~1.2M (est.)`."""
 
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
 from curation_assets.config import check_source_name
-from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, StepOutput, empty_frame
+from curation_assets.core.frames import (
+    DOC_SCHEMA,
+    QUARANTINE_SCHEMA,
+    StepOutput,
+    TokenEstimate,
+    empty_frame,
+    sample_tokens,
+)
 from curation_assets.core.readers import (
     SUPPORTED_FORMATS,
     ShardResult,
@@ -18,7 +29,7 @@ from curation_assets.core.readers import (
     estimate_records_lost,
     read_shard,
 )
-from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
+from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step
 from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
 from resources.metadata import MOVED
@@ -95,8 +106,9 @@ def _tokenizer(encoding: str) -> TokenizerResource:
     return TokenizerResource(encoding=encoding, num_threads=1)  # one CPU per task
 
 
-def read_task(task: ShardTask) -> tuple[ShardResult, int]:
-    """Read one shard (`core.readers.read_shard`) and count each document's tokens; runs in a Ray worker."""
+def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
+    """Read one shard (`core.readers.read_shard`) and count the tokens of its seeded token sample
+    (`core.frames.sample_tokens`); runs in a Ray worker."""
     with ObjectStore(endpoint_url=task.endpoint_url, region=task.region).open(task.uri) as stream:
         res = read_shard(
             stream,
@@ -109,7 +121,7 @@ def read_task(task: ShardTask) -> tuple[ShardResult, int]:
             html=task.html,
             max_doc_bytes=task.max_doc_bytes,
         )
-    return replace(res, docs=with_tokens(res.docs, _tokenizer(task.encoding))), res.docs.height
+    return (res, sample_tokens(res.docs, _tokenizer(task.encoding).count_tokens)), res.docs.height
 
 
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
@@ -131,8 +143,9 @@ def build(cfg, version: str) -> list:
         tokenizer: TokenizerResource,
         engine: RayEngine,
     ):
-        """The source's documents, one row each: doc_id, source, text, url, shard, meta and their token count; one
-        file of them per input shard. Records that cannot be read are set aside with the reason, the shard and the
+        """The source's documents, one row each: doc_id, source, text, url, shard, meta (tokens are counted in
+        `filtered`, for the documents it keeps; here estimated from a seeded sample); one file of them per input
+        shard. Records that cannot be read are set aside with the reason, the shard and the
         place in it (line, row, record or frame) they came from."""
         source, landed = resolve_source(cfg, store, context.partition_key)
         found = [f for uri in source.uris for f in store.expand(cfg.resolve_uri(uri))]
@@ -178,7 +191,8 @@ def build(cfg, version: str) -> list:
                 schema=QUARANTINE_SCHEMA,
             )
         ]
-        seen = {"docs": 0, "bytes": 0}
+        seen = {"docs": 0, "bytes": 0, "text_bytes": 0}
+        samples: list[pl.DataFrame] = []
 
         tasks = [
             ShardTask(
@@ -201,11 +215,13 @@ def build(cfg, version: str) -> list:
 
         def shards() -> Iterator[pl.DataFrame]:
             # a source whose every record is broken still has an (empty) part
-            yield with_tokens(empty_frame(DOC_SCHEMA), tokenizer)
-            for res in run_tasks(context, engine, read_task, tasks, [t.shard for t in tasks], progress):
+            yield empty_frame(DOC_SCHEMA)
+            for res, sample in run_tasks(context, engine, read_task, tasks, [t.shard for t in tasks], progress):
                 seen["docs"] += res.docs.height
                 seen["bytes"] += res.bytes_read
+                seen["text_bytes"] += int(res.docs["text"].str.len_bytes().sum() or 0)
                 quarantine.append(res.quarantine)
+                samples.append(sample)
                 yield res.docs
 
         @functools.cache
@@ -223,7 +239,9 @@ def build(cfg, version: str) -> list:
             rows_in=lambda: seen["docs"] + lost()["records_lost"].sum(),
             bytes_in=lambda: seen["bytes"],
             config_version=version,
+            estimate=lambda: TokenEstimate.of(samples, cfg.tokenizer.name, kept_bytes=seen["text_bytes"]),
             extra=lambda: {
+                "text_bytes": seen["text_bytes"],  # the documents' volume (UTF-8 bytes of text)
                 "bytes_lost": int(lost()["bytes_lost"].sum()),
                 "shards": len(files),
                 **progress.metadata(),

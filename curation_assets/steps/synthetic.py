@@ -11,7 +11,7 @@ import polars as pl
 from curation_assets.core.frames import DOC_SCHEMA, Added, StepOutput, empty_frame
 from curation_assets.core.generators import generate
 from curation_assets.core.prompts import llm_requests
-from curation_assets.core.synthesis import SYNTH_SCHEMA, generated, llm_generated, seeds_of
+from curation_assets.core.synthesis import SKIPPED_SCHEMA, SYNTH_SCHEMA, generated, llm_generated, seeds_of
 from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
@@ -31,6 +31,7 @@ class GenerateTask:
     generator: str
     seeds: pl.DataFrame
     encoding: str
+    max_work: int | None
 
 
 @functools.cache
@@ -38,10 +39,10 @@ def _tokenizer(encoding: str) -> TokenizerResource:
     return TokenizerResource(encoding=encoding, num_threads=1)
 
 
-def generate_task(task: GenerateTask) -> tuple[pl.DataFrame, int]:
-    """`core.synthesis.generated` + token counts of one chunk; runs in a Ray worker."""
-    made = generated(task.seeds, task.generator, generate)
-    return with_tokens(made, _tokenizer(task.encoding)), task.seeds.height
+def generate_task(task: GenerateTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame], int]:
+    """`core.synthesis.generated` + token counts of one chunk, and the seeds it skipped; runs in a Ray worker."""
+    made, skipped = generated(task.seeds, task.generator, generate, task.max_work)
+    return (with_tokens(made, _tokenizer(task.encoding)), skipped), task.seeds.height
 
 
 def build(cfg, version: str) -> list:
@@ -82,13 +83,27 @@ def build(cfg, version: str) -> list:
         docs_in = docs.select(list(DOC_SCHEMA))
         seeds = seeds_of(docs_in, params)
         tasks = [
-            GenerateTask(name, seeds.slice(start, SEEDS_PER_TASK), tokenizer.encoding)
+            GenerateTask(name, seeds.slice(start, SEEDS_PER_TASK), tokenizer.encoding, params.max_work)
             for name in params.generators
             for start in range(0, seeds.height, SEEDS_PER_TASK)
         ]
         progress = Progress(total=len(tasks))
         labels = [f"{t.generator} seeds {t.seeds['doc_id'][0]}.." for t in tasks]
-        parts = list(run_tasks(context, engine, generate_task, tasks, labels, progress))
+        results = list(run_tasks(context, engine, generate_task, tasks, labels, progress))
+        parts = [made for made, _ in results]
+        # a seed a generator would spend more than `max_work` on is skipped, not dropped: the document stays kept
+        skipped = pl.concat([empty_frame(SKIPPED_SCHEMA), *(skips for _, skips in results)])
+        if skipped.height:
+            context.log.warning(
+                f"{skipped.height} seeds skipped (generator_budget_exceeded): {skipped.head(20).rows()}"
+            )
+        skips = {
+            f"{g}:{reason}": n
+            for g, reason, n in skipped.group_by("generator", "skip_reason")
+            .len()
+            .sort("generator", "skip_reason")
+            .iter_rows()
+        }
         if params.llm_templates:
             parts.append(with_tokens(llm_generated(docs_in, params, llm, synth_backend.llm_params), tokenizer))
         made = pl.concat([with_tokens(empty_frame(SYNTH_SCHEMA), tokenizer), *parts])
@@ -110,11 +125,16 @@ def build(cfg, version: str) -> list:
                 rows_in=docs.height,
                 bytes_in=docs.estimated_size(),
                 config_version=version,
-                added=Added("generated", made.height, int(made["n_tokens"].sum() or 0)),
+                added=Added(
+                    "generated" + "".join(f"; seeds skipped ({k}): {n}" for k, n in skips.items()),
+                    made.height,
+                    int(made["n_tokens"].sum() or 0),
+                ),
                 extra={
                     "synthetic_docs": made.height,
                     "synthetic_tokens": int(made["n_tokens"].sum() or 0),
                     **{f"synthetic_{tid}": n for tid, n in per_gen.items()},
+                    "synthetic_skipped": skips,
                     **llm_md,
                     **progress.metadata(),
                 },

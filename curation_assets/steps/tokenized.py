@@ -1,6 +1,6 @@
 """tokenized: the mixture as Megatron-LM indexed shards, `documents.parquet` and `manifest.json` (`core/tokens.py`,
 format `core/megatron.py`), in the recipe's tokenizer (a tiktoken encoding or a tokenizer.json: the `tokenizer`
-resource, which also counted the mixture's `n_tokens` in `raw`). Checks (they re-read what was persisted):
+resource, which also counted the mixture's `n_tokens` in `filtered`). Checks (they re-read what was persisted):
 `index_matches_tokens`, `ids_in_range`, `sample_decodes`, `no_cross_zone_bytes`."""
 
 import functools
@@ -70,7 +70,7 @@ def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
 def miscounted(tokenizer: TokenizerResource, mixed: pl.LazyFrame, n_tokens: np.ndarray) -> tuple[int, int]:
     """(documents whose `n_tokens` differ from this tokenizer's count of their text, documents compared), over the
     mixture's first batch. The shard counts are predicted from `n_tokens`, and the mixture was weighted by them: they
-    must be the recipe tokenizer's counts of the text as it is (raw counts them; a step that edits text recounts)."""
+    must be the recipe tokenizer's counts of the text as it is (filtered counts them once its edits are done)."""
     head = mixed.select("text").head(BATCH).collect()["text"].to_list()
     counts = np.array([a.size for a in tokenizer.encode_arrays(head)], dtype=np.int64)
     return int((counts != n_tokens[: len(head)]).sum()), len(head)
@@ -116,8 +116,8 @@ def build(cfg, version: str) -> list:
         if wrong:
             raise dg.Failure(
                 f"the mixture's n_tokens are not {spec.name}'s counts of its text ({wrong} of the first {compared} "
-                "documents differ): raw counted them with another tokenizer (materialize from raw again), or a step "
-                "changed text without recounting"
+                "documents differ): filtered counted them with another tokenizer (materialize from filtered again), or "
+                "a step changed text after counting"
             )
 
         def encoded(progress: Progress | None = None) -> Iterator[list[np.ndarray]]:
@@ -127,7 +127,7 @@ def build(cfg, version: str) -> list:
             return run_tasks(context, engine, encode_task, tasks, labels, progress)
 
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
-        # predicted from `n_tokens` (counted by the same tokenizer in `raw`); the check asserts the shards match.
+        # predicted from `n_tokens` (counted by the same tokenizer in `filtered`); the check asserts the shards match.
         lengths = n_tokens + 1
         header = manifest_header(
             tokenizer=spec.name,

@@ -76,20 +76,16 @@ def test_remove_lines_removes_frequent_lines_with_their_newline_and_counts_them(
     assert out["boilerplate_bytes"].to_list() == [len(FOOTER) + 1, 0, 0]
 
 
-def test_strip_kept_drops_documents_left_empty_and_recounts_tokens_of_changed_ones():
+def test_strip_kept_drops_documents_left_empty_and_counts_what_it_removed():
     frequent = pl.Series([seeded_hash(norm([t])[0]) for t in (FOOTER, MIRROR)], dtype=pl.UInt64)
     kept = pl.DataFrame(
         {
             "doc_id": ["a", "b", "c"],
             "text": [f"{MIRROR}\nA short fortune.\n{FOOTER}", f"{MIRROR}\n\n{FOOTER}\n", "Untouched text."],
-            "n_tokens": [30, 28, 3],
         }
     )
-    keep, gone, removed = strip_kept(kept, frequent, 20, count_tokens=lambda texts: [len(t.split()) for t in texts])
-    assert keep.to_dicts() == [
-        {"doc_id": "a", "text": "A short fortune.", "n_tokens": 3},
-        {"doc_id": "c", "text": "Untouched text.", "n_tokens": 3},  # not re-tokenized
-    ]
+    keep, gone, removed = strip_kept(kept, frequent, 20)
+    assert keep.to_dicts() == [{"doc_id": "a", "text": "A short fortune."}, {"doc_id": "c", "text": "Untouched text."}]
     assert gone["doc_id"].to_list() == ["b"] and gone["drop_reason"].to_list() == ["boilerplate_only"]
     assert removed.to_dicts() == [
         {"boilerplate_lines": 2, "boilerplate_bytes": len(MIRROR) + len(FOOTER) + 2, "drop_reason": None},

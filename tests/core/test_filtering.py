@@ -277,12 +277,12 @@ def test_c4_line_removing_variant_rewrites_kept_text():
     assert out["drop_reason"][0] is None
     assert "JavaScript" not in out["text"][0] and "menu" not in out["text"][0]
     assert out["text"][0].startswith("Curation pipelines turn raw crawled text into training data.")
-    # pass 2 recounts the tokens of the text C4 rewrote (raw counted the page as it came)
+    # pass 2 keeps the text C4 rewrote (the step counts its tokens then: tests/steps/test_filtered.py)
     from curation_assets.core.filtering import apply_decisions, mark_batch
 
-    marked = mark_batch(docs.with_columns(n_tokens=pl.lit(-1)), p, english, None)
-    keep, _ = apply_decisions(marked, marked["drop_reason"], lambda ts: [len(t) for t in ts])
-    assert keep["n_tokens"].to_list() == [len(out["text"][0])]
+    marked = mark_batch(docs, p, english, None)
+    keep, _ = apply_decisions(marked, marked["drop_reason"])
+    assert keep["text"].to_list() == out["text"].to_list() and "n_tokens" not in keep.columns
 
 
 def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
@@ -309,16 +309,15 @@ def test_pii_is_redacted_in_the_documents_that_pass_every_rule_and_counted_in_th
 
     pii = " Write to jane.doe@example.org from 93.184.216.34, not from 10.0.0.1 on the office network."
     texts = [PROSE + pii, "Too short: jane.doe@example.org", PROSE]
-    docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "text": texts, "n_tokens": [-1, -1, -1]})
+    docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "text": texts})
     params = FilterParams(c4_quality=False, top_n_grams=None)
     marked = mark_batch(docs, params, english, None)
     ledger = partition_ledger([ledger_of(marked)], params)
     assert ledger["drop_reason"].to_list() == [None, "gopher_short_doc", None]
     assert ledger["pii_emails"].to_list() == [1, None, 0] and ledger["pii_ips"].to_list() == [1, None, 0]
     assert pii_totals(ledger) == {"documents": 1, "emails": 1, "ips": 1}
-    keep, gone = apply_decisions(marked, ledger["drop_reason"], lambda ts: [len(t) for t in ts])
+    keep, gone = apply_decisions(marked, ledger["drop_reason"])
     redacted = keep["text"][0]
-    assert keep["n_tokens"].to_list() == [len(redacted), -1]  # recounted where the text changed, and only there
     assert "jane.doe" not in redacted and "93.184.216.34" not in redacted and "from 10.0.0.1 on" in redacted
     assert redacted.startswith(PROSE) and keep["text"][1] == PROSE
     assert gone["text"][0] == texts[1]  # a dropped document keeps its text as it came

@@ -4,16 +4,22 @@ built from these counts: tests/steps/test_metadata.py.)"""
 import polars as pl
 
 from curation_assets.core.frames import (
+    TOKEN_SAMPLE_RATE,
+    TokenEstimate,
+    approx,
+    drop_bytes,
     drop_counts,
     drop_tokens,
     funnel_markdown,
     mark_dropped,
     parquet_bytes,
     read_parquet_bytes,
+    sample_tokens,
     seeded_hash,
     seeded_hash_expr,
     split_kept,
     stable_id,
+    token_sample,
 )
 
 
@@ -43,6 +49,72 @@ def test_funnel_without_tokens_has_empty_token_cells():
     assert lines[2] == f"| in | 4 |  | 100.0% `{'█' * 10}` |"
     assert lines[3] == "| dropped: empty | 1 |  | 25.0% `██        ` |"
     assert lines[4] == "| **kept** | 3 |  | 75.0% `████████  ` |"
+
+
+def test_drop_bytes_are_the_dropped_texts_utf8_bytes_or_the_quarantines_bytes_lost():
+    dropped = pl.DataFrame({"drop_reason": ["short", "short", "lang"], "text": ["ab", "é", None]})
+    assert drop_bytes(dropped) == {"lang": 0, "short": 4}  # é is two bytes
+    quarantine = pl.DataFrame({"drop_reason": ["truncated_stream", "invalid_json"], "bytes_lost": [4096, 0]})
+    assert drop_bytes(quarantine) == {"invalid_json": 0, "truncated_stream": 4096}
+    assert drop_bytes(dropped.drop("text")) == {} and drop_bytes(dropped.head(0)) == {}
+
+
+def test_the_token_sample_is_a_seeded_property_of_each_document_and_never_empty():
+    ids = pl.Series([f"doc-{i}" for i in range(3200)])
+    picked = token_sample(ids)
+    assert 60 < picked.sum() < 140  # about 1 in TOKEN_SAMPLE_RATE
+    # the same documents whichever set (shard, batch) they are in
+    assert token_sample(ids.slice(100, 1000)).to_list() == picked.slice(100, 1000).to_list()
+    [alone] = [i for i in range(3200) if not picked[i]][:1]
+    assert token_sample(ids.slice(alone, 1)).to_list() == [True]  # a set none of whose hashes is low: its lowest
+    assert token_sample(pl.Series([], dtype=pl.String)).len() == 0
+    assert not (picked & ~token_sample(ids, 8)).any() and token_sample(ids, 8).sum() > 3 * picked.sum()  # nested
+
+
+def test_an_estimate_scales_each_groups_bytes_by_its_samples_tokens_per_byte():
+    words = " ".join(["curation"] * 50)
+    docs = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(640)],
+            "text": [words if i % 2 else words.upper() for i in range(640)],
+            "drop_reason": ["short" if i % 2 else "lang" for i in range(640)],
+        }
+    )
+    count = lambda texts: [len(t.split()) * (2 if t.isupper() else 1) for t in texts]  # noqa: E731
+    samples = [sample_tokens(docs.slice(0, 320), count), sample_tokens(docs.slice(320), count)]  # two batches
+    sample = pl.concat(samples)
+    assert sample["docs"].sum() == token_sample(docs["doc_id"]).sum() >= 640 // TOKEN_SAMPLE_RATE // 2
+    est = TokenEstimate.of(samples, "words", dropped_bytes={"lang": 4_000, "short": 4_000, "unsampled": 800})
+    # each reason at its own rate (lang's texts cost twice the tokens), a reason without a sample at the pooled one
+    assert est.dropped["lang"] == round(4_000 * 100 / len(words)) and est.dropped["short"] == est.dropped["lang"] // 2
+    assert est.dropped["unsampled"] == round(800 * sample["tokens"].sum() / sample["bytes"].sum()) and est.kept is None
+    assert est.details()["tokenizer"] == "words" and est.details()["sample_docs"] == sample["docs"].sum()
+    kept = TokenEstimate.of([sample_tokens(docs.drop("drop_reason"), count)], "words", kept_bytes=len(words) * 640)
+    assert abs(kept.kept - 75 * 640) / (75 * 640) < 0.2  # the kept rows' estimate: one group
+    assert TokenEstimate.of([], "words", kept_bytes=100).kept is None  # nothing sampled: no estimate, never a guess
+
+
+def test_an_estimate_reads_as_one():
+    assert [approx(n) for n in (7, 1_234, 12_345, 999_700, 1_234_567, 123_456_789)] == [
+        "~7 (est.)",
+        "~1.2k (est.)",
+        "~12k (est.)",
+        "~1.0M (est.)",
+        "~1.2M (est.)",
+        "~123M (est.)",
+    ]
+
+
+def test_funnel_marks_estimated_cells_and_an_input_total_that_adds_one():
+    est = TokenEstimate(kept=None, dropped={"lang": 2_500_000}, sample_docs=3, sample_bytes=30, sample_tokens=8)
+    lines = funnel_markdown(4, 3, {"lang": 1}, 1_000, {}, estimate=est).splitlines()
+    assert lines[2].startswith("| in | 4 | ~2.5M (est.) | ")  # 1,000 counted + ~2.5M estimated
+    assert lines[3].startswith("| dropped: lang | 1 | ~2.5M (est.) | ")
+    assert lines[4].startswith("| **kept** | 3 | 1,000 | ")  # counted: shown exactly
+    raw = TokenEstimate(kept=1_234_567, dropped={}, sample_docs=3, sample_bytes=30, sample_tokens=8)
+    lines = funnel_markdown(4, 3, {"invalid_json": 1}, None, {}, estimate=raw).splitlines()
+    assert lines[2].startswith("| in | 4 |  | ") and lines[3].startswith("| dropped: invalid_json | 1 |  | ")
+    assert lines[4].startswith("| **kept** | 3 | ~1.2M (est.) | ")
 
 
 def test_seeded_hash_is_sha256_and_the_same_lazily():

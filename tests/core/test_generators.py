@@ -7,13 +7,23 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
+
 from curation_assets.core import generators
 from curation_assets.core.generators import (
+    BUDGET_EXCEEDED,
+    GCIDE,
+    PARSE_UNITS,
+    PROGRAMMATIC,
+    BudgetExceeded,
     SourceSegments,
+    Work,
     cloze,
+    drop_brackets,
     gen_code_docs,
     gen_glossary_qa,
     gen_math,
+    generate,
     sentences,
 )
 
@@ -104,3 +114,104 @@ def test_sentences_equal_the_bounded_regex_in_one_pass():
     for _ in range(1000):
         text = "".join(r.choice([*pieces, "a" * r.randrange(1, 600)]) for _ in range(r.randrange(0, 25)))
         assert sentences(text) == regex.findall(text), text
+
+
+def test_gcide_pattern_finds_what_the_plain_quantifier_pattern_finds():
+    """The possessive quantifiers of GCIDE change no match (only the cost of a failed attempt), on seeded random
+    entry-like texts (heads, pronunciations, abbreviations, indented definition lines, near misses)."""
+    plain = re.compile(r"^([A-Z][\w'-]*(?: [\w'-]+)?) \\[^\\\n]+\\, ((?:[a-z]+\. ?)+)[^\n]*\n((?:   .*\n?)+)", re.M)
+    r = random.Random(11)
+    pieces = [
+        "Word",
+        "Two words",
+        "x",
+        "-'",
+        " ",
+        "\\",
+        '\\Wo"rd\\',
+        ", ",
+        "n.",
+        "v. t.",
+        "a.",
+        " ",
+        "\n",
+        "   ",
+        "def.",
+        "[1913]",
+    ]
+    for _ in range(3000):
+        text = "".join(r.choice(pieces) for _ in range(r.randrange(0, 30)))
+        assert [m.groups() for m in GCIDE.finditer(text)] == [m.groups() for m in plain.finditer(text)], text
+
+
+def test_drop_brackets_equals_the_regex():
+    regex = re.compile(r"\s*\[[^\]]*\]\s*")
+    r = random.Random(5)
+    pieces = ["[", "]", " ", "\t", "\n", "\u00a0", "a", "word", "[1913 Webster]", "  "]
+    for _ in range(3000):
+        text = "".join(r.choice(pieces) for _ in range(r.randrange(0, 25)))
+        assert drop_brackets(text) == regex.sub(" ", text), repr(text)
+
+
+# Worst cases of each generator, as a function of a size n. Each family doubles its input with n; a generator's work
+# count (characters scanned or written, AST nodes visited) must then at most about double too.
+WORST_CASES = {
+    "cloze": {
+        "one line without a sentence end": lambda n: "word " * (20 * n),
+        "many sentences": lambda n: "The keeper climbed the spiral staircase every evening at dusk. " * n,
+    },
+    "code_docs": {
+        "tiny functions": lambda n: "".join(f"def f{i}(x):\n    return x\n" for i in range(n)),
+        "documented functions": lambda n: "".join(
+            f'def f{i}(x):\n    """Return x, documented at length."""\n    y = x\n    return y\n' for i in range(n)
+        ),
+        # 90 nested documented functions (near the parser's 100 indentation levels) around n statements: every
+        # function's segment holds the whole file
+        "deep nesting": lambda n: (
+            "".join(
+                "    " * d + f"def f{d}():\n" + "    " * (d + 1) + '"""A docstring long enough to pair."""\n'
+                for d in range(90)
+            )
+            + ("    " * 90 + "x = 1\n") * n
+        ),
+        # one line of n statements: the stdlib segment encodes the whole line for each of them
+        "one long line": lambda n: (
+            'def f():\n    "A docstring long enough to pair."; ' + "; ".join(["x = 1"] * n) + "\n"
+        ),
+    },
+    "glossary_qa": {
+        "one huge dictionary entry": lambda n: "Word \\Word\\, n.\n" + "   A line of its definition [1913].\n" * n,
+        "many entries": lambda n: "Word \\Word\\, n.\n   A meaning of the word.\n   [1913 Webster]\n\n" * n,
+        "a run of spaces": lambda n: "Word \\Word\\, n.\n   a" + " " * (20 * n) + "b\n",
+        "brackets never closed": lambda n: "Word \\Word\\, n.\n   a" + "[" * (20 * n) + "\n",
+        "glossary lines": lambda n: "Term: A definition that is long enough to count.\n" * n,
+    },
+    "math": {"any text": lambda n: "x" * n},
+}
+
+
+@pytest.mark.parametrize(
+    ("generator", "case"), [(g, c) for g, cases in WORST_CASES.items() for c in cases], ids="{0[0]}-{0[1]}".format
+)
+def test_generators_work_is_linear_in_input_size(generator, case):
+    make, counts = WORST_CASES[generator][case], []
+    for n in (2_000, 4_000):
+        work = Work()
+        PROGRAMMATIC[generator](make(n), "seed", work)
+        counts.append(work.units)
+    small, large = counts
+    assert large <= 2.2 * small, (generator, case, counts)
+
+
+def test_the_budget_skips_a_document_before_its_expensive_step():
+    """Work is charged before it is done: a document too large for the budget is never parsed (a 64 MB file would
+    parse for minutes), and `generate` skips it (None) while the others are made."""
+    big = "def f(x):\n    return x\n" * 100_000
+    work = Work(limit=1_000)
+    with pytest.raises(BudgetExceeded):
+        gen_code_docs(big, "seed", work)
+    assert work.units == PARSE_UNITS * len(big)  # stopped at the first charge, before ast.parse
+    src = 'def f(a):\n    """Return a, after a while of thought."""\n    b = a\n    return b\n'
+    made = generate("code_docs", [src, big, src], ["a", "b", "c"], max_work=PARSE_UNITS * 1_000)
+    assert made[1] is None and made[0] and made[2] and BUDGET_EXCEEDED == "generator_budget_exceeded"
+    assert generate("code_docs", [src, big], ["a", "b"], max_work=None)[1] is not None

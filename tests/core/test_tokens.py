@@ -93,6 +93,29 @@ def test_shards_are_megatron_indexed_datasets_read_back_by_megatrons_reader(tmp_
     assert small.dtype == np.dtype("<u2") and small.pointers.tolist() == [0, 6]  # uint16 (code 8) for gpt2-size
 
 
+@pytest.mark.parametrize("vocab", [2000, TOK.vocab_size])  # uint16 and int32 shards
+@pytest.mark.parametrize("shard_tokens", [1, 4, 7, 12, 1000])
+def test_packing_cuts_shards_by_the_rule_across_and_inside_batches(vocab, shard_tokens):
+    sizes = [[3, 0, 5], [], [11], [0, 0, 2, 6, 1], [4]]  # empty batches and documents, one longer than most shards
+    ids, next_id = [], 0
+    for batch in sizes:
+        ids.append([np.arange(next_id, next_id + n, dtype=np.uint32) % (vocab - 1) for n in batch])
+        next_id += sum(batch)
+    shards = list(tokenize_docs(iter(ids), vocab - 1, vocab, shard_tokens))
+    lengths = np.array([n + 1 for batch in sizes for n in batch])
+    assert [len(s.lengths) for s in shards] == shard_sizes(lengths, shard_tokens)
+    assert [s.name for s in shards] == [f"shard-{k:05d}" for k in range(len(shards))]
+    assert all(s.lengths.sum() <= shard_tokens or len(s.lengths) == 1 for s in shards)
+    dtype = megatron.optimal_dtype(vocab)
+    stream = np.concatenate([x for batch in ids for a in batch for x in (a, [vocab - 1])]).astype(dtype)
+    assert b"".join(s.data for s in shards) == stream.tobytes()  # every id, in order, each document then its EOT
+    for s in shards:
+        index = megatron.read_index(s.index)
+        assert index.dtype == dtype and np.array_equal(index.lengths, s.lengths)
+        assert megatron.check_shard(index, len(s.data)) == []
+    assert list(tokenize_docs(iter([[], []]), 1, vocab, 10))[0].lengths.size == 0  # no document: one empty shard
+
+
 def test_verify_detects_corruption_and_ids_out_of_range():
     shards = build(TEXTS, shard_tokens=10_000)
     files = {f"{s.name}.{ext}": getattr(s, attr) for s in shards for ext, attr in (("bin", "data"), ("idx", "index"))}

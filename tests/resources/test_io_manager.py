@@ -125,6 +125,7 @@ def test_a_step_output_is_written_reported_and_loaded(where):
         "rows_dropped": 2,
         "bytes_in": 1,
         "drops": {"too_short": 2},
+        "bytes_dropped": {"too_short": 20},  # the dropped texts' UTF-8 bytes
         "tokens_dropped": {"too_short": 6},
         "note": "x",
         "side_ledger": f"{v}/ledger/part-00000.parquet",

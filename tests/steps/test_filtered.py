@@ -71,7 +71,7 @@ def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[di
     return md, ledger.with_columns(pl.col("doc_id").replace_strict(by_id).alias("id")).sort("id"), io
 
 
-def recounted(kept: pl.DataFrame) -> bool:
+def counted(kept: pl.DataFrame) -> bool:
     """Every kept document's `n_tokens` is the tokenizer's count of its text as stored (tokenized checks it)."""
     rows = kept.select("text", "n_tokens").rows()
     return rows == [(t, TokenizerResource().count_tokens([t])[0]) for t, _ in rows]
@@ -95,9 +95,14 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     text = kept.filter(pl.col("doc_id") == ledger.filter(pl.col("id") == "contact")["doc_id"][0])["text"][0]
     assert "anna.berg" not in text and "93.184.216.34" not in text and "192.168.1.20" in text
     assert text.startswith(PROSE + " Write to the librarian at ")
-    # raw counted the text before redaction: filtered recounts what it changed (tokenized checks the counts)
-    assert recounted(kept)
-    assert sorted(dropped["drop_reason"]) == ["url_blocked", "url_domain_blocked"]
+    # filtered counts the tokens of the text it keeps, after redaction (tokenized checks the counts); raw counts
+    # none, nor does filtered for what it drops: their volume is bytes, their tokens an estimate labelled as one
+    assert counted(kept) and "n_tokens" not in io.scan(dg.AssetKey("raw"), "forum").collect_schema()
+    assert sorted(dropped["drop_reason"]) == ["url_blocked", "url_domain_blocked"] and "n_tokens" not in dropped.columns
+    assert md["details"]["bytes_dropped"] == {r: len(PROSE.encode()) for r in ("url_blocked", "url_domain_blocked")}
+    estimated = md["details"]["tokens_estimated"]
+    assert estimated["sample_docs"] >= 1 and set(estimated["dropped"]) == {"url_blocked", "url_domain_blocked"}
+    assert "| dropped: url_blocked | 1 | ~" in md["funnel"] and md["tokens"] == kept["n_tokens"].sum()
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
 
 
@@ -106,8 +111,8 @@ FOOTER = "This page is mirrored from the village archive; all rights reserved by
 
 def test_lines_in_many_documents_of_the_source_are_removed_and_a_document_of_nothing_else_is_dropped(tmp_path):
     """25 documents end with the same footer line (>= boilerplate_min_docs 20): it leaves every kept text, the ledger
-    counts it per document, the tokens are recounted, and a document that is the footer alone goes as
-    `boilerplate_only`; rules and their decisions are untouched (line removal follows them)."""
+    counts it per document, the tokens are those of the stripped text, and a document that is the footer alone goes
+    as `boilerplate_only`; rules and their decisions are untouched (line removal follows them)."""
     words = PROSE.split()
     rows = [{"id": f"d{i:02d}", "text": " ".join(words[i:] + words[:i]) + "\n" + FOOTER} for i in range(25)]
     rows.append({"id": "only", "text": FOOTER})  # rules for short texts would drop it first: off below
@@ -115,7 +120,7 @@ def test_lines_in_many_documents_of_the_source_are_removed_and_a_document_of_not
     md, ledger, io = run_filtered(tmp_path, rows, short_text_rules_off)
     kept = io.scan(dg.AssetKey("filtered"), "forum").collect()
     assert kept.height == 25 and not kept["text"].str.contains("village archive").any()
-    assert recounted(kept)
+    assert counted(kept)
     by_id = {r["id"]: r for r in ledger.select("id", "kept", "drop_reason", "boilerplate_lines").to_dicts()}
     assert by_id["only"]["drop_reason"] == "boilerplate_only" and not by_id["only"]["kept"]
     assert {by_id[f"d{i:02d}"]["boilerplate_lines"] for i in range(25)} == {1}

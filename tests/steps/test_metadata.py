@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from curation_assets.core.frames import Added, drop_counts, drop_tokens
+from curation_assets.core.frames import Added, TokenEstimate, drop_bytes, drop_counts, drop_tokens
 from resources.cost_guard import CostGuard, Transfer
 from resources.metadata import MAX_KEYS, MAX_SHOWN, published, step_metadata
 
@@ -100,6 +100,41 @@ def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
     assert lines[3] == "| dropped: short | 2 | 12 | 25.0% `██        ` |"  # largest reason first
     assert lines[4] == "| dropped: lang | 1 | 100 | 12.5% `█         ` |"
     assert lines[5] == "| **kept** | 5 | 1,000 | 62.5% `██████    ` |"
+
+
+def test_estimated_tokens_are_never_counts_they_are_labelled_wherever_they_show():
+    """Issue 19: raw counts no token and filtered tokenizes only what it keeps; what they estimate is `tokens_est`
+    (never `tokens`), `details["tokens_estimated"]` with its sample, and `~N (est.)` in the funnel, beside the dropped
+    volume in bytes."""
+    raw = TokenEstimate(kept=4_441_000, dropped={}, sample_docs=60, sample_bytes=512_000, sample_tokens=128_000)
+    md = step_metadata(
+        rows_in=10, rows_out=9, drops={"invalid_json": 1}, bytes_in=1, bytes_out=1, config_version="v", estimate=raw
+    )
+    assert "tokens" not in md and md["tokens_est"] == 4_441_000
+    est = md["details"].value["tokens_estimated"]
+    assert est["kept"] == 4_441_000 and est["tokens_per_byte"] == 0.25 and est["sample_docs"] == 60
+    assert "| **kept** | 9 | ~4.4M (est.) |" in md["funnel"].value
+    dropped = pl.DataFrame({"drop_reason": ["short", "short", "lang"], "text": ["a b", "c", "déjà"]})
+    rules = TokenEstimate(kept=None, dropped={"short": 2, "lang": 3}, sample_docs=2, sample_bytes=8, sample_tokens=4)
+    md = step_metadata(
+        rows_in=8,
+        rows_out=5,
+        drops=drop_counts(dropped),
+        bytes_in=1,
+        bytes_out=1,
+        config_version="v",
+        tokens_out=1000,
+        tokens_dropped=drop_tokens(dropped),
+        bytes_dropped=drop_bytes(dropped),
+        estimate=rules,
+    )
+    details = md["details"].value
+    assert md["tokens"] == 1000 and "tokens_est" not in md and "tokens_dropped" not in details
+    assert details["bytes_dropped"] == {"lang": 6, "short": 4}  # déjà: 6 UTF-8 bytes
+    assert details["tokens_estimated"]["dropped"] == rules.dropped
+    lines = md["funnel"].value.splitlines()
+    assert lines[2].startswith("| in | 8 | ~1.0k (est.) |") and lines[5].startswith("| **kept** | 5 | 1,000 |")
+    assert lines[3].startswith("| dropped: short | 2 | ~2 (est.) |")
 
 
 def test_repeated_rows_are_neither_kept_documents_nor_a_negative_drop_rate():

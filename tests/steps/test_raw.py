@@ -11,14 +11,14 @@ import yaml
 
 from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
+from curation_assets.core.readers import detect_format, read_shard
 from curation_assets.defs import build_definitions
 from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
-from curation_assets.core.readers import detect_format, read_shard
 from curation_assets.steps.raw import shard_names
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
 from resources.store import ObjectStore
-from tests.helpers import local_settings
+from tests.helpers import latest, local_settings
 
 SAMPLE_BOOKS = load_config().resolve_uri("../sample/books")
 
@@ -218,6 +218,32 @@ def test_a_stray_file_matched_by_the_glob_is_quarantined_and_the_good_shards_are
             expected += read_shard(f, fmt=detect_format(p.name), source="books", shard=p.name).docs.height
     raw = io.scan(dg.AssetKey("raw"), "books").collect()
     assert raw.height == expected > 0 and set(raw["shard"]) == {p.name for p in shards}
+
+
+def test_raw_counts_no_token_and_shows_an_estimate_from_a_seeded_sample_labelled_as_one(tmp_path):
+    """Issue 19: raw no longer tokenizes every document (most never reach a mixture; `filtered` counts the ones it
+    keeps): its rows are the canonical columns alone, and its tokens are its text bytes x the tokens per byte of a
+    seeded 1/32 sample, `tokens_est` and `~N (est.)`, never `tokens`."""
+    from curation_assets.core.frames import DOC_SCHEMA
+    from resources.tokenizer import TokenizerResource
+
+    root = tmp_path / "data"
+    settings = local_settings(
+        data_root=str(root), sources=sources_yaml(tmp_path, [f"{SAMPLE_BOOKS}/*"]), recipe=str(tmp_path / "recipe.yaml")
+    )
+    with dg.instance_for_test() as instance:
+        assert curate(settings, instance, selection=[dg.AssetKey("raw")]).success
+        md = latest(instance, "raw", "books")
+    io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard())
+    raw = io.scan(dg.AssetKey("raw"), "books").collect()
+    assert raw.columns == list(DOC_SCHEMA) and "tokens" not in md
+    details, exact = md["details"], sum(TokenizerResource().count_tokens(raw["text"].to_list()))
+    assert details["text_bytes"] == raw["text"].str.len_bytes().sum()
+    estimated = details["tokens_estimated"]
+    assert estimated["kept"] == md["tokens_est"] and estimated["tokenizer"] == "cl100k_base"
+    assert 1 <= estimated["sample_docs"] < raw.height / 10  # a sample, not the source
+    assert abs(md["tokens_est"] - exact) / exact < 0.1, (md["tokens_est"], exact)
+    assert f"| **kept** | {raw.height:,} | ~" in md["funnel"] and " (est.) |" in md["funnel"]
 
 
 def test_a_shard_lost_whole_weighs_the_records_it_held_and_fails_drop_rate(tmp_path):

@@ -19,8 +19,9 @@ from tests.openai_stub import StubServer
 TEXT = "The lighthouse keeper climbed the spiral staircase every evening at dusk, and polished the lens. " * 8
 
 
-def deduped_stand_in(n: int) -> dg.AssetsDefinition:
-    """A `deduped` partition written by the real IO manager (the upstream steps are not under test here)."""
+def deduped_stand_in(n: int, long: int = 1) -> dg.AssetsDefinition:
+    """A `deduped` partition written by the real IO manager (the upstream steps are not under test here); the
+    first document's text `long` times as long as the others'."""
 
     @dg.asset(name="deduped", partitions_def=source_partitions)
     def deduped(context: dg.AssetExecutionContext):
@@ -28,7 +29,7 @@ def deduped_stand_in(n: int) -> dg.AssetsDefinition:
             {
                 "doc_id": [f"d{i}" for i in range(n)],
                 "source": context.partition_key,
-                "text": [f"Entry {i}. {TEXT}" for i in range(n)],
+                "text": [f"Entry {i}. {TEXT * (long if i == 0 else 1)}" for i in range(n)],
                 "url": None,
                 "shard": "s",
                 "meta": "{}",
@@ -44,6 +45,30 @@ def deduped_stand_in(n: int) -> dg.AssetsDefinition:
         )
 
     return deduped
+
+
+def test_a_seed_over_the_generator_work_budget_is_skipped_and_counted(tmp_path):
+    """A document a generator would spend more than `max_work` units on is skipped with a stable reason, counted in
+    the step's details and named in its funnel; it stays kept (skipping is no drop), the other seeds are made."""
+    thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
+    # cloze charges 2 units per character it reads (and its sentences): the 10x document (~7,900 characters) is
+    # over 10,000, the others (~800) are not
+    thresholds["synthetic"]["per_source"]["books"] = {"rate": 1.0, "generators": ["cloze"], "max_work": 10_000}
+    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
+    cfg = load_config(thresholds=tmp_path / "thresholds.yaml")
+    with dg.instance_for_test() as instance:
+        (step,) = synthetic.build(cfg, asset_versions(cfg)["synthetic"])
+        resources = deployment(cfg, local_settings(data_root=str(tmp_path / "data"))).resources
+        defs = dg.Definitions(assets=[step, deduped_stand_in(12, long=10)], resources=resources)
+        instance.add_dynamic_partitions("source", ["books"])
+        res = defs.resolve_implicit_global_asset_job_def().execute_in_process(partition_key="books", instance=instance)
+        assert res.success
+        (mat,) = [e for e in res.get_asset_materialization_events() if e.asset_key == dg.AssetKey("synthetic")]
+    md = mat.materialization.metadata
+    details = md["details"].value
+    assert details["synthetic_skipped"] == {"cloze:generator_budget_exceeded": 1}
+    assert details["synthetic_docs"] == 11 and md["rows_out"].value == 12 + 11 and md["drop_rate"].value == 0.0
+    assert "seeds skipped (cloze:generator_budget_exceeded): 1" in md["funnel"].value
 
 
 def test_llm_synthetic_asset_caches_under_the_data_root_and_rematerializes_without_calls(tmp_path):

@@ -130,7 +130,7 @@ def test_curation_run_with_a_tokenizer_json_writes_uint16_shards_the_online_load
         assert (version, code) == (1, 8)
         ids += [data[p // 2 : p // 2 + n] for p, n in zip(pointers, lengths)]
     assert len(ids) == len(texts) and np.array_equal(np.concatenate(ids), stream)
-    # the loader's dial: the shards, and the mixture tokenized on the fly with n_tokens counted by raw, agree
+    # the loader's dial: the shards, and the mixture tokenized on the fly with n_tokens counted by filtered, agree
     online = OnlineSource(mixed.select("text", "n_tokens"), bpe.encode_arrays, bpe.eot_id)
     off = list(sequences("offline", seq_len=m["sequence_length"], offline=offline))
     on = list(sequences("online", seq_len=m["sequence_length"], online=online))
