@@ -5,11 +5,13 @@ Each setting runs `curation run --force --workers N` in a fresh process with its
 embedded Ray cluster (started by the run and stopped at its end, so its start-up is part of the wall time), its whole
 process tree confined to N cores (`taskset -c 0-(N-1)`: N workers get N cores, so the 1-worker run is the one-core
 baseline and Dagster's own processes cannot borrow the idle core; `--no-pin` lets every run use every core). Printed per
-run: wall seconds, CPU seconds and CPU % of the whole process tree (`/usr/bin/time -v`), the largest per-task peak RSS
-the steps report (`task_max_peak_rss_mb`), and the Ray cluster's start-up time (`ray start` alone, measured
-separately). With `--scale K` the same runs also go over a corpus of every shard repeated K times (symlinks under
-other names), to show that a task's peak RSS follows its shard, not the source. The last line compares the outputs
-(every file of every current version, by sha256) and prints the speedup.
+run: wall seconds; the busy seconds of the run's cores and their share of cores x wall (from /proc/stat: the embedded
+Ray cluster's processes are daemons, not children of `curation run`, so `/usr/bin/time -v` sees only the driver side,
+also printed); the largest per-task peak RSS the steps report (`details.task_max_peak_rss_mb`), and the Ray
+cluster's start-up time (`ray start` alone, measured separately). With `--scale K` the same runs also go over a
+corpus of every shard repeated K times (symlinks under other names), to show that a task's peak RSS follows its
+shard, not the source. The last line compares the outputs (every file of every current version, by sha256) and
+prints the speedup.
 """
 
 import argparse
@@ -63,6 +65,18 @@ def thresholds(tmp: Path) -> Path:
     return out
 
 
+def busy_seconds(cpus: set[int] | None) -> float:
+    """Non-idle CPU seconds so far of `cpus` (None: every CPU), from /proc/stat (idle and iowait excluded)."""
+    ticks = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or (cpus is not None and int(name[3:]) not in cpus):
+            continue
+        values = [int(v) for v in fields]
+        ticks += sum(values) - values[3] - values[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str, pin: bool) -> dict:
     home, root = tmp / f"home-{tag}", tmp / f"data-{tag}"
     for d in (home, root):
@@ -82,15 +96,18 @@ def run_graph(workers: int, sources: Path, thr: Path, tmp: Path, tag: str, pin: 
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "curation_assets.cli", "run", "--force", f"--workers={workers}"]
     if pin:
         cmd = ["taskset", "-c", f"0-{max(0, workers - 1)}", *cmd]
-    start = time.perf_counter()
+    cpus = set(range(max(1, workers))) if pin else None
+    start, busy = time.perf_counter(), busy_seconds(cpus)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - start
+    wall, busy = time.perf_counter() - start, busy_seconds(cpus) - busy
     if done.returncode:
         sys.exit(f"{tag}: curation run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     usage = done.stderr
     cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", usage)[1]) for k in ("User", "System"))
     return {
         "wall": wall,
+        "busy": busy,
+        "busy_pct": round(100 * busy / wall),
         "cpu": cpu,
         "cpu_pct": re.search(r"Percent of CPU this job got: (\d+)%", usage)[1],
         "task_rss_mb": max_task_rss(home),
@@ -108,12 +125,16 @@ def max_task_rss(home: Path) -> float:
         values = []
         for key in keys:
             records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
-            values += [
-                r.asset_materialization.metadata["task_max_peak_rss_mb"].value
-                for r in records
-                if "task_max_peak_rss_mb" in r.asset_materialization.metadata
-            ]
+            values += [v for r in records if (v := _task_rss(r.asset_materialization.metadata)) is not None]
     return max(values, default=0.0)
+
+
+def _task_rss(metadata) -> float | None:
+    """`task_max_peak_rss_mb` of a materialization: in `details` (the step's own figures), or shown."""
+    if "task_max_peak_rss_mb" in metadata:
+        return metadata["task_max_peak_rss_mb"].value
+    details = metadata.get("details")
+    return (details.value or {}).get("task_max_peak_rss_mb") if details is not None else None
 
 
 def fingerprints(root: Path) -> dict[str, str]:
@@ -159,8 +180,10 @@ def main() -> None:
                 r = run_graph(w, sources, thr, tmp, f"x{scale}-w{w}", pin=not args.no_pin)
                 runs[(scale, w)] = r
                 print(
-                    f"x{scale} corpus, {w} worker(s){'' if args.no_pin else f' on {w} core(s)'}: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s ({r['cpu_pct']} %), "
-                    f"max per-task peak RSS {r['task_rss_mb']:.0f} MB"
+                    f"x{scale} corpus, {w} worker(s){'' if args.no_pin else f' on {w} core(s)'}: "
+                    f"wall {r['wall']:.1f} s, "
+                    f"cores busy {r['busy']:.1f} s ({r['busy_pct']} % of one core), driver tree CPU {r['cpu']:.1f} s "
+                    f"({r['cpu_pct']} %), max per-task peak RSS {r['task_rss_mb']:.0f} MB"
                 )
         if args.scale > 1:
             one, many = runs[(1, args.workers[1])]["task_rss_mb"], runs[(args.scale, args.workers[1])]["task_rss_mb"]
