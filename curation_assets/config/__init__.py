@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curation_assets.config.errors import ConfigError, KeyedValueError, did_you_mean, line, short, validation_lines
 from curation_assets.config.tokenizer import TokenizerSpec, resolve_tokenizer
-from curation_assets.config.url_lists import url_list_problems
+from curation_assets.config.url_lists import url_list_digests, url_list_problems
 from curation_assets.core.decontam import DecontamParams
 from curation_assets.core.dedup import DedupParams
 from curation_assets.core.filtering import FilterParams
@@ -477,6 +477,13 @@ class CurationConfig(Strict):
     def eval_files(self) -> dict[str, list[str]]:
         """The files of each eval set of `decontam_index` (`eval_set_files`), listed once per config."""
         return eval_set_files(self.thresholds, self.thresholds_path.parent)[0]
+
+    @functools.cached_property
+    def url_list_digests(self) -> dict[str, str | None]:
+        """Content hash of the URL lists of `filtered`'s default and per-source params (`url_lists.url_list_digests`),
+        read once per config: every `asset_versions` call (the definitions, `curation run`, each source's
+        fingerprint) reads it."""
+        return url_list_digests(self)
 
     @functools.cached_property
     def eval_set_digests(self) -> dict[str, list[str]]:

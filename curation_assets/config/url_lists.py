@@ -74,8 +74,19 @@ def url_lists(cfg: CurationConfig, source: str) -> UrlLists | None:
     return read_url_lists(cfg.thresholds.filtered.for_source(source), cfg.thresholds_path.parent)
 
 
+def _named(params: FilterParams) -> tuple:
+    """What decides the lists `params` read (`read_url_lists`)."""
+    return (params.url_filter, params.url_bundled_lists, *(getattr(params, k) for k in FILE_KEYS.values()))
+
+
 def url_list_digests(cfg: CurationConfig) -> dict[str, str | None]:
     """Content hash of the lists of the default params and of each per-source override (for the code_version)."""
     t, base = cfg.thresholds.filtered, cfg.thresholds_path.parent
     params = {"default": t.default, **{s: t.for_source(s) for s in t.per_source}}
-    return {k: (lists.digest if (lists := read_url_lists(p, base)) is not None else None) for k, p in params.items()}
+    digests: dict[tuple, str | None] = {}  # by the lists a params set names, each set read once: a per-source
+    # override of other keys names the default's lists again, and a real blocklist has millions of lines
+    for p in params.values():
+        if _named(p) not in digests:
+            lists = read_url_lists(p, base)
+            digests[_named(p)] = lists.digest if lists is not None else None
+    return {k: digests[_named(p)] for k, p in params.items()}

@@ -4,7 +4,6 @@ assets it changes stale. Pure (no Dagster): `curation validate` prints them, `cu
 from __future__ import annotations
 
 from curation_assets.config import CurationConfig, version_of
-from curation_assets.config.url_lists import url_list_digests
 from curation_assets.core.tokens import FORMAT
 
 
@@ -17,7 +16,7 @@ def asset_versions(cfg: CurationConfig) -> dict[str, str]:
         "raw": version_of(cfg.sources, t.raw.data_params(), "readers-v1"),
         "quality_model": version_of(model, "quality-model-v1"),
         # the URL lists by content: editing a list file re-runs filtered
-        "filtered": version_of(t.filtered.data_params(), model, url_list_digests(cfg), cfg.tokenizer, "filtered-v4"),
+        "filtered": version_of(t.filtered.data_params(), model, cfg.url_list_digests, cfg.tokenizer, "filtered-v4"),
         "dedup_signatures": version_of(dedup.signature_version, "signatures-v1"),
         "dedup_clusters": version_of(dedup.model_dump(mode="json"), "clusters-v1"),
         "decontam_index": version_of(t.decontam_index.data_params(), cfg.eval_set_digests, "decontam-v1"),
