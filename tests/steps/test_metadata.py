@@ -81,9 +81,9 @@ def test_published_metadata_has_one_cost_table_and_its_numbers_in_details():
     }
 
 
-def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
-    dropped = pl.DataFrame({"drop_reason": ["short", "short", "lang"], "n_tokens": [5, 7, 100]})
-    md = step_metadata(
+def funnel_metadata(dropped: pl.DataFrame, **extra) -> dict:
+    """A step's metadata for 8 documents in, 5 kept (1,000 tokens) and `dropped` (drop_reason, and n_tokens or text)."""
+    return step_metadata(
         rows_in=8,
         rows_out=5,
         drops=drop_counts(dropped),
@@ -92,7 +92,12 @@ def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
         config_version="v",
         tokens_out=1000,
         tokens_dropped=drop_tokens(dropped),
+        **extra,
     )
+
+
+def test_funnel_counts_documents_and_tokens_per_reason_with_a_bar_each():
+    md = funnel_metadata(pl.DataFrame({"drop_reason": ["short", "short", "lang"], "n_tokens": [5, 7, 100]}))
     assert md["tokens"] == 1000 and md["details"].value["tokens_dropped"] == {"lang": 100, "short": 12}
     lines = md["funnel"].value.splitlines()
     assert lines[0].count("|") == 5  # four columns: the share and its bar share one
@@ -116,18 +121,7 @@ def test_estimated_tokens_are_never_counts_they_are_labelled_wherever_they_show(
     assert "| **kept** | 9 | ~4.4M (est.) |" in md["funnel"].value
     dropped = pl.DataFrame({"drop_reason": ["short", "short", "lang"], "text": ["a b", "c", "déjà"]})
     rules = TokenEstimate(kept=None, dropped={"short": 2, "lang": 3}, sample_docs=2, sample_bytes=8, sample_tokens=4)
-    md = step_metadata(
-        rows_in=8,
-        rows_out=5,
-        drops=drop_counts(dropped),
-        bytes_in=1,
-        bytes_out=1,
-        config_version="v",
-        tokens_out=1000,
-        tokens_dropped=drop_tokens(dropped),
-        bytes_dropped=drop_bytes(dropped),
-        estimate=rules,
-    )
+    md = funnel_metadata(dropped, bytes_dropped=drop_bytes(dropped), estimate=rules)
     details = md["details"].value
     assert md["tokens"] == 1000 and "tokens_est" not in md and "tokens_dropped" not in details
     assert details["bytes_dropped"] == {"lang": 6, "short": 4}  # déjà: 6 UTF-8 bytes
