@@ -191,12 +191,14 @@ class LocalCluster:
 
 @dataclass
 class TaskStats:
-    """What each task reported: its label, seconds, documents and the peak RSS of the task (not of the worker)."""
+    """What each task reported: its label, seconds, documents, the peak RSS of the task (not of the worker) and the
+    CPU seconds of its worker process while it ran."""
 
     label: str
     seconds: float
     docs: int
     peak_rss_bytes: int
+    cpu_seconds: float = 0.0
 
 
 def _peak_rss_reset() -> None:
@@ -241,10 +243,10 @@ def _chaos(label: str) -> None:
 def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
     """Run `fn(item)` in a Ray worker and measure it. `fn` returns (result, documents processed)."""
     _peak_rss_reset()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result, docs = fn(item)
     _chaos(label)
-    return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss())
+    return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss(), time.process_time() - cpu)
 
 
 class TaskRunner:

@@ -55,6 +55,9 @@ DATA, DROPPED = "data", "dropped"
 
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
+# An input whose AssetIn metadata has {LOAD: PARTS} loads as {partition: {"parts": [URIs], "rows": n,
+# "part_bytes": n}} (from its manifest): for a step whose tasks read the parts themselves (dedup_clusters' shuffle).
+LOAD, PARTS = "curation/load", "parts"
 
 
 class CorruptFileError(RuntimeError):
@@ -67,7 +70,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     Inputs: a partitioned upstream loads as a `pl.LazyFrame` over its kept parts; a fan-in (an unpartitioned asset
     reading a partitioned one) loads as `{partition: LazyFrame}` over the partitions that exist (a source that was
     never materialized is reported and skipped, so one broken source does not block a recipe); a file set loads as
-    name -> URI.
+    name -> URI; an input declared with `{LOAD: PARTS}` as `{partition: its parts' URIs and counts}`.
 
     Every read and write under the data root goes through the cost guard first: a step whose data root sits in
     another AZ or region fails before its first byte moves (unless the run carries OVERRIDE_TAG), and each
@@ -127,6 +130,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     @property
     def staging_root(self) -> str | None:
         return versions.staging_dir_for(self.base_uri)
+
+    def scratch_uri(self, step: str, run_id: str) -> str:
+        """Where a step's tasks exchange intermediate files (a shuffle) during one run: beside a local data root
+        (never under it), `_scratch/` of an S3 root (a bucket lifecycle rule can expire what a killed run left)."""
+        staging = self.staging_root
+        base = f"{staging}/scratch" if staging else f"{self.base_uri.rstrip('/')}/_scratch"
+        return f"{base}/{step}/{run_id}"
 
     def stored_manifest(self, asset_key: dg.AssetKey, partition: str | None) -> dict[str, Any] | None:
         """The manifest as stored: its paths relative to the data root (or absolute, written before)."""
@@ -385,6 +395,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 return m["files"]  # a file set loads as name -> URI; its reader knows the format
             return self._require(key, None)
         keys = context.asset_partition_keys
+        if (context.definition_metadata or {}).get(LOAD) == PARTS:  # the reader's tasks read (and CRC-check) them
+            return {pk: {k: m.get(k) for k in ("parts", "rows", "part_bytes")} for pk, m in found.items()}
         if context.has_partition_key and len(keys) == 1:
             return self._require(key, keys[0])
         out = {}

@@ -161,6 +161,42 @@ def signature_frame(
 
 
 # --- shuffle: band buckets -> candidate edges ----------------------------------------------------------------------
+# A document is a `node`: a string whose byte order is the keep order (4-digit source priority, doc_id, NUL, source),
+# so the best-ranked member of any set is its minimum and no task needs a corpus-wide ranking. Its `loc` says where
+# its signature is stored: (signature part index << 32) | row in that part, so a task fetches the signatures it needs
+# from the stored parts by position and never holds the corpus's signature matrix.
+LOC_BITS = 32
+SHUFFLE_SCHEMA = {
+    "part": pl.UInt32,  # hash partition of the band key: one band task per partition
+    "band": pl.UInt8,
+    "band_key": pl.UInt64,
+    "node": pl.String,
+    "loc": pl.Int64,
+    "exact_key": pl.Binary,
+    "words": pl.Boolean,  # n_words > 0: a text without words never near-matches
+}
+PAIR_SCHEMA = {"a": pl.String, "b": pl.String, "a_loc": pl.Int64, "b_loc": pl.Int64}
+
+
+def node_expr(priority: list[str] | tuple[str, ...] = ()) -> pl.Expr:
+    """`node` of each row of a frame with `doc_id`, `source`: keep order = source priority (sources not listed come
+    last), then `doc_id`, then `source` (so ties never depend on row order)."""
+    prio = pl.col("source").replace_strict(
+        list(priority), list(range(len(priority))), default=len(priority), return_dtype=pl.Int64
+    )
+    parts = [prio.cast(pl.String).str.zfill(4), pl.col("doc_id"), pl.lit("\x00"), pl.col("source")]
+    return pl.concat_str(parts, ignore_nulls=True)  # a frame without sources (one partition's own dedup)
+
+
+def node_doc_id(node: pl.Expr) -> pl.Expr:
+    return node.str.slice(4).str.split_exact("\x00", 1).struct.field("field_0")
+
+
+def node_source(node: pl.Expr) -> pl.Expr:
+    source = node.str.split_exact("\x00", 1).struct.field("field_1")
+    return pl.when(source != "").then(source)
+
+
 def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     """64-bit key of rows `band*rows .. band*rows+rows-1` of each signature (folded like shingles)."""
     cols = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
@@ -170,28 +206,102 @@ def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     return h
 
 
-def band_edges(
-    nodes: np.ndarray, sig: np.ndarray, band: int, rows: int, part: int = 0, n_parts: int = 1
+def shuffle_rows(
+    sigs: pl.DataFrame,
+    part_index: int,
+    *,
+    bands: int,
+    rows: int,
+    n_parts: int,
+    priority: list[str] | tuple[str, ...] = (),
+    near: bool = True,
 ) -> pl.DataFrame:
-    """Candidate edges `a, b` (a < b, node ranks) among `nodes` from one band, restricted to hash partition `part`."""
-    keys = band_keys(sig, band, rows)
-    mine = keys % np.uint64(n_parts) == np.uint64(part)
-    frame = pl.DataFrame({"key": keys[mine], "node": nodes[mine]}).sort("key", "node")
-    grouped = frame.with_columns(first=pl.col("node").first().over("key"), prev=pl.col("node").shift(1).over("key"))
-    star = grouped.filter(pl.col("node") != pl.col("first")).select(a="first", b="node")
-    chain = grouped.filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("first"))).select(
-        a="prev", b="node"
+    """The map side of the shuffle for one signature part (`doc_id, source, exact_key, n_words, sig`, stored as part
+    `part_index`): one row per (document, band) in `SHUFFLE_SCHEMA`, sorted by `part`. Every document is in band 0
+    (exact duplicates are found there); bands 1.. hold only documents with words, and none without `near`.
+
+    Exact copies share their representative's signature, hence every band key and partition: each (band, part) task
+    sees whole exact groups, and band 0's tasks find every exact duplicate."""
+    sig = sigs.get_column("sig").to_numpy()
+    base = sigs.select(
+        node=node_expr(priority),
+        loc=pl.int_range(pl.len(), dtype=pl.Int64) + (part_index << LOC_BITS),
+        exact_key="exact_key",
+        words=pl.col("n_words") > 0,
     )
-    return pl.concat([star, chain]).unique()
+    frames = []
+    for b in range(bands if near else 1):
+        keys = band_keys(sig, b, rows)
+        frame = base.with_columns(band=pl.lit(b, pl.UInt8), band_key=pl.Series(keys, dtype=pl.UInt64))
+        frames.append(frame if b == 0 else frame.filter("words"))
+    out = pl.concat(frames).with_columns(part=(pl.col("band_key") % n_parts).cast(pl.UInt32))
+    return out.select(list(SHUFFLE_SCHEMA)).sort("part", "band", maintain_order=True)
 
 
+def bucket_edges(slice_: pl.DataFrame, *, exact: bool = True, near: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(exact pairs, candidate edges) of one hash partition's shuffle rows (any bands), both `PAIR_SCHEMA` with
+    a < b (a is the better-ranked node).
+
+    Exact: in band 0, every member of an exact-key group pairs with the group's best-ranked member. Near (every band,
+    the exact copies left out): in each band bucket sorted by node, a star (every member to the first) plus a chain
+    (every member to the previous one), so a bucket of k documents gives < 2k edges, never k^2."""
+    rows = slice_.with_columns(
+        first=pl.col("node").min().over("band", "exact_key"),
+        first_loc=pl.col("loc").sort_by("node").first().over("band", "exact_key"),
+    )
+    copy = pl.col("node") != pl.col("first")
+    pairs = pl.DataFrame(schema=PAIR_SCHEMA)
+    if exact:
+        pairs = rows.filter((pl.col("band") == 0) & copy).select(a="first", b="node", a_loc="first_loc", b_loc="loc")
+        rows = rows.filter(~copy)
+    edges = pl.DataFrame(schema=PAIR_SCHEMA)
+    if near:
+        ranked = rows.filter("words").sort("band", "band_key", "node")
+        bucket = ("band", "band_key")
+        grouped = ranked.select(
+            "node",
+            "loc",
+            first=pl.col("node").first().over(bucket),
+            first_loc=pl.col("loc").first().over(bucket),
+            prev=pl.col("node").shift(1).over(bucket),
+            prev_loc=pl.col("loc").shift(1).over(bucket),
+        )
+        star = grouped.filter(pl.col("node") != pl.col("first")).select(
+            a="first", b="node", a_loc="first_loc", b_loc="loc"
+        )
+        chain = grouped.filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("first"))).select(
+            a="prev", b="node", a_loc="prev_loc", b_loc="loc"
+        )
+        edges = pl.concat([star, chain]).unique(maintain_order=True)
+    return pairs, edges
+
+
+# --- verification: each pair's estimated Jaccard from the two stored signatures -------------------------------------
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (sig_a == sig_b).mean(axis=1) if len(sig_a) else np.zeros(0)
 
 
+def part_of(loc: pl.Expr) -> pl.Expr:
+    """The signature part a `loc` points into."""
+    return loc // (1 << LOC_BITS)
+
+
+def attach_signatures(pairs: pl.DataFrame, sig: np.ndarray, side: str) -> np.ndarray:
+    """The signatures (rows of one part's `sig` matrix) of `pairs`' `{side}_loc` nodes, all of which are in it."""
+    return sig[pairs.get_column(f"{side}_loc").to_numpy() & ((1 << LOC_BITS) - 1)]
+
+
 def components(edges: pl.DataFrame) -> pl.DataFrame:
-    """`node, label` for every node of `edges` (`a`, `b`): label = smallest node of its connected component."""
-    e = pl.concat([edges.select("a", "b"), edges.select(a="b", b="a")]).unique()
+    """`node, label` for every node of `edges` (`a`, `b`): label = smallest node of its connected component. Nodes
+    are ranked locally (order-preserving), so the rounds join integers whatever the node type."""
+    names = pl.concat([edges["a"], edges["b"]]).unique().sort()
+    if names.is_empty():
+        return pl.DataFrame(schema={"node": edges.schema["a"], "label": edges.schema["a"]})
+    index = pl.DataFrame({"name": names, "i": pl.int_range(len(names), dtype=pl.UInt32, eager=True)})
+    ranked = edges.join(index.rename({"name": "a", "i": "ia"}), on="a").join(
+        index.rename({"name": "b", "i": "ib"}), on="b"
+    )
+    e = pl.concat([ranked.select(a="ia", b="ib"), ranked.select(a="ib", b="ia")]).unique()
     label = e.group_by("a").agg(label=pl.min("b")).select(node="a", label=pl.min_horizontal("a", "label"))
     while True:
         # each node takes the smallest label among its neighbours, then jumps to its label's label
@@ -207,20 +317,61 @@ def components(edges: pl.DataFrame) -> pl.DataFrame:
             "node", label=pl.min_horizontal("label", "jump")
         )
         if nxt.sort("node").equals(label.sort("node")):
-            return label.sort("node")
+            break
         label = nxt
-
-
-# --- the whole clustering over one signature frame (a partition, or every source with a priority order) -------------
-def rank(sigs: pl.DataFrame, priority: list[str] | tuple[str, ...] = ()) -> pl.DataFrame:
-    """`sigs` + `node`: 0.. in keep order (source priority, sources not listed last, then `doc_id`): deterministic,
-    independent of row order and sharding. Within a cluster the smallest node is kept."""
-    prio = pl.col("source").replace_strict(
-        list(priority), list(range(len(priority))), default=len(priority), return_dtype=pl.Int64
+    return (
+        label.sort("node")
+        .join(index.rename({"i": "node"}), on="node")
+        .join(index.rename({"i": "label", "name": "label_name"}), on="label")
+        .select(node="name", label="label_name")
     )
-    return sigs.with_columns(_prio=prio).sort("_prio", "doc_id").drop("_prio").with_row_index("node")
 
 
+def members(pairs: pl.DataFrame, verified: pl.DataFrame) -> pl.DataFrame:
+    """The reduce: `node, loc, label, label_loc, exact_copy` for every document in a cluster of two or more, from the
+    exact pairs and the verified near edges (`PAIR_SCHEMA`); label = the component's best-ranked node."""
+    edges = pl.concat([pairs, verified])
+    labels = components(edges.select("a", "b"))
+    locs = pl.concat([edges.select(node="a", loc="a_loc"), edges.select(node="b", loc="b_loc")]).unique("node")
+    return (
+        labels.join(locs, on="node")
+        .join(locs.select(label="node", label_loc="loc"), on="label")
+        .with_columns(exact_copy=pl.col("node").is_in(pairs["b"].implode()))
+        .sort("node")
+    )
+
+
+def ledger(clustered: pl.DataFrame, jaccard: pl.Series) -> pl.DataFrame:
+    """Cluster ledger from `members` and each member's estimated Jaccard to its label (1.0 for the label itself).
+
+    Columns: `doc_id, source, cluster_id` (= `kept_doc_id`, the kept representative), `cluster_size, kept,
+    kept_doc_id, kept_source, drop_reason` (`exact_duplicate`: the same exact key as a better-ranked document, else
+    `near_duplicate`; null when kept), `jaccard` (estimated from the signatures, vs the kept representative)."""
+    if clustered.is_empty():
+        return empty_ledger()
+    kept = pl.col("node") == pl.col("label")
+    return (
+        clustered.with_columns(jaccard=jaccard.cast(pl.Float64))
+        .select(
+            doc_id=node_doc_id(pl.col("node")),
+            source=node_source(pl.col("node")),
+            cluster_id=node_doc_id(pl.col("label")),
+            cluster_size=pl.len().over("label").cast(pl.Int64),
+            kept=kept,
+            kept_doc_id=node_doc_id(pl.col("label")),
+            kept_source=node_source(pl.col("label")),
+            drop_reason=pl.when(kept)
+            .then(None)
+            .when(pl.col("exact_copy"))
+            .then(pl.lit("exact_duplicate"))
+            .otherwise(pl.lit("near_duplicate")),
+            jaccard=pl.col("jaccard").round(4),
+        )
+        .sort("cluster_id", "kept", "doc_id", descending=[False, True, False])
+    )
+
+
+# --- the whole clustering in one process (a partition's own dedup; the reference of the distributed step) ----------
 def cluster_signatures(
     sigs: pl.DataFrame,
     *,
@@ -232,60 +383,20 @@ def cluster_signatures(
     priority: list[str] | tuple[str, ...] = (),
     n_parts: int = 1,
 ) -> pl.DataFrame:
-    """Cluster ledger: one row per document in a cluster of two or more.
-
-    Columns: `doc_id, source, cluster_id` (= `kept_doc_id`, the kept representative), `cluster_size, kept,
-    kept_doc_id, kept_source, drop_reason` (`exact_duplicate`: the same exact key as a better-ranked document, else
-    `near_duplicate`; null when kept), `jaccard` (estimated from the signatures, vs the kept representative).
-    """
-    ranked = rank(sigs, priority)
-    sig = ranked.get_column("sig").to_numpy()
-    edges = [pl.DataFrame(schema={"a": pl.UInt32, "b": pl.UInt32})]
-    reps, exact_copies = ranked, pl.DataFrame(schema={"node": pl.UInt32})
-    if exact:
-        first = ranked.group_by("exact_key").agg(a=pl.min("node"))
-        paired = ranked.join(first, on="exact_key").filter(pl.col("node") != pl.col("a"))
-        edges.append(paired.select("a", b="node"))
-        exact_copies = paired.select("node")
-        reps = ranked.join(exact_copies, on="node", how="anti")
-    if near:
-        reps = reps.filter(pl.col("n_words") > 0)
-        nodes = reps.get_column("node").to_numpy()
-        cand = pl.concat(
-            [band_edges(nodes, sig[nodes], b, rows, p, n_parts) for b in range(bands) for p in range(n_parts)]
-        ).unique()
-        if threshold is not None and cand.height:
-            est = estimated_jaccard(sig[cand["a"].to_numpy()], sig[cand["b"].to_numpy()])
-            cand = cand.filter(pl.Series(est >= threshold))
-        edges.append(cand.cast(pl.UInt32))
-    labels = components(pl.concat(edges).cast(pl.UInt32))
-    if labels.is_empty():
-        return empty_ledger()
-    members = (
-        labels.join(ranked.drop("sig"), on="node")
-        .join(ranked.select(label="node", kept_doc_id="doc_id", kept_source="source"), on="label")
-        .with_columns(exact_copy=pl.col("node").is_in(exact_copies["node"].implode()))
-    )
-    jac = estimated_jaccard(sig[members["node"].to_numpy()], sig[members["label"].to_numpy()])
-    return (
-        members.with_columns(jaccard=pl.Series(jac, dtype=pl.Float64))
-        .select(
-            "doc_id",
-            "source",
-            cluster_id="kept_doc_id",
-            cluster_size=pl.len().over("label").cast(pl.Int64),
-            kept=pl.col("node") == pl.col("label"),
-            kept_doc_id="kept_doc_id",
-            kept_source="kept_source",
-            drop_reason=pl.when(pl.col("node") == pl.col("label"))
-            .then(None)
-            .when(pl.col("exact_copy"))
-            .then(pl.lit("exact_duplicate"))
-            .otherwise(pl.lit("near_duplicate")),
-            jaccard=pl.col("jaccard").round(4),
-        )
-        .sort("cluster_id", "kept", "doc_id", descending=[False, True, False])
-    )
+    """Cluster ledger (`ledger`) of one signature frame: the same stages as `dedup_clusters`' tasks (shuffle,
+    band edges per partition, verification, components), run here one after another on one part."""
+    sig = sigs.get_column("sig").to_numpy()
+    shuffled = shuffle_rows(sigs, 0, bands=bands, rows=rows, n_parts=n_parts, priority=priority, near=near)
+    found = [bucket_edges(s, exact=exact, near=near) for s in shuffled.partition_by("part", maintain_order=True)]
+    pairs = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(p for p, _ in found)])
+    cand = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(e for _, e in found)]).unique().sort("a", "b")
+    if threshold is not None and cand.height:
+        est = estimated_jaccard(attach_signatures(cand, sig, "a"), attach_signatures(cand, sig, "b"))
+        cand = cand.filter(pl.Series(est >= threshold))
+    clustered = members(pairs, cand)
+    mine = clustered.select(a_loc="label_loc", b_loc="loc")
+    jac = estimated_jaccard(attach_signatures(mine, sig, "a"), attach_signatures(mine, sig, "b"))
+    return ledger(clustered, pl.Series(jac))
 
 
 LEDGER_SCHEMA = {

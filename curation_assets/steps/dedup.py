@@ -2,22 +2,44 @@
 `dedup_clusters` (band join + components over every source, with a source priority); `deduped` applies the ledger
 per source. Checks: `drop_rate` (signatures), `removal_rate` (clusters), `no_cross_zone_bytes`.
 
-A new or changed source re-materializes only its own `dedup_signatures` partition; `dedup_clusters` re-reads the stored
-signatures of the others. Within `dedup_clusters` the band join runs per (band, hash partition) task over the signature
-columns and the components over the verified edges only (see `core/minhash.py`); today those tasks run one after the
-other in one step, each holding its slice of band keys plus the corpus's (num_perm x 4 bytes per document)
-signature matrix for the Jaccard check.
+A new or changed source re-materializes only its own `dedup_signatures` partition; `dedup_clusters` re-runs its
+shuffle and reduce over the stored signatures of every source (the map, ~90 % of dedup's CPU, is reused).
+
+`dedup_clusters` never holds the corpus's signatures (num_perm x 4 bytes per document) in one process. Its tasks
+(Ray, `resources/engine.py`), each bounded by a slice whose size does not grow with the corpus:
+1. shuffle: per stored signature part, its rows' band keys (+ node, loc, exact key) into `n_parts` hash partitions,
+   one scratch file per part (a row group per partition);
+2. band: per hash partition (~`SHUFFLE_DOCS` documents x bands), the exact pairs and the candidate edges;
+3. verify: two rounds per signature part: attach side a's signatures to the pairs (scratch, by side b's part), then
+   side b's and the estimated Jaccard, so each task reads one part of signatures;
+4. reduce: connected components over the exact pairs and the verified edges only (a few per duplicate document:
+   `edges_per_doc` in the metadata), then the same two rounds for each member's Jaccard to its kept document.
+The driver holds only the edge lists; the ledger is written in parts, in the single-process ledger's order, and
+equals it byte for byte (`core.minhash.cluster_signatures` runs the same stages in one process).
 """
 
+import io
 import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
+import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from curation_assets.core.dedup import DedupParams, cluster, ledger_summary, signatures
-from curation_assets.core.frames import StepOutput, empty_frame
-from curation_assets.core.minhash import empty_ledger
+from curation_assets.core.dedup import DedupParams, ledger_summary, signatures
+from curation_assets.core.frames import StepOutput, empty_frame, read_parquet_bytes
+from curation_assets.core.minhash import (
+    PAIR_SCHEMA,
+    attach_signatures,
+    bucket_edges,
+    estimated_jaccard,
+    ledger,
+    members,
+    part_of,
+    shuffle_rows,
+)
 from curation_assets.steps.common import (
     drop_rate,
     enforce_transfers,
@@ -26,6 +48,8 @@ from curation_assets.steps.common import (
 )
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
+from resources.io_manager import LOAD, PARTS, ParquetIOManager
+from resources.store import ObjectStore
 
 SIGNATURE_BATCH_ROWS = 20_000  # rows of `filtered` per task: a task's memory is bounded by its range, not the source
 NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
@@ -86,6 +110,186 @@ def build_signatures(cfg, version: str) -> list:
     return [dedup_signatures]
 
 
+# Documents per hash partition of the shuffle: a band task holds about bands x this many rows (~80 bytes each), and
+# the number of partitions grows with the corpus, so a task's memory does not.
+SHUFFLE_DOCS = 8192
+LEDGER_PART_ROWS = 1_000_000
+
+
+def n_partitions(n_docs: int, workers: int) -> int:
+    """Hash partitions for `n_docs` documents: `SHUFFLE_DOCS` each, and at least one per worker."""
+    return max(workers, -(-n_docs // SHUFFLE_DOCS), 1)
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A run's scratch folder (`ParquetIOManager.scratch_uri`), readable and writable by every task."""
+
+    uri: str
+    endpoint_url: str | None
+    region: str
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(endpoint_url=self.endpoint_url, region=self.region)
+
+    def write(self, name: str, frame: pl.DataFrame, by: str) -> str:
+        """Write `frame` (sorted by `by`) with one row group per value of `by`, so a reader filtering on it reads only
+        its own; returns the file's URI."""
+        buf = io.BytesIO()
+        with pq.ParquetWriter(buf, frame.to_arrow().schema, compression="zstd") as writer:
+            for group in frame.partition_by(by, maintain_order=True):
+                writer.write_table(group.to_arrow())
+        uri = f"{self.uri}/{name}"
+        self.store.write_bytes(uri, buf.getvalue())
+        return uri
+
+    def read(self, uris: list[str], by: str, value: int) -> pl.DataFrame:
+        """The rows with `by == value` of scratch files written by `write` (row groups of other values skipped)."""
+        opts = self.store.storage_options(uris[0])
+        return pl.scan_parquet(uris, storage_options=opts).filter(pl.col(by) == value).collect()
+
+    def read_signatures(self, uri: str) -> np.ndarray:
+        """The `sig` matrix of one stored signature part, every page's CRC verified."""
+        return read_parquet_bytes(self.store.read_bytes(uri), columns=["sig"]).get_column("sig").to_numpy()
+
+
+@dataclass(frozen=True)
+class ShuffleTask:
+    """One stored signature part: the shuffle's map side."""
+
+    uri: str
+    index: int
+    params: DedupParams
+    n_parts: int
+    scratch: Scratch
+
+
+def shuffle_task(task: ShuffleTask) -> tuple[str, int]:
+    """Write the part's shuffle rows (`core.minhash.shuffle_rows`) to scratch, a row group per hash partition."""
+    p = task.params
+    sigs = read_parquet_bytes(task.scratch.store.read_bytes(task.uri))
+    rows = shuffle_rows(
+        sigs, task.index, bands=p.bands, rows=p.rows, n_parts=task.n_parts, priority=p.priority, near=p.near
+    )
+    return task.scratch.write(f"shuffle/{task.index:05d}.parquet", rows, "part"), sigs.height
+
+
+@dataclass(frozen=True)
+class BandTask:
+    """One hash partition of the shuffle: its rows in every shuffle file."""
+
+    part: int
+    shuffled: list[str]
+    params: DedupParams
+    scratch: Scratch
+
+
+def band_task(task: BandTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame], int]:
+    """(exact pairs, candidate edges) of the partition (`core.minhash.bucket_edges`)."""
+    rows = task.scratch.read(task.shuffled, "part", task.part)
+    return bucket_edges(rows, exact=task.params.exact, near=task.params.near), rows.height
+
+
+@dataclass(frozen=True)
+class SideTask:
+    """Verification round 1 for one signature part: pairs (`idx, a_loc, b_loc`) whose side a is stored in it."""
+
+    pairs: pl.DataFrame
+    uri: str
+    index: int
+    name: str  # the round's scratch folder
+    scratch: Scratch
+
+
+def side_task(task: SideTask) -> tuple[str, int]:
+    """Attach side a's signatures; write `idx, b_loc, b_part, sig_a` to scratch, a row group per side-b part."""
+    sig_a = attach_signatures(task.pairs, task.scratch.read_signatures(task.uri), "a")
+    rows = task.pairs.select("idx", "b_loc", b_part=part_of(pl.col("b_loc"))).with_columns(
+        sig_a=pl.Series(sig_a, dtype=pl.Array(pl.UInt32, sig_a.shape[1]))
+    )
+    return task.scratch.write(f"{task.name}/{task.index:05d}.parquet", rows.sort("b_part"), "b_part"), rows.height
+
+
+@dataclass(frozen=True)
+class JaccardTask:
+    """Verification round 2 for one signature part: the round-1 rows whose side b is stored in it."""
+
+    uri: str
+    index: int
+    sides: list[str]
+    scratch: Scratch
+
+
+def jaccard_task(task: JaccardTask) -> tuple[pl.DataFrame, int]:
+    """`idx, jaccard`: the estimated Jaccard of each pair, side b's signatures read from this part."""
+    rows = task.scratch.read(task.sides, "b_part", task.index)
+    sig_b = attach_signatures(rows, task.scratch.read_signatures(task.uri), "b")
+    est = estimated_jaccard(np.asarray(rows.get_column("sig_a").to_numpy()), sig_b)
+    return rows.select("idx", jaccard=pl.Series(est, dtype=pl.Float64)), rows.height
+
+
+def reduce_task(edges: tuple[pl.DataFrame, pl.DataFrame]) -> tuple[pl.DataFrame, int]:
+    """Connected components over the exact pairs and verified edges (`core.minhash.members`)."""
+    clustered = members(*edges)
+    return clustered, clustered.height
+
+
+Runner = Callable[[Callable, Iterable[object], Iterable[str], Progress], Iterator[object]]
+
+
+def cluster_parts(
+    parts: list[str], n_docs: int, params: DedupParams, scratch: Scratch, run: Runner, workers: int
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """(cluster ledger, figures) of the stored signature parts `parts` (URIs, in a fixed order: the loc of a
+    document names its part by index) holding `n_docs` rows. `run(fn, items, labels, progress)` yields each task's
+    result in item order (`RayEngine.map`). The scratch folder is deleted afterwards, whatever happens."""
+    phases: dict[str, Progress] = {}
+
+    def tasks(phase: str, fn: Callable, items: list, labels: list[str]) -> list:
+        progress = phases.setdefault(phase, Progress(total=len(items)))
+        return list(run(fn, items, labels, progress))
+
+    def pair_jaccard(pairs: pl.DataFrame, name: str) -> np.ndarray:
+        """Estimated Jaccard of each pair (`a_loc`, `b_loc`), in order: two rounds of one task per signature part."""
+        if pairs.is_empty():
+            return np.zeros(0)
+        indexed = pairs.select("a_loc", "b_loc").with_row_index("idx")
+        by_a = indexed.with_columns(a_part=part_of(pl.col("a_loc"))).partition_by("a_part", as_dict=True)
+        side = [SideTask(f.drop("a_part"), parts[k], k, name, scratch) for (k,), f in sorted(by_a.items())]
+        sides = tasks(f"{name}_a", side_task, side, [f"{name} side a of part {t.index}" for t in side])
+        b_parts = indexed.select(part_of(pl.col("b_loc")).unique().sort()).to_series().to_list()
+        round2 = [JaccardTask(parts[k], k, sides, scratch) for k in b_parts]
+        found = tasks(f"{name}_b", jaccard_task, round2, [f"{name} side b of part {t.index}" for t in round2])
+        return pl.concat(found).sort("idx").get_column("jaccard").to_numpy()
+
+    try:
+        n_parts = n_partitions(n_docs, workers)
+        shuffle = [ShuffleTask(uri, k, params, n_parts, scratch) for k, uri in enumerate(parts)]
+        shuffled = tasks("shuffle", shuffle_task, shuffle, [f"shuffle part {t.index}" for t in shuffle])
+        band = [BandTask(p, shuffled, params, scratch) for p in range(n_parts)]
+        found = tasks("band", band_task, band, [f"band partition {t.part}" for t in band])
+        pairs = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(p for p, _ in found)])
+        cand = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(e for _, e in found)]).unique().sort("a", "b")
+        verified = cand
+        if params.threshold is not None and cand.height:
+            verified = cand.filter(pl.Series(pair_jaccard(cand, "verify") >= params.threshold))
+        (clustered,) = tasks("reduce", reduce_task, [(pairs, verified)], ["reduce"])
+        jac = pair_jaccard(clustered.select(a_loc="label_loc", b_loc="loc"), "jaccard")
+        out = ledger(clustered, pl.Series(jac, dtype=pl.Float64))
+    finally:
+        scratch.store.delete_prefix(scratch.uri)
+    figures = {
+        "shuffle_partitions": n_parts,
+        "candidate_edges": cand.height,
+        "verified_edges": verified.height + pairs.height,
+        "edges_per_doc": round((verified.height + pairs.height) / n_docs, 4) if n_docs else 0.0,
+        "task_max_peak_rss_mb": {k: v.metadata()["task_max_peak_rss_mb"] for k, v in phases.items()},
+        "tasks": sum(len(v.tasks) for v in phases.values()),
+    }
+    return out, {"phases": phases, **figures}
+
+
 def build_clusters(cfg, version: str) -> list:
     """The unpartitioned `dedup_clusters` ledger and its checks."""
     params = cfg.dedup_params
@@ -102,26 +306,38 @@ def build_clusters(cfg, version: str) -> list:
         cfg.thresholds.deduped.pod,
         checks,
         partitioned=False,
-        ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+        ins={"dedup_signatures": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={LOAD: PARTS})},
     )
-    def dedup_clusters(context: dg.AssetExecutionContext, dedup_signatures: dict[str, pl.LazyFrame]):
+    def dedup_clusters(
+        context: dg.AssetExecutionContext,
+        dedup_signatures: dict[str, dict],
+        io_manager: dg.ResourceParam[ParquetIOManager],
+        store: ObjectStore,
+        engine: RayEngine,
+    ):
         """Cluster ledger over every source: doc_id, source, cluster_id, cluster_size, kept, kept_doc_id, kept_source,
         drop_reason, jaccard (estimated vs the kept representative). Keep rule: source priority, then doc_id."""
-        frames = [lf.collect() for _, lf in sorted(dedup_signatures.items())]
-        sigs = pl.concat([f for f in frames if f.width], how="vertical") if any(f.width for f in frames) else None
-        ledger = cluster(sigs, params) if sigs is not None and sigs.height else empty_ledger()
-        sigs = sigs if sigs is not None else pl.DataFrame()
-        summary = ledger_summary(ledger, sigs.height)
+        stored = [m for _, m in sorted(dedup_signatures.items())]
+        parts, n_docs = [uri for m in stored for uri in m["parts"]], sum(m["rows"] for m in stored)
+        where = io_manager.scratch_uri("dedup_clusters", context.run.run_id)
+        scratch = Scratch(where, store.endpoint_url, store.region)
+
+        def run(fn, items, labels, progress):
+            return run_tasks(context, engine, fn, items, labels, progress)
+
+        ledger_, figures = cluster_parts(parts, n_docs, params, scratch, run, engine.workers or 1)
+        summary = ledger_summary(ledger_, n_docs)
         # the share of documents removed is the series to watch across runs (and what the check bounds)
         summary["removal_rate"] = dg.MetadataValue.float(summary["removal_rate"])
+        figures.pop("phases")
         yield dg.Output(
             StepOutput(
-                kept=ledger,
+                kept=ledger_.iter_slices(LEDGER_PART_ROWS),
                 dropped=empty_frame(NO_DROPS),
-                rows_in=ledger.height,
-                bytes_in=sigs.estimated_size(),
+                rows_in=n_docs,
+                bytes_in=sum(m["part_bytes"] or 0 for m in stored),
                 config_version=version,
-                extra={**summary, "priority": ", ".join(params.priority)},
+                extra={**summary, **figures, "priority": ", ".join(params.priority)},
             )
         )
 

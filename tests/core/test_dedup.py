@@ -1,6 +1,8 @@
 """core/dedup.py: exact and near duplicates, the keep rule (source priority, then smallest doc_id), the params and
 the planted duplicates of the shared corpus. (Signatures and the hash scheme: test_minhash.py.)"""
 
+import hashlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,6 +12,10 @@ from pydantic import ValidationError
 
 from benchmarks.dedup_eval import read_shard, score, source_shards
 from curation_assets.core.dedup import DedupParams, cluster, dedup_docs, signatures
+from curation_assets.core.frames import parquet_bytes
+from curation_assets.steps.dedup import Scratch, cluster_parts
+from resources.engine import RayEngine
+from resources.store import ObjectStore
 from tests.background import background, workers
 from tests.helpers import find_shared_corpus
 
@@ -171,6 +177,27 @@ def planted_quality(corpus: str) -> dict:
         out[source] = score(cluster(sigs[source], params), planted.filter(pl.col("source") == source))
     text_sources = pl.concat([sigs[s] for s in ("books", "code", "multilingual")])
     out["across"] = score(cluster(text_sources, params.model_copy(update={"priority": ("books", "code")})), planted)
+    # every source at once, in one process and as dedup_clusters' tasks over stored parts of 1,000 signatures
+    every = params.model_copy(update={"priority": ("web", "books")})
+    single = cluster(pl.concat([sigs[s] for s in sorted(sigs)]), every)
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = []
+        for source in sorted(sigs):
+            for k, part in enumerate(sigs[source].iter_slices(1000)):
+                parts.append(f"{tmp}/sigs/{source}-{k:03d}.parquet")
+                ObjectStore().write_bytes(parts[-1], parquet_bytes(part))
+        engine = RayEngine(workers=0, state_dir="unused")  # the same task functions Ray runs, in this process
+
+        def tasks(fn, items, labels, progress):
+            return engine.map(fn, items, labels, progress=progress)
+
+        scratch = Scratch(f"{tmp}/scratch", None, "us-east-1")
+        n_docs = sum(f.height for f in sigs.values())
+        distributed, figures = cluster_parts(parts, n_docs, every, scratch, tasks, workers=5)
+        out["scratch_left"] = sorted(str(p) for p in Path(tmp, "scratch").rglob("*"))
+    out["single_csv_sha256"] = hashlib.sha256(single.write_csv().encode()).hexdigest()
+    out["distributed_equal"] = distributed.equals(single)
+    out["figures"] = {k: v for k, v in figures.items() if k != "phases"}
     return out
 
 
@@ -198,3 +225,24 @@ def test_planted_duplicates_every_source_within_and_across_sources():
     q = quality["across"]
     assert q["pairs"] == 368 and q["positives"] == 175
     assert q["recall"] >= 0.95 * 148 / 175 and q["false_positives"] == 0, q  # web's 27 positives are not in this run
+
+
+# sha256 of the CSV of the ledger over the four sources (priority web, books) written by the single-process
+# implementation before dedup_clusters was distributed (commit 6ba5c36, `cluster_signatures` over one matrix): the
+# distributed stages must keep it byte for byte.
+LEDGER_BEFORE_SHUFFLE = "6aea815428b09ba4fb6e251ee79dfa5c53147f853bb3942fb662fa7a30b884b2"
+
+
+@pytest.mark.background("planted_dedup")
+def test_the_distributed_ledger_equals_the_single_process_ledger_byte_for_byte():
+    """dedup_clusters' tasks (shuffle per stored part, band tasks per hash partition, two verification rounds per
+    part, the reduce) over 16 parts of the shared corpus's signatures, 5 hash partitions, give the one-process
+    ledger, which is still the one written before the shuffle existed; the scratch folder is gone afterwards."""
+    quality = background.result("planted_dedup")
+    if quality is None:
+        pytest.skip("the shared development corpus (../shared/corpus) is not on this machine")
+    assert quality["distributed_equal"] and quality["scratch_left"] == []
+    assert quality["single_csv_sha256"] == LEDGER_BEFORE_SHUFFLE
+    figures = quality["figures"]
+    assert figures["shuffle_partitions"] == 5 and figures["verified_edges"] < figures["candidate_edges"] + 1000
+    assert 0 < figures["edges_per_doc"] < 0.2, figures  # the reduce holds the edges, a few per duplicate only
