@@ -18,6 +18,15 @@ read the same documents). MB = UTF-8 bytes of the document text.
   Needs a Python with datatrove (not a project dependency): `--datatrove-python`, else skipped.
 Quality (`--truth`): recall at true Jaccard >= 0.85 and precision (false positive = true Jaccard < 0.7) on the planted
 pairs of the input, for ours and for datatrove (its `save_cluster_id` clusters).
+
+Scale (`--scales 1,4,16,64`, issue 16): the shared corpus (all four sources, web's HTML extracted) at each scale
+(`benchmarks/scaled_corpus.py`: replicas whose words carry a replica tag, so replicas share no shingle while each
+keeps its planted pairs; cached outside the repository), deduplicated as the assets do it, on an embedded Ray cluster
+of `--workers` CPUs: map tasks (one per 16 MiB of a shard's text: read, `signatures`, one stored part, as
+`dedup_signatures`), then `steps/dedup.py: cluster_parts` (shuffle, band, verify, reduce tasks). Per scale: CPU
+seconds of every task (their worker's process time) and of the driver, the peak RSS of every task by phase, edges,
+recall and precision on the scaled truth; last, `dedup scale 64x: cpu/doc ratio X.XX, max task RSS ratio Y.YY,
+recall R, precision P` (ratios against the 1x run; RSS: the largest ratio over the phases).
 """
 
 from __future__ import annotations
@@ -171,8 +180,141 @@ def run_datatrove(args: argparse.Namespace, files: list[str]) -> dict | None:
     return out
 
 
+# Text per map task of the scale runs (the 1x corpus is 6 tasks): ranges cut by bytes, not rows, so that a task's
+# memory does not depend on which documents (a 60 KB web page or a 2 KB fortune) its range happens to hold.
+SCALE_TASK_BYTES = 16 << 20
+
+
+def map_task(task: tuple[str, int, int, str]) -> tuple[int, int]:
+    """One row range of a shard -> one stored signature part (what `dedup_signatures` does per batch); runs in a Ray
+    worker."""
+    import polars as pl
+
+    from curation_assets.core.dedup import DedupParams, signatures
+    from curation_assets.core.frames import parquet_bytes
+
+    shard, start, length, out = task
+    docs = pl.scan_parquet(shard).slice(start, length).collect()
+    sigs = pl.concat(list(signatures(docs, DedupParams())))
+    Path(out).write_bytes(parquet_bytes(sigs))
+    return docs.height, docs.height
+
+
+def scale_case(scale: int, engine, corpus: Path) -> dict:
+    """One scale of the scaled corpus through the map tasks and `cluster_parts` on the Ray cluster of `engine`."""
+    import polars as pl
+
+    from benchmarks.dedup_eval import score
+    from benchmarks.scaled_corpus import build
+    from curation_assets.core.dedup import DedupParams
+    from curation_assets.steps.dedup import Scratch, cluster_parts
+    from resources.engine import Progress
+
+    shards, truth = build(scale, corpus=corpus)
+    mb = sum(pl.scan_parquet(s).select(pl.col("text").str.len_bytes().sum()).collect().item() for s in shards) / 1e6
+    ranges = []  # (shard, first row, rows) of about SCALE_TASK_BYTES of text each
+    for shard in shards:
+        sizes = pl.scan_parquet(shard).select(pl.col("text").str.len_bytes()).collect().to_series()
+        start = base = 0
+        for end, cum in enumerate(sizes.cum_sum().to_list(), 1):
+            if cum - base >= SCALE_TASK_BYTES or end == len(sizes):
+                ranges.append((str(shard), start, end - start))
+                start, base = end, cum
+    params = DedupParams()
+    with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
+        t0 = time.perf_counter()
+        Path(f"{tmp}/sigs").mkdir()
+        parts = [f"{tmp}/sigs/{k:05d}.parquet" for k in range(len(ranges))]
+        mapped = Progress(total=len(ranges))
+        labels = [f"map {Path(s).name} rows {start}+{n}" for s, start, n in ranges]
+        items = [(*r, part) for r, part in zip(ranges, parts)]
+        n_docs = sum(engine.map(map_task, items, labels, progress=mapped))
+        cpu0 = time.process_time()
+        ledger, figures = cluster_parts(
+            parts,
+            n_docs,
+            params,
+            Scratch(f"{tmp}/scratch", None, "us-east-1"),
+            lambda fn, items, labels, progress: engine.map(fn, items, labels, progress=progress),
+            engine.workers,
+        )
+        driver_cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - t0
+    phases = {"map": mapped, **figures.pop("phases")}
+    quality = score(ledger, pl.read_csv(truth))
+    return {
+        "scale": scale,
+        "docs": n_docs,
+        "mb": mb,
+        "wall_s": wall,
+        "driver_cpu_s": driver_cpu,
+        "cpu_s": {k: sum(t.cpu_seconds for t in p.tasks) for k, p in phases.items()},
+        "tasks": {k: len(p.tasks) for k, p in phases.items()},
+        "rss_mb": {k: max(t.peak_rss_bytes for t in p.tasks) / 2**20 for k, p in phases.items()},
+        "removed": int((~ledger["kept"]).sum()),
+        "quality": quality,
+        **{k: v for k, v in figures.items() if k not in ("task_max_peak_rss_mb", "tasks")},
+    }
+
+
+def run_scales(scales: list[int], workers: int, corpus: Path) -> None:
+    from resources.engine import LocalCluster, RayEngine
+
+    results = []
+    for scale in scales:
+        # a cluster of its own per scale: every scale's runners start from the same fresh worker processes
+        with tempfile.TemporaryDirectory(prefix="bench-dedup-ray-") as state:
+            try:
+                r = scale_case(scale, RayEngine(workers=workers, state_dir=state), corpus)
+            finally:
+                import ray
+
+                ray.shutdown()  # a driver still connected when its cluster stops is killed by Ray
+                LocalCluster(Path(state)).stop()
+        r["cpu_total_s"] = sum(r["cpu_s"].values()) + r["driver_cpu_s"]
+        results.append(r)
+        print(json.dumps(r), file=sys.stderr, flush=True)
+    phases = list(results[0]["rss_mb"])
+    print(f"scaled shared corpus, {workers} workers, map tasks of {SCALE_TASK_BYTES >> 20} MiB of text")
+    head = f"{'scale':>5} {'docs':>9} {'MB':>8} {'wall s':>7} {'cpu s':>8} {'cpu ms/doc':>10} {'parts':>5}"
+    head += f" {'edges/doc':>9}"
+    print(head + "".join(f" {p + ' MB':>12}" for p in phases) + "  recall  precision")
+    for r in results:
+        q = r["quality"]
+        print(
+            f"{r['scale']:>5} {r['docs']:>9} {r['mb']:>8.0f} {r['wall_s']:>7.0f} {r['cpu_total_s']:>8.1f} "
+            f"{1000 * r['cpu_total_s'] / r['docs']:>10.3f} {r['shuffle_partitions']:>5} {r['edges_per_doc']:>9.4f}"
+            + "".join(f" {r['rss_mb'][p]:>12.0f}" for p in phases)
+            + f"  {q['recall']:.4f}  {q['precision']:.4f}"
+        )
+    base = results[0]
+    print(
+        "CPU seconds by phase:",
+        *(f"{r['scale']}x {json.dumps({k: round(v, 1) for k, v in r['cpu_s'].items()})}" for r in results),
+        sep="\n  ",
+    )
+    reduce_cpu = sum(v for k, v in base["cpu_s"].items() if k != "map") + base["driver_cpu_s"]
+    print(
+        f"incremental (a new source: its own map + the shuffle and reduce over every source's stored signatures): "
+        f"at {base['scale']}x the shuffle and reduce are {reduce_cpu:.1f} CPU s, "
+        f"{100 * reduce_cpu / base['cpu_total_s']:.0f} % of a full recompute"
+    )
+    (ROOT / "benchmarks" / "results" / "dedup_scale.json").write_text(json.dumps(results, indent=1))
+    last = results[-1]
+    cpu_ratio = (last["cpu_total_s"] / last["docs"]) / (base["cpu_total_s"] / base["docs"])
+    rss_ratio = max(last["rss_mb"][p] / base["rss_mb"][p] for p in phases)
+    q = last["quality"]
+    print(
+        f"dedup scale {last['scale']}x: cpu/doc ratio {cpu_ratio:.2f}, max task RSS ratio {rss_ratio:.2f}, "
+        f"recall {q['recall']:.4f}, precision {q['precision']:.4f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", help="comma-separated scales of the scaled shared corpus (e.g. 1,4,16,64)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray CPUs of the scale runs")
+    ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus", help="the shared corpus")
     ap.add_argument("--input", action="append", default=[], help="shard paths or globs (JSONL.zst / Parquet)")
     ap.add_argument("--scale", type=int, default=4, help="also run ours on the input this many times over")
     ap.add_argument("--html", action="store_true", help="the shards hold HTML (web): extract text first")
@@ -191,6 +333,9 @@ def main() -> None:
         print(json.dumps(out))
         return
     sys.path.insert(0, str(ROOT))
+    if args.scales:
+        run_scales([int(x) for x in args.scales.split(",")], args.workers, args.corpus)
+        return
     files = sorted({f for pattern in args.input for f in glob.glob(pattern)})
     results = {"ours": run_case(sys.executable, "ours", args, files)}
     if args.scale > 1:

@@ -1,9 +1,10 @@
 """Dedup: documents -> exact and near-duplicate clusters (MinHash LSH, datasketch-compatible signatures) and a ledger
 that says which document of each cluster is kept.
 
-Pure (no Dagster, no I/O). The stages live in `core/minhash.py` (signatures -> band edges -> verified edges -> connected components); this module holds the params and applies a
-cluster ledger to documents. Scope: `dedup_docs` dedups the frame it is given (one source partition); `steps/dedup.py`
-runs the same stages across sources as separate assets (map per source, reduce over all), with a source priority.
+Pure (no Dagster, no I/O). The stages live in `core/minhash.py` (signatures -> band edges -> verified edges ->
+connected components); this module holds the params and applies a cluster ledger to documents. Scope: `dedup_docs`
+dedups the frame it is given (one source partition); `steps/dedup.py` runs the same stages across sources as separate
+assets (map per source, shuffle and reduce over all as Ray tasks), with a source priority.
 
 Keep rule (deterministic, independent of row order and sharding): in a cluster the document of the highest-priority
 source is kept (`priority`, sources not listed come last), then the smallest `doc_id`. Exact duplicates (same
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation_assets.core.frames import stable_id
 from curation_assets.core.minhash import HASH_SCHEME, cluster_signatures, signature_frame
@@ -41,6 +42,9 @@ class DedupParams(BaseModel):
     priority: tuple[str, ...] = ()  # cross-source keep order; sources not listed come after, by name
     batch_bytes: int = 8 << 20  # text per signature batch: bounds memory independently of the partition size
     removal_band: tuple[float, float] = (0.0, 0.5)  # blocking check of dedup_clusters: removed share of all docs
+    # Documents per hash partition of dedup_clusters' shuffle: a band task holds ~bands x this many rows. The ledger
+    # is the same whatever the value (not part of `version`); larger means fewer, bigger tasks (docs/scale.md).
+    shuffle_docs: int = Field(default=8192, ge=1)
     # Pinned hash scheme; changing either changes signatures, so it is part of the config version.
     hashfunc: Literal["poly64_fmix64_fold"] = HASH_SCHEME
     scheme: Literal["affine32"] = "affine32"
@@ -53,7 +57,7 @@ class DedupParams(BaseModel):
 
     @property
     def version(self) -> str:
-        return stable_id(self.model_dump_json())[:12]
+        return stable_id(self.model_dump_json(exclude={"shuffle_docs"}))[:12]
 
     @property
     def signature_version(self) -> str:

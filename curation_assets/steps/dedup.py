@@ -9,7 +9,7 @@ shuffle and reduce over the stored signatures of every source (the map, ~90 % of
 (Ray, `resources/engine.py`), each bounded by a slice whose size does not grow with the corpus:
 1. shuffle: per stored signature part, its rows' band keys (+ node, loc, exact key) into `n_parts` hash partitions,
    one scratch file per part (a row group per partition);
-2. band: per hash partition (~`SHUFFLE_DOCS` documents x bands), the exact pairs and the candidate edges;
+2. band: per hash partition (~`shuffle_docs` documents x bands), the exact pairs and the candidate edges;
 3. verify: two rounds per signature part: attach side a's signatures to the pairs (scratch, by side b's part), then
    side b's and the estimated Jaccard, so each task reads one part of signatures;
 4. reduce: connected components over the exact pairs and the verified edges only (a few per duplicate document:
@@ -94,7 +94,10 @@ def build_signatures(cfg, version: str) -> list:
             for frames, nbytes in run_tasks(context, engine, signature_task, tasks, labels, progress):
                 seen["rows"] += sum(f.height for f in frames)
                 seen["bytes"] += nbytes
-                yield from frames
+                # one stored part per task (20,000 rows, ~11 MB): dedup_clusters' shuffle reads every part once and
+                # each of its band tasks reads a block of every shuffle file, so fewer, larger parts keep that
+                # parts x partitions fan-in small (docs/scale.md)
+                yield pl.concat(frames)
 
         yield dg.Output(
             StepOutput(
@@ -110,15 +113,13 @@ def build_signatures(cfg, version: str) -> list:
     return [dedup_signatures]
 
 
-# Documents per hash partition of the shuffle: a band task holds about bands x this many rows (~80 bytes each), and
-# the number of partitions grows with the corpus, so a task's memory does not.
-SHUFFLE_DOCS = 8192
 LEDGER_PART_ROWS = 1_000_000
 
 
-def n_partitions(n_docs: int, workers: int) -> int:
-    """Hash partitions for `n_docs` documents: `SHUFFLE_DOCS` each, and at least one per worker."""
-    return max(workers, -(-n_docs // SHUFFLE_DOCS), 1)
+def n_partitions(n_docs: int, workers: int, shuffle_docs: int) -> int:
+    """Hash partitions for `n_docs` documents: `shuffle_docs` each (`DedupParams`), at least one per worker. The
+    number of partitions grows with the corpus, so a band task's memory does not."""
+    return max(workers, -(-n_docs // shuffle_docs), 1)
 
 
 @dataclass(frozen=True)
@@ -133,16 +134,17 @@ class Scratch:
     def store(self) -> ObjectStore:
         return ObjectStore(endpoint_url=self.endpoint_url, region=self.region)
 
-    def write(self, name: str, frame: pl.DataFrame, by: str) -> str:
+    def write(self, name: str, frame: pl.DataFrame, by: str) -> tuple[str, int]:
         """Write `frame` (sorted by `by`) with one row group per value of `by`, so a reader filtering on it reads only
-        its own; returns the file's URI."""
+        its own; returns the file's URI and size."""
         buf = io.BytesIO()
         with pq.ParquetWriter(buf, frame.to_arrow().schema, compression="zstd") as writer:
             for group in frame.partition_by(by, maintain_order=True):
                 writer.write_table(group.to_arrow())
         uri = f"{self.uri}/{name}"
-        self.store.write_bytes(uri, buf.getvalue())
-        return uri
+        data = buf.getvalue()
+        self.store.write_bytes(uri, data)
+        return uri, len(data)
 
     def read(self, uris: list[str], by: str, value: int) -> pl.DataFrame:
         """The rows with `by == value` of scratch files written by `write` (row groups of other values skipped)."""
@@ -165,7 +167,7 @@ class ShuffleTask:
     scratch: Scratch
 
 
-def shuffle_task(task: ShuffleTask) -> tuple[str, int]:
+def shuffle_task(task: ShuffleTask) -> tuple[tuple[str, int], int]:
     """Write the part's shuffle rows (`core.minhash.shuffle_rows`) to scratch, a row group per hash partition."""
     p = task.params
     sigs = read_parquet_bytes(task.scratch.store.read_bytes(task.uri))
@@ -202,7 +204,7 @@ class SideTask:
     scratch: Scratch
 
 
-def side_task(task: SideTask) -> tuple[str, int]:
+def side_task(task: SideTask) -> tuple[tuple[str, int], int]:
     """Attach side a's signatures; write `idx, b_loc, b_part, sig_a` to scratch, a row group per side-b part."""
     sig_a = attach_signatures(task.pairs, task.scratch.read_signatures(task.uri), "a")
     rows = task.pairs.select("idx", "b_loc", b_part=part_of(pl.col("b_loc"))).with_columns(
@@ -245,6 +247,7 @@ def cluster_parts(
     document names its part by index) holding `n_docs` rows. `run(fn, items, labels, progress)` yields each task's
     result in item order (`RayEngine.map`). The scratch folder is deleted afterwards, whatever happens."""
     phases: dict[str, Progress] = {}
+    scratch_bytes: dict[str, int] = {}  # written per phase: the shuffle's bytes and the verification rounds'
 
     def tasks(phase: str, fn: Callable, items: list, labels: list[str]) -> list:
         progress = phases.setdefault(phase, Progress(total=len(items)))
@@ -258,16 +261,24 @@ def cluster_parts(
         by_a = indexed.with_columns(a_part=part_of(pl.col("a_loc"))).partition_by("a_part", as_dict=True)
         side = [SideTask(f.drop("a_part"), parts[k], k, name, scratch) for (k,), f in sorted(by_a.items())]
         sides = tasks(f"{name}_a", side_task, side, [f"{name} side a of part {t.index}" for t in side])
-        b_parts = indexed.select(part_of(pl.col("b_loc")).unique().sort()).to_series().to_list()
-        round2 = [JaccardTask(parts[k], k, sides, scratch) for k in b_parts]
+        # each round-2 task reads only the round-1 files that hold rows for its part (a fan-in of its pairs' parts,
+        # not of every part: the number of reads grows with the pairs, not with parts x parts)
+        files = {t.index: uri for t, (uri, _) in zip(side, sides)}
+        scratch_bytes[name] = sum(n for _, n in sides)
+        touched = indexed.select(a=part_of(pl.col("a_loc")), b=part_of(pl.col("b_loc"))).unique().sort("b", "a")
+        round2 = [
+            JaccardTask(parts[b], b, [files[a] for a in g["a"].to_list()], scratch)
+            for (b,), g in touched.partition_by("b", as_dict=True, maintain_order=True).items()
+        ]
         found = tasks(f"{name}_b", jaccard_task, round2, [f"{name} side b of part {t.index}" for t in round2])
         return pl.concat(found).sort("idx").get_column("jaccard").to_numpy()
 
     try:
-        n_parts = n_partitions(n_docs, workers)
+        n_parts = n_partitions(n_docs, workers, params.shuffle_docs)
         shuffle = [ShuffleTask(uri, k, params, n_parts, scratch) for k, uri in enumerate(parts)]
-        shuffled = tasks("shuffle", shuffle_task, shuffle, [f"shuffle part {t.index}" for t in shuffle])
-        band = [BandTask(p, shuffled, params, scratch) for p in range(n_parts)]
+        written = tasks("shuffle", shuffle_task, shuffle, [f"shuffle part {t.index}" for t in shuffle])
+        scratch_bytes["shuffle"] = sum(n for _, n in written)
+        band = [BandTask(p, [uri for uri, _ in written], params, scratch) for p in range(n_parts)]
         found = tasks("band", band_task, band, [f"band partition {t.part}" for t in band])
         pairs = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(p for p, _ in found)])
         cand = pl.concat([pl.DataFrame(schema=PAIR_SCHEMA), *(e for _, e in found)]).unique().sort("a", "b")
@@ -286,6 +297,7 @@ def cluster_parts(
         "edges_per_doc": round((verified.height + pairs.height) / n_docs, 4) if n_docs else 0.0,
         "task_max_peak_rss_mb": {k: v.metadata()["task_max_peak_rss_mb"] for k, v in phases.items()},
         "tasks": sum(len(v.tasks) for v in phases.values()),
+        "scratch_bytes": scratch_bytes,
     }
     return out, {"phases": phases, **figures}
 
