@@ -38,20 +38,25 @@ import dagster as dg
 from resources.cost_guard import OVERRIDE_TAG, CrossZoneTransferError
 from resources.ray_zones import ray_node_zones, worker_zone_problems
 
-# Environment of every Ray process we start and of every driver: loopback only, no usage reporting; one polars
-# thread per task (a task is the unit of parallelism: Ray runs one per CPU, and polars ignores OMP_NUM_THREADS).
-RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
+# Environment of every Ray worker, here and in the cluster (deploy/base/raycluster.yaml sets the same on the head and
+# workers: tests/test_raycluster.py): one polars thread per task (a task is the unit of parallelism: Ray runs one per
+# CPU, and polars ignores OMP_NUM_THREADS), no usage reporting, and freed memory returned at once. polars allocates
+# through jemalloc, which keeps freed pages for seconds by default: a runner that ran a large task would hold its
+# memory into the next tasks (measured: 843 of 1,986 MB still resident after a frame was dropped; 72 MB with decay 0,
+# for about 7 % more CPU in dedup's tasks), so its RSS would be its predecessors' and not its own.
+WORKER_ENV = {
     "POLARS_MAX_THREADS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",
+}
+# ... and of every Ray process we start on loopback and of every driver: loopback only.
+RAY_ENV = {
+    **WORKER_ENV,
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     # Ray 2.60 turns token auth on for `ray start` whenever ~/.ray/auth_token exists (any earlier `ray.init()` writes
     # one), and then refuses drivers without the token: the embedded cluster listens on loopback only, so auth is off
     # on both sides, whatever the home directory holds.
     "RAY_AUTH_MODE": "disabled",
-    # polars allocates through jemalloc, which keeps freed pages for seconds by default: a runner that ran a large
-    # task would hold its memory into the next tasks (measured: 843 of 1,986 MB still resident after a frame was
-    # dropped; 72 MB with these settings), so its RSS would be its predecessors' and not its own.
-    "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",
 }
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
