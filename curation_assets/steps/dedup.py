@@ -34,6 +34,7 @@ from curation_assets.core.minhash import (
     PAIR_SCHEMA,
     attach_signatures,
     bucket_edges,
+    empty_ledger,
     estimated_jaccard,
     ledger,
     members,
@@ -273,6 +274,9 @@ def cluster_parts(
         found = tasks(f"{name}_b", jaccard_task, round2, [f"{name} side b of part {t.index}" for t in round2])
         return pl.concat(found).sort("idx").get_column("jaccard").to_numpy()
 
+    if not n_docs:  # no source has a document: nothing to shuffle
+        empty = {"shuffle_partitions": 0, "candidate_edges": 0, "verified_edges": 0, "edges_per_doc": 0.0}
+        return empty_ledger(), {"phases": phases, **empty, "task_max_peak_rss_mb": {}, "tasks": 0, "scratch_bytes": {}}
     try:
         n_parts = n_partitions(n_docs, workers, params.shuffle_docs)
         shuffle = [ShuffleTask(uri, k, params, n_parts, scratch) for k, uri in enumerate(parts)]

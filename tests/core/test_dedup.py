@@ -140,6 +140,38 @@ def test_hash_partitions_of_the_band_join_give_the_same_ledger():
     assert one.height == 3 and cluster(sigs, DedupParams(), n_parts=7).equals(one)
 
 
+def test_dedup_clusters_tasks_over_stored_parts_give_the_one_process_ledger_and_nothing_for_no_documents(tmp_path):
+    """`steps/dedup.py: cluster_parts` (the tasks, here in this process) over an empty part and a part with exact and
+    near copies, with more hash partitions than documents, equals `cluster`; no documents at all is an empty ledger."""
+    docs = pl.DataFrame(
+        {
+            "doc_id": ["d0", "d1", "d2", "d3"],
+            "source": ["web", "web", "books", "books"],
+            "text": [ARTICLE, ARTICLE.upper(), ARTICLE.replace("compact", "small"), "unrelated"],
+        }
+    )
+    params = DedupParams(priority=("books",), shuffle_docs=1)
+    sigs = pl.concat(list(signatures(docs, params)))
+    parts = [str(tmp_path / "empty.parquet"), str(tmp_path / "docs.parquet")]
+    ObjectStore().write_bytes(parts[0], parquet_bytes(sigs.clear()))
+    ObjectStore().write_bytes(parts[1], parquet_bytes(sigs))
+    engine = RayEngine(workers=0, state_dir="unused")
+
+    def tasks(fn, items, labels, progress):
+        return engine.map(fn, items, labels, progress=progress)
+
+    scratch = Scratch(str(tmp_path / "scratch"), None, "us-east-1")
+    ledger, figures = cluster_parts(parts, 4, params, scratch, tasks, workers=1)
+    assert figures["shuffle_partitions"] == 4 and ledger.equals(cluster(sigs, params))
+    assert ledger.select("doc_id", "kept_doc_id", "drop_reason").rows() == [
+        ("d2", "d2", None),
+        ("d0", "d2", "near_duplicate"),
+        ("d1", "d2", "exact_duplicate"),
+    ]
+    assert cluster_parts([], 0, params, scratch, tasks, workers=1)[0].is_empty()
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").rglob("*.parquet"))
+
+
 def test_cross_source_priority_keeps_the_higher_priority_source():
     docs = pl.DataFrame(
         {
