@@ -166,22 +166,30 @@ def test_sixteen_mib_texts_without_whitespace_stay_fast():
     assert time.process_time() - start < 60
 
 
-def test_lang_labels_prepares_single_line_capped_texts():
+def test_lang_labels_prepares_single_line_capped_texts_and_probes_their_start():
     seen: list[str] = []
+    labels = {
+        "line one line two": ("en", 0.91),
+        "ä" * 1_000: ("de", 0.5),
+        "ä" * 10_000: ("de", 0.7),
+        "b" * 1_000: ("ja", 0.95),
+        "b" * 5_000: ("ja", 0.97),
+        "": ("ja", 1.0),
+    }
 
     def predict(texts: list[str]) -> tuple[list[str], list[float]]:
         seen.extend(texts)
-        return ["__label__en", "__label__de", "__label__ja"], [0.91, 0.5, 1.0]
+        return [f"__label__{labels[t][0]}" for t in texts], [labels[t][1] for t in texts]
 
-    texts = pl.Series(["line one\nline two", "ä" * 25_000, None])
+    texts = pl.Series(["line one\nline two", "ä" * 25_000, "b" * 5_000, None])
     frame = lang_labels(predict, texts)
-    assert seen == ["line one line two", "ä" * 10_000, ""]
+    # the first 1,000 characters first; again on the first 10,000 only the long text the probe left below 0.9
+    assert seen == ["line one line two", "ä" * 1_000, "b" * 1_000, "", "ä" * 10_000]
     assert frame.schema == pl.Schema({"lang": pl.String, "lang_score": pl.Float64})
-    assert frame.to_dicts() == [
-        {"lang": "en", "lang_score": 0.91},
-        {"lang": "de", "lang_score": 0.5},
-        {"lang": "ja", "lang_score": 1.0},
-    ]
+    assert frame.rows() == [("en", 0.91), ("de", 0.7), ("ja", 0.95), ("ja", 1.0)]
+    seen.clear()
+    assert lang_labels(predict, texts, probe_chars=None)["lang_score"].to_list() == [0.91, 0.7, 0.97, 1.0]
+    assert seen == ["line one line two", "ä" * 10_000, "b" * 5_000, ""]
     assert lang_labels(predict, pl.Series([], dtype=pl.String)).height == 0
 
 

@@ -59,8 +59,9 @@ def parity_report(corpus: str) -> dict:
             "same_rule": (ours.filter(both) == theirs.filter(both)).mean(),
         }
     model = fasttext.load_model(str(ROOT / "resources" / "models" / "lid.176.ftz"))
-    # datatrove classifies the whole text; so do we here (production caps it at lang_max_chars for speed)
-    ours = lang_labels(lambda b: model.predict(b, k=1), parity["text"], max_chars=10**9)
+    # datatrove classifies the whole text; so do we here (production probes the first LANG_PROBE_CHARS and caps the
+    # text at lang_max_chars, for speed: see lang_labels)
+    ours = lang_labels(lambda b: model.predict(b, k=1), parity["text"], max_chars=10**9, probe_chars=None)
     report["lid_keep"] = ((ours["lang_score"] > 0.65) == parity["dt_lid"].is_null()).mean()
     report["lid_label"] = (ours["lang"] == parity["dt_lang"]).mean()
     return report
