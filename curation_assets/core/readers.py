@@ -25,6 +25,8 @@ name whose content is neither compressed nor JSON text is quarantined as `bad_ma
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import io
 import json
 import re
@@ -40,7 +42,7 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 from resiliparse.extract.html2text import extract_plain_text
 
-from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, meta_json, stable_id
+from curation_assets.core.frames import DOC_SCHEMA, QUARANTINE_SCHEMA, meta_json
 from curation_assets.core.warc import WarcSink
 
 CHUNK = 1 << 18  # compressed bytes per read
@@ -133,6 +135,14 @@ class _Options:
     max_doc_bytes: int
 
 
+def _utf8(text: str) -> bytes | None:
+    """`text` in UTF-8, or None if it holds a lone surrogate."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
 def _valid_unicode(*texts: str | None) -> bool:
     """False if a string holds a lone surrogate (valid JSON escape, but it cannot be written as UTF-8)."""
     try:
@@ -145,10 +155,13 @@ def _valid_unicode(*texts: str | None) -> bool:
 
 
 MAX_META_DEPTH = 100
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _nested_deeper(value: object, limit: int) -> bool:
     """Whether lists/dicts nest deeper than `limit` levels (iterative: no recursion on hostile input)."""
+    if limit > 0 and type(value) is dict and _SCALARS.issuperset(map(type, value.values())):
+        return False  # the usual flat meta, without a Python step per value
     stack = [(value, 0)]
     while stack:
         node, depth = stack.pop()
@@ -173,11 +186,19 @@ def estimate_records_lost(quarantine: pl.DataFrame, docs: int, nbytes: int) -> p
 
 
 class _Collector:
-    """Accumulates documents and quarantine rows column-wise; `mark`/`rollback` undo the rows of a corrupt frame."""
+    """Accumulates documents and quarantine rows column-wise; `mark`/`rollback` undo the rows of a corrupt frame.
+
+    Documents come one by one (`add_doc`, into lists) or as frames of doc_id, text, url, meta read in bulk
+    (`add_frame`); `frames` then `docs` hold them in record order.
+    """
 
     def __init__(self, source: str, shard: str, max_doc_bytes: int):
         self.source, self.shard, self.max_doc_bytes = source, shard, max_doc_bytes
-        self.docs: dict[str, list] = {"doc_id": [], "text": [], "url": [], "meta": []}
+        self.id_prefix = "\x1f".join(map(str, (source, shard, "")))  # frames.stable_id's text before the position
+        self.docs: dict[str, list] = {"doc_id": [], "text": [], "url": [], "meta": []}  # text as UTF-8 bytes
+        self.frames: list[pl.DataFrame] = []
+        self.in_frames = 0  # documents in `frames`
+        self.metas: dict[tuple, tuple[str, str] | None] = {}  # `_known_meta`'s cache
         self.bad_rows: dict[str, list] = {
             "location": [],
             "drop_reason": [],
@@ -202,26 +223,41 @@ class _Collector:
         for key, value in zip(self.bad_rows, (location, reason, detail, record_id, records, nbytes)):
             self.bad_rows[key].append(value)
 
-    def add_doc(self, position: str, record_id: str, text: str, url: str | None, meta: dict, html: bool) -> int | None:
-        """Final checks shared by every format; returns the document's index, or None if it was quarantined."""
-        if "\x00" in text:  # a NUL stops C tokenizers / regex engines: strip it, and say so in meta
+    def add_doc(
+        self,
+        position: str,
+        record_id: str,
+        text: str,
+        url: str | None,
+        meta: dict,
+        html: bool,
+        meta_s: str | None = None,
+    ) -> int | None:
+        """Final checks shared by every format; returns the document's index, or None if it was quarantined.
+        `meta_s`, when known: `meta_json(meta)`, which nests within MAX_META_DEPTH and holds no lone surrogate."""
+        raw = _utf8(text)  # kept for the frame; None (a lone surrogate) is reported below, in its turn
+        if (b"\x00" in raw) if raw is not None else ("\x00" in text):
+            # a NUL stops C tokenizers / regex engines: strip it, and say so in meta
             meta["nul_stripped"] = text.count("\x00")
             text = text.replace("\x00", "")
+            raw, meta_s = _utf8(text), None
         if not text or text.isspace():
             return self.bad(
                 position, "empty_text", "text is empty" if not text else "text is whitespace-only", record_id
             )
-        # chars * 4 bounds the UTF-8 size, so only long texts pay for measuring it
-        if len(text) * 4 > self.max_doc_bytes and len(text.encode("utf-8", "surrogatepass")) > self.max_doc_bytes:
+        size = len(raw) if raw is not None else len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_doc_bytes:
             return self.bad(
                 position, "document_too_large", f"text exceeds max_doc_bytes={self.max_doc_bytes}", record_id
             )
-        # A meta that parsed (up to ~990 levels) may not re-encode in a deeper stack (RecursionError): this record
-        # only is quarantined, at a depth no real metadata reaches, whatever the caller's stack.
-        if _nested_deeper(meta, MAX_META_DEPTH):
-            return self.bad(position, "meta_too_deep", f"meta nests deeper than {MAX_META_DEPTH} levels", record_id)
-        meta_s = meta_json(meta)
-        if not _valid_unicode(text, url, meta_s):
+        if meta_s is None:
+            # A meta that parsed (up to ~990 levels) may not re-encode in a deeper stack (RecursionError): this
+            # record only is quarantined, at a depth no real metadata reaches, whatever the caller's stack.
+            if _nested_deeper(meta, MAX_META_DEPTH):
+                return self.bad(position, "meta_too_deep", f"meta nests deeper than {MAX_META_DEPTH} levels", record_id)
+            meta_s = meta_json(meta)
+        plain = meta_s.isascii() and (url is None or url.isascii())  # the usual case, in O(1)
+        if raw is None or not plain and not _valid_unicode(url, meta_s):
             return self.bad(position, "invalid_utf8", "lone surrogate in a string (not encodable as UTF-8)", record_id)
         if html:
             try:
@@ -230,29 +266,63 @@ class _Collector:
                 return self.bad(position, "html_parse_error", f"{type(exc).__name__}: {exc}", record_id)
             if not text:
                 return self.bad(position, "empty_after_extraction", "no visible text in the HTML", record_id)
-        for key, value in zip(self.docs, (stable_id(self.source, self.shard, position), text, url, meta_s)):
-            self.docs[key].append(value)
-        return len(self.docs["doc_id"]) - 1
+            raw = text.encode()
+        docs = self.docs
+        docs["doc_id"].append(self.doc_id(position))
+        docs["text"].append(raw)
+        docs["url"].append(url)
+        docs["meta"].append(meta_s)
+        return self.in_frames + len(docs["doc_id"]) - 1
+
+    def doc_id(self, position: str) -> str:
+        """`frames.stable_id(source, shard, position)`, the prefix joined once per shard."""
+        return hashlib.blake2b((self.id_prefix + position).encode(), digest_size=16).hexdigest()
+
+    def add_frame(self, frame: pl.DataFrame) -> None:
+        """Documents checked in bulk: doc_id, text, url, meta (String), as `add_doc` would have made them."""
+        self._seal()
+        self.frames.append(frame)
+        self.in_frames += frame.height
+
+    def _seal(self) -> None:
+        """Move the documents added one by one into `frames`, keeping record order."""
+        if self.docs["doc_id"]:
+            frame = pl.DataFrame(self.docs, schema={**{c: pl.String for c in self.docs}, "text": pl.Binary})
+            self.frames.append(frame.with_columns(pl.col("text").cast(pl.String)))
+            self.in_frames += self.frames[-1].height
+            self.docs = {column: [] for column in self.docs}
 
     def merge_meta(self, index: int, extra: dict) -> None:
         """Add keys of a later record (a WARC metadata record) under the document's own keys."""
+        index -= self.in_frames  # WARC documents come one by one: never sealed into `frames`
         merged = meta_json({**extra, **json.loads(self.docs["meta"][index])})
         if _valid_unicode(merged):
             self.docs["meta"][index] = merged
 
     def mark(self) -> tuple[int, int]:
-        return len(self.docs["doc_id"]), len(self.bad_rows["location"])
+        return self.in_frames + len(self.docs["doc_id"]), len(self.bad_rows["location"])
 
     def rollback(self, mark: tuple[int, int]) -> None:
+        if mark[0] < self.in_frames:
+            self._seal()
+            kept = pl.concat(self.frames).head(mark[0])
+            self.frames, self.in_frames = [kept], kept.height
         for column in self.docs.values():
-            del column[mark[0] :]
+            del column[mark[0] - self.in_frames :]
         for column in self.bad_rows.values():
             del column[mark[1] :]
 
     def result(self, bytes_read: int) -> ShardResult:
         n_docs, n_bad = self.mark()
-        docs = pl.DataFrame(
-            {**self.docs, "source": [self.source] * n_docs, "shard": [self.shard] * n_docs}, schema=DOC_SCHEMA
+        self._seal()
+        frames = self.frames or [pl.DataFrame(schema={c: pl.String for c in self.docs})]
+        docs = (
+            pl.concat(frames)
+            .with_columns(
+                source=pl.Series([self.source] * n_docs, dtype=pl.String),
+                shard=pl.Series([self.shard] * n_docs, dtype=pl.String),
+            )
+            .select(list(DOC_SCHEMA))
         )
         bad = pl.DataFrame(
             {**self.bad_rows, "source": [self.source] * n_bad, "shard": [self.shard] * n_bad}, schema=QUARANTINE_SCHEMA
@@ -266,7 +336,7 @@ def _parse_meta(raw: object) -> dict:
     """The record's meta object: a dict, a JSON string holding one, or anything else kept under `meta_raw`."""
     if isinstance(raw, str):
         try:
-            parsed = json.loads(raw, parse_constant=_reject_constant)
+            parsed = _loads(raw)
         except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict):
@@ -283,7 +353,7 @@ def _record(col: _Collector, rec: dict, position: str, o: _Options) -> None:
         return col.bad(position, "missing_id", f"'{o.id_field}' is {'null' if o.id_field in rec else 'missing'}")
     if not isinstance(rid, str):  # a numeric id is not coerced: the schema requires a string, and it may collide
         return col.bad(position, "id_wrong_type", f"'{o.id_field}' is {type(rid).__name__}, expected string")
-    if not _valid_unicode(rid):
+    if not rid.isascii() and not _valid_unicode(rid):
         return col.bad(position, "invalid_utf8", f"lone surrogate in '{o.id_field}'")
     if not rid.strip():
         return col.bad(position, "empty_id", f"'{o.id_field}' is empty")
@@ -294,16 +364,117 @@ def _record(col: _Collector, rec: dict, position: str, o: _Options) -> None:
     if not isinstance(text, str):
         detail = f"'{o.text_field}' is {type(text).__name__}, expected string"
         return col.bad(position, "text_wrong_type", detail, rid)
-    meta = _parse_meta(rec.get("meta"))
+    meta = rec.get("meta")
+    meta = meta if type(meta) is dict else _parse_meta(meta)  # the usual JSONL meta, without a call
     url = rec.get(o.url_field)
     if not isinstance(url, str):  # optional field of the wrong type: keep the document, keep scalars as text
         url = str(url) if isinstance(url, int | float) and not isinstance(url, bool) else None
-    html = o.html or str(meta.get("content_type", "")).lower().startswith(("text/html", "application/xhtml"))
-    col.add_doc(position, rid, text, url, {**meta, "id": rid}, html)
+    col.add_doc(position, rid, text, url, {**meta, "id": rid}, _is_html(meta, o), _known_meta(col, meta, rid, o))
+
+
+def _is_html(meta: dict, o: _Options) -> bool:
+    return o.html or str(meta.get("content_type", "")).lower().startswith(("text/html", "application/xhtml"))
+
+
+_SENTINEL = "\x00id\x00"  # stands for the record id in a meta built once for many records
+_SENTINEL_JSON = json.dumps(_SENTINEL)
+
+
+def _meta_around_id(meta: dict, o: _Options) -> tuple[str, str] | None:
+    """The document meta `_record` makes of a record with meta `meta` (parsed) and any id without characters JSON
+    escapes, as (text before the id's JSON string, text after); None when such records need every check (HTML, meta
+    nested too deep, a lone surrogate)."""
+    full = {**meta, "id": _SENTINEL}
+    if _is_html(meta, o) or _nested_deeper(full, MAX_META_DEPTH):
+        return None
+    text = meta_json(full)
+    if text.count(_SENTINEL_JSON) != 1 or not _valid_unicode(text):
+        return None
+    before, after = text.split(_SENTINEL_JSON)
+    return before, after
+
+
+_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')  # what json.dumps escapes (ensure_ascii=False)
+_HASHED_EXACTLY = frozenset((str, int, bool, type(None)))  # equal values print alike (not so -0.0 and 0.0)
+_MAX_METAS = 4096  # metas `_known_meta` keeps per shard
+
+
+def _known_meta(col: _Collector, meta: dict, rid: str, o: _Options) -> str | None:
+    """`meta_json({**meta, "id": rid})` for a meta of scalar values seen before in the shard (records of a shard
+    share few metas), from `_meta_around_id` cached by the meta's items and their types; None: build it in full."""
+    types = tuple(map(type, meta.values()))
+    if not _HASHED_EXACTLY.issuperset(types) or _JSON_ESCAPED.search(rid):
+        return None
+    key = (tuple(meta.items()), types)
+    if key not in col.metas:
+        if len(col.metas) >= _MAX_METAS:
+            col.metas.clear()
+        col.metas[key] = _meta_around_id(meta, o)
+    parts = col.metas[key]
+    return None if parts is None else f'{parts[0]}"{rid}"{parts[1]}'
+
+
+# Not whitespace for Python's str.isspace (Unicode White_Space, as in the regex crate's \s, plus \x1c-\x1f)
+_NOT_SPACE = r"[^\s\x1c-\x1f]"
+
+
+def _bulk_rows(
+    table: pa.Table, first_row: int, col: _Collector, o: _Options, metas: dict[str | None, tuple | None]
+) -> tuple[pl.DataFrame, pl.Series]:
+    """The rows of a Parquet row group that `_record` would make documents of without a question (string id with
+    no character JSON escapes, text with a visible character, no NUL, within max_doc_bytes, meta as
+    `_meta_around_id` allows), as documents (doc_id, text, url, meta), and the mask of those rows. `metas` caches
+    `_meta_around_id` over the file's row groups. Raises if a string is not valid UTF-8 (neither pyarrow nor polars
+    checks on read, and `_record` would fail on it)."""
+    if any(pa.types.is_dictionary(field.type) for field in table.schema):
+        table.validate(full=True)  # dictionary columns arrive in polars as Categorical
+        df = pl.from_arrow(table).select(pl.all().cast(pl.String))
+    else:  # a strict cast to String checks UTF-8, faster than pyarrow's validate
+        df = pl.from_arrow(table).select(pl.all().cast(pl.Binary).cast(pl.String))
+    url = pl.col(o.url_field) if o.url_field in df.columns else pl.lit(None, pl.String)
+    meta = pl.col("meta") if "meta" in df.columns else pl.lit(None, pl.String)
+    rows = df.select(
+        pl.col(o.id_field).alias("id"), pl.col(o.text_field).alias("text"), url.alias("url"), meta.alias("meta")
+    )
+    keys = rows["meta"].unique(maintain_order=True).to_list()  # few per file: each is built once
+    parts = [metas[k] if k in metas else metas.setdefault(k, _meta_around_id(_parse_meta(k), o)) for k in keys]
+    parts = [part or (None, None) for part in parts]
+    lookup = pl.DataFrame(
+        {"meta": keys, "before": [p[0] for p in parts], "after": [p[1] for p in parts]},
+        schema={"meta": pl.String, "before": pl.String, "after": pl.String},
+    )
+    rows = rows.join(lookup, on="meta", how="left", nulls_equal=True, maintain_order="left")
+    good = (
+        pl.col("id").str.contains(_NOT_SPACE)
+        & ~pl.col("id").str.contains(r'[\x00-\x1f"\\]')
+        & pl.col("text").str.contains(_NOT_SPACE)
+        & ~pl.col("text").str.contains("\x00", literal=True)
+        & (pl.col("text").str.len_bytes() <= o.max_doc_bytes)
+        & pl.col("before").is_not_null()
+    ).fill_null(False)
+    mask = rows.select(good).to_series()
+    doc_ids = [col.doc_id(f"row:{row}") for row in (mask.arg_true() + first_row).to_list()]
+    docs = rows.filter(mask).select(
+        pl.Series("doc_id", doc_ids, pl.String),
+        "text",
+        "url",
+        pl.concat_str(pl.col("before"), pl.lit('"'), pl.col("id"), pl.lit('"'), pl.col("after")).alias("meta"),
+    )
+    return docs, mask
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")  # Python's json accepts NaN / Infinity by default
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(text: str) -> object:
+    """`json.loads(text, parse_constant=_reject_constant)` without building a decoder per call."""
+    if text.startswith("\ufeff"):
+        return json.loads(text)  # raises json.loads' own "Unexpected UTF-8 BOM" error
+    return _DECODER.decode(text)
 
 
 def _sniff_id(head: bytes | bytearray, id_field: str) -> str | None:
@@ -328,10 +499,15 @@ class _JsonlSink:
         self.commit = (col.mark(), 0)  # state after the last verified frame
 
     def feed(self, data: bytes) -> None:
-        view, start = memoryview(data), 0
-        while (nl := data.find(b"\n", start)) >= 0:
-            self._extend(view[start:nl])
-            self._line()
+        view, start, find = memoryview(data), 0, data.find
+        nul_free = b"\x00" not in data  # then so is every line that lies in this piece
+        while (nl := find(b"\n", start)) >= 0:
+            if self.pending or self.oversize:  # the line begun in an earlier piece ends here
+                self._extend(view[start:nl])
+                line, self.pending = self.pending, bytearray()
+                self._line(line, False)
+            else:
+                self._line(view[start:nl], nul_free)  # a view: decoded without a copy
             start = nl + 1
         self._extend(view[start:])
 
@@ -343,22 +519,28 @@ class _JsonlSink:
         if len(self.pending) > self.o.max_doc_bytes:
             self.head, self.oversize, self.pending = bytes(self.pending[:_HEAD]), len(self.pending), bytearray()
 
-    def _line(self) -> None:
+    def _line(self, line: memoryview | bytearray, nul_free: bool) -> None:
+        """One complete line (without its newline); `oversize` > 0 if it outgrew max_doc_bytes while pending.
+        `nul_free`: the line has no NUL byte."""
         self.line_no += 1
-        line, self.pending = self.pending, bytearray()
         position, bad = f"line:{self.line_no}", self.col.bad
-        if self.oversize:
-            size, self.oversize = self.oversize, 0
+        if self.oversize or len(line) > self.o.max_doc_bytes:  # the latter came whole within one piece
+            size, head, self.oversize = (self.oversize, self.head, 0) if self.oversize else (len(line), line, 0)
             detail = f"line of {size} bytes exceeds max_doc_bytes={self.o.max_doc_bytes}"
-            return bad(position, "document_too_large", detail, _sniff_id(self.head, self.o.id_field))
-        if self.line_no == 1 and line.startswith(_BOM):  # a BOM is legal only at the start of the file
-            del line[:3]
-        if not line or line.isspace():
-            return None
-        if b"\x00" in line:
-            return bad(position, "nul_bytes", "raw NUL byte in the line", _sniff_id(line, self.o.id_field))
+            return bad(position, "document_too_large", detail, _sniff_id(head, self.o.id_field))
+        if not (nul_free and line[:1] == b"{"):  # an object's line needs none of these checks (nor a BOM)
+            line = bytes(line)
+            if self.line_no == 1 and line.startswith(_BOM):  # a BOM is legal only at the start of the file
+                line = line[3:]
+            if not line or line.isspace():
+                return None
+            if b"\x00" in line:
+                return bad(position, "nul_bytes", "raw NUL byte in the line", _sniff_id(line, self.o.id_field))
         try:  # decode per line, strictly: one bad byte costs one record, never the shard
-            rec = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+            text = codecs.utf_8_decode(line, "strict", True)[0]
+            rec, end = _DECODER.raw_decode(text) if text[:1] == "{" else (None, -1)
+            if end != len(text):  # blanks around the object, or more after it: json.loads' own handling
+                rec = _loads(text)
         except UnicodeDecodeError as exc:
             return bad(position, "invalid_utf8", str(exc), _sniff_id(line, self.o.id_field))
         except (ValueError, RecursionError) as exc:  # strict JSON: control characters, NaN, trailing data...
@@ -383,7 +565,8 @@ class _JsonlSink:
         has_partial = self.oversize or (self.pending and not self.pending.isspace())
         if truncated is None:
             if has_partial:
-                self._line()  # last line without a newline
+                line, self.pending = self.pending, bytearray()
+                self._line(line, False)  # last line without a newline
         elif has_partial:
             self.line_no += 1
             head = self.head if self.oversize else self.pending
@@ -589,8 +772,25 @@ def _is_string(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
 
 
+def _read_group(
+    pf: pq.ParquetFile, group: int, columns: list[str], first_row: int, col: _Collector, o: _Options, metas: dict
+) -> tuple[pa.Table, pl.DataFrame, pl.Series] | None:
+    """A row group read whole and checked in bulk: (its rows, `_bulk_rows`), or None if it does not read (a corrupt
+    page, invalid UTF-8): the per-batch path then reads it and reports the fault where it is, as it always has."""
+    try:
+        table = pf.read_row_group(group, columns=columns, use_threads=False)  # one core, as one Ray task
+        if table.num_rows != pf.metadata.row_group(group).num_rows:
+            return None
+        return table, *_bulk_rows(table, first_row, col, o, metas)
+    except Exception:  # pyarrow raises ArrowInvalid / OSError subclasses for corrupt data
+        return None
+
+
 def _read_parquet(stream: BinaryIO, col: _Collector, o: _Options) -> int:
-    """Parquet, batch by batch within each row group: returns the file size."""
+    """Parquet, row group by row group: returns the file size.
+
+    A row group is read whole and checked as expressions (`_bulk_rows`) when its columns allow; the rows that do not
+    pass, and every row of a group that does not read whole, go through `_record` one by one."""
     if not getattr(stream, "seekable", lambda: False)():  # e.g. an object-store body: Parquet needs random access
         stream = io.BytesIO(stream.read())
     size = stream.seek(0, io.SEEK_END)
@@ -620,14 +820,34 @@ def _read_parquet(stream: BinaryIO, col: _Collector, o: _Options) -> int:
         col.bad("file", "schema_mismatch", detail, **whole)
         return size
     columns = [c for c in dict.fromkeys((o.id_field, o.text_field, o.url_field, "meta")) if c in schema.names]
-    first_row = 0
+    # url and meta of another type keep their Python conversions (`_record`); no HTML extraction in bulk
+    bulk = (
+        not o.html
+        and len({o.id_field, o.text_field, o.url_field, "meta"}) == 4
+        and len(set(schema.names)) == len(schema.names)
+        and all(_is_string(schema.field(c).type) for c in columns)
+    )
+    first_row, metas = 0, {}
     for group in range(pf.num_row_groups):
         row, meta = first_row, pf.metadata.row_group(group)
+        whole = _read_group(pf, group, columns, first_row, col, o, metas) if bulk else None
         try:
-            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[group], columns=columns):
-                for rec in batch.to_pylist():
-                    _record(col, rec, f"row:{row}", o)
-                    row += 1
+            if whole is not None:
+                table, docs, mask = whole
+                done = 0  # documents of `docs` added
+                for run in mask.rle().struct.unnest().iter_rows(named=True):
+                    if run["value"]:
+                        col.add_frame(docs.slice(done, run["len"]))
+                        done, row = done + run["len"], row + run["len"]
+                        continue
+                    for rec in table.slice(row - first_row, run["len"]).to_pylist():
+                        _record(col, rec, f"row:{row}", o)
+                        row += 1
+            else:
+                for batch in pf.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[group], columns=columns):
+                    for rec in batch.to_pylist():
+                        _record(col, rec, f"row:{row}", o)
+                        row += 1
         except Exception as exc:  # a corrupt page costs the rest of its row group, not the file
             lost = max(1, meta.num_rows - (row - first_row))  # the footer counts the group's rows
             detail = f"row group {group}: {type(exc).__name__}: {exc}"

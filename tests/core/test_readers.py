@@ -456,3 +456,129 @@ def test_a_bit_flip_in_a_checksummed_parquet_page_is_a_corrupt_row_group_never_a
             assert row == ("row:1000", "corrupt_row_group", 1000)
             assert result.docs.height == 2000
     assert caught >= 30  # the rest landed in padding the pages do not cover: the text came back intact
+
+
+def hostile_parquet(dictionary: bool = False) -> bytes:
+    """Rows that pass the bulk expressions and rows that each fail one of them, in several row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    deep: object = 1
+    for _ in range(150):
+        deep = {"d": deep}
+    rows = [
+        ("a", "alpha", "u1", None),
+        (None, "no id", None, None),
+        ("  ", "blank id", None, None),
+        ("\x1c", "separator id", None, None),  # whitespace to str.isspace, not to the regex crate's \s
+        ('q"x', "an id JSON escapes", None, '{"b": 2, "a": "x"}'),
+        ("b", None, None, None),
+        ("c", "\x1c\u3000 ", None, None),
+        ("d", "nul\x00inside", None, None),
+        ("e", "y" * 5000, None, None),  # over max_doc_bytes below
+        ("f", "plain meta", "u", "plain"),
+        ("g", "list meta", None, "[1, 2]"),
+        ("h", "NaN meta", None, '{"a": NaN}'),
+        ("i", "surrogate meta", None, '{"a": "\\ud800"}'),
+        ("j", "deep meta", None, json.dumps(deep)),
+        ("k", "<p>html <b>page</b></p>", None, '{"content_type": "TEXT/HTML; charset=x"}'),
+        ("l", "meta with its own id", None, '{"id": "inner", "z": -0.0, "f": 1e5}'),
+        ("m", "sentinel-like meta", None, '{"s": "\\u0000id\\u0000"}'),
+        ("n", "shared meta", "u2", '{"b": 2, "a": "x"}'),
+        ("o", "unicode meta", None, '{"u": "é\\n", "n": null, "x": [1, {"y": true}]}'),
+    ]
+    table = pa.table({name: list(col) for name, col in zip(("id", "text", "url", "meta"), zip(*rows))})
+    if dictionary:
+        table = table.set_column(0, "id", table.column("id").dictionary_encode())
+    buf = io.BytesIO()
+    pq.write_table(pa.concat_tables([table] * 3), buf, row_group_size=7, write_page_checksum=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_parquet_rows_checked_in_bulk_read_exactly_as_row_by_row(monkeypatch, dictionary):
+    """The bulk path (a row group read whole, checked as expressions) yields the frames the per-record path yields:
+    the rows that fail the expressions go through `_record`, in row order, and only they."""
+    data = hostile_parquet(dictionary)
+    calls = []
+    per_record = readers._record
+    monkeypatch.setattr(readers, "_record", lambda col, rec, *a: calls.append(rec) or per_record(col, rec, *a))
+
+    def both() -> tuple[ShardResult, ShardResult]:
+        bulk = read_shard(io.BytesIO(data), fmt="parquet", source="s", shard="x", max_doc_bytes=4000)
+        with monkeypatch.context() as m:
+            m.setattr(readers, "_read_group", lambda *a: None)  # every row group row by row
+            return bulk, read_shard(io.BytesIO(data), fmt="parquet", source="s", shard="x", max_doc_bytes=4000)
+
+    bulk, rowwise = both()
+    check_contract(bulk)
+    assert bulk.docs.equals(rowwise.docs) and bulk.quarantine.equals(rowwise.quarantine)
+    assert bulk.records_seen == rowwise.records_seen == 57
+    # in bulk, each copy of the 19 rows sends these 12 row by row (meta "plain", "[1, 2]" and NaN pass: meta_raw)
+    failing = [None, "  ", "\x1c", 'q"x', "b", "c", "d", "e", "i", "j", "k", "m"]
+    assert [rec["id"] for rec in calls[: 3 * 12]] == failing * 3 and len(calls) == 3 * 12 + 57
+
+
+def test_a_clean_parquet_shard_is_never_read_row_by_row(monkeypatch):
+    data = parquet_with_crc(3000, 1000)
+    monkeypatch.setattr(readers, "_record", lambda *a: pytest.fail("a clean row went row by row"))
+    result = read_shard(io.BytesIO(data), fmt="parquet", source="s", shard="x")
+    check_contract(result)
+    assert result.docs.height == 3000 and result.quarantine.is_empty()
+    assert result.docs["doc_id"][1234] == stable_id("s", "x", "row:1234")
+    assert result.docs["meta"][1234] == '{"id": "d1234"}'
+
+
+def test_jsonl_reads_the_same_whatever_the_read_boundaries(monkeypatch):
+    """Lines split anywhere across reads (pending lines, oversize lines, a BOM, NULs, CRLF, blank lines) read as
+    when whole."""
+    lines = [
+        b'\xef\xbb\xbf{"id": "bom", "text": "first"}',
+        b'{"id": "nul", "text": "a\x00b"}',
+        b'{"id": "esc", "text": "a\\u0000b"}',
+        b"",
+        b"   ",
+        b'  {"id": "lead", "text": "leading blanks"}',
+        b'{"id": "long", "text": "' + b"x" * 300 + b'"}',
+        b'{"id": "crlf", "text": "t"}\r',
+        b'{"id": "bad\xff", "text": "x"}',
+        b'{"id": "ok", "text": "caf\xc3\xa9"}',
+        b'{"id": "last", "text": "no newline"}',
+    ]
+    data = b"\n".join(lines)
+    results = []
+    for chunk in (1, 2, 7, 64, 1 << 18):
+        monkeypatch.setattr(readers, "CHUNK", chunk)
+        results.append(read_shard(io.BytesIO(data), fmt="jsonl", source="s", shard="x", max_doc_bytes=200))
+    check_contract(results[0])
+    assert ids(results[0]) == ["bom", "esc", "lead", "crlf", "ok", "last"]
+    assert results[0].quarantine.select("location", "drop_reason").rows() == [
+        ("line:2", "nul_bytes"),
+        ("line:7", "document_too_large"),
+        ("line:9", "invalid_utf8"),
+    ]
+    for other in results[1:]:
+        assert other.docs.equals(results[0].docs) and other.quarantine.equals(results[0].quarantine)
+
+
+def test_records_sharing_a_meta_keep_their_own_id_and_value_types():
+    """Metas repeat across a shard's records and are serialised once per distinct meta: values equal in Python but
+    printed differently (1, 1.0, true; 0.0, -0.0) and ids JSON escapes still come out as `meta_json` prints them."""
+    from curation_assets.core.frames import meta_json
+
+    metas = [
+        {"k": 1},
+        {"k": 1.0},
+        {"k": True},
+        {"k": 0.0},
+        {"k": -0.0},
+        {"k": 1},
+        {"k": 1},
+        {"k": "1"},
+        {"id": [1], "k": 1},
+    ]
+    rids = ["a", "b", "c", "d", "e", 'q"f', "g\\h\ti", "j", "k"]
+    data = "".join(json.dumps({"id": r, "text": "t", "meta": m}) + "\n" for r, m in zip(rids, metas)).encode()
+    result = read_shard(io.BytesIO(data), fmt="jsonl", source="s", shard="x")
+    check_contract(result)
+    assert result.docs["meta"].to_list() == [meta_json({**m, "id": r}) for r, m in zip(rids, metas)]
