@@ -31,6 +31,9 @@ dev: install
 
 bench: install
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/bench_read.py
+	$(PY) benchmarks/bench_html.py
+	$(PY) benchmarks/bench_synthetic.py
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_graph.py
 
