@@ -1,7 +1,8 @@
 """datatrove 0.10.1 as a baseline: run it in its OWN venv (never the project's), e.g.
 
     python3.11 -m venv /tmp/dtvenv
-    /tmp/dtvenv/bin/pip install datatrove==0.10.1 spacy fasttext-numpy2-wheel polars regex tokenizers fasteners "xxhash<4"
+    /tmp/dtvenv/bin/pip install datatrove==0.10.1 spacy fasttext-numpy2-wheel polars \
+        regex tokenizers fasteners "xxhash<4"
     (datatrove imports regex, tokenizers and fasteners without declaring them; xxhash 4 refuses the str its MinHash
     passes)
     /tmp/dtvenv/bin/python benchmarks/datatrove_baseline.py decisions IN.parquet OUT.parquet
