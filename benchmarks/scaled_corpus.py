@@ -39,6 +39,7 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared/corpus beside the repository
 DEFAULT_CACHE = Path(os.environ.get("CURATION_BENCH_CACHE", Path.home() / ".cache" / "curation-bench")) / "dedup-scale"
 SOURCES = ("books", "code", "multilingual", "web")  # sorted: the base order is the sorted source files
 # Thaana and NKo letters (Lo): one code point per replica, so no tag ends another tag.
@@ -87,7 +88,7 @@ def _publish(tmp: Path, out: Path, done: dict) -> None:
     tmp.rename(out)
 
 
-def base(corpus: Path = Path("/work/shared/corpus"), cache: Path = DEFAULT_CACHE) -> Path:
+def base(corpus: Path = CORPUS, cache: Path = DEFAULT_CACHE) -> Path:
     """The 1x corpus as one Parquet file `doc_id, source, text` (web HTML extracted once: the slow part)."""
     out, key = cache / "base", _cache_key(corpus)
     if _cached(out, key):
@@ -118,7 +119,7 @@ def base(corpus: Path = Path("/work/shared/corpus"), cache: Path = DEFAULT_CACHE
 
 
 def build(
-    scale: int, corpus: Path = Path("/work/shared/corpus"), cache: Path = DEFAULT_CACHE, shard_docs: int = 20_000
+    scale: int, corpus: Path = CORPUS, cache: Path = DEFAULT_CACHE, shard_docs: int = 20_000
 ) -> tuple[list[Path], Path]:
     """(Parquet shards `doc_id, source, text` of the scaled corpus, in a fixed order; its truth CSV)."""
     out, key = cache / f"x{scale}", _cache_key(corpus)
@@ -164,7 +165,7 @@ def build(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scales", nargs="+", type=int)
-    ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus"))
+    ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--shard-docs", type=int, default=20_000)
     args = ap.parse_args()
