@@ -29,6 +29,12 @@ ARTICLE = (
 )
 
 
+def in_process_tasks():
+    """`cluster_parts`' task runner with the same task functions Ray runs, in this process (`RayEngine(workers=0)`)."""
+    engine = RayEngine(workers=0, state_dir="unused")
+    return lambda fn, items, labels, progress: engine.map(fn, items, labels, progress=progress)
+
+
 def dedup(texts: list[str], **params) -> list[tuple[str, str | None, str | None]]:
     docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
     return dedup_docs(docs, DedupParams(**params)).select("doc_id", "dup_cluster", "drop_reason").rows()
@@ -155,11 +161,7 @@ def test_dedup_clusters_tasks_over_stored_parts_give_the_one_process_ledger_and_
     parts = [str(tmp_path / "empty.parquet"), str(tmp_path / "docs.parquet")]
     ObjectStore().write_bytes(parts[0], parquet_bytes(sigs.clear()))
     ObjectStore().write_bytes(parts[1], parquet_bytes(sigs))
-    engine = RayEngine(workers=0, state_dir="unused")
-
-    def tasks(fn, items, labels, progress):
-        return engine.map(fn, items, labels, progress=progress)
-
+    tasks = in_process_tasks()
     scratch = Scratch(str(tmp_path / "scratch"), None, "us-east-1")
     ledger, figures = cluster_parts(parts, 4, params, scratch, tasks, workers=1)
     assert figures["shuffle_partitions"] == 4 and ledger.equals(cluster(sigs, params))
@@ -218,11 +220,7 @@ def planted_quality(corpus: str) -> dict:
             for k, part in enumerate(sigs[source].iter_slices(1000)):
                 parts.append(f"{tmp}/sigs/{source}-{k:03d}.parquet")
                 ObjectStore().write_bytes(parts[-1], parquet_bytes(part))
-        engine = RayEngine(workers=0, state_dir="unused")  # the same task functions Ray runs, in this process
-
-        def tasks(fn, items, labels, progress):
-            return engine.map(fn, items, labels, progress=progress)
-
+        tasks = in_process_tasks()
         scratch = Scratch(f"{tmp}/scratch", None, "us-east-1")
         n_docs = sum(f.height for f in sigs.values())
         distributed, figures = cluster_parts(parts, n_docs, every, scratch, tasks, workers=5)
