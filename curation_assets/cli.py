@@ -1,15 +1,16 @@
 """`curation run|table|versions|remove-version|prune|validate|sql|paths|sources`: the graph on a persistent instance.
 
-`run` registers every configured source as a `source` partition and runs the jobs in order: `ingest_source` per
-source, `train_quality_model`, `curate_source` per source, `dedupe_corpus`, `finish_source` per source,
-`build_mixture`; then prints the per-asset table. A job is skipped when the data root says its outputs are current:
-every asset's manifest records the config version it was made with and its inputs (the content of each upstream
-version it read; raw: its source files' fingerprint), and these equal what the job would use now (and this
-instance recorded no failed blocking check on them). The data root, not the instance, is the record, so instances
-sharing a data root never serve each other's outputs made with another config; re-running is fast and changes
-nothing; `--force` re-runs everything. Runs are recorded in the instance at $DAGSTER_HOME, so `dagster dev` shows
-them. `validate` loads and checks the environment
-and every config file without running anything (and without importing Dagster).
+`run` registers every configured source as a `source` partition and runs the jobs, each as soon as the ones it
+needs are done (`defs.jobs.job_graph`): `ingest_source` per source, `train_quality_model` (after its sources' raw),
+`curate_source` per source (after its raw and the model), `dedupe_corpus`, `finish_source` per source,
+`build_mixture`; then prints the per-asset table. A job whose prerequisite failed is not run (one line says so).
+A job is skipped when the data root says its outputs are current: every asset's manifest records the config version it
+was made with and its inputs (the content of each upstream version it read; raw: its source files' fingerprint), and
+these equal what the job would use now (and this instance recorded no failed blocking check on them). The data root,
+not the instance, is the record, so instances sharing a data root never serve each other's outputs made with another
+config; re-running is fast and changes nothing; `--force` re-runs everything. Runs are recorded in the instance at
+$DAGSTER_HOME, so `dagster dev` shows them. `validate` loads and checks the environment and every config file without
+running anything (and without importing Dagster).
 
 This module imports only the standard library at import time: Dagster, polars, the config models and `resources`
 are imported inside the commands, so `curation --help` answers at once. `python -m curation_assets.cli` is an alias.
@@ -24,10 +25,13 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only (the module has `from __future__ import annotations`)
+    from collections.abc import Callable
+
     import dagster as dg
 
     from curation_assets.config import CurationConfig
@@ -225,18 +229,18 @@ def _pool(size: int, instance: dg.DagsterInstance, settings: Settings):
     )
 
 
-def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dict[str, str] | None = None) -> bool:
+def run(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    force: bool,
+    tags: dict[str, str] | None = None,
+    on_first_job: Callable[[], None] | None = None,
+) -> bool:
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
     from curation_assets.config.versions import asset_versions as versions
     from curation_assets.defs import build_definitions, config_for
-    from curation_assets.defs.jobs import (
-        BUILD_MIXTURE,
-        CURATE_SOURCE,
-        DEDUPE_CORPUS,
-        FINISH_SOURCE,
-        INGEST_SOURCE,
-        JOB_ASSETS,
-        TRAIN_QUALITY,
-    )
+    from curation_assets.defs.jobs import INGEST_SOURCE, JOB_ASSETS, critical_path, job_graph
     from curation_assets.steps.common import source_partitions
     from resources.io_manager import SOURCES_TAG
 
@@ -245,60 +249,76 @@ def run(instance: dg.DagsterInstance, settings: Settings, force: bool, tags: dic
     store = _store(settings)
     known = set(instance.get_dynamic_partitions(source_partitions.name))
     instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
-    ok = True
 
-    # Independent partitions of a stage run at once, each in a worker process of its own (a Dagster run executes
-    # in process there), as far as the CPUs allow; an ephemeral instance cannot be shared, so it runs them in turn.
+    # Jobs run as soon as the jobs they need are done (not stage by stage: one source's curate_source need not wait
+    # for another's raw), each in a worker process of its own (a Dagster run executes in process there), as many at
+    # once as the CPUs allow, the longest remaining chain first; an ephemeral instance cannot be shared, so it runs
+    # them in turn.
+    sources = list(cfg.source_names)
     parallel = (
         1
         if instance.is_ephemeral or settings.workers == 0
-        else max(1, min(settings.workers or os.cpu_count() or 1, len(cfg.source_names)))
+        else max(1, min(settings.workers or os.cpu_count() or 1, len(sources)))
     )
     pool = _pool(parallel, instance, settings) if parallel > 1 else None
-
     io, graph, v = io_manager(cfg, settings), defs.resolve_asset_graph(), versions(cfg)
+    quality = cfg.quality_model_params
+    jobs = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
+    listings = {s: source_fingerprint(cfg, store, s) for s in sources}
+    sizes = {s: sum(n for uri in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(uri))) for s in sources}
+    priority = critical_path(jobs, sizes)
+    done: set = set()
+    failed: set = set()  # failed, or not run because a job it needs failed
+    running: dict[Future, tuple[str, str | None]] = {}
 
-    def stage(job: str, partitions: list[str | None], sources: dict[str, str] | None = None) -> None:
-        """Run `job` for each partition whose outputs the data root does not record as current."""
-        nonlocal ok
-        todo = {}
-        for partition in partitions:
-            name = f"{job}[{partition}]" if partition else job
-            listing = sources[partition] if sources else None
-            if not force and is_current(io, graph, instance, v, JOB_ASSETS[job], partition, listing):
-                print(f"{name}: unchanged (its config and inputs, as the data root records them), skipped")
-            else:
-                todo[partition] = {**({SOURCES_TAG: listing} if listing else {}), **(tags or {})}
-        if pool is None:
-            results = {p: _execute(defs, instance, job, p, t) for p, t in todo.items()}
-        else:
-            futures = {p: pool.submit(_execute_in_worker, job, p, t) for p, t in todo.items()}
-            results = {p: f.result() for p, f in futures.items()}
-        for partition, (success, run_id, seconds, failures) in results.items():
-            ok &= success
-            name = f"{job}[{partition}]" if partition else job
-            print(f"{name}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
-            for failure in failures:
-                print(f"  {failure}")
+    def name(node: tuple[str, str | None]) -> str:
+        return f"{node[0]}[{node[1]}]" if node[1] else node[0]
 
-    sources = list(cfg.source_names)
+    def start(node: tuple[str, str | None]) -> Future | None:
+        """Run `node` (None: its outputs are current, as the data root records them, and it is skipped)."""
+        job, partition = node
+        listing = listings[partition] if job == INGEST_SOURCE else None
+        if not force and is_current(io, graph, instance, v, JOB_ASSETS[job], partition, listing):
+            print(f"{name(node)}: unchanged (its config and inputs, as the data root records them), skipped")
+            return None
+        run_tags = {**({SOURCES_TAG: listing} if listing else {}), **(tags or {})}
+        if on_first_job is not None:
+            on_first_job()
+        if pool is not None:
+            return pool.submit(_execute_in_worker, job, partition, run_tags)
+        future: Future = Future()
+        future.set_result(_execute(defs, instance, job, partition, run_tags))
+        return future
+
     try:
-        stage(INGEST_SOURCE, sources, {s: source_fingerprint(cfg, store, s) for s in sources})
-        for job, partitions in (
-            (TRAIN_QUALITY, [None]),
-            (CURATE_SOURCE, sources),
-            (DEDUPE_CORPUS, [None]),
-            (FINISH_SOURCE, sources),
-            (BUILD_MIXTURE, [None]),
-        ):
-            if ok and (job != TRAIN_QUALITY or cfg.quality_model_params):
-                stage(job, partitions)
+        while jobs or running:
+            for node in [n for n, needs in jobs.items() if needs & failed]:
+                failed.add(node)
+                print(f"{name(node)}: not run ({', '.join(sorted(name(n) for n in jobs.pop(node) & failed))} failed)")
+            ready = sorted((n for n, needs in jobs.items() if needs <= done), key=lambda n: -priority[n])
+            for node in ready[: parallel - len(running)]:
+                del jobs[node]
+                future = start(node)
+                if future is None:
+                    done.add(node)
+                else:
+                    running[future] = node
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                node = running.pop(future)
+                success, run_id, seconds, failures = future.result()
+                (done if success else failed).add(node)
+                print(f"{name(node)}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
+                for failure in failures:
+                    print(f"  {failure}")
     finally:
         if pool is not None:
             pool.shutdown()
     print(table(instance, cfg))
     print(mixture_report(instance, settings))
-    return ok
+    return not failed
 
 
 def table(instance: dg.DagsterInstance, cfg: CurationConfig) -> str:
@@ -418,12 +438,23 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     cluster = _local_cluster(settings)
     was_up = cluster is not None and cluster.address() is not None
+    starting: list[threading.Thread] = []
+
+    def start_cluster() -> None:
+        # when the first job starts, beside its worker process, not in its first step (which waits for it: a start
+        # holds the cluster's lock); a run that skips every job starts no cluster
+        if cluster is not None and not was_up and not starting:
+            cpus = settings.workers or os.cpu_count() or 1
+            starting.append(threading.Thread(target=cluster.start, args=(cpus,), daemon=True))
+            starting[0].start()
+
     try:
         with dg.DagsterInstance.get() as instance:
             tags = {TRACE_TAG: "1"} if args.trace else None
-            return 0 if run(instance, settings, args.force or args.trace, tags) else 1
+            return 0 if run(instance, settings, args.force or args.trace, tags, start_cluster) else 1
     finally:
-        if cluster is not None and not was_up:  # the embedded Ray cluster this command started
+        if starting:  # the embedded Ray cluster this command started
+            starting[0].join()
             cluster.stop()
 
 

@@ -128,3 +128,25 @@ def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):
     assert bundled_tags["container_config"]["resources"]["requests"]["cpu"] == "4"  # tokenize: CPU
     for name in ASSETS:  # sizing a pod is not a change of the data
         assert edited.get(dg.AssetKey(name)).code_version == bundled.get(dg.AssetKey(name)).code_version
+
+
+def test_curation_run_job_graph_lets_a_source_go_on_without_waiting_for_the_others():
+    """`curation run`'s order (`job_graph`): a source's curate_source needs only its own raw and the quality model,
+    which needs only its reference and background sources' raw; the corpus-wide jobs need every source."""
+    from curation_assets.defs.jobs import critical_path, job_graph
+
+    graph = job_graph(["web", "books", "code"], ("books", "web"))
+    assert graph[("train_quality_model", None)] == {("ingest_source", "books"), ("ingest_source", "web")}
+    assert graph[("curate_source", "code")] == {("ingest_source", "code"), ("train_quality_model", None)}
+    assert graph[("dedupe_corpus", None)] == {("curate_source", s) for s in ("web", "books", "code")}
+    assert graph[("finish_source", "web")] == {("dedupe_corpus", None)}
+    assert graph[("build_mixture", None)] == {("finish_source", s) for s in ("web", "books", "code")}
+    assert ("train_quality_model", None) not in job_graph(["code"], None)
+    assert job_graph(["code"], None)[("curate_source", "code")] == {("ingest_source", "code")}
+
+    # the longest remaining chain first: a small quality source's raw (the model waits on it) before a larger
+    # source's; among sources of one job, the larger first; every node before the nodes that need it
+    first = critical_path(graph, {"web": 10, "books": 2, "code": 8})
+    assert first[("ingest_source", "books")] > first[("ingest_source", "code")]
+    assert first[("curate_source", "web")] > first[("curate_source", "code")] > first[("curate_source", "books")]
+    assert all(first[need] > first[node] for node, needs in graph.items() for need in needs)

@@ -48,6 +48,65 @@ JOB_DESCRIPTIONS = {
 }
 
 
+# Relative cost of a per-source job per byte of the source's files, and of a corpus-wide job per byte of its inputs'
+# files: a rough critical-path weight for `curation run`'s order (from the whole-graph profile on the shared corpus,
+# one worker: curate_source is about twice ingest_source, finish_source a third of it).
+JOB_COST = {
+    INGEST_SOURCE: 1.0,
+    TRAIN_QUALITY: 0.5,
+    CURATE_SOURCE: 2.0,
+    DEDUPE_CORPUS: 0.3,
+    FINISH_SOURCE: 0.3,
+    BUILD_MIXTURE: 0.3,
+}
+Node = tuple[str, str | None]  # (job, source partition or None)
+
+
+def job_graph(sources: list[str], quality_sources: tuple[str, ...] | None) -> dict[Node, set[Node]]:
+    """Every (job, partition) of a full rebuild -> the ones it needs first (`quality_sources`: the quality model's
+    reference and background sources, None without a model). Per-source jobs of different sources are independent:
+    a source's curate_source needs only its own raw (and the model), so it need not wait for the other sources'."""
+    model = {(TRAIN_QUALITY, None)} if quality_sources is not None else set()
+    graph: dict[Node, set[Node]] = {(INGEST_SOURCE, s): set() for s in sources}
+    if quality_sources is not None:
+        graph[(TRAIN_QUALITY, None)] = {(INGEST_SOURCE, s) for s in quality_sources}
+    graph |= {(CURATE_SOURCE, s): {(INGEST_SOURCE, s), *model} for s in sources}
+    graph[(DEDUPE_CORPUS, None)] = {(CURATE_SOURCE, s) for s in sources}
+    graph |= {(FINISH_SOURCE, s): {(DEDUPE_CORPUS, None)} for s in sources}
+    graph[(BUILD_MIXTURE, None)] = {(FINISH_SOURCE, s) for s in sources}
+    return graph
+
+
+def critical_path(graph: dict[Node, set[Node]], source_bytes: dict[str, int]) -> dict[Node, float]:
+    """Each node's estimated cost plus that of the costliest chain of nodes that need it (`JOB_COST` x the bytes of
+    its source, or of the sources it reads): run first, the longest chain never waits behind shorter ones."""
+    needed_by: dict[Node, list[Node]] = {n: [] for n in graph}
+    for node, needs in graph.items():
+        for need in needs:
+            needed_by[need].append(node)
+
+    def cost(node: Node) -> float:
+        job, partition = node
+        if partition is not None:
+            read = source_bytes[partition]
+        elif job == TRAIN_QUALITY:
+            read = sum(source_bytes[s] for _, s in graph[node])
+        else:
+            read = sum(source_bytes.values())
+        return JOB_COST[job] * read
+
+    out: dict[Node, float] = {}
+
+    def path(node: Node) -> float:
+        if node not in out:
+            out[node] = cost(node) + max((path(n) for n in needed_by[node]), default=0.0)
+        return out[node]
+
+    for node in graph:
+        path(node)
+    return out
+
+
 def build_jobs(ingest_config: dg.PartitionedConfig | None, with_model: bool) -> dict[str, dg.JobDefinition]:
     """The jobs by name, in rebuild order (`train_quality_model` only when a quality model is configured);
     `ingest_config` is `ingest_source`'s partitioned run config (the k8s zone pin of raw)."""
