@@ -155,3 +155,9 @@ class TokenizerResource(dg.ConfigurableResource):
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(t) for t in self.encode_arrays(texts)]
+
+
+@functools.cache
+def task_tokenizer(encoding: str) -> TokenizerResource:
+    """The tokenizer `encoding` in a Ray task (one thread: a task is one CPU), loaded once per worker process."""
+    return TokenizerResource(encoding=encoding, num_threads=1)

@@ -2,20 +2,22 @@
 quality model's cut, with PII redacted from the text that passes the rules (`core/filtering.py`), and the
 per-document decision ledger beside the output. Checks: `drop_rate`, `no_cross_zone_bytes`.
 
-Two passes over batches of raw: pass 1 marks each batch in a Ray task (a row range of raw: URL filter, language ID,
-rules, quality score, PII redaction) and the driver spills it to a local scratch directory (memory stays a few
-batches), then the partition-wide quality cut settles the ledger; pass 2 re-reads each spilled batch and yields its
-kept rows. Pass 1 also counts in how many documents each line occurs (`core/boilerplate.py`); the driver merges the
-counts, and pass 2 removes the lines of the source's boilerplate (in >= `boilerplate_min_docs` documents) from the
-kept text, dropping a document left empty (`boilerplate_only`); the ledger gets the counts.
+Two passes over batches of raw, each batch a Ray task: pass 1 marks a batch (a row range of raw: URL filter, language
+ID, rules, quality score, PII redaction) and the driver spills it to a local scratch directory (memory stays a few
+batches), then the partition-wide quality cut settles the ledger; pass 2 sends each spilled batch with its slice of
+the ledger back to a task, which splits it into kept and dropped rows. Pass 1 also counts in how many documents each
+line occurs (`core/boilerplate.py`); the driver merges the counts, and pass 2 removes the lines of the source's
+boilerplate (in >= `boilerplate_min_docs` documents) from the kept text, dropping a document left empty
+(`boilerplate_only`); the ledger gets the counts.
 
-Tokens are counted here, once, in pass 2: `n_tokens` of each kept document after every edit of its text (C4 line
+Tokens are counted here, once, in pass 2's tasks: `n_tokens` of each kept document after every edit of its text (C4 line
 removal, PII, boilerplate lines), by the recipe tokenizer, so `mixed` weighs by and `tokenized` verifies the counts
 of the text as stored. The dropped documents are not tokenized: their volume is their text's bytes, and their
 tokens an estimate from a seeded 1/8 sample of them (`core.frames.TokenEstimate`), shown as such in the funnel.
 """
 
 import functools
+import itertools
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
-from resources.tokenizer import TokenizerResource
+from resources.tokenizer import TokenizerResource, task_tokenizer
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,31 @@ def mark_task(task: FilterTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame | None
     return (mark_batch(batch, p, _lid(task.lid_model).predict, score, task.urls), lines), batch.height
 
 
+@dataclass(frozen=True)
+class SplitTask:
+    """A marked batch of pass 1 and its final `drop_reason`s (the ledger's slice): the unit of work of pass 2."""
+
+    marked: pl.DataFrame
+    reasons: pl.Series
+    boilerplate: pl.Series | None  # the source's boilerplate line hashes; None: line removal off
+    min_chars: int
+    encoding: str
+
+
+def split_task(task: SplitTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame], int]:
+    """Pass 2 on one batch: (kept rows, boilerplate lines removed and `n_tokens` counted; dropped rows; the line
+    removal per kept row, or None; the dropped rows' token sample), via `core.filtering.apply_decisions`,
+    `core.boilerplate.strip_kept` and `core.frames.sample_tokens`; runs in a Ray worker."""
+    keep, gone = apply_decisions(task.marked, task.reasons)
+    removed = None
+    if task.boilerplate is not None:  # line removal after every decision: the ledger's counts, in order
+        keep, emptied, removed = strip_kept(keep, task.boilerplate, task.min_chars)
+        gone = pl.concat([gone, emptied], how="diagonal_relaxed")
+    tokenizer = task_tokenizer(task.encoding)
+    sample = sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE)
+    return (with_tokens(keep, tokenizer), gone, removed, sample), task.marked.height
+
+
 def build(cfg, version: str, with_model: bool) -> list:
     """One asset `filtered` per source partition and its checks. With a quality model configured, the current
     `quality_model` file set is an input (name -> URI)."""
@@ -120,12 +147,15 @@ def build(cfg, version: str, with_model: bool) -> list:
             )
             for start in range(0, n, BATCH_DOCS)
         )
-        progress = Progress(total=-(-n // BATCH_DOCS))
-        labels = (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
+        progress = Progress(total=2 * -(-n // BATCH_DOCS))  # two passes
+
+        def labels() -> Iterator[str]:
+            return (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
+
         spill = tempfile.TemporaryDirectory(prefix="filtered-")
         ledgers = []
         lines = DocFrequency(size, params.boilerplate_min_chars) if params.boilerplate_min_docs else None
-        for k, (marked, counts) in enumerate(run_tasks(context, engine, mark_task, tasks, labels, progress)):
+        for k, (marked, counts) in enumerate(run_tasks(context, engine, mark_task, tasks, labels(), progress)):
             marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
             ledgers.append(ledger_of(marked))
             if lines is not None:
@@ -138,19 +168,24 @@ def build(cfg, version: str, with_model: bool) -> list:
         samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
 
         def kept() -> Iterator[pl.DataFrame]:
-            offset = 0
-            for k in range(len(ledgers)):
-                marked = pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet")
-                reasons = ledger[DROP_REASON].slice(offset, marked.height)
-                keep, gone = apply_decisions(marked, reasons)
-                offset += marked.height
-                if boilerplate is not None:  # line removal after every decision: the ledger's counts, in order
-                    keep, emptied, counts = strip_kept(keep, boilerplate, params.boilerplate_min_chars)
-                    gone = pl.concat([gone, emptied], how="diagonal_relaxed")
-                    removed.append(counts)
+            starts = [0, *itertools.accumulate(batch.height for batch in ledgers)]
+            tasks = (
+                SplitTask(
+                    marked=pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet"),
+                    reasons=ledger[DROP_REASON].slice(starts[k], starts[k + 1] - starts[k]),
+                    boilerplate=boilerplate,
+                    min_chars=params.boilerplate_min_chars,
+                    encoding=tokenizer.encoding,
+                )
+                for k in range(len(ledgers))
+            )
+            split = run_tasks(context, engine, split_task, tasks, (f"{label} (pass 2)" for label in labels()), progress)
+            for keep, gone, counts, sample in split:
                 dropped.append(gone)
-                samples.append(sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE))
-                yield with_tokens(keep, tokenizer)  # the text as stored: every edit is done
+                if counts is not None:
+                    removed.append(counts)
+                samples.append(sample)
+                yield keep  # the text as stored: every edit is done
 
         @functools.cache  # read by the IO manager, then by the estimate
         def dropped_frame() -> pl.DataFrame:

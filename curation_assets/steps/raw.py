@@ -34,7 +34,7 @@ from resources.cost_guard import CostGuard, Transfer
 from resources.engine import Progress, RayEngine
 from resources.metadata import MOVED
 from resources.store import ObjectStore, kind_of
-from resources.tokenizer import TokenizerResource
+from resources.tokenizer import TokenizerResource, task_tokenizer
 
 
 def resolve_source(cfg, store: ObjectStore, name: str):
@@ -101,10 +101,6 @@ class ShardTask:
     encoding: str
 
 
-@functools.cache
-def _tokenizer(encoding: str) -> TokenizerResource:
-    return TokenizerResource(encoding=encoding, num_threads=1)  # one CPU per task
-
 
 def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
     """Read one shard (`core.readers.read_shard`) and count the tokens of its seeded token sample
@@ -121,7 +117,7 @@ def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
             html=task.html,
             max_doc_bytes=task.max_doc_bytes,
         )
-    return (res, sample_tokens(res.docs, _tokenizer(task.encoding).count_tokens)), res.docs.height
+    return (res, sample_tokens(res.docs, task_tokenizer(task.encoding).count_tokens)), res.docs.height
 
 
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:

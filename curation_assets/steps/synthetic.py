@@ -2,7 +2,6 @@
 generators, and LLM templates through `resources.synthetic.SyntheticBackend`). Checks: `drop_rate`,
 `no_cross_zone_bytes`."""
 
-import functools
 from dataclasses import dataclass
 
 import dagster as dg
@@ -17,7 +16,7 @@ from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 from resources.synthetic import SyntheticBackend
-from resources.tokenizer import TokenizerResource
+from resources.tokenizer import TokenizerResource, task_tokenizer
 
 # Seeds per generator task: enough work to amortise a task (~ms each), few enough that a slow document's task does
 # not hold the step back.
@@ -34,15 +33,11 @@ class GenerateTask:
     max_work: int | None
 
 
-@functools.cache
-def _tokenizer(encoding: str) -> TokenizerResource:
-    return TokenizerResource(encoding=encoding, num_threads=1)
-
 
 def generate_task(task: GenerateTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame], int]:
     """`core.synthesis.generated` + token counts of one chunk, and the seeds it skipped; runs in a Ray worker."""
     made, skipped = generated(task.seeds, task.generator, generate, task.max_work)
-    return (with_tokens(made, _tokenizer(task.encoding)), skipped), task.seeds.height
+    return (with_tokens(made, task_tokenizer(task.encoding)), skipped), task.seeds.height
 
 
 def build(cfg, version: str) -> list:

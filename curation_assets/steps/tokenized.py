@@ -3,7 +3,6 @@ format `core/megatron.py`), in the recipe's tokenizer (a tiktoken encoding or a 
 resource, which also counted the mixture's `n_tokens` in `filtered`). Checks (they re-read what was persisted):
 `index_matches_tokens`, `ids_in_range`, `sample_decodes`, `no_cross_zone_bytes`."""
 
-import functools
 import itertools
 import json
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.metadata import step_metadata
 from resources.store import ObjectStore
-from resources.tokenizer import TokenizerResource
+from resources.tokenizer import TokenizerResource, task_tokenizer
 
 # evaluated by the step's body once its files are persisted (it re-reads them); no_cross_zone_bytes by `step`
 CHECKS = {
@@ -56,15 +55,11 @@ class EncodeTask:
     encoding: str  # a tiktoken name or a tokenizer.json's absolute path (`TokenizerResource.encoding`)
 
 
-@functools.cache
-def _tokenizer(encoding: str) -> TokenizerResource:
-    return TokenizerResource(encoding=encoding, num_threads=1)
-
 
 def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
     """The ids of one range of documents (no template tokens, special-token text as text), in order; runs in a Ray
     worker."""
-    return _tokenizer(task.encoding).encode_arrays(task.texts), len(task.texts)
+    return task_tokenizer(task.encoding).encode_arrays(task.texts), len(task.texts)
 
 
 def miscounted(tokenizer: TokenizerResource, mixed: pl.LazyFrame, n_tokens: np.ndarray) -> tuple[int, int]:
