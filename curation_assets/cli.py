@@ -438,6 +438,10 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     cluster = _local_cluster(settings)
     was_up = cluster is not None and cluster.address() is not None
+    if cluster is not None and not was_up:
+        from resources.engine import adopt_orphans
+
+        adopt_orphans()  # the cluster this command starts is its own: its daemons' CPU time is this command's
     starting: list[threading.Thread] = []
 
     def start_cluster() -> None:
