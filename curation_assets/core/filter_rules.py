@@ -121,8 +121,8 @@ class _Words:
         return csum[cut[1:]] - csum[cut[:-1]]
 
     def scan(self, n: int, live: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The n-grams (of the `live` docs, None = all) that may repeat: positions, keys, occurrence count of the key
-        and the position of its first occurrence (exact for every repeating n-gram; the others occur once)."""
+        """The n-grams (of the `live` docs, None = all) that repeat in their doc: positions, keys, occurrence count of
+        the key (> 1) and the position of its first occurrence."""
         size = len(self.doc)
         cand = self.left >= n
         if live is not None:
@@ -139,25 +139,32 @@ class _Words:
         doc = self.doc[pos]
         cuts = np.unique(np.searchsorted(doc, doc[np.arange(_CHUNK, len(pos), _CHUNK)]))
         keys, count, first = [], [], []
+        parts = []
         for part in np.split(pos, cuts):
             k = self.keys(part, n)
+            if not known:  # one hash pass keeps the repeating keys (about half of all), counted below
+                rep = pl.Series(k).is_duplicated().to_numpy()
+                k, part = k[rep], part[rep]
             occ = pl.DataFrame({"k": k, "p": part}).select(
                 pl.len().over("k").alias("c"), pl.col("p").first().over("k").alias("f")
             )
+            parts.append(part)
             keys.append(k)
             count.append(occ["c"].to_numpy())
             first.append(occ["f"].to_numpy())
-        keys, count, first = np.concatenate(keys), np.concatenate(count), np.concatenate(first)
+        pos, keys, count, first = map(np.concatenate, (parts, keys, count, first))
+        rep = count > 1
+        pos, keys, count, first = pos[rep], keys[rep], count[rep], first[rep]
         repeats = np.zeros(size, bool)
-        repeats[pos[count > 1]] = True
+        repeats[pos] = True
         self.repeats[n] = (repeats, live is None)
         return pos, keys, count, first
 
 
-def _top_ngram_chars(w: _Words, n: int) -> pl.DataFrame:
+def _top_ngram_chars(w: _Words, n: int, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """datatrove `find_top_duplicate`: len(top n-gram) * its count; ties -> the first occurring (Counter order), which
-    is the doc's first n-gram when none repeats."""
-    pos, _, count, first = w.scan(n, None)
+    is the doc's first n-gram when none repeats. For the `live` docs (None = all) with >= n words: (values, defined)."""
+    pos, _, count, first = w.scan(n, live)
     groups = np.flatnonzero((count > 1) & (pos == first))  # repeating n-grams, in order of first occurrence
     doc = w.doc[pos[groups]]
     top_count = np.ones(w.n_docs, np.uint32)
@@ -170,9 +177,12 @@ def _top_ngram_chars(w: _Words, n: int) -> pl.DataFrame:
         top = hit[np.concatenate([[True], seg[hit][1:] != seg[hit][:-1]])]  # first max of each doc
         top_count[doc[top]] = count[top]
         top_pos[doc[top]] = pos[groups[top]]
-    has = np.flatnonzero(w.n_words >= n)
-    value = top_count[has] * w.chars(top_pos[has], n, 1).astype(np.uint32)
-    return pl.DataFrame({"_i": has.astype(np.uint32), f"_top{n}": value})
+    defined = w.n_words >= n
+    if live is not None:
+        defined &= live
+    value = np.zeros(w.n_docs, np.uint32)
+    value[defined] = top_count[defined] * w.chars(top_pos[defined], n, 1).astype(np.uint32)
+    return value, defined
 
 
 def greedy_dup_chars(pos: list[int], keys: list[int], firsts: list[int], chars: list[int], n: int) -> int:
@@ -301,7 +311,14 @@ def _gopher(
         pl.col("_nsw").sum().alias("_n_nsw"),
         pl.col("_len").filter("_nsw").sum().alias("_nsw_chars"),
         pl.col("_w").str.contains(r"\p{L}").sum().alias("_alpha_words"),
-        pl.col("_w").filter(pl.col("_w").is_in(list(stop_words))).n_unique().alias("_stop_words"),
+    )
+    # distinct stop words per doc: the words whose hash is a stop word's (a cheap integer test), then by string
+    stop = pl.Series(list(stop_words), dtype=pl.String)
+    stop_counts = (
+        words.filter(pl.col("_h").is_in(stop.hash().implode()))
+        .filter(pl.col("_w").is_in(stop.implode()))
+        .group_by("_i")
+        .agg(pl.col("_w").n_unique().alias("_stop_words"))
     )
     lines = text.str.replace_all(LINE_BREAK, "\n")
     n_chars = text.str.len_chars()
@@ -322,12 +339,17 @@ def _gopher(
         _part_dups(base, text.str.strip_chars().str.replace_all(r"\n{2,}", "\n\n").str.split("\n\n"), "para"),
         _part_dups(base, text.str.replace_all(r"\n+", "\n").str.split("\n"), "line"),  # re.split("\n+", text)
         word_stats,
+        stop_counts,
     ]
     w = None
     if top_n_grams or dup_n_grams:
         w = _Words(words.collect(), n_docs)
-        parts += [_top_ngram_chars(w, n).lazy() for n, _ in top_n_grams]
     return per_doc, parts, w
+
+
+def _flags(frame: pl.DataFrame, cond: pl.Expr) -> np.ndarray:
+    """`cond` (null = false) over `frame`'s rows, as a writable numpy bool array."""
+    return frame.with_columns(cond.fill_null(False).alias("_f"))["_f"].to_numpy().astype(bool, copy=True)
 
 
 def features(
@@ -343,12 +365,16 @@ def features(
     fineweb: bool = False,
     short_line_length: int = 30,
     dropped_before_dup: pl.Expr | None = None,
+    dropped_before_top: pl.Expr | None = None,
 ) -> pl.DataFrame:
     """One row per text: every statistic the rules compare (see filtered._rules). Null = not defined for the doc.
     The Gopher ones (word, line, paragraph and n-gram statistics, `_chars`, `_newlines`) only with `gopher`.
 
     `dropped_before_dup` (over these features) marks docs that a rule before the duplicated-n-gram rules already
-    drops: the sequential n-gram scan skips them, and a doc whose n-gram rule fired skips the larger n."""
+    drops: the sequential n-gram scan skips them, and a doc whose n-gram rule fired skips the larger n.
+    `dropped_before_top` (over the features before the top-n-gram ones) does the same for the top-n-gram rules (the
+    docs a rule before them drops, then each top rule, `_top{n}` / `_chars` > its threshold, for the next n); without
+    it every doc gets every top-n-gram value."""
     base = pl.DataFrame({"text": texts.cast(pl.String).fill_null("")}).lazy().with_row_index("_i")
     per_doc, parts, w = base.select("_i"), [], None
     if gopher:
@@ -360,9 +386,17 @@ def features(
     for part in parts:
         per_doc = per_doc.join(part, on="_i", how="left")
     out = per_doc.collect().sort("_i")
+    if w is not None and top_n_grams:
+        prune = dropped_before_top is not None
+        skip = _flags(out, dropped_before_top) if prune else np.zeros(len(texts), bool)
+        for n, frac in top_n_grams:
+            values, defined = _top_ngram_chars(w, n, ~skip if skip.any() else None)
+            out = out.with_columns(pl.Series(f"_top{n}", values, pl.UInt32).set(pl.Series(~defined), None))
+            if prune:  # the rule as filtering._rules states it: a ratio > threshold
+                ratio = pl.when(pl.col("_chars") > 0).then(pl.col(f"_top{n}").cast(pl.Float64) / pl.col("_chars"))
+                skip |= _flags(out, ratio > frac)
     if w is not None and dup_n_grams:
-        skip = pl.lit(False) if dropped_before_dup is None else dropped_before_dup.fill_null(False)
-        skip = out.with_columns(skip.alias("_skip"))["_skip"].to_numpy().copy()
+        skip = _flags(out, pl.lit(False) if dropped_before_dup is None else dropped_before_dup)
         chars = out["_chars"].to_numpy()
         for n, frac in dup_n_grams:
             values, defined = _dup_ngram_chars(w, chars, skip, n, frac)

@@ -245,8 +245,12 @@ def _features(
 ) -> pl.DataFrame:
     """`features` of `p`'s rules: Gopher's (with `gopher`), C4's (with `c4` and p.c4_quality), FineWeb's (`fineweb`)."""
     rules = _rules(p)
-    before = list(rules)[: next((i for i, k in enumerate(rules) if k.startswith("duplicated_")), len(rules))]
-    before = [rules[k][0] for k in before if k not in _BEFORE_TEXT]
+
+    def dropped_before(prefix: str) -> pl.Expr | None:
+        names = list(rules)[: next((i for i, k in enumerate(rules) if k.startswith(prefix)), len(rules))]
+        conds = [rules[k][0] for k in names if k not in _BEFORE_TEXT]
+        return pl.any_horizontal(conds) if conds else None
+
     return features(
         texts,
         gopher=gopher,
@@ -258,7 +262,8 @@ def _features(
         c4_text=c4_text,
         fineweb=fineweb,
         short_line_length=p.short_line_length,
-        dropped_before_dup=pl.any_horizontal(before) if before else None,
+        dropped_before_dup=dropped_before("duplicated_"),
+        dropped_before_top=dropped_before("top_") if gopher else None,
     )
 
 
@@ -375,7 +380,10 @@ def lang_labels(
 
 
 def _top1(predict: Callable, texts: pl.Series) -> tuple[pl.Series, pl.Series]:
-    labels, scores = predict(texts.to_list()) if len(texts) else ([], [])
+    # each distinct text classified once (a prediction depends on the text only): copies, boilerplate
+    distinct: dict[str, int] = {}
+    row = [distinct.setdefault(t, len(distinct)) for t in texts.to_list()]
+    labels, scores = predict(list(distinct)) if distinct else ([], [])
     langs: list[str | None] = []
     probs: list[float] = []
     for label, score in zip(labels, scores, strict=True):
@@ -383,7 +391,8 @@ def _top1(predict: Callable, texts: pl.Series) -> tuple[pl.Series, pl.Series]:
             label, score = (label[0], score[0]) if len(label) else (None, 0.0)
         langs.append(None if label is None else label.removeprefix("__label__"))
         probs.append(float(score))
-    return pl.Series(langs, dtype=pl.String), pl.Series(probs, dtype=pl.Float64)
+    gather = pl.Series(row, dtype=pl.UInt32)
+    return pl.Series(langs, dtype=pl.String).gather(gather), pl.Series(probs, dtype=pl.Float64).gather(gather)
 
 
 def keep_top_fraction(ledger: pl.DataFrame, fraction: float) -> pl.DataFrame:
