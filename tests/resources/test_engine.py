@@ -230,3 +230,32 @@ def test_a_step_through_an_external_ray_head_writes_what_the_embedded_cluster_wr
 def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_output_is_unchanged(engine_runs):
     assert engine_runs.killed.read_text() == f"{SOURCE} rows"  # a filtered task's worker was SIGKILLed ...
     assert outputs(engine_runs.external, "filtered") == outputs(engine_runs.embedded, "filtered")  # ... no trace
+
+
+ORPHAN = """
+import os, resource, subprocess, sys
+from pathlib import Path
+from resources.engine import _gone, adopt_orphans
+adopt_orphans()
+# a daemon as `ray start` leaves one: started by a process that exits at once; it burns 0.5 s of CPU and exits
+burn = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.5: pass\\n"
+starter = f"import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', {burn!r}]).pid)"
+pid = int(subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True).stdout)
+parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+while not _gone(pid):
+    pass
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(parent == os.getpid(), usage.ru_utime + usage.ru_stime)
+"""
+
+
+def test_the_command_that_starts_a_cluster_adopts_its_daemons_and_counts_their_cpu():
+    """`curation run` calls `adopt_orphans` before it starts the embedded cluster: the daemons `ray start` leaves
+    behind become its children (not init's) and `stop` reaps them, so their CPU time is in the command's own
+    (what `/usr/bin/time curation run` reports)."""
+    done = subprocess.run(
+        [sys.executable, "-c", ORPHAN], env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    adopted, children_cpu = done.stdout.split()
+    assert adopted == "True" and float(children_cpu) >= 0.45, done.stdout
