@@ -47,6 +47,23 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 DROP_REASON = "drop_reason"
 
 
+def row_ranges(sizes: pl.Series, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
+    """(offset, length) of consecutive row ranges covering every row of `sizes` (each row's bytes, e.g. its text's),
+    in order: the rows whose preceding bytes fall in one `max_bytes` window, cut every `max_rows` rows. A range holds
+    at most `max_rows` rows and less than `max_bytes` plus its last row's bytes, so a task over it is bounded by
+    bytes, whatever the documents' sizes (4,096 books pages or 4,096 long manuals)."""
+    before = sizes.cast(pl.Int64).fill_null(0)
+    window = (before.cum_sum() - before) // max(1, max_bytes)
+    rows = pl.DataFrame({"window": window}).with_row_index("row")
+    first = pl.col("row").first().over("window")
+    ranges = (
+        rows.with_columns(((pl.col("row") - first) // max(1, max_rows)).alias("cut"))
+        .group_by("window", "cut", maintain_order=True)
+        .agg(pl.col("row").first().alias("offset"), pl.len().alias("length"))
+    )
+    return list(zip(ranges["offset"].to_list(), ranges["length"].to_list(), strict=True))
+
+
 def empty_frame(schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=dict(schema))
 

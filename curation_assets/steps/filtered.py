@@ -43,6 +43,7 @@ from curation_assets.core.frames import (
     StepOutput,
     TokenEstimate,
     drop_bytes,
+    row_ranges,
     sample_tokens,
 )
 from curation_assets.core.urls import UrlLists
@@ -59,6 +60,11 @@ from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource, task_tokenizer
+
+# A task's row range: BATCH_DOCS documents or BATCH_BYTES of text, whichever comes first (`core.frames.row_ranges`),
+# so a task's memory follows its bytes (a 4,096-document range of long manuals peaked at 1.1 GB), and a source of a
+# few thousand long documents still makes a task per core.
+BATCH_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,8 @@ def build(cfg, version: str, with_model: bool) -> list:
 
     def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine, tokenizer):
         params = t.for_source(context.partition_key)
-        size = raw.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
+        sizes = raw.select(pl.col("text").str.len_bytes()).collect().to_series()
+        size = int(sizes.sum() or 0)
         enforce_transfers(cost_guard, [cost_guard.data_root(size)])
         if model_files is not None:
             failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])
@@ -133,11 +140,11 @@ def build(cfg, version: str, with_model: bool) -> list:
                 raise dg.Failure(
                     f"the latest quality_model failed its blocking check {failed[None]}: retrain or fix it"
                 )
-        n = raw.select(pl.len()).collect().item()
+        ranges = row_ranges(sizes, BATCH_DOCS, BATCH_BYTES)
         lists = url_lists(cfg, context.partition_key)
         tasks = (
             FilterTask(
-                batch=raw.slice(start, BATCH_DOCS).collect(),
+                batch=raw.slice(start, length).collect(),
                 params=params,
                 lid_model=lid.model_path,
                 quality_model=model_files["model.bin"] if model_files else None,
@@ -145,12 +152,12 @@ def build(cfg, version: str, with_model: bool) -> list:
                 endpoint_url=store.endpoint_url,
                 region=store.region,
             )
-            for start in range(0, n, BATCH_DOCS)
+            for start, length in ranges
         )
-        progress = Progress(total=2 * -(-n // BATCH_DOCS))  # two passes
+        progress = Progress(total=2 * len(ranges))  # two passes
 
         def labels() -> Iterator[str]:
-            return (f"{context.partition_key} rows {s}-{min(s + BATCH_DOCS, n) - 1}" for s in range(0, n, BATCH_DOCS))
+            return (f"{context.partition_key} rows {start}-{start + length - 1}" for start, length in ranges)
 
         spill = tempfile.TemporaryDirectory(prefix="filtered-")
         ledgers = []

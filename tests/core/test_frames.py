@@ -14,6 +14,7 @@ from curation_assets.core.frames import (
     mark_dropped,
     parquet_bytes,
     read_parquet_bytes,
+    row_ranges,
     sample_tokens,
     seeded_hash,
     seeded_hash_expr,
@@ -160,3 +161,14 @@ def test_every_output_parquet_file_has_page_crcs_and_a_flipped_bit_is_an_error_n
     unchecked = io.BytesIO()
     df.write_parquet(unchecked, compression="zstd")
     assert "altered" in {outcome(flipped(unchecked.getvalue(), seed)) for seed in range(40)}
+
+
+def test_row_ranges_cover_every_row_in_order_bounded_by_rows_and_by_bytes():
+    sizes = pl.Series([5, 5, 5, 50, 1, 1, 1, 1, 1])
+    ranges = row_ranges(sizes, max_rows=3, max_bytes=10)
+    assert ranges == [(0, 2), (2, 2), (4, 3), (7, 2)]
+    assert [r for start, n in ranges for r in range(start, start + n)] == list(range(sizes.len()))
+    for start, n in ranges:  # under max_bytes plus the range's last row (a row larger than it stands alone)
+        assert n <= 3 and sizes.slice(start, n).sum() < 10 + sizes[start + n - 1]
+    assert row_ranges(pl.Series([1] * 7), max_rows=3, max_bytes=100) == [(0, 3), (3, 3), (6, 1)]
+    assert row_ranges(pl.Series([], dtype=pl.Int64), max_rows=3, max_bytes=10) == []
