@@ -105,6 +105,12 @@ def adopt_orphans() -> None:
             _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 def _gone(pid: int) -> bool:
     """Whether `pid` has exited; reaps it when it is a child of this process (a daemon it adopted)."""
     with contextlib.suppress(ChildProcessError):
@@ -204,15 +210,19 @@ class LocalCluster:
         """Stop this cluster by its own PIDs (SIGTERM, then SIGKILL after a grace period); never `ray stop`, which
         kills every Ray process on the machine. Returns the PIDs signalled."""
         pids = self.pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + STOP_GRACE_S
-            while time.monotonic() < deadline and not all(_gone(p) for p in pids):
-                time.sleep(0.1)
-            if all(_gone(p) for p in pids):
-                break
+        # the GCS last: the raylet and the agents report to it as they exit, and a SIGTERM to all at once left them
+        # waiting for it past the grace period (5 s per stop, measured; in order: under 1 s)
+        gcs = [p for p in pids if os.path.basename(_cmdline(p).split(b"\0")[0]) == b"gcs_server"]
+        for group in ([p for p in pids if p not in gcs], gcs):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in group:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                deadline = time.monotonic() + STOP_GRACE_S
+                while time.monotonic() < deadline and not all(_gone(p) for p in group):
+                    time.sleep(0.05)
+                if all(_gone(p) for p in group):
+                    break
         with contextlib.suppress(FileNotFoundError):
             self._state.unlink()
         return pids
