@@ -34,7 +34,9 @@ t0 = time.process_time()
 reasons = []
 for start in range(0, docs.height, BATCH_DOCS):
     batch = docs.slice(start, BATCH_DOCS)
-    lang = lang_labels(lambda b: model.predict(b, k=1), batch["text"], params.lang_max_chars)
+    lang = lang_labels(
+        lambda b: model.predict(b, k=1), batch["text"], params.lang_max_chars, threshold=params.min_lang_score
+    )
     reasons += filter_docs(batch, params, lang)["drop_reason"].to_list()
 seconds = time.process_time() - t0
 print(json.dumps({"seconds": seconds, "docs": docs.height, "mb": docs["text"].str.len_bytes().sum() / 1e6,

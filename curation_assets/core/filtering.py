@@ -26,10 +26,18 @@ from curation_assets.core.urls import URL_RULES, UrlLists, url_features
 # Gopher (Rae et al. 2021, Table A1) stop words, as in datatrove's GopherQualityFilter.
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 LANG_MAX_CHARS = 10_000
-# `lang_labels` classifies a text's first LANG_PROBE_CHARS characters first and its first lang_max_chars only when
-# that probe's top score is below LANG_PROBE_SCORE (measured on the shared corpus; see lang_labels)
-LANG_PROBE_CHARS = 1_000
+# `lang_labels` reads a bounded sample of each text in up to three stages (see lang_labels; measured on the shared
+# corpus): LANG_PROBE_CHARS first, LANG_MID_CHARS where the probe's top score is below LANG_PROBE_SCORE, lang_max_chars
+# where the score is then within LANG_DECISION_MARGIN of the score threshold (FilterParams.min_lang_score), where
+# keep/drop could flip
+LANG_PROBE_CHARS = 500
+LANG_MID_CHARS = 2_000
 LANG_PROBE_SCORE = 0.9
+LANG_DECISION_MARGIN = 0.1
+# a text longer than a stage's budget is read as budget // LANG_CHUNK_CHARS chunks spread from its start to its end
+# (at most LANG_MAX_CHUNKS, longer chunks then)
+LANG_CHUNK_CHARS = 125
+LANG_MAX_CHUNKS = 80
 BATCH_DOCS = 4096
 # our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
 DATATROVE_REASON = {
@@ -356,27 +364,61 @@ def lang_labels(
     texts: pl.Series,
     max_chars: int = LANG_MAX_CHARS,
     probe_chars: int | None = LANG_PROBE_CHARS,
+    threshold: float | None = None,
 ) -> pl.DataFrame:
     """Top-1 language per text as a `lang` (ft176 label without `__label__`) / `lang_score` frame.
 
     `predict` is fastText-like: a list of single-line strings -> (labels, scores), one per text; a label/score may also
     be fastText's per-text sequence (k=1), whose first element is used. Newlines become spaces (fastText's predict
-    rejects "\\n"). Only the first `max_chars` characters are classified: fastText's cost is linear in the input (every
-    word expands into char n-grams), a few hundred words settle the language, and a 16 MiB text without spaces would
-    otherwise be one huge token. The first `probe_chars` (None: no probe) are classified first, and only the texts
-    they do not settle (longer, with a top score < LANG_PROBE_SCORE) are classified again on `max_chars`: on the
-    shared corpus (15,409 docs) this reads 69 % of the characters and the keep decision (en, score > 0.65) equals
-    the `max_chars`-only one on 99.8 % of the documents. An empty prediction gives lang=null, lang_score=0.
+    rejects "\\n"). At most `max_chars` characters of a text are classified (see `_sample`: a longer text is read as
+    chunks spread over its whole length, which tracks whole-text lid, as datatrove does it, better than its start):
+    fastText's cost is linear in the input (every word expands into char n-grams), and a 16 MiB text without spaces
+    would otherwise be one huge token. With `probe_chars` (None: `max_chars` at once) the reading is staged: every
+    text on `probe_chars`; those longer, with a top score < LANG_PROBE_SCORE, on LANG_MID_CHARS; those longer still,
+    with a score now within LANG_DECISION_MARGIN of `threshold` (the score rule's: where keep/drop could flip; None:
+    no such rule, no third stage), on `max_chars`. With the default threshold 0.65, on the
+    shared corpus (15,409 docs, 89.6M characters) this reads 19.8M characters (all on 500: 4.9M, 4,171 docs on 2,000:
+    7.7M, 997 on 10,000: 7.2M; the former 1,000 / 10,000-prefix scheme read 28.3M, ~1.4x the fastText CPU) and agrees
+    with whole-text lid on 99.73 % of the labels and 99.71 % of the keep decisions (en, score > 0.65; the prefix
+    scheme: 99.59 % / 99.29 %). An empty prediction gives lang=null, lang_score=0.
     """
-    prepared = texts.cast(pl.String).fill_null("").str.slice(0, max_chars).str.replace_all("\n", " ", literal=True)
-    probe = prepared if probe_chars is None or probe_chars >= max_chars else prepared.str.slice(0, probe_chars)
-    langs, probs = _top1(predict, probe)
-    redo = (prepared.str.len_chars() > probe.str.len_chars()) & (probs < LANG_PROBE_SCORE)
-    if redo.any():
-        rows = redo.arg_true()
-        again_langs, again_probs = _top1(predict, prepared.gather(rows))
-        langs, probs = langs.scatter(rows, again_langs), probs.scatter(rows, again_probs)
+    texts = texts.cast(pl.String).fill_null("")
+    lengths = texts.str.len_chars()
+    budgets = [max_chars]
+    if probe_chars is not None and probe_chars < max_chars:
+        budgets = [probe_chars, *(b for b in (LANG_MID_CHARS,) if probe_chars < b < max_chars), max_chars]
+    langs, probs = _top1(predict, _sample(texts, budgets[0]))
+    for step, budget in enumerate(budgets[1:]):
+        if step == 0:
+            unsettled = probs < LANG_PROBE_SCORE
+        elif threshold is not None:
+            unsettled = probs.is_between(threshold - LANG_DECISION_MARGIN, threshold + LANG_DECISION_MARGIN, "left")
+        else:
+            break
+        redo = (lengths > budgets[step]) & unsettled
+        if redo.any():
+            rows = redo.arg_true()
+            again_langs, again_probs = _top1(predict, _sample(texts.gather(rows), budget))
+            langs, probs = langs.scatter(rows, again_langs), probs.scatter(rows, again_probs)
     return pl.DataFrame([langs.alias("lang"), probs.alias("lang_score")])
+
+
+def _sample(texts: pl.Series, budget: int) -> pl.Series:
+    """Each text single-line, whole when it has at most `budget` characters, else `k` = budget // LANG_CHUNK_CHARS
+    (<= LANG_MAX_CHUNKS) chunks of budget // k characters at evenly spaced offsets from its start to its end, joined
+    by spaces."""
+    k = min(budget // LANG_CHUNK_CHARS, LANG_MAX_CHUNKS)
+    out = texts.str.slice(0, budget)
+    long = texts.str.len_chars() > budget
+    if k >= 2 and long.any():
+        rows = long.arg_true()
+        size = budget // k
+        picked = []
+        for text in texts.gather(rows).to_list():  # str indexing is O(1): only the chunks are copied
+            span = len(text) - size
+            picked.append(" ".join([text[o : o + size] for o in (span * i // (k - 1) for i in range(k))]))
+        out = out.scatter(rows, pl.Series(picked, dtype=pl.String))
+    return out.str.replace_all("\n", " ", literal=True)
 
 
 def _top1(predict: Callable, texts: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -487,7 +529,7 @@ def mark_batch(
     model is given, every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`); then the
     PII of the documents that passed every rule redacted (`redact_kept`). No token is counted: the step counts the
     kept documents' tokens once their text is final."""
-    lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars)
+    lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars, threshold=params.min_lang_score)
     quality = None
     if score_quality is not None:
         lines = batch.select(one_line(pl.col("text"))).to_series().to_list()

@@ -166,31 +166,56 @@ def test_sixteen_mib_texts_without_whitespace_stay_fast():
     assert time.process_time() - start < 60
 
 
-def test_lang_labels_prepares_single_line_capped_texts_and_probes_their_start():
+def test_lang_labels_reads_single_line_bounded_samples_in_stages():
     seen: list[str] = []
-    labels = {
-        "line one line two": ("en", 0.91),
-        "ä" * 1_000: ("de", 0.5),
-        "ä" * 10_000: ("de", 0.7),
-        "b" * 1_000: ("ja", 0.95),
-        "b" * 5_000: ("ja", 0.97),
-        "": ("ja", 1.0),
+
+    def sample(char: str, budget: int) -> str:  # a text of one repeated character, read as k evenly spaced chunks
+        k = min(budget // 125, 80)
+        return " ".join([char * (budget // k)] * k)
+
+    scores = {  # per (first character, characters read)
+        ("l", 17): 0.91,
+        ("ä", 503): 0.5,  # probe 500: below 0.9 -> 2,000
+        ("ä", 2015): 0.6,  # within 0.1 of the score threshold 0.65 -> 10,000
+        ("ä", 10079): 0.7,
+        ("b", 503): 0.95,  # settled by the probe
+        ("b", 5000): 0.97,
+        ("c", 503): 0.8,  # -> 2,000: 0.8 is outside the band, settled
+        ("c", 2015): 0.8,
+        ("c", 3000): 0.85,
     }
 
     def predict(texts: list[str]) -> tuple[list[str], list[float]]:
         seen.extend(texts)
-        return [f"__label__{labels[t][0]}" for t in texts], [labels[t][1] for t in texts]
+        return [f"__label__{t[:1] or 'ja'}" for t in texts], [scores.get((t[:1], len(t)), 1.0) for t in texts]
 
-    texts = pl.Series(["line one\nline two", "ä" * 25_000, "b" * 5_000, None])
-    frame = lang_labels(predict, texts)
-    # the first 1,000 characters first; again on the first 10,000 only the long text the probe left below 0.9
-    assert seen == ["line one line two", "ä" * 1_000, "b" * 1_000, "", "ä" * 10_000]
+    texts = pl.Series(["line one\nline two", "ä" * 25_000, "b" * 5_000, "c" * 3_000, None])
+    frame = lang_labels(predict, texts, threshold=0.65)
+    assert seen == [
+        "line one line two", sample("ä", 500), sample("b", 500), sample("c", 500), "",
+        sample("ä", 2_000), sample("c", 2_000),
+        sample("ä", 10_000),
+    ]  # fmt: skip
     assert frame.schema == pl.Schema({"lang": pl.String, "lang_score": pl.Float64})
-    assert frame.rows() == [("en", 0.91), ("de", 0.7), ("ja", 0.95), ("ja", 1.0)]
+    assert frame.rows() == [("l", 0.91), ("ä", 0.7), ("b", 0.95), ("c", 0.8), ("ja", 1.0)]
+    seen.clear()  # without a score rule nothing is near a threshold: two stages
+    assert lang_labels(predict, texts)["lang_score"].to_list() == [0.91, 0.6, 0.95, 0.8, 1.0]
+    assert sample("ä", 10_000) not in seen
     seen.clear()
-    assert lang_labels(predict, texts, probe_chars=None)["lang_score"].to_list() == [0.91, 0.7, 0.97, 1.0]
-    assert seen == ["line one line two", "ä" * 10_000, "b" * 5_000, ""]
+    assert lang_labels(predict, texts, probe_chars=None)["lang_score"].to_list() == [0.91, 0.7, 0.97, 0.85, 1.0]
+    assert seen == ["line one line two", sample("ä", 10_000), "b" * 5_000, "c" * 3_000, ""]
     assert lang_labels(predict, pl.Series([], dtype=pl.String)).height == 0
+
+
+def test_lang_sample_spreads_chunks_from_start_to_end():
+    from curation_assets.core.filtering import _sample
+
+    text = "a" * 1_000 + "m" * 1_000 + "z" * 1_000
+    probe = _sample(pl.Series([text, "short\ntext"]), 500).to_list()
+    chunks = probe[0].split(" ")
+    assert [len(c) for c in chunks] == [125] * 4
+    assert chunks[0] == "a" * 125 and chunks[-1] == "z" * 125 and "m" in chunks[1] + chunks[2]
+    assert probe[1] == "short text"
 
 
 def test_lang_labels_accepts_fasttext_shaped_output():
