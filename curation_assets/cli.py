@@ -245,11 +245,6 @@ def run(
     from resources.io_manager import SOURCES_TAG
 
     cfg = config_for(settings)
-    defs = build_definitions(cfg, settings)
-    store = _store(settings)
-    known = set(instance.get_dynamic_partitions(source_partitions.name))
-    instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
-
     # Jobs run as soon as the jobs they need are done (not stage by stage: one source's curate_source need not wait
     # for another's raw), each in a worker process of its own (a Dagster run executes in process there), as many at
     # once as the CPUs allow, the longest remaining chain first; an ephemeral instance cannot be shared, so it runs
@@ -261,36 +256,42 @@ def run(
         else max(1, min(settings.workers or os.cpu_count() or 1, len(sources)))
     )
     pool = _pool(parallel, instance, settings) if parallel > 1 else None
-    io, graph, v = io_manager(cfg, settings), defs.resolve_asset_graph(), versions(cfg)
-    quality = cfg.quality_model_params
-    jobs = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
-    listings = {s: source_fingerprint(cfg, store, s) for s in sources}
-    sizes = {s: sum(n for uri in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(uri))) for s in sources}
-    priority = critical_path(jobs, sizes)
-    done: set = set()
-    failed: set = set()  # failed, or not run because a job it needs failed
-    running: dict[Future, tuple[str, str | None]] = {}
-
-    def name(node: tuple[str, str | None]) -> str:
-        return f"{node[0]}[{node[1]}]" if node[1] else node[0]
-
-    def start(node: tuple[str, str | None]) -> Future | None:
-        """Run `node` (None: its outputs are current, as the data root records them, and it is skipped)."""
-        job, partition = node
-        listing = listings[partition] if job == INGEST_SOURCE else None
-        if not force and is_current(io, graph, instance, v, JOB_ASSETS[job], partition, listing):
-            print(f"{name(node)}: unchanged (its config and inputs, as the data root records them), skipped")
-            return None
-        run_tags = {**({SOURCES_TAG: listing} if listing else {}), **(tags or {})}
-        if on_first_job is not None:
-            on_first_job()
-        if pool is not None:
-            return pool.submit(_execute_in_worker, job, partition, run_tags)
-        future: Future = Future()
-        future.set_result(_execute(defs, instance, job, partition, run_tags))
-        return future
-
+    for _ in range(parallel if pool is not None else 0):  # started now: they import Dagster while this process does
+        pool.submit(int)
     try:
+        defs = build_definitions(cfg, settings)
+        store = _store(settings)
+        known = set(instance.get_dynamic_partitions(source_partitions.name))
+        instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
+        io, graph, v = io_manager(cfg, settings), defs.resolve_asset_graph(), versions(cfg)
+        quality = cfg.quality_model_params
+        jobs = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
+        listings = {s: source_fingerprint(cfg, store, s) for s in sources}
+        sizes = {s: sum(n for u in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(u))) for s in sources}
+        priority = critical_path(jobs, sizes)
+        done: set = set()
+        failed: set = set()  # failed, or not run because a job it needs failed
+        running: dict[Future, tuple[str, str | None]] = {}
+
+        def name(node: tuple[str, str | None]) -> str:
+            return f"{node[0]}[{node[1]}]" if node[1] else node[0]
+
+        def start(node: tuple[str, str | None]) -> Future | None:
+            """Run `node` (None: its outputs are current, as the data root records them, and it is skipped)."""
+            job, partition = node
+            listing = listings[partition] if job == INGEST_SOURCE else None
+            if not force and is_current(io, graph, instance, v, JOB_ASSETS[job], partition, listing):
+                print(f"{name(node)}: unchanged (its config and inputs, as the data root records them), skipped")
+                return None
+            run_tags = {**({SOURCES_TAG: listing} if listing else {}), **(tags or {})}
+            if on_first_job is not None:
+                on_first_job()
+            if pool is not None:
+                return pool.submit(_execute_in_worker, job, partition, run_tags)
+            future: Future = Future()
+            future.set_result(_execute(defs, instance, job, partition, run_tags))
+            return future
+
         while jobs or running:
             for node in [n for n, needs in jobs.items() if needs & failed]:
                 failed.add(node)

@@ -175,6 +175,10 @@ class LocalCluster:
             f"--num-cpus={num_cpus}",
             *([f"--labels={','.join(f'{k}={v}' for k, v in labels.items())}"] if labels else []),
             "--include-dashboard=false",
+            # no autoscaler monitor (a fixed local node) and no log monitor (drivers take no worker logs:
+            # log_to_driver=False): about 1 CPU s less per cluster and a faster start (measured on Ray 2.60)
+            "--no-monitor",
+            "--include-log-monitor=false",
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
         ]
