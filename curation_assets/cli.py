@@ -19,6 +19,7 @@ are imported inside the commands, so `curation --help` answers at once. `python 
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import hashlib
 import json
@@ -215,15 +216,32 @@ def _init_worker(instance_ref, settings: Settings) -> None:
 
 
 def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str, float, list[str]]:
+    if "exit" not in _WORKER:  # registered after the first run, so it runs before Ray's and Dagster's own handlers
+        _WORKER["exit"] = atexit.register(_quick_exit)
     return _execute(_WORKER["defs"], _WORKER["instance"], job, partition, tags)
+
+
+def _quick_exit() -> None:
+    """A job worker's exit: its runs are recorded (the instance commits each event as it happens), so it leaves Ray
+    and ends without tearing down the Dagster, Ray and polars modules it loaded (about 1.5 s per worker at the end
+    of every `curation run`, measured)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _pool(size: int, instance: dg.DagsterInstance, settings: Settings):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn: a fresh interpreter per worker (the parent holds threads and an instance; forking them is unsafe)
-    context = multiprocessing.get_context("spawn")
+    # forkserver: each worker is forked from a clean server process, not from this one (which holds threads and an
+    # instance: forking them is unsafe), and the server imports Dagster and the definitions' modules once for every
+    # worker (a spawned worker imported them itself: about 3.5 CPU s each, while the Ray cluster starts)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["curation_assets.defs"])
     return ProcessPoolExecutor(
         size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings)
     )
