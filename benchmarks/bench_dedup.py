@@ -258,7 +258,8 @@ def scale_case(scale: int, engine, corpus: Path) -> dict:
 
 
 def run_scales(scales: list[int], workers: int, corpus: Path) -> None:
-    from resources.engine import LocalCluster, RayEngine
+    from resources.engine import RayEngine
+    from resources.local_ray import LocalCluster
 
     results = []
     for scale in scales:

@@ -152,7 +152,7 @@ def fingerprints(root: Path) -> dict[str, str]:
 
 
 def ray_startup_seconds(tmp: Path) -> float:
-    from resources.engine import LocalCluster
+    from resources.local_ray import LocalCluster
 
     cluster = LocalCluster(tmp / "startup-ray")
     start = time.perf_counter()

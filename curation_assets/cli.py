@@ -452,38 +452,42 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from curation_assets.config import load_config
     from curation_assets.config.settings import Settings
-    from curation_assets.steps.common import TRACE_TAG
 
     settings = Settings.from_env()
     if args.workers is not None:
         settings = dataclasses.replace(settings, workers=args.workers)
-    # local source paths that match no file stop here, one line each, before Dagster is started
-    load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
-    problem = data_root_problem(settings)
-    if problem:
-        print(problem, file=sys.stderr)
-        return EXIT_CONFIG
     cluster = _local_cluster(settings)
     was_up = cluster is not None and cluster.address() is not None
     if cluster is not None and not was_up:
-        from resources.engine import adopt_orphans
+        from resources.local_ray import adopt_orphans
 
         adopt_orphans()  # the cluster this command starts is its own: its daemons' CPU time is this command's
     starting: list[threading.Thread] = []
 
     def start_cluster() -> None:
-        # when the first job starts, beside its worker process, not in its first step (which waits for it: a start
-        # holds the cluster's lock); a run that skips every job starts no cluster
+        # beside this process's own start (the config, Dagster, the definitions, the job workers), not in the first
+        # step (which waits for it: a start holds the cluster's lock): now when every job will run, else with the
+        # first job that does (a run that skips every job starts no cluster)
         if cluster is not None and not was_up and not starting:
             cpus = settings.workers or os.cpu_count() or 1
             starting.append(threading.Thread(target=cluster.start, args=(cpus,), daemon=True))
             starting[0].start()
 
+    if args.force or args.trace:
+        start_cluster()
     try:
+        # local source paths that match no file stop here, one line each, before Dagster is started
+        load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
+        problem = data_root_problem(settings)
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_CONFIG
+        import dagster as dg
+
+        from curation_assets.steps.common import TRACE_TAG
+
         with dg.DagsterInstance.get() as instance:
             tags = {TRACE_TAG: "1"} if args.trace else None
             return 0 if run(instance, settings, args.force or args.trace, tags, start_cluster) else 1
@@ -511,7 +515,7 @@ def _local_cluster(settings: Settings):
     """The embedded Ray cluster of this instance (None when CURATION_RAY_ADDRESS names another)."""
     from pathlib import Path
 
-    from resources.engine import LocalCluster
+    from resources.local_ray import LocalCluster
 
     return None if settings.ray_address or settings.workers == 0 else LocalCluster(Path(settings.ray_dir))
 

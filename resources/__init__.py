@@ -8,19 +8,13 @@ The environment is read by `curation_assets.config.settings.Settings.from_env()`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import dagster as dg
+if TYPE_CHECKING:  # the package imports nothing itself: `curation run` starts Ray (`resources.local_ray`) first
+    import dagster as dg
 
-from curation_assets.config.settings import Settings
-from curation_assets.config.tokenizer import TokenizerSpec
-from resources.classifiers import LanguageIdResource
-from resources.cost_guard import CostGuard
-from resources.engine import RayEngine
-from resources.io_manager import ParquetIOManager
-from resources.store import ObjectStore
-from resources.synthetic import SyntheticBackend
-from resources.tokenizer import TokenizerResource
-from resources.versions import staging_dir_for
+    from curation_assets.config.settings import Settings
+    from curation_assets.config.tokenizer import TokenizerSpec
 
 
 def build_resources(
@@ -32,6 +26,17 @@ def build_resources(
     """Resource instances by key. `costs`: the price table and budgets; `placement`: where the steps run, for the cost
     guard (`pod_region`, `pod_zone`, `pinned`; none on a laptop, where every path is `local`). The deployment
     (`curation_assets/defs/deployment.py`) decides it."""
+    import dagster as dg
+
+    from resources.classifiers import LanguageIdResource
+    from resources.cost_guard import CostGuard
+    from resources.engine import RayEngine
+    from resources.io_manager import ParquetIOManager
+    from resources.store import ObjectStore
+    from resources.synthetic import SyntheticBackend
+    from resources.tokenizer import TokenizerResource
+    from resources.versions import staging_dir_for
+
     store = ObjectStore(
         endpoint_url=settings.s3_endpoint, region=settings.region, staging_dir=staging_dir_for(settings.data_root)
     )

@@ -155,7 +155,7 @@ def ray_dir() -> Path:
 def ensure_ray() -> str:
     """Start the session's Ray cluster unless it is up (under the cluster's file lock); its address. A `curation run`
     stops the cluster only when it started it, so runs started after this leave it up for the next."""
-    from resources.engine import LocalCluster
+    from resources.local_ray import LocalCluster
 
     return LocalCluster(ray_dir()).start(RAY_CPUS)[0]
 
@@ -172,7 +172,7 @@ def stop_ray() -> None:
     state = ray_dir() / "cluster.json" if "CURATION_RAY_DIR" in os.environ else None
     if state is None or not state.exists():
         return
-    from resources.engine import LocalCluster
+    from resources.local_ray import LocalCluster
 
     marker = f"--address={json.loads(state.read_text())['address']}".encode()
     LocalCluster(ray_dir()).stop()

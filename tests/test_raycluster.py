@@ -26,7 +26,7 @@ import yaml
 from kubernetes.utils import parse_quantity
 from packaging.requirements import Requirement
 
-from resources.engine import WORKER_ENV
+from resources.local_ray import WORKER_ENV
 from resources.ray_zones import (
     DEFAULT_ZONE_LABEL,
     RAY_GROUP_LABEL,
@@ -691,7 +691,7 @@ def test_raycluster_worker_zones_reads_nodeselector_and_required_affinity():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_cluster_workers_run_tasks_with_the_embedded_clusters_worker_environment(overlay):
     """One polars thread per task and freed memory returned at once on the head and every worker, as on a laptop
-    (resources/engine.py WORKER_ENV): the same task uses the same cores and reports the same peak RSS in both."""
+    (resources/local_ray.py WORKER_ENV): the same task uses the same cores and reports the same peak RSS in both."""
     rc = raycluster(render(overlay))
     for template in [head_template(rc)] + [g["template"] for g in worker_groups(rc)]:
         env = {e["name"]: e.get("value") for e in ray_container(template)["env"]}

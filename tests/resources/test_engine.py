@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from curation_assets.config import DEFAULT_THRESHOLDS
-from resources.engine import CHAOS_DIR, RAY_ENV, RUNNER, LocalCluster, RayEngine
+from resources.engine import CHAOS_DIR, RUNNER, RayEngine
+from resources.local_ray import RAY_ENV, LocalCluster
 from resources.ray_zones import RAY_ZONE_LABEL
 from tests.background import background
 from tests.helpers import ensure_ray, ray_dir
@@ -235,7 +236,7 @@ def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_out
 ORPHAN = """
 import os, resource, subprocess, sys
 from pathlib import Path
-from resources.engine import _gone, adopt_orphans
+from resources.local_ray import _gone, adopt_orphans
 adopt_orphans()
 # a daemon as `ray start` leaves one: started by a process that exits at once; it burns 0.5 s of CPU and exits
 burn = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.5: pass\\n"
