@@ -267,6 +267,8 @@ def run(
 ) -> bool:
     from concurrent.futures import FIRST_COMPLETED, Future, wait
 
+    import dagster as dg
+
     from curation_assets.config.versions import asset_versions as versions
     from curation_assets.defs import build_definitions, config_for
     from curation_assets.defs.jobs import INGEST_SOURCE, JOB_ASSETS, critical_path, job_graph
@@ -294,10 +296,18 @@ def run(
         instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
         io, graph, v = io_manager(cfg, settings), defs.resolve_asset_graph(), versions(cfg)
         quality = cfg.quality_model_params
-        jobs = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
+        every = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
+        jobs = dict(every)  # not started yet
         listings = {s: source_fingerprint(cfg, store, s) for s in sources}
         sizes = {s: sum(n for u in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(u))) for s in sources}
-        priority = critical_path(jobs, sizes)
+        priority = critical_path(every, sizes)
+
+        def ingested(source: str) -> None:
+            """Later jobs read raw, not the source's files: their cost follows raw's bytes from now on."""
+            nonlocal priority
+            if (m := io.manifest(dg.AssetKey("raw"), source)) is not None:
+                sizes[source] = int(m.get("bytes") or sizes[source])
+                priority = critical_path(every, sizes)
         done: set = set()
         failed: set = set()  # failed, or not run because a job it needs failed
         running: dict[Future, tuple[str, str | None]] = {}
@@ -331,6 +341,8 @@ def run(
                 future = start(node)
                 if future is None:
                     done.add(node)
+                    if node[0] == INGEST_SOURCE:
+                        ingested(node[1])
                 else:
                     running[future] = node
             if not running:
@@ -340,6 +352,8 @@ def run(
                 node = running.pop(future)
                 success, run_id, seconds, failures = future.result()
                 (done if success else failed).add(node)
+                if success and node[0] == INGEST_SOURCE:
+                    ingested(node[1])
                 print(f"{name(node)}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
                 for failure in failures:
                     print(f"  {failure}")

@@ -48,16 +48,17 @@ JOB_DESCRIPTIONS = {
 }
 
 
-# Relative cost of a per-source job per byte of the source's files, and of a corpus-wide job per byte of its inputs'
-# files: a rough critical-path weight for `curation run`'s order (from the whole-graph profile on the shared corpus,
-# one worker: curate_source is about twice ingest_source, finish_source a third of it).
+# Seconds per MB of a source's input, of a job on one core: the critical-path weights of `curation run`'s order
+# (measured here over the shared corpus, `benchmarks/bench_graph.py` with one worker: ingest 0.13-0.58 s/MB (HTML the
+# most), curate 0.56-2.6, finish 0.06-0.6; the corpus-wide jobs per MB of every source's input). A source's input is
+# its files until its raw is written, then raw (the text every later job reads: a WARC's headers and markup are gone).
 JOB_COST = {
-    INGEST_SOURCE: 1.0,
-    TRAIN_QUALITY: 0.5,
-    CURATE_SOURCE: 2.0,
-    DEDUPE_CORPUS: 0.3,
-    FINISH_SOURCE: 0.3,
-    BUILD_MIXTURE: 0.3,
+    INGEST_SOURCE: 0.3,
+    TRAIN_QUALITY: 0.35,
+    CURATE_SOURCE: 1.5,
+    DEDUPE_CORPUS: 0.04,
+    FINISH_SOURCE: 0.2,
+    BUILD_MIXTURE: 0.13,
 }
 Node = tuple[str, str | None]  # (job, source partition or None)
 
@@ -78,8 +79,8 @@ def job_graph(sources: list[str], quality_sources: tuple[str, ...] | None) -> di
 
 
 def critical_path(graph: dict[Node, set[Node]], source_bytes: dict[str, int]) -> dict[Node, float]:
-    """Each node's estimated cost plus that of the costliest chain of nodes that need it (`JOB_COST` x the bytes of
-    its source, or of the sources it reads): run first, the longest chain never waits behind shorter ones."""
+    """Each node's estimated cost plus that of the costliest chain of nodes that need it (`JOB_COST` x the input
+    bytes of its source, or of the sources it reads): run first, the longest chain never waits behind shorter ones."""
     needed_by: dict[Node, list[Node]] = {n: [] for n in graph}
     for node, needs in graph.items():
         for need in needs:
