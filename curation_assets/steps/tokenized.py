@@ -3,7 +3,6 @@ format `core/megatron.py`), in the recipe's tokenizer (a tiktoken encoding or a 
 resource, which also counted the mixture's `n_tokens` in `filtered`). Checks (they re-read what was persisted):
 `index_matches_tokens`, `ids_in_range`, `sample_decodes`, `no_cross_zone_bytes`."""
 
-import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import polars as pl
 
 from curation_assets.config import version_of
 from curation_assets.core import megatron
-from curation_assets.core.frames import FileSetOutput, read_parquet_bytes
+from curation_assets.core.frames import FileSetOutput, read_parquet_bytes, row_ranges
 from curation_assets.core.tokens import (
     BATCH,
     FORMAT,
@@ -62,11 +61,20 @@ def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
     return task_tokenizer(task.encoding).encode_arrays(task.texts), len(task.texts)
 
 
+# A task's row range: BATCH documents or BATCH_BYTES of text, whichever comes first (`core.frames.row_ranges`), so
+# the tasks are of like sizes (1,024 long documents would make one task four times the others) and there are enough
+# of them for every worker.
+BATCH_BYTES = 2**20
+COUNT_CHECK_DOCS = 256
+
+
 def miscounted(tokenizer: TokenizerResource, mixed: pl.LazyFrame, n_tokens: np.ndarray) -> tuple[int, int]:
     """(documents whose `n_tokens` differ from this tokenizer's count of their text, documents compared), over the
-    mixture's first batch. The shard counts are predicted from `n_tokens`, and the mixture was weighted by them: they
-    must be the recipe tokenizer's counts of the text as it is (filtered counts them once its edits are done)."""
-    head = mixed.select("text").head(BATCH).collect()["text"].to_list()
+    mixture's first COUNT_CHECK_DOCS documents, in the driver before any task: the shard counts are predicted from
+    `n_tokens`, and the mixture was weighted by them: they must be the recipe tokenizer's counts of the text as it is
+    (filtered counts them once its edits are done). Another tokenizer miscounts nearly every document, so a few
+    hundred tell; every document's count is then checked against the shards (`index_matches_tokens`)."""
+    head = mixed.select("text").head(COUNT_CHECK_DOCS).collect()["text"].to_list()
     counts = np.array([a.size for a in tokenizer.encode_arrays(head)], dtype=np.int64)
     return int((counts != n_tokens[: len(head)]).sum()), len(head)
 
@@ -97,7 +105,9 @@ def build(cfg, version: str) -> list:
         # The mixture's text is streamed batch by batch; only its per-document columns are held (about 100 bytes a
         # document), so memory does not grow with the mixture's text.
         docs = mixed.select("doc_id", "source", "component", "epoch", "n_tokens").collect()
-        text_bytes = mixed.select(pl.col("text").str.len_bytes().sum()).collect().item() or 0
+        sizes = mixed.select(pl.col("text").str.len_bytes()).collect().to_series()
+        text_bytes = int(sizes.sum() or 0)
+        ranges = row_ranges(sizes, BATCH, BATCH_BYTES)
         enforce_transfers(cost_guard, [cost_guard.data_root(text_bytes)])
 
         if tokenizer.encoding != spec.encoding or tokenizer.sha256 != spec.sha256:
@@ -116,9 +126,9 @@ def build(cfg, version: str) -> list:
             )
 
         def encoded(progress: Progress | None = None) -> Iterator[list[np.ndarray]]:
-            batches = mixed.select("text").collect_batches(chunk_size=BATCH, maintain_order=True)
-            tasks = (EncodeTask(frame["text"].to_list(), tokenizer.encoding) for frame in batches)
-            labels = (f"batch {k}" for k in itertools.count())
+            texts = (mixed.select("text").slice(start, n).collect()["text"].to_list() for start, n in ranges)
+            tasks = (EncodeTask(batch, tokenizer.encoding) for batch in texts)
+            labels = (f"documents {start}-{start + n - 1}" for start, n in ranges)
             return run_tasks(context, engine, encode_task, tasks, labels, progress)
 
         # Dagster takes an output's metadata before the IO manager consumes the shard stream, so the counts are
@@ -141,7 +151,7 @@ def build(cfg, version: str) -> list:
         }
         itemsize = megatron.optimal_dtype(tokenizer.vocab_size).itemsize
         yield dg.Output(
-            FileSetOutput(files=token_files(docs, encoded(Progress(total=-(-docs.height // BATCH))), header)),
+            FileSetOutput(files=token_files(docs, encoded(Progress(total=len(ranges))), header)),
             metadata=step_metadata(
                 rows_in=docs.height,
                 rows_out=docs.height,
