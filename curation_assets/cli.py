@@ -25,8 +25,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -211,8 +211,9 @@ def _init_worker(instance_ref, settings: Settings) -> None:
 
     from curation_assets.defs import build_definitions, config_for
 
-    _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)
-    _WORKER["defs"] = build_definitions(config_for(settings), settings)
+    _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)  # its own connections, never the parent's
+    if "defs" not in _WORKER:  # not inherited (a fork server's worker)
+        _WORKER["defs"] = build_definitions(config_for(settings), settings)
 
 
 def _execute_in_worker(job: str, partition: str | None, tags: dict) -> tuple[bool, str, float, list[str]]:
@@ -233,15 +234,22 @@ def _quick_exit() -> None:
     os._exit(0)
 
 
-def _pool(size: int, instance: dg.DagsterInstance, settings: Settings):
+def _pool(size: int, instance: dg.DagsterInstance, settings: Settings, defs) -> Any:
+    """`size` job workers. Forked from this process when it runs no other thread (`curation run`: Dagster's import,
+    the definitions and the cluster's start, a child process, start none): they inherit the imported modules and
+    `defs` and open the instance anew. Else (a caller with threads, e.g. the test session) forked from a fork
+    server that imported the definitions' modules once, which each worker then builds. A spawned worker imported
+    everything itself: about 3.5 CPU s each, while the Ray cluster starts."""
     import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    # forkserver: each worker is forked from a clean server process, not from this one (which holds threads and an
-    # instance: forking them is unsafe), and the server imports Dagster and the definitions' modules once for every
-    # worker (a spawned worker imported them itself: about 3.5 CPU s each, while the Ray cluster starts)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["curation_assets.defs"])
+    if threading.active_count() == 1:
+        _WORKER["defs"] = defs
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["curation_assets.defs"])
     return ProcessPoolExecutor(
         size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings)
     )
@@ -286,11 +294,11 @@ def run(
         if instance.is_ephemeral or settings.workers == 0
         else max(1, min(settings.workers or os.cpu_count() or 1, len(sources)))
     )
-    pool = _pool(parallel, instance, settings) if parallel > 1 else None
-    for _ in range(parallel if pool is not None else 0):  # started now: they import Dagster while this process does
+    defs = build_definitions(cfg, settings)
+    pool = _pool(parallel, instance, settings, defs) if parallel > 1 else None
+    for _ in range(parallel if pool is not None else 0):  # started now, while this process reads the data root
         pool.submit(int)
     try:
-        defs = build_definitions(cfg, settings)
         store = _store(settings)
         known = set(instance.get_dynamic_partitions(source_partitions.name))
         instance.add_dynamic_partitions(source_partitions.name, [s for s in cfg.source_names if s not in known])
@@ -478,7 +486,7 @@ def run_command(args: argparse.Namespace) -> int:
         from resources.local_ray import adopt_orphans
 
         adopt_orphans()  # the cluster this command starts is its own: its daemons' CPU time is this command's
-    starting: list[threading.Thread] = []
+    starting: list[subprocess.Popen] = []
 
     def start_cluster() -> None:
         # beside this process's own start (the config, Dagster, the definitions, the job workers), not in the first
@@ -486,8 +494,7 @@ def run_command(args: argparse.Namespace) -> int:
         # first job that does (a run that skips every job starts no cluster)
         if cluster is not None and not was_up and not starting:
             cpus = settings.workers or os.cpu_count() or 1
-            starting.append(threading.Thread(target=cluster.start, args=(cpus,), daemon=True))
-            starting[0].start()
+            starting.append(cluster.start_in_background(cpus))
 
     if args.force or args.trace:
         start_cluster()
@@ -507,7 +514,7 @@ def run_command(args: argparse.Namespace) -> int:
             return 0 if run(instance, settings, args.force or args.trace, tags, start_cluster) else 1
     finally:
         if starting:  # the embedded Ray cluster this command started
-            starting[0].join()
+            starting[0].wait()
             cluster.stop()
 
 

@@ -141,6 +141,17 @@ class LocalCluster:
                         raise
         raise AssertionError("unreachable")
 
+    def start_in_background(self, num_cpus: int) -> subprocess.Popen:
+        """`start(num_cpus)` in a child process, so that the caller starts no thread (it may fork workers) while the
+        cluster starts beside it; a step that needs the cluster meanwhile waits on the start's lock."""
+        code = (
+            "import sys, pathlib, resources.local_ray as r; "
+            "r.LocalCluster(pathlib.Path(sys.argv[1])).start(int(sys.argv[2]))"
+        )
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        return subprocess.Popen([sys.executable, "-c", code, str(self.state_dir), str(num_cpus)], env=env)
+
     def _start(self, num_cpus: int, labels: dict[str, str]) -> str:
         """`ray start --head` on loopback; records and returns the GCS address."""
         port = _free_port()
