@@ -310,12 +310,16 @@ def run(
         sizes = {s: sum(n for u in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(u))) for s in sources}
         priority = critical_path(every, sizes)
 
-        def ingested(source: str) -> None:
-            """Later jobs read raw, not the source's files: their cost follows raw's bytes from now on."""
+        def succeeded(node: tuple[str, str | None]) -> None:
+            """`node` is done (run or current). After a source's raw, its later jobs read raw, not the source's files:
+            their cost follows raw's bytes from now on."""
             nonlocal priority
-            if (m := io.manifest(dg.AssetKey("raw"), source)) is not None:
+            done.add(node)
+            job, source = node
+            if job == INGEST_SOURCE and (m := io.manifest(dg.AssetKey("raw"), source)) is not None:
                 sizes[source] = int(m.get("bytes") or sizes[source])
                 priority = critical_path(every, sizes)
+
         done: set = set()
         failed: set = set()  # failed, or not run because a job it needs failed
         running: dict[Future, tuple[str, str | None]] = {}
@@ -348,9 +352,7 @@ def run(
                 del jobs[node]
                 future = start(node)
                 if future is None:
-                    done.add(node)
-                    if node[0] == INGEST_SOURCE:
-                        ingested(node[1])
+                    succeeded(node)
                 else:
                     running[future] = node
             if not running:
@@ -359,9 +361,10 @@ def run(
             for future in finished:
                 node = running.pop(future)
                 success, run_id, seconds, failures = future.result()
-                (done if success else failed).add(node)
-                if success and node[0] == INGEST_SOURCE:
-                    ingested(node[1])
+                if success:
+                    succeeded(node)
+                else:
+                    failed.add(node)
                 print(f"{name(node)}: {'ok' if success else 'FAILED'} in {seconds:.1f} s (run {run_id})")
                 for failure in failures:
                     print(f"  {failure}")
