@@ -206,11 +206,15 @@ def _root_cause(error) -> str:
 _WORKER: dict[str, object] = {}  # a pool worker's definitions and instance, built once per process
 
 
-def _init_worker(instance_ref, settings: Settings) -> None:
+def _init_worker(instance_ref, settings: Settings, slots) -> None:
     import dagster as dg
 
     from curation_assets.defs import build_definitions, config_for
+    from resources.engine import DRIVER_SLOT
 
+    with slots.get_lock():  # each job worker's tasks start at a runner of their own
+        os.environ[DRIVER_SLOT] = str(slots.value)
+        slots.value += 1
     _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)  # its own connections, never the parent's
     if "defs" not in _WORKER:  # not inherited (a fork server's worker)
         _WORKER["defs"] = build_definitions(config_for(settings), settings)
@@ -251,7 +255,7 @@ def _pool(size: int, instance: dg.DagsterInstance, settings: Settings, defs) -> 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["curation_assets.defs"])
     return ProcessPoolExecutor(
-        size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings)
+        size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings, context.Value("i"))
     )
 
 

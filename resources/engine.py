@@ -39,6 +39,7 @@ NAMESPACE = "curation"
 # workers down: a live actor keeps its node busy.
 RUNNER_IDLE_S = 600.0
 RUNNER = "curation-runner"  # the runner pool's actor names: `<RUNNER>-<code version>-<index>`
+DRIVER_SLOT = "CURATION_DRIVER_SLOT"  # which of the drivers running at once this process is (unset: its PID)
 
 
 @dataclass
@@ -233,7 +234,12 @@ class RayEngine(dg.ConfigurableResource):
 
         if progress is not None:
             progress.engine = "ray"
-        free = self._runners()  # runners with no task of this step in flight
+        free = self._runners()  # runners with no task of this step in flight, the first to take a task last
+        # Drivers running at once (one per job worker of `curation run`) share the runners but do not see each
+        # other's tasks: each starts at a runner of its own (its slot), so that two steps of one task each do not
+        # queue on the same runner while another idles.
+        turn = int(os.environ.get(DRIVER_SLOT) or os.getpid()) % len(free)
+        free = (free[turn:] + free[:turn])[::-1]
         running: dict = {}  # ref -> its runner
         queue: deque = deque()  # (label, ref) in item order, not yet yielded
         window = 2 * len(free)  # results the driver may hold

@@ -144,6 +144,13 @@ while named() and time.monotonic() < deadline:
     time.sleep(0.5)
 out["after_idle"] = named()
 out["again"] = sorted(set(engine.map(t.worker_pid, range(4), ["a", "b", "c", "d"])))
+# drivers running at once start at different runners: the runner of a one-task step, per driver slot
+import os
+from resources.engine import DRIVER_SLOT
+out["first_runner"] = {}
+for slot in ("0", "1", "2"):
+    os.environ[DRIVER_SLOT] = slot
+    out["first_runner"][slot] = next(iter(engine.map(t.worker_pid, [0], ["one"])))
 # the cost guard's zone rule for Ray workers: the node is in use1-az4
 out["zones"] = {}
 for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "migration")):
@@ -198,6 +205,14 @@ def test_the_runner_pool_is_shared_exits_when_idle_and_comes_back(engine_runs):
     assert len(unit["runners"]) == 2 and all(re.fullmatch(rf"{RUNNER}-[0-9a-f]{{12}}-[01]", n) for n in unit["runners"])
     assert unit["after_idle"] == []  # exited on purpose: not restarted
     assert len(unit["again"]) == 2 and not set(unit["again"]) & set(unit["pids"])  # new runner processes
+
+
+def test_drivers_running_at_once_start_their_tasks_at_different_runners(engine_runs):
+    """Two steps of one task each (two job workers of `curation run`) do not queue on one runner while the other
+    idles: each driver slot starts at its own runner, round the pool."""
+    first = engine_runs.unit["first_runner"]
+    assert first["0"] != first["1"] and first["2"] == first["0"]  # a pool of 2 runners
+    assert {first["0"], first["1"]} == set(engine_runs.unit["again"])
 
 
 def test_a_task_whose_worker_is_killed_is_rerun_by_ray(engine_runs):
