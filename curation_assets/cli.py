@@ -497,8 +497,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     def start_cluster() -> None:
         # beside this process's own start (the config, Dagster, the definitions, the job workers), not in the first
-        # step (which waits for it: a start holds the cluster's lock): now when every job will run, else with the
-        # first job that does (a run that skips every job starts no cluster)
+        # step (which waits for it: a start holds the cluster's lock): now when jobs will run (forced, or a source
+        # never read), else with the first job that does (a run that skips every job starts no cluster)
         if cluster is not None and not was_up and not starting:
             cpus = settings.workers or os.cpu_count() or 1
             starting.append(cluster.start_in_background(cpus))
@@ -507,7 +507,9 @@ def run_command(args: argparse.Namespace) -> int:
         start_cluster()
     try:
         # local source paths that match no file stop here, one line each, before Dagster is started
-        load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
+        cfg = load_config(settings.sources, settings.recipe, settings.thresholds, settings.costs, check_paths=True)
+        if _unread_source(settings, cfg.source_names):  # its ingest will run: start the cluster now
+            start_cluster()
         problem = data_root_problem(settings)
         if problem:
             print(problem, file=sys.stderr)
@@ -523,6 +525,15 @@ def run_command(args: argparse.Namespace) -> int:
         if starting:  # the embedded Ray cluster this command started
             starting[0].wait()
             cluster.stop()
+
+
+def _unread_source(settings: Settings, sources: list[str]) -> bool:
+    """Whether a local data root holds no raw of one of `sources` (a first run: every job will run), read before
+    Dagster is imported (an S3 root is not asked: the cluster then starts with the first job that runs)."""
+    from pathlib import Path
+
+    root = settings.data_root
+    return "://" not in root and any(not Path(root, "raw", s, "_latest.json").is_file() for s in sources)
 
 
 def _cpus(value: str) -> int:

@@ -337,3 +337,20 @@ def test_two_instances_sharing_a_data_root_never_skip_on_each_others_outputs(tmp
         }, again
         assert contents() == mine
         assert ran(a, instance_a) == dict.fromkeys(again, "skipped")  # and now nothing is left to do
+
+
+def test_a_source_never_read_on_a_local_root_starts_the_cluster_at_once(tmp_path):
+    """`curation run` starts the embedded cluster beside Dagster's import when a source was never read (its ingest
+    will run), not in the first step; a root where every source has raw waits for a job that runs, and an S3 root
+    is not asked."""
+    from curation_assets.cli import _unread_source
+    from curation_assets.config.settings import Settings
+
+    local = Settings(data_root=str(tmp_path))
+    assert _unread_source(local, ["web", "books"])
+    for source in ("web", "books"):
+        (tmp_path / "raw" / source).mkdir(parents=True)
+        (tmp_path / "raw" / source / "_latest.json").write_text("{}")
+    assert not _unread_source(local, ["web", "books"])
+    assert _unread_source(local, ["web", "books", "code"])
+    assert not _unread_source(Settings(data_root="s3://bucket/root"), ["web"])
