@@ -532,8 +532,10 @@ def _unread_source(settings: Settings, sources: list[str]) -> bool:
     Dagster is imported (an S3 root is not asked: the cluster then starts with the first job that runs)."""
     from pathlib import Path
 
+    from curation_assets.config import is_url
+
     root = settings.data_root
-    return "://" not in root and any(not Path(root, "raw", s, "_latest.json").is_file() for s in sources)
+    return not is_url(root) and any(not Path(root, "raw", s, "_latest.json").is_file() for s in sources)
 
 
 def _cpus(value: str) -> int:
