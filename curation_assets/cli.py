@@ -206,15 +206,17 @@ def _root_cause(error) -> str:
 _WORKER: dict[str, object] = {}  # a pool worker's definitions and instance, built once per process
 
 
-def _init_worker(instance_ref, settings: Settings, slots) -> None:
+def _init_worker(instance_ref, settings: Settings) -> None:
+    import multiprocessing
+
     import dagster as dg
 
     from curation_assets.defs import build_definitions, config_for
     from resources.engine import DRIVER_SLOT
 
-    with slots.get_lock():  # each job worker's tasks start at a runner of their own
-        os.environ[DRIVER_SLOT] = str(slots.value)
-        slots.value += 1
+    # each job worker's tasks start at a runner of their own: its number among this process's children, the last
+    # part of its name (`ForkProcess-N`), consecutive within a pool
+    os.environ[DRIVER_SLOT] = multiprocessing.current_process().name.rpartition("-")[2].rpartition(":")[2]
     _WORKER["instance"] = dg.DagsterInstance.from_ref(instance_ref)  # its own connections, never the parent's
     if "defs" not in _WORKER:  # not inherited (a fork server's worker)
         _WORKER["defs"] = build_definitions(config_for(settings), settings)
@@ -255,7 +257,7 @@ def _pool(size: int, instance: dg.DagsterInstance, settings: Settings, defs) -> 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["curation_assets.defs"])
     return ProcessPoolExecutor(
-        size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings, context.Value("i"))
+        size, mp_context=context, initializer=_init_worker, initargs=(instance.get_ref(), settings)
     )
 
 

@@ -238,7 +238,8 @@ class RayEngine(dg.ConfigurableResource):
         # Drivers running at once (one per job worker of `curation run`) share the runners but do not see each
         # other's tasks: each starts at a runner of its own (its slot), so that two steps of one task each do not
         # queue on the same runner while another idles.
-        turn = int(os.environ.get(DRIVER_SLOT) or os.getpid()) % len(free)
+        slot = os.environ.get(DRIVER_SLOT, "")
+        turn = int(slot if slot.isdigit() else os.getpid()) % len(free)
         free = (free[turn:] + free[:turn])[::-1]
         running: dict = {}  # ref -> its runner
         queue: deque = deque()  # (label, ref) in item order, not yet yielded
