@@ -99,13 +99,18 @@ def io_manager(cfg: CurationConfig, settings: Settings) -> ParquetIOManager:
     return deployment(cfg, settings).resources["io_manager"]
 
 
-def source_fingerprint(cfg: CurationConfig, store: ObjectStore, source: str) -> str:
-    """The fingerprint of what raw reads for `source`: its config, raw's config version and every matched file
-    (with its size and modification time locally). raw's manifest records it (run tag SOURCES_TAG)."""
+def source_files(cfg: CurationConfig, store: ObjectStore, source: str) -> list[tuple[str, int]]:
+    """(file, bytes) of every file `source`'s URIs match, listed once per `curation run`."""
+    return [f for uri in cfg.source(source).uris for f in store.expand(cfg.resolve_uri(uri))]
+
+
+def source_fingerprint(cfg: CurationConfig, source: str, matched: list[tuple[str, int]]) -> str:
+    """The fingerprint of what raw reads for `source`: its config, raw's config version and every `matched` file
+    (`source_files`; with its size and modification time locally). raw's manifest records it (run tag SOURCES_TAG)."""
     from curation_assets.config.versions import asset_versions as versions
     from resources.store import kind_of
 
-    files = [f for uri in cfg.source(source).uris for f, _ in store.expand(cfg.resolve_uri(uri))]
+    files = [f for f, _ in matched]
     stats = [(f, *((os.stat(f).st_size, os.stat(f).st_mtime_ns) if kind_of(f) == "local" else ())) for f in files]
     payload = [cfg.source(source).model_dump(mode="json"), versions(cfg)["raw"], stats]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -312,8 +317,9 @@ def run(
         quality = cfg.quality_model_params
         every = job_graph(sources, (*quality.reference, *quality.background) if quality else None)
         jobs = dict(every)  # not started yet
-        listings = {s: source_fingerprint(cfg, store, s) for s in sources}
-        sizes = {s: sum(n for u in cfg.source(s).uris for _, n in store.expand(cfg.resolve_uri(u))) for s in sources}
+        matched = {s: source_files(cfg, store, s) for s in sources}
+        listings = {s: source_fingerprint(cfg, s, matched[s]) for s in sources}
+        sizes = {s: sum(n for _, n in matched[s]) for s in sources}
         priority = critical_path(every, sizes)
 
         def succeeded(node: tuple[str, str | None]) -> None:
