@@ -20,6 +20,7 @@ import gc
 import hashlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -162,6 +163,7 @@ class Progress:
     tasks: list[TaskStats] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     engine: str = "in_process"  # where the tasks ran: "ray" (a cluster's workers) or "in_process" (the step's own)
+    in_process: int = 0  # tasks run in the step's own process (all with "in_process"; with "ray", while it started)
 
     def metadata(self) -> dict[str, object]:
         wall = time.perf_counter() - self.started
@@ -169,6 +171,7 @@ class Progress:
         return {
             "task_engine": self.engine,
             "tasks": len(self.tasks),
+            "tasks_in_process": self.in_process,
             "task_docs_per_s": round(docs / wall, 1) if wall > 0 else 0.0,
             "task_max_peak_rss_mb": round(max((t.peak_rss_bytes for t in self.tasks), default=0) / 2**20, 1),
             "task_max_seconds": round(max((t.seconds for t in self.tasks), default=0.0), 3),
@@ -223,12 +226,22 @@ class RayEngine(dg.ConfigurableResource):
         """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
         cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
         function) and return (result, documents). A task that fails for good raises, naming its item's label."""
+        pairs = zip(items, labels)  # noqa: B905 - labels may be an endless generator
         if inline or self.workers == 0:  # in this process, in order (a traced run: its trace shows every task)
-            for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
-                result, stats = run_task(fn, item, label)
-                self._record(stats, log, progress)
-                yield result
+            for item, label in pairs:
+                yield self._run_here(fn, item, label, log, progress)
             return
+        if self._cluster_starting():
+            # Another process is starting the embedded cluster (`curation run` starts it beside its own start-up; `ray
+            # start` takes 3-8 s here): rather than wait on the start's lock, the step runs its tasks in its own
+            # process, through the same `run_task`, until the cluster is up, and sends the rest to Ray. Results are
+            # yielded in item order either way, so the output does not depend on where each task ran.
+            for item, label in pairs:
+                yield self._run_here(fn, item, label, log, progress)
+                if not self._cluster_starting():
+                    break
+            else:
+                return
         self.connect(override)  # first: it sets the loopback environment Ray reads when it is imported
         import ray
 
@@ -251,7 +264,7 @@ class RayEngine(dg.ConfigurableResource):
             ready, _ = ray.wait(list(running), num_returns=1 if block else len(running), timeout=None if block else 0)
             free.extend(running.pop(ref) for ref in ready)
 
-        for item, label in zip(items, labels):  # noqa: B905 - labels may be an endless generator
+        for item, label in pairs:
             while not free:  # each task goes to an idle runner: a slow shard never holds the others back
                 settle(block=True)
             runner = free.pop()
@@ -268,6 +281,21 @@ class RayEngine(dg.ConfigurableResource):
             head_label, head = queue.popleft()
             running.pop(head, None)
             yield self._collect(head_label, head, log, progress)
+
+    def _cluster_starting(self) -> bool:
+        """Whether this process has not joined a cluster yet and another is starting the embedded one."""
+        ray = sys.modules.get("ray")
+        if self.address is not None or (ray is not None and ray.is_initialized()):
+            return False
+        return LocalCluster(Path(self.state_dir)).starting()
+
+    @staticmethod
+    def _run_here(fn: Callable, item: object, label: str, log, progress: Progress | None) -> object:
+        result, stats = run_task(fn, item, label)
+        if progress is not None:
+            progress.in_process += 1
+        RayEngine._record(stats, log, progress)
+        return result
 
     def _runners(self) -> list:
         """This code version's runner pool (created where missing), after stopping the pools of other versions."""

@@ -96,13 +96,15 @@ def _gone(pid: int) -> bool:
     """Whether `pid` has exited; reaps it when it is a child of this process (a daemon it adopted). A zombie that is
     another's child has exited too (its reaper, often init, may take seconds), unless only its main thread has (a
     process whose other threads still run shows as a zombie: a Ray worker shutting down)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
     try:
         zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return True
+    if zombie:  # reaped after it is seen exited, not before: a child reaped first could exit unreaped in between
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return zombie and threads <= 1
 
 
 @dataclass
@@ -137,15 +139,37 @@ class LocalCluster:
             address = self.address()
             if address:
                 return address, False
-            for attempt in range(1, START_ATTEMPTS + 1):
-                self.stop()  # leftovers of a cluster that died half-way
-                try:
-                    return self._start(num_cpus, labels or {}), True
-                except RuntimeError:
-                    # a port taken between our check and Ray's bind, a node that timed out under load: new ports
-                    if attempt == START_ATTEMPTS:
-                        raise
+            self._starting.touch()
+            try:
+                for attempt in range(1, START_ATTEMPTS + 1):
+                    self.stop()  # leftovers of a cluster that died half-way
+                    try:
+                        return self._start(num_cpus, labels or {}), True
+                    except RuntimeError:
+                        # a port taken between our check and Ray's bind, a node that timed out under load: new ports
+                        if attempt == START_ATTEMPTS:
+                            raise
+            finally:
+                self._starting.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    @property
+    def _starting(self) -> Path:
+        return self.state_dir / "starting"
+
+    def starting(self) -> bool:
+        """Whether a process is starting the cluster now: its start's mark is there and the start's lock is held (a
+        mark without the lock is a start that died; the lock without the mark, a check of a running cluster)."""
+        if not self._starting.is_file():
+            return False
+        try:
+            with open(self.state_dir / "cluster.lock") as lock:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except FileNotFoundError:
+            pass
+        return False
 
     def start_in_background(self, num_cpus: int) -> subprocess.Popen:
         """`start(num_cpus)` in a child process, so that the caller starts no thread (it may fork workers) while the

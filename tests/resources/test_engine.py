@@ -45,6 +45,14 @@ def worker_pid(item: int) -> tuple[int, int]:
     return os.getpid(), 1
 
 
+def end_start(item: tuple[int, str]) -> tuple[int, int]:
+    """The task at index 1 ends the cluster start that `STARTING`'s holder simulates (removes its mark)."""
+    index, state = item
+    if index == 1:
+        (Path(state) / "starting").unlink()
+    return os.getpid(), 1
+
+
 def listening_pids_and_addresses() -> list[tuple[int, str]]:
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
     rows = []
@@ -162,6 +170,26 @@ for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "mig
 print("UNIT " + json.dumps(out))
 """
 
+# A step of the embedded cluster while another process starts it (holds the start's lock, its mark there): its tasks
+# run in its own process until the start ends (the second task ends it), then on the cluster's runners
+STARTING = """
+import json, subprocess, sys
+from resources.engine import Progress, RayEngine
+from tests.resources import test_engine as t
+state = sys.argv[1]
+hold = (
+    "import fcntl, pathlib, sys, time; s = pathlib.Path(sys.argv[1]); f = open(s / 'cluster.lock', 'a+'); "
+    "fcntl.flock(f, fcntl.LOCK_EX); (s / 'starting').touch(); print('held', flush=True)\\n"
+    "while (s / 'starting').exists(): time.sleep(0.01)"
+)
+holder = subprocess.Popen([sys.executable, "-c", hold, state], stdout=subprocess.PIPE, text=True)
+assert holder.stdout.readline() == "held\\n"
+progress = Progress(total=4)
+pids = list(RayEngine(state_dir=state).map(t.end_start, [(i, state) for i in range(4)], "abcd", progress=progress))
+holder.wait()
+print("STARTING " + json.dumps({"driver": __import__("os").getpid(), "pids": pids, "metadata": progress.metadata()}))
+"""
+
 
 @background.job("engine_runs", cost=65)
 def _engine_runs(tmp: Path) -> types.SimpleNamespace:
@@ -182,6 +210,14 @@ def _engine_runs(tmp: Path) -> types.SimpleNamespace:
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         (unit,) = [line for line in done.stdout.decode().splitlines() if line.startswith("UNIT ")]
         out.unit = json.loads(unit.removeprefix("UNIT "))
+        done = subprocess.run(
+            [sys.executable, "-c", STARTING, str(tmp / "ray")],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        (starting,) = [line for line in done.stdout.decode().splitlines() if line.startswith("STARTING ")]
+        out.starting = json.loads(starting.removeprefix("STARTING "))
         out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())})
         out.killed = armed("novels", f"{SOURCE} rows")  # filtered's task labels are `<source> rows <first>-<last>`
         out.external = run_books(tmp, "external", {"CURATION_RAY_ADDRESS": address})
@@ -205,6 +241,17 @@ def test_the_runner_pool_is_shared_exits_when_idle_and_comes_back(engine_runs):
     assert len(unit["runners"]) == 2 and all(re.fullmatch(rf"{RUNNER}-[0-9a-f]{{12}}-[01]", n) for n in unit["runners"])
     assert unit["after_idle"] == []  # exited on purpose: not restarted
     assert len(unit["again"]) == 2 and not set(unit["again"]) & set(unit["pids"])  # new runner processes
+
+
+def test_a_step_runs_its_tasks_in_its_own_process_while_another_starts_the_cluster_then_on_ray(engine_runs):
+    """`curation run` starts the embedded cluster beside its own start-up: a step that finds the start under way does
+    not wait on its lock, it runs its tasks through `run_task` in its own process until the cluster is up."""
+    out = engine_runs.starting
+    driver, pids = out["driver"], out["pids"]
+    assert pids[:2] == [driver, driver]  # the start ended during the second task
+    assert driver not in pids[2:] and set(pids[2:]) <= set(engine_runs.unit["again"])  # the pool's runners
+    assert out["metadata"]["task_engine"] == "ray" and out["metadata"]["tasks_in_process"] == 2
+    assert out["metadata"]["tasks"] == 4
 
 
 def test_drivers_running_at_once_start_their_tasks_at_different_runners(engine_runs):
