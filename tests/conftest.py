@@ -16,10 +16,12 @@ one embedded cluster (`CURATION_RAY_DIR`, tests/helpers.py `ray_dir`).
 
 from __future__ import annotations
 
+import logging
 import time
 import types
 from pathlib import Path
 
+import _pytest.logging
 import pytest
 
 # helpers that assert (their failures show the compared values, as in a test module)
@@ -39,6 +41,20 @@ from tests.helpers import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _under_logging_lock(enter):
+    def locked(self):
+        with logging._lock:
+            return enter(self)
+
+    return locked
+
+
+# pytest's log capture iterates logging's dict of loggers at every phase of every test (`catching_logs.__enter__`)
+# while the background jobs' Dagster runs, threads of this process, create loggers: "RuntimeError: dictionary changed
+# size during iteration" at a test's setup (seen once in CI). logging creates loggers under its module lock.
+_pytest.logging.catching_logs.__enter__ = _under_logging_lock(_pytest.logging.catching_logs.__enter__)
 _STARTED = pytest.StashKey[float]()
 _SAVED_ENV = pytest.StashKey[dict]()
 
