@@ -14,6 +14,7 @@ daemon) and a throw-away CURATION_DATA_ROOT. Through GraphQL it registers the `b
 """
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -114,6 +115,43 @@ def _wait_loaded(ws: Webserver) -> None:
         time.sleep(0.25)
 
 
+def _kill_group_but_trackers(pgid: int) -> list[int]:
+    """SIGKILL every process of group `pgid` but its multiprocessing resource trackers, which are left to unlink the
+    named semaphores the runs' executors (a forkserver context) registered with them: once every other holder of
+    their pipe is gone they clean up and exit (killed with the rest, they left 8 `sem.mp-*` in /dev/shm per UI
+    run). Returns the trackers' PIDs."""
+    trackers: set[int] = set()
+    for _ in range(100):  # again, for what a dying server forked meanwhile, until only trackers and zombies are left
+        alive = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+                pid = int(stat.parent.name)
+                if int(group) != pgid or state == "Z" or pid in trackers:
+                    continue
+                if b"multiprocessing.resource_tracker" in (stat.parent / "cmdline").read_bytes():
+                    trackers.add(pid)
+                    continue
+                os.kill(pid, signal.SIGKILL)
+                alive += 1
+            except (OSError, ValueError):
+                continue
+        if not alive:
+            break
+        time.sleep(0.05)
+    return sorted(trackers)
+
+
+def _reap_trackers(trackers: list[int]) -> None:
+    """Wait (at most 10 s) for the spared trackers to finish their clean-up, then kill what is left."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in trackers):
+        time.sleep(0.1)
+    for pid in trackers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def start_webserver(tmp: Path) -> Webserver:
     """A standalone `dagster code-server start` and a `dagster-webserver` that loads it from a grpc_server entry (the
     cluster's shape), on a throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a daemon) and data
@@ -148,11 +186,9 @@ def start_webserver(tmp: Path) -> Webserver:
     def stop() -> None:
         # SIGTERM does not stop these servers promptly and their children (run workers) share their process groups
         for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            trackers = _kill_group_but_trackers(proc.pid)
             proc.wait(timeout=30)
+            _reap_trackers(trackers)
         procs.clear()
 
     atexit.register(stop)
