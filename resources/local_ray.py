@@ -173,7 +173,8 @@ class LocalCluster:
 
     def start_in_background(self, num_cpus: int) -> subprocess.Popen:
         """`start(num_cpus)` in a child process, so that the caller starts no thread (it may fork workers) while the
-        cluster starts beside it; a step that needs the cluster meanwhile waits on the start's lock."""
+        cluster starts beside it; a step that needs the cluster meanwhile runs its tasks in its own process until it
+        is up (`RayEngine.map`, `starting`)."""
         code = (
             "import sys, pathlib, resources.local_ray as r; "
             "r.LocalCluster(pathlib.Path(sys.argv[1])).start(int(sys.argv[2]))"

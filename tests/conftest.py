@@ -55,6 +55,7 @@ def _under_logging_lock(enter):
 # while the background jobs' Dagster runs, threads of this process, create loggers: "RuntimeError: dictionary changed
 # size during iteration" at a test's setup (seen once in CI). logging creates loggers under its module lock.
 _pytest.logging.catching_logs.__enter__ = _under_logging_lock(_pytest.logging.catching_logs.__enter__)
+
 _STARTED = pytest.StashKey[float]()
 _SAVED_ENV = pytest.StashKey[dict]()
 
