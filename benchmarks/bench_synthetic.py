@@ -4,9 +4,9 @@ Usage: python benchmarks/bench_synthetic.py [--input FILE ...] [--min-kb 1] [--r
 
 Input: the shared corpus's code and books shards (or any shards named with `--input`). Every generator runs on every
 document of at least `--min-kb` KB (smaller ones measure call overhead, not the generator), one document at a time,
-one core; a document's time is the best of `--repeat` runs (a shared machine only ever adds time). Per generator it
-prints documents/s, MB/s, nanoseconds per work unit (what `max_work` bounds), the most work units one document cost,
-and the spread of seconds per MB: the slowest document's over the median document's (issue 19's bound: <= 20x; a
+one core; a document's time is the best of `--repeat` runs (a shared machine only ever adds time), each run at
+least 1 ms of calls. Per generator it prints documents/s, MB/s, nanoseconds per work unit (what `max_work` bounds),
+the most work units one document cost, and the spread of seconds per MB: the slowest document's over the median document's (issue 19's bound: <= 20x; a
 generator quadratic in document size shows up here as hundreds). Then the constructed worst cases of
 tests/core/test_generators.py at two sizes: seconds per MB at n and 2n (linear: the same).
 
@@ -16,6 +16,7 @@ file on every call) instead of `generators.SourceSegments`, one run each. Last: 
 
 import argparse
 import ast
+import math
 import statistics
 import sys
 import time
@@ -48,18 +49,26 @@ def load(paths: list[Path], min_bytes: int) -> list[str]:
     return [t for t in texts if len(t.encode()) >= min_bytes]
 
 
-def timed(fn, texts: list[str], repeat: int) -> tuple[list[float], list[int]]:
-    """Best-of-`repeat` seconds and the work units of `fn` on each text."""
-    seconds, units = [], []
+def timed(fn, texts: list[str], repeat: int, min_seconds: float = 1e-3) -> tuple[list[float], list[int]]:
+    """Best-of-`repeat` seconds per call and the work units of `fn` on each text. Each run calls it often enough to
+    take `min_seconds` (timeit's autorange), and the runs are passes over all texts, not back to back: a single 20 us
+    call's timing is mostly the machine's noise, and a busy spell of the machine lasts longer than three runs of one
+    text. The slowest of two thousand such timings was an outlier of the machine, not of the generator (math, whose
+    cost does not depend on the document: best of 3 single calls back to back 20.7x, of 20 14.7x, of 3 1-ms runs
+    17.6x)."""
+    units, calls, seconds = [], [], [float("inf")] * len(texts)
     for i, t in enumerate(texts):
-        best = float("inf")
-        for _ in range(repeat):
-            work = generators.Work()
-            start = time.process_time()
-            fn(t, f"doc-{i}", work)
-            best = min(best, time.process_time() - start)
-        seconds.append(best)
+        work = generators.Work()
+        start = time.process_time()
+        fn(t, f"doc-{i}", work)
+        calls.append(max(1, math.ceil(min_seconds / max(time.process_time() - start, 1e-7))))
         units.append(work.units)
+    for _ in range(repeat):
+        for i, t in enumerate(texts):
+            start = time.process_time()
+            for _ in range(calls[i]):
+                fn(t, f"doc-{i}", generators.Work())
+            seconds[i] = min(seconds[i], (time.process_time() - start) / calls[i])
     return seconds, units
 
 

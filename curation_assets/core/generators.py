@@ -116,12 +116,15 @@ class UnverifiedAnswer(AssertionError):
 def _change(r: random.Random) -> tuple[str, str, Fraction, Callable[[Fraction], bool]]:
     name, item = r.choice(NAMES), r.choice(ITEMS)
     n, cents = r.randint(2, 9), r.randint(50, 1500)
-    price = Fraction(cents, 100)
-    bill = next(b for b in (5, 10, 20, 50, 100, 200) if b >= n * price)
-    answer = bill - n * price
-    q = f"{name} buys {n} {item}s at ${float(price):.2f} each and pays with a ${bill} bill. How much change does {name} get?"
-    steps = f"The {item}s cost {n} x ${float(price):.2f} = ${float(n * price):.2f}. Change: ${bill} - ${float(n * price):.2f} = ${float(answer):.2f}."
-    return q, steps, answer, lambda a: a >= 0 and a + n * price == bill  # check by substitution
+    # in whole cents: the Fraction form compared n x price with each bill and re-multiplied it in the text, 49 us a
+    # problem against 12-19 for the other templates (ints divide to the correctly rounded float, as Fraction's do)
+    total = n * cents
+    bill = next(b for b in (5, 10, 20, 50, 100, 200) if 100 * b >= total)
+    answer = Fraction(100 * bill - total, 100)
+    price, cost, change = f"{cents / 100:.2f}", f"{total / 100:.2f}", f"{(100 * bill - total) / 100:.2f}"
+    q = f"{name} buys {n} {item}s at ${price} each and pays with a ${bill} bill. How much change does {name} get?"
+    steps = f"The {item}s cost {n} x ${price} = ${cost}. Change: ${bill} - ${cost} = ${change}."
+    return q, steps, answer, lambda a: a >= 0 and a + n * Fraction(cents, 100) == bill  # check by substitution
 
 
 def _rate(r: random.Random) -> tuple[str, str, Fraction, Callable[[Fraction], bool]]:
