@@ -6,7 +6,7 @@ from collections import Counter
 
 import polars as pl
 
-from curation_assets.core.filter_rules import features, words_expr
+from curation_assets.core.filter_rules import features, split_words
 
 
 def top_duplicate(words: list[str], n: int) -> int | None:
@@ -58,7 +58,7 @@ def test_top_and_duplicated_ngrams_equal_datatrove_algorithms_on_repetitive_text
     dups = tuple((n, 0.0) for n in range(5, 11))  # threshold 0: the exact scan runs on every document
     for _ in range(12):
         texts = pl.Series([repetitive_text(rng) for _ in range(25)], dtype=pl.String)
-        words = pl.DataFrame({"t": texts}).select(words_expr(pl.col("t"))).to_series().to_list()
+        words = split_words(texts).to_list()
         out = features(texts, top_n_grams=tops, dup_n_grams=dups)
         for n, _ in tops:
             assert out[f"_top{n}"].to_list() == [top_duplicate(w, n) for w in words], n
@@ -67,3 +67,25 @@ def test_top_and_duplicated_ngrams_equal_datatrove_algorithms_on_repetitive_text
             want = [None if gone or len(w) < n else all_duplicate(w, n) for w, gone in zip(words, dropped)]
             assert out[f"_dup{n}"].to_list() == want, n
             dropped = [gone or bool(v) for gone, v in zip(dropped, want)]
+
+
+def test_words_split_contractions_as_spacy_whatever_character_follows():
+    # "'s" / "n't" are split off only before a non-word character; before a non-ASCII letter ("'sé", "n'tä") the
+    # texts take the Unicode-boundary regex, spliced back in their rows between texts that do not
+    texts = pl.Series(
+        [
+            "the cat's toy 'tis",
+            "She said 'sévère' and 'sa' then: it's l'été, don'tä stop; I'd've O'Reilly's n’té",
+            "plain ascii, no quote",
+            "d'ya 'mé",
+            None,
+        ]
+    )
+    assert split_words(texts).to_list() == [
+        ["the", "cat", "'s", "toy", "'", "tis"],
+        ["She", "said", "'", "sévère", "'", "and", "'", "sa", "'", "then", ":", "it", "'s", "l'été", ","]
+        + ["don'tä", "stop", ";", "I", "'d", "'ve", "O'Reilly", "'s", "n’té"],
+        ["plain", "ascii", ",", "no", "quote"],
+        ["d'ya", "'", "mé"],
+        None,
+    ]
