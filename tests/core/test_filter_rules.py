@@ -69,6 +69,35 @@ def test_top_and_duplicated_ngrams_equal_datatrove_algorithms_on_repetitive_text
             dropped = [gone or bool(v) for gone, v in zip(dropped, want)]
 
 
+def test_duplicated_ngram_values_under_their_threshold_are_upper_bounds_that_decide_as_the_exact_ones():
+    # datatrove's thresholds: where a bound (every non-first occurrence, or the words they cover) is <= the
+    # threshold the exact scan is skipped; the decision must be the exact value's
+    rng = random.Random(11)
+    dups = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+
+    def copied_passages() -> str:  # distinct words and a few copied spans: a bound near the threshold
+        words = [f"w{i}" for i in range(rng.choice([60, 120, 250]))]
+        for _ in range(rng.randint(1, 3)):
+            k = rng.randint(5, 30)
+            s = rng.randint(0, len(words) - k)
+            words[s + rng.randint(0, 3) : s] = words[s : s + k]
+        return " ".join(words)
+
+    texts = pl.Series([f() for _ in range(150) for f in (copied_passages, lambda: repetitive_text(rng))])
+    words = split_words(texts).to_list()
+    chars = [len(t) for t in texts]
+    bounded = 0
+    for n, frac in dups:
+        out = features(texts, dup_n_grams=((n, frac),))[f"_dup{n}"].to_list()
+        for w, c, got in zip(words, chars, out, strict=True):
+            if len(w) < n:
+                continue
+            exact = all_duplicate(w, n)
+            assert got >= exact and (got > frac * c) == (exact > frac * c), (n, w)
+            bounded += got != exact
+    assert bounded  # the bounds were used
+
+
 def test_words_split_contractions_as_spacy_whatever_character_follows():
     # "'s" / "n't" are split off only before a non-word character; before a non-ASCII letter ("'sé", "n'tä") the
     # texts take the Unicode-boundary regex, spliced back in their rows between texts that do not
