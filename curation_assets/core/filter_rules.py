@@ -3,8 +3,9 @@
 `features(texts, ...)` returns one row per text (aligned) of `_`-prefixed statistics; `filtered.py` turns them into
 rules. Everything is vectorised (texts are exploded into words / lines and aggregated); the one sequential algorithm,
 datatrove's greedy `find_all_duplicate` scan for duplicated 5..10-grams, runs in Python only for the few documents
-whose exact upper bound (chars of every repeated n-gram occurrence) exceeds the threshold, and only over their repeated
-n-grams. n-gram statistics run on numpy arrays of 64-bit word-tuple hashes, hashing only n-grams that can repeat.
+whose upper bounds (the chars of every non-first occurrence of a repeated n-gram, then of the words those occurrences
+cover) both exceed the threshold, and only over their repeated n-grams; a document under the threshold gets the bound
+as its value. n-gram statistics run on numpy arrays of 64-bit word-tuple hashes, hashing only n-grams that can repeat.
 
 Words emulate datatrove's English word tokenizer (spaCy `blank("en")`, tokens stripped, empty ones dropped):
 whitespace chunks, with spaCy's single-char prefix/suffix punctuation split off, a final `.` split off, contractions

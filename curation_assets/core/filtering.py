@@ -303,7 +303,8 @@ def filter_docs(
 ) -> pl.DataFrame:
     """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise), `quality_score` (when given) +
     `drop_reason` (null = kept) + `drop_value` (the measured value behind the first failing rule) + `values` (a struct
-    of every rule's measured value, for the ledger and the funnel's distributions).
+    of every rule's measured value, for the ledger and the funnel's distributions; a duplicated-n-gram value under its
+    threshold is an upper bound of datatrove's, see filter_rules).
 
     Requires `text`; `url` (optional: none = no URL) is checked against `urls` (none: no list, nothing dropped by
     URL). Rules run in datatrove's FineWeb order and the first failing rule wins (see `_rules`). With
