@@ -6,8 +6,8 @@ Input: the shared corpus's code and books shards (or any shards named with `--in
 document of at least `--min-kb` KB (smaller ones measure call overhead, not the generator), one document at a time,
 one core; a document's time is the best of `--repeat` runs (a shared machine only ever adds time), each run at
 least 1 ms of calls. Per generator it prints documents/s, MB/s, nanoseconds per work unit (what `max_work` bounds),
-the most work units one document cost, and the spread of seconds per MB: the slowest document's over the median document's (issue 19's bound: <= 20x; a
-generator quadratic in document size shows up here as hundreds). Then the constructed worst cases of
+the most work units one document cost, and the spread of seconds per MB: the slowest document's over the median
+document's (issue 19's bound: <= 20x; a generator quadratic in document size shows up here as hundreds). Then the constructed worst cases of
 tests/core/test_generators.py at two sizes: seconds per MB at n and 2n (linear: the same).
 
 Baseline in the same run: `code_docs` with the standard library's `ast.get_source_segment` (which re-splits the whole
@@ -55,7 +55,7 @@ def timed(fn, texts: list[str], repeat: int, min_seconds: float = 1e-3) -> tuple
     call's timing is mostly the machine's noise, and a busy spell of the machine lasts longer than three runs of one
     text. The slowest of two thousand such timings was an outlier of the machine, not of the generator (math, whose
     cost does not depend on the document: best of 3 single calls back to back 20.7x, of 20 14.7x, of 3 1-ms runs
-    17.6x)."""
+    back to back 17.6x, of 3 1-ms passes 15.3x)."""
     units, calls, seconds = [], [], [float("inf")] * len(texts)
     for i, t in enumerate(texts):
         work = generators.Work()

@@ -120,8 +120,9 @@ def _change(r: random.Random) -> tuple[str, str, Fraction, Callable[[Fraction], 
     # problem against 12-19 for the other templates (ints divide to the correctly rounded float, as Fraction's do)
     total = n * cents
     bill = next(b for b in (5, 10, 20, 50, 100, 200) if 100 * b >= total)
-    answer = Fraction(100 * bill - total, 100)
-    price, cost, change = f"{cents / 100:.2f}", f"{total / 100:.2f}", f"{(100 * bill - total) / 100:.2f}"
+    left = 100 * bill - total
+    answer = Fraction(left, 100)
+    price, cost, change = f"{cents / 100:.2f}", f"{total / 100:.2f}", f"{left / 100:.2f}"
     q = f"{name} buys {n} {item}s at ${price} each and pays with a ${bill} bill. How much change does {name} get?"
     steps = f"The {item}s cost {n} x ${price} = ${cost}. Change: ${bill} - ${cost} = ${change}."
     return q, steps, answer, lambda a: a >= 0 and a + n * Fraction(cents, 100) == bill  # check by substitution
