@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from curation_assets.core.dedup import DedupParams, ledger_summary, signatures
+from curation_assets.core.dedup import DedupParams, batch_slices, ledger_summary, signatures, text_sizes
 from curation_assets.core.frames import StepOutput, empty_frame, read_parquet_bytes
 from curation_assets.core.minhash import (
     PAIR_SCHEMA,
@@ -52,23 +52,40 @@ from resources.engine import Progress, RayEngine
 from resources.io_manager import LOAD, PARTS, ParquetIOManager
 from resources.store import ObjectStore
 
-SIGNATURE_BATCH_ROWS = 20_000  # rows of `filtered` per task: a task's memory is bounded by its range, not the source
+# One stored part per 20,000 rows of `filtered` (~11 MB): dedup_clusters' shuffle reads every part once and each of
+# its band tasks reads a block of every shuffle file, so fewer, larger parts keep that parts x partitions fan-in small
+# (docs/scale.md); the driver reads `filtered` a part's rows at a time.
+SIGNATURE_PART_ROWS = 20_000
+# Text per task: MinHash costs ~0.4 s per 2 MiB here, so a source's signatures spread over the cluster's CPUs whatever
+# its size (a part of 20,000 documents was one task: a source under that many kept documents ran on one CPU).
+SIGNATURE_TASK_BYTES = 2 << 20
 NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
 
 
 @dataclass(frozen=True)
 class SignatureTask:
-    """A batch of a source's filtered documents: the unit of work of `dedup_signatures` (a Ray task)."""
+    """A run of consecutive filtered documents, within one stored part: the unit of work of `dedup_signatures` (a Ray
+    task)."""
 
     batch: pl.DataFrame
     params: DedupParams
     source: str
+    part: int
 
 
-def signature_task(task: SignatureTask) -> tuple[tuple[list[pl.DataFrame], int], int]:
-    """(signature frames, text bytes) of one row range (`core.dedup.signatures`); runs in a Ray worker."""
-    frames = list(signatures(task.batch, task.params, source=task.source))
-    return (frames, task.batch.estimated_size()), task.batch.height
+def signature_task(task: SignatureTask) -> tuple[tuple[int, pl.DataFrame, int], int]:
+    """(part, signature frame, text bytes) of one run of documents (`core.dedup.signatures`); runs in a Ray worker."""
+    frame = pl.concat(list(signatures(task.batch, task.params, source=task.source)))
+    return (task.part, frame, task.batch.estimated_size()), task.batch.height
+
+
+def signature_tasks(docs: pl.LazyFrame, params: DedupParams, source: str) -> Iterator[SignatureTask]:
+    """The tasks of `docs` (`doc_id`, `text`), in row order: each stored part's rows in runs of about
+    `SIGNATURE_TASK_BYTES` of text."""
+    for part, rows in enumerate(docs.collect_batches(chunk_size=SIGNATURE_PART_ROWS)):
+        for offset, length in batch_slices(text_sizes(rows), SIGNATURE_TASK_BYTES):
+            if length:
+                yield SignatureTask(rows.slice(offset, length), params, source, part)
 
 
 def build_signatures(cfg, version: str) -> list:
@@ -84,20 +101,25 @@ def build_signatures(cfg, version: str) -> list:
         source = context.partition_key
         docs = filtered.select("doc_id", "text")
         enforce_transfers(cost_guard, [cost_guard.data_root(0)])
-        n = docs.select(pl.len()).collect().item()
-        batches = docs.collect_batches(chunk_size=SIGNATURE_BATCH_ROWS)
-        tasks = (SignatureTask(batch, params, source) for batch in batches)
+        sizes = docs.select(pl.col("text").fill_null("").str.len_bytes()).collect().to_series().to_list()
+        total = sum(  # the tasks `signature_tasks` makes, for the progress log
+            sum(1 for _, length in batch_slices(sizes[i : i + SIGNATURE_PART_ROWS], SIGNATURE_TASK_BYTES) if length)
+            for i in range(0, len(sizes), SIGNATURE_PART_ROWS)
+        )
         labels = (f"{source} batch {k}" for k in itertools.count())
-        progress = Progress(total=-(-n // SIGNATURE_BATCH_ROWS))
+        progress = Progress(total=total)
         seen = {"rows": 0, "bytes": 0}
 
         def parts():
-            for frames, nbytes in run_tasks(context, engine, signature_task, tasks, labels, progress):
-                seen["rows"] += sum(f.height for f in frames)
-                seen["bytes"] += nbytes
-                # one stored part per task (20,000 rows, ~11 MB): dedup_clusters' shuffle reads every part once and
-                # each of its band tasks reads a block of every shuffle file, so fewer, larger parts keep that
-                # parts x partitions fan-in small (docs/scale.md)
+            results = run_tasks(
+                context, engine, signature_task, signature_tasks(docs, params, source), labels, progress
+            )
+            for _, tasks in itertools.groupby(results, key=lambda r: r[0]):
+                frames = []
+                for _, frame, nbytes in tasks:
+                    frames.append(frame)
+                    seen["rows"] += frame.height
+                    seen["bytes"] += nbytes
                 yield pl.concat(frames)
 
         yield dg.Output(
