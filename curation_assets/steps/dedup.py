@@ -56,9 +56,10 @@ from resources.store import ObjectStore
 # its band tasks reads a block of every shuffle file, so fewer, larger parts keep that parts x partitions fan-in small
 # (docs/scale.md); the driver reads `filtered` a part's rows at a time.
 SIGNATURE_PART_ROWS = 20_000
-# Text per task: MinHash costs ~0.4 s per 2 MiB here, so a source's signatures spread over the cluster's CPUs whatever
-# its size (a part of 20,000 documents was one task: a source under that many kept documents ran on one CPU).
-SIGNATURE_TASK_BYTES = 2 << 20
+# Text per task: ~0.4 s of MinHash here (~10 MiB/s per core), so a source's signatures spread over the cluster's CPUs
+# whatever its size (a part of 20,000 documents was one task: a source under that many kept documents ran on one CPU),
+# and a task's Ray overhead (a few ms) stays about 1 % of it.
+SIGNATURE_TASK_BYTES = 4 << 20
 NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
 
 
