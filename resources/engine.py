@@ -116,7 +116,15 @@ class TaskRunner:
     and starting one costs a few CPU seconds, more than many of a small step's tasks. A runner killed mid-task is
     restarted by Ray and the call re-run (max_task_retries)."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
+        # Ray puts the driver's working directory first on its workers' sys.path: a copy of this code there (another
+        # checkout) would run in the runners while the driver runs its own; refused, naming both, instead.
+        if version is not None and code_version() != version:
+            raise RuntimeError(
+                f"this runner imported code version {code_version()} from {Path(__file__).resolve().parents[1]}, "
+                f"its driver runs {version}: Ray puts the driver's working directory ({os.getcwd()}) on its workers' "
+                "sys.path, and it holds another copy of curation_assets/resources; run from another directory"
+            )
         self.last_used = time.monotonic()
         self.idle_s = RUNNER_IDLE_S
         self.lingering = False
@@ -313,7 +321,7 @@ class RayEngine(dg.ConfigurableResource):
                     ray.kill(ray.get_actor(named["name"], namespace=NAMESPACE), no_restart=True)
         runner = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=MAX_RETRIES)(TaskRunner)
         options = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        runners = [runner.options(name=f"{prefix}{i}", **options).remote() for i in range(size)]
+        runners = [runner.options(name=f"{prefix}{i}", **options).remote(code_version()) for i in range(size)]
         for r in runners:  # not retried: its call ends only when the runner exits on purpose
             r.linger.options(max_task_retries=0).remote(RUNNER_IDLE_S)
         return runners

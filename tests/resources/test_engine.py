@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from curation_assets.config import DEFAULT_THRESHOLDS
-from resources.engine import CHAOS_DIR, RUNNER, RayEngine
+from resources.engine import CHAOS_DIR, RUNNER, RayEngine, TaskRunner, code_version
 from resources.local_ray import RAY_ENV, LocalCluster, _gone
 from resources.ray_zones import RAY_ZONE_LABEL
 from tests.background import background
@@ -234,6 +234,14 @@ def engine_runs():
 def test_results_come_back_in_item_order_and_a_failed_task_names_its_item(engine_runs):
     assert engine_runs.unit["ordered"] == [0, 1, 4, 9, 16]  # later items finished first
     assert engine_runs.unit["failed"] == "task shard-3 failed: ValueError: a broken shard"
+
+
+def test_a_runner_whose_code_is_not_its_drivers_refuses_to_start():
+    """Ray puts the driver's working directory first on a worker's sys.path: a runner that imported another copy of
+    the code than its driver's (the version in its pool's name) fails at its creation, naming the cause."""
+    TaskRunner(code_version())
+    with pytest.raises(RuntimeError, match="working directory .* holds another copy"):
+        TaskRunner("0123456789ab")
 
 
 def test_the_runner_pool_is_shared_exits_when_idle_and_comes_back(engine_runs):
