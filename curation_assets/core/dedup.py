@@ -15,7 +15,7 @@ connected components, so a member may be similar only to another member (its Jac
 """
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import polars as pl
@@ -67,30 +67,16 @@ class DedupParams(BaseModel):
         )[:12]
 
 
-def batch_slices(sizes: Iterable[int], max_bytes: int) -> list[tuple[int, int]]:
-    """(offset, length) of consecutive runs of items of about `max_bytes` in all, from the items' sizes: each run
-    ends at the item that reaches `max_bytes` (a larger item is a run of its own); no items, one empty run."""
-    out, start, total, base = [], 0, 0, 0
-    n = 0
-    for n, size in enumerate(sizes, 1):
-        total += size
-        if total - base >= max_bytes:
-            out.append((start, n - start))
-            start, base = n, total
-    if start < n or n == 0:
-        out.append((start, n - start))
-    return out
-
-
-def text_sizes(docs: pl.DataFrame) -> list[int]:
-    """Bytes of each document's text (null: 0)."""
-    return docs.get_column("text").fill_null("").str.len_bytes().to_list()
-
-
 def batches(docs: pl.DataFrame, max_bytes: int) -> Iterator[pl.DataFrame]:
     """Consecutive slices of `docs` of about `max_bytes` of text each (a larger document is a batch of its own)."""
-    for offset, length in batch_slices(text_sizes(docs), max_bytes):
-        yield docs.slice(offset, length)
+    sizes = docs.get_column("text").fill_null("").str.len_bytes().cum_sum().to_list()
+    start, base = 0, 0
+    for i, end in enumerate(sizes):
+        if end - base >= max_bytes:
+            yield docs.slice(start, i + 1 - start)
+            start, base = i + 1, end
+    if start < docs.height or docs.height == 0:
+        yield docs.slice(start)
 
 
 def signatures(docs: pl.DataFrame, params: DedupParams, source: str | None = None) -> Iterator[pl.DataFrame]:

@@ -19,7 +19,6 @@ equals it byte for byte (`core.minhash.cluster_signatures` runs the same stages 
 """
 
 import io
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -28,8 +27,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from curation_assets.core.dedup import DedupParams, batch_slices, ledger_summary, signatures, text_sizes
-from curation_assets.core.frames import StepOutput, empty_frame, read_parquet_bytes
+from curation_assets.core.dedup import DedupParams, ledger_summary, signatures
+from curation_assets.core.frames import StepOutput, empty_frame, read_parquet_bytes, row_ranges
 from curation_assets.core.minhash import (
     PAIR_SCHEMA,
     attach_signatures,
@@ -52,12 +51,12 @@ from resources.engine import Progress, RayEngine
 from resources.io_manager import LOAD, PARTS, ParquetIOManager
 from resources.store import ObjectStore
 
-# One stored part per 20,000 rows of `filtered` (~11 MB): dedup_clusters' shuffle reads every part once and each of
+# One stored part per ~20,000 rows of `filtered` (~11 MB): dedup_clusters' shuffle reads every part once and each of
 # its band tasks reads a block of every shuffle file, so fewer, larger parts keep that parts x partitions fan-in small
-# (docs/scale.md); the driver reads `filtered` a part's rows at a time.
+# (docs/scale.md).
 SIGNATURE_PART_ROWS = 20_000
 # Text per task: ~0.4 s of MinHash here (~10 MiB/s per core), so a source's signatures spread over the cluster's CPUs
-# whatever its size (a part of 20,000 documents was one task: a source under that many kept documents ran on one CPU),
+# whatever its size (a task was a part of 20,000 documents: a source under that many kept documents ran on one CPU),
 # and a task's Ray overhead (a few ms) stays about 1 % of it.
 SIGNATURE_TASK_BYTES = 4 << 20
 NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
@@ -65,28 +64,29 @@ NO_DROPS = {"doc_id": pl.String(), "drop_reason": pl.String()}
 
 @dataclass(frozen=True)
 class SignatureTask:
-    """A run of consecutive filtered documents, within one stored part: the unit of work of `dedup_signatures` (a Ray
-    task)."""
+    """A row range of a source's filtered documents: the unit of work of `dedup_signatures` (a Ray task)."""
 
     batch: pl.DataFrame
     params: DedupParams
     source: str
-    part: int
 
 
-def signature_task(task: SignatureTask) -> tuple[tuple[int, pl.DataFrame, int], int]:
-    """(part, signature frame, text bytes) of one run of documents (`core.dedup.signatures`); runs in a Ray worker."""
+def signature_task(task: SignatureTask) -> tuple[tuple[pl.DataFrame, int], int]:
+    """(signature frame, text bytes) of one row range (`core.dedup.signatures`); runs in a Ray worker."""
     frame = pl.concat(list(signatures(task.batch, task.params, source=task.source)))
-    return (task.part, frame, task.batch.estimated_size()), task.batch.height
+    return (frame, task.batch.estimated_size()), task.batch.height
 
 
-def signature_tasks(docs: pl.LazyFrame, params: DedupParams, source: str) -> Iterator[SignatureTask]:
-    """The tasks of `docs` (`doc_id`, `text`), in row order: each stored part's rows in runs of about
-    `SIGNATURE_TASK_BYTES` of text."""
-    for part, rows in enumerate(docs.collect_batches(chunk_size=SIGNATURE_PART_ROWS)):
-        for offset, length in batch_slices(text_sizes(rows), SIGNATURE_TASK_BYTES):
-            if length:
-                yield SignatureTask(rows.slice(offset, length), params, source, part)
+def stored_parts(frames: Iterable[pl.DataFrame], max_rows: int) -> Iterator[pl.DataFrame]:
+    """Consecutive `frames` concatenated, in order, into parts of at most `max_rows` rows (a larger frame alone)."""
+    held: list[pl.DataFrame] = []
+    for frame in frames:
+        if held and sum(f.height for f in held) + frame.height > max_rows:
+            yield pl.concat(held)
+            held = []
+        held.append(frame)
+    if held:
+        yield pl.concat(held)
 
 
 def build_signatures(cfg, version: str) -> list:
@@ -102,30 +102,22 @@ def build_signatures(cfg, version: str) -> list:
         source = context.partition_key
         docs = filtered.select("doc_id", "text")
         enforce_transfers(cost_guard, [cost_guard.data_root(0)])
-        sizes = docs.select(pl.col("text").fill_null("").str.len_bytes()).collect().to_series().to_list()
-        total = sum(  # the tasks `signature_tasks` makes, for the progress log
-            sum(1 for _, length in batch_slices(sizes[i : i + SIGNATURE_PART_ROWS], SIGNATURE_TASK_BYTES) if length)
-            for i in range(0, len(sizes), SIGNATURE_PART_ROWS)
-        )
-        labels = (f"{source} batch {k}" for k in itertools.count())
-        progress = Progress(total=total)
+        sizes = docs.select(pl.col("text").str.len_bytes()).collect().to_series()
+        ranges = row_ranges(sizes, SIGNATURE_PART_ROWS, SIGNATURE_TASK_BYTES)  # as filtered's tasks
+        tasks = (SignatureTask(docs.slice(start, length).collect(), params, source) for start, length in ranges)
+        labels = (f"{source} rows {start}-{start + length - 1}" for start, length in ranges)
+        progress = Progress(total=len(ranges))
         seen = {"rows": 0, "bytes": 0}
 
-        def parts():
-            results = run_tasks(
-                context, engine, signature_task, signature_tasks(docs, params, source), labels, progress
-            )
-            for _, tasks in itertools.groupby(results, key=lambda r: r[0]):
-                frames = []
-                for _, frame, nbytes in tasks:
-                    frames.append(frame)
-                    seen["rows"] += frame.height
-                    seen["bytes"] += nbytes
-                yield pl.concat(frames)
+        def frames() -> Iterator[pl.DataFrame]:
+            for frame, nbytes in run_tasks(context, engine, signature_task, tasks, labels, progress):
+                seen["rows"] += frame.height
+                seen["bytes"] += nbytes
+                yield frame
 
         yield dg.Output(
             StepOutput(
-                kept=parts(),
+                kept=stored_parts(frames(), SIGNATURE_PART_ROWS),
                 dropped=empty_frame(NO_DROPS),
                 rows_in=lambda: seen["rows"],
                 bytes_in=lambda: seen["bytes"],

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from benchmarks.dedup_eval import read_shard, score, source_shards
-from curation_assets.core.dedup import DedupParams, batch_slices, cluster, dedup_docs, signatures
+from curation_assets.core.dedup import DedupParams, cluster, dedup_docs, signatures
 from curation_assets.core.frames import parquet_bytes
 from curation_assets.steps.dedup import Scratch, cluster_parts
 from resources.engine import RayEngine
@@ -129,13 +129,6 @@ def test_sixteen_mib_texts_without_whitespace_are_bounded():
     rows = dedup([big, big, big[:-1] + "y"])
     assert [r[2] for r in rows] == [None, "exact_duplicate", None]
     assert time.process_time() - start < 60  # CPU seconds of this process (not wall-clock: the machine is shared)
-
-
-def test_a_run_of_documents_ends_at_the_one_that_reaches_the_byte_budget():
-    assert batch_slices([3, 3, 3, 10, 1], 6) == [(0, 2), (2, 2), (4, 1)]
-    assert batch_slices([9, 1], 6) == [(0, 1), (1, 1)]  # larger than the budget: a run of its own
-    assert batch_slices([2, 4], 6) == [(0, 2)]  # ends exactly at the budget: nothing left over
-    assert batch_slices([], 6) == [(0, 0)]
 
 
 def test_hash_partitions_of_the_band_join_give_the_same_ledger():

@@ -3,6 +3,7 @@
 materialized against a stand-in `filtered`. (The engines: tests/core/test_dedup.py, test_minhash.py,
 test_decontam.py.)"""
 
+import itertools
 import json
 import shutil
 
@@ -15,7 +16,7 @@ from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets.config.errors import ConfigError
 from curation_assets.config.versions import asset_versions
 from curation_assets.core.dedup import signatures
-from curation_assets.core.frames import StepOutput, empty_frame
+from curation_assets.core.frames import StepOutput, empty_frame, row_ranges
 from curation_assets.steps import decontam_index, dedup, deduped
 from curation_assets.steps.common import source_partitions
 from resources import build_resources
@@ -64,25 +65,20 @@ def current(resources: dict, asset: str, partition: str | None = None, dropped: 
     return resources["io_manager"].scan(dg.AssetKey(asset), partition, dropped).collect()
 
 
-def test_signature_tasks_split_each_part_by_text_and_give_the_signatures_of_the_whole(monkeypatch):
-    """A source's tasks are runs of about SIGNATURE_TASK_BYTES of text that never cross a stored part (SIGNATURE_PART_ROWS
-    rows); their signatures, concatenated per part, are those of the part in one piece, in row order."""
-    monkeypatch.setattr(dedup, "SIGNATURE_PART_ROWS", 10)
-    budget = 3 * len(ARTICLE)
-    monkeypatch.setattr(dedup, "SIGNATURE_TASK_BYTES", budget)
+def test_signature_parts_gather_the_task_frames_in_order_up_to_the_part_size():
+    """dedup_signatures' tasks are filtered's row ranges by text (`core.frames.row_ranges`, as filtered's); their
+    signature frames are stored in parts of at most SIGNATURE_PART_ROWS rows, in row order, each holding whole
+    tasks, and together they are the signatures of the source in one piece."""
     docs = pl.DataFrame({"doc_id": [f"d{i:02d}" for i in range(25)], "text": [ARTICLE[: 40 * i] for i in range(25)]})
     params = load_config().dedup_params
-    tasks = list(dedup.signature_tasks(docs.lazy(), params, "web"))
-    assert len(tasks) > 3 and [t.part for t in tasks] == sorted(t.part for t in tasks)
-    for part in range(3):
-        rows = pl.concat([t.batch for t in tasks if t.part == part])
-        assert rows.equals(docs.slice(10 * part, 10))
-        sizes = [t.batch["text"].str.len_bytes().to_list() for t in tasks if t.part == part]
-        assert all(sum(run[:-1]) < budget for run in sizes)  # a run ends at the document that reaches the budget
-        assert all(sum(run) >= budget for run in sizes[:-1])  # ... or with its part
-    results = [dedup.signature_task(t)[0] for t in tasks]
-    assert [r[0] for r in results] == [t.part for t in tasks]
-    assert pl.concat([r[1] for r in results]).equals(pl.concat(list(signatures(docs, params, source="web"))))
+    ranges = row_ranges(docs["text"].str.len_bytes(), 4, 3 * len(ARTICLE))
+    frames = [dedup.signature_task(dedup.SignatureTask(docs.slice(s, n), params, "web"))[0][0] for s, n in ranges]
+    parts = list(dedup.stored_parts(frames, 10))
+    assert len(frames) > len(parts) > 2 and all(p.height <= 10 for p in parts)
+    heights = [f.height for f in frames]  # each part ends where a task's frame ends
+    assert all(sum(p.height for p in parts[: k + 1]) in itertools.accumulate(heights) for k in range(len(parts)))
+    assert pl.concat(parts).equals(pl.concat(list(signatures(docs, params, source="web"))))
+    assert [p.height for p in dedup.stored_parts([docs.head(12), docs.head(3)], 10)] == [12, 3]  # larger: alone
 
 
 def test_adding_a_source_recomputes_only_its_signatures_and_the_clusters(tmp_path):
