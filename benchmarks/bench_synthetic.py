@@ -7,8 +7,8 @@ document of at least `--min-kb` KB (smaller ones measure call overhead, not the 
 one core; a document's time is the best of `--repeat` runs (a shared machine only ever adds time), each run at
 least 1 ms of calls. Per generator it prints documents/s, MB/s, nanoseconds per work unit (what `max_work` bounds),
 the most work units one document cost, and the spread of seconds per MB: the slowest document's over the median
-document's (issue 19's bound: <= 20x; a generator quadratic in document size shows up here as hundreds). Then the constructed worst cases of
-tests/core/test_generators.py at two sizes: seconds per MB at n and 2n (linear: the same).
+document's (issue 19's bound: <= 20x; a generator quadratic in document size shows up here as hundreds). Then the
+constructed worst cases of tests/core/test_generators.py at two sizes: seconds per MB at n and 2n (linear: the same).
 
 Baseline in the same run: `code_docs` with the standard library's `ast.get_source_segment` (which re-splits the whole
 file on every call) instead of `generators.SourceSegments`, one run each. Last: the largest spread over all generators.
