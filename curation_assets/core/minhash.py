@@ -27,7 +27,6 @@ import unicodedata
 
 import numpy as np
 import polars as pl
-from datasketch import MinHash
 
 HASH_SCHEME = "poly64_fmix64_fold"
 _K = np.uint64(0x100000001B3)  # polynomial base (FNV-64 prime, odd)
@@ -116,6 +115,9 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters (a odd, b) for `num_perm` and `seed`."""
+    # imported here: datasketch's package imports scipy (0.3 s), which only the processes that hash need
+    from datasketch import MinHash
+
     a, b = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
