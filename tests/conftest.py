@@ -32,6 +32,7 @@ from tests.helpers import corpus_yaml as _corpus_yaml
 from tests.helpers import (
     find_shared_corpus,
     free_port,
+    instance_home,
     ray_dir,
     restore_environment,
     s3_server,
@@ -141,8 +142,7 @@ def _sample_run(tmp: Path) -> types.SimpleNamespace:
     at a time (CURATION_WORKERS=0: on this 2-core machine the session already runs jobs side by side; the pool of
     `curation run` and Ray are exercised by the S3 run, tests/test_pipeline.py, which must write the same bytes)."""
     home, root, log = tmp / "home", tmp / "data", tmp / "run.log"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_home(home)
     env = clean_env(DAGSTER_HOME=home, CURATION_DATA_ROOT=root)
     code = workers.run(["cli", "run"], env, log)
     assert code == 0, f"curation run of the bundled sample exited {code}:\n{log.read_text()[-5000:]}"

@@ -224,6 +224,22 @@ def check_evaluation(result, check: str):
     return evaluation
 
 
+def instance_home(home: Path, coordinator: str | None = None) -> Path:
+    """`home` made a DAGSTER_HOME with the embedded default's storage (deploy/local/dagster.yaml's
+    `resources.instance` classes, at `home` itself rather than $DAGSTER_HOME: tests open instances by path) and
+    telemetry off; `coordinator`: a run coordinator class of `dagster.core.run_coordinator` (None: Dagster's default)."""
+    local = yaml.safe_load((REPO / "deploy" / "local" / "dagster.yaml").read_text())
+    config = {k: local[k] for k in ("telemetry", "run_storage", "event_log_storage")}
+    for storage in ("run_storage", "event_log_storage"):
+        assert config[storage]["config"] == {"home": {"env": "DAGSTER_HOME"}}, config[storage]
+        config[storage]["config"] = {"home": str(home)}
+    if coordinator is not None:
+        config["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": coordinator}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return home
+
+
 def open_instance(home: Path):
     """The persistent instance at DAGSTER_HOME `home` (read by the tests after a worker wrote it)."""
     import dagster as dg

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from curation_assets.config import DEFAULT_SOURCES, DEFAULT_THRESHOLDS
+from tests.helpers import instance_home
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("run", "table", "versions", "remove-version", "validate", "sql", "sources")
@@ -120,9 +121,7 @@ def test_a_data_root_that_cannot_be_written_is_one_line_before_any_run(tmp_path,
     """A local root through a file (the tests run as root, so permission bits would not stop them) and a bucket that
     does not exist on the loopback S3 server: one line naming the variable, exit code 2, no run in the instance."""
     (tmp_path / "a-file").write_text("")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = instance_home(tmp_path / "home")
     for root, reason in (
         (str(tmp_path / "a-file" / "data"), "Not a directory"),
         ("s3://no-such-bucket/data", "NoSuchBucket"),

@@ -23,6 +23,7 @@ from tests.helpers import (
     corpus_yaml,
     ensure_ray,
     find_shared_corpus,
+    instance_home,
     latest,
     local_settings,
     open_instance,
@@ -36,8 +37,7 @@ def curation_run(tmp: Path, **env) -> types.SimpleNamespace:
     default without Ray, one partition at a time (CURATION_WORKERS=0: on this 2-core machine the session already runs
     jobs side by side); with CURATION_WORKERS=N, the steps' tasks on the session's Ray cluster."""
     home, log = tmp / "home", tmp / "run.log"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_home(home)
     if env.get("CURATION_WORKERS"):
         ensure_ray()
     code = workers.run(["cli", "run"], clean_env(DAGSTER_HOME=home, **env), log)

@@ -25,15 +25,14 @@ from resources import build_resources
 from resources.store import ObjectStore
 from resources.versions import PROTECTED, ProtectedVersionError
 from tests.background import background, clean_env, workers
-from tests.helpers import local_settings, mini_config, s3_server
+from tests.helpers import instance_home, local_settings, mini_config, s3_server
 
 
 def worker_env(tmp_path: Path, root, home: Path, **extra) -> dict[str, str]:
     """The environment of a run worker on the web + books config, its own data root and instance; its partitions one
     at a time and without Ray (CURATION_WORKERS=0), so every write happens in the worker itself (the faults of Ray
     workers: tests/resources/test_engine.py)."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_home(home)
     return clean_env(**mini_config(tmp_path / "config"), CURATION_DATA_ROOT=root, DAGSTER_HOME=home, **extra)
 
 

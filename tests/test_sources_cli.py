@@ -12,7 +12,7 @@ from curation_assets.config import load_config
 from curation_assets.defs import build_definitions
 from curation_assets.defs.jobs import INGEST_SOURCE
 from resources import build_resources
-from tests.helpers import local_settings, open_instance
+from tests.helpers import instance_home, local_settings, open_instance
 from tests.test_cli import curation, sources_file
 
 CONFIGURED = ["web", "code", "books", "multilingual"]
@@ -38,8 +38,7 @@ def place(tmp_path) -> dict[str, Path]:
     (root / "tokenized" / "_all" / "v2").mkdir(parents=True)
     components = {"web": {"documents": 1, "tokens": 9}, "tok.synthetic": {"documents": 1, "tokens": 9}}
     (root / "tokenized" / "_all" / "v2" / "manifest.json").write_text(json.dumps({"components": components}))
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_home(home)
     with open_instance(home) as instance:
         instance.add_dynamic_partitions("source", REGISTERED)
     return {"sources": sources, "root": root, "home": home, "zone": zone}

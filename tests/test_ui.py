@@ -31,6 +31,7 @@ import pytest
 
 from curation_assets.defs.jobs import ASSETS as GRAPH_ASSETS
 from tests.background import background, clean_env
+from tests.helpers import instance_home
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -158,12 +159,8 @@ def start_webserver(tmp: Path) -> Webserver:
     root; returns once the location is LOADED. The processes are killed by `Webserver.stop` (or at exit)."""
     home = tmp / "dagster_home"
     data_root = tmp / "curation_data"
-    home.mkdir()
+    instance_home(home, coordinator="DefaultRunCoordinator")
     data_root.mkdir()
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\n"
-        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
-    )
     # the bundled embedded default: no CURATION_* overrides leak in from the caller's environment (but the session's
     # Ray cluster, which the runs' steps use)
     env = clean_env()

@@ -22,7 +22,7 @@ from resources.tokenizer import TokenizerResource
 from tests.background import background, clean_env, workers
 from tests.core.test_tokens import read_idx_like_megatron
 from tests.core.tokenizer_files import small_bpe_json, tiktoken_json
-from tests.helpers import local_settings, mini_config, snapshot, stage
+from tests.helpers import instance_home, local_settings, mini_config, snapshot, stage
 
 CHECKS = ("index_matches_tokens", "ids_in_range", "sample_decodes", "no_cross_zone_bytes")
 
@@ -99,8 +99,7 @@ def _bpe_tokenizer_run(tmp: Path) -> types.SimpleNamespace:
     recipe = Path(env["CURATION_RECIPE"])
     with_tokenizer(recipe, "bpe.json", small_bpe_json(), recipe.parent)
     home, root, log = tmp / "home", tmp / "data", tmp / "run.log"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    instance_home(home)
     code = workers.run(["cli", "run"], clean_env(**env, DAGSTER_HOME=home, CURATION_DATA_ROOT=root), log)
     assert code == 0, f"curation run with a tokenizer.json exited {code}:\n{log.read_text()[-5000:]}"
     return types.SimpleNamespace(root=root, config=recipe.parent, log=log)
