@@ -24,7 +24,7 @@ from dagster._config import StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
-from sqlalchemy.pool import SingletonThreadPool, StaticPool
+from sqlalchemy.pool import StaticPool
 
 # shards with an open connection per process: the index and the latest runs touched (a `dagster dev` webserver reads
 # many runs' logs; older shards' connections close, and reopen when read again)
@@ -92,8 +92,8 @@ def _wal_unsynced(dbapi_connection, _record) -> None:
 
 
 class LocalSqliteRunStorage(SqliteRunStorage):
-    """`SqliteRunStorage` (`<home>/history/runs.db`) with one open connection per thread (Dagster's opens one per
-    query) and `synchronous=NORMAL` commits."""
+    """`SqliteRunStorage` (`<home>/history/runs.db`) with its connections kept open in a pool (Dagster's opens one
+    per query) and `synchronous=NORMAL` commits."""
 
     def __init__(self, conn_string: str, inst_data=None):
         self._engine = None
@@ -113,7 +113,8 @@ class LocalSqliteRunStorage(SqliteRunStorage):
         if self._engine is None or self._pid != os.getpid():
             if self._engine is not None:  # a fork's copy: its connections belong to the parent
                 _INHERITED.append(self._engine)
-            self._engine = db.create_engine(self._conn_string, poolclass=SingletonThreadPool)
+            # SQLAlchemy's pool for a SQLite file (QueuePool): a connection is returned to it, open, after each use
+            self._engine = db.create_engine(self._conn_string)
             db.event.listen(self._engine, "connect", _wal_unsynced)
             self._pid = os.getpid()
         with self._engine.connect() as conn, conn.begin():
