@@ -21,10 +21,15 @@ from contextlib import contextmanager
 import dagster._check as check
 import sqlalchemy as db
 from dagster._config import StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SqliteEventLogStorage,
+    SqliteEventLogStorageWatchdog,
+)
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from sqlalchemy.pool import StaticPool
+from watchdog.events import PatternMatchingEventHandler
+from watchdog.observers import Observer
 
 # shards with an open connection per process: the index and the latest runs touched (a `dagster dev` webserver reads
 # many runs' logs; older shards' connections close, and reopen when read again)
@@ -77,11 +82,31 @@ class LocalSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def watch(self, run_id: str, cursor: str | None, callback) -> None:
+        """Dagster's `watch` (the UI's live logs of a run), told of the run's WAL file too."""
+        if not self._obs:
+            self._obs = Observer()
+            self._obs.start()
+        handler = _WalWatchdog(self, run_id, callback, cursor)
+        self._watchers[run_id][callback] = (handler, self._obs.schedule(handler, self._base_dir, recursive=True))
+
     def dispose(self) -> None:
         with self._db_lock:
             while self._engines:
                 self._engines.popitem()[1].dispose()
         super().dispose()
+
+
+class _WalWatchdog(SqliteEventLogStorageWatchdog):
+    """Dagster's watchdog of a run's shard reads new events when the file changes; with the writer's connection kept
+    open, a commit changes only the shard's WAL (`<run_id>.db-wal`) until a checkpoint, so it watches both."""
+
+    def __init__(self, storage: LocalSqliteEventLogStorage, run_id: str, callback, cursor: str | None):
+        super().__init__(storage, run_id, callback, cursor)
+        PatternMatchingEventHandler.__init__(self, patterns=[self._log_path, f"{self._log_path}-wal"])
+
+    def on_modified(self, event) -> None:
+        self._process_log()
 
 
 def _wal_unsynced(dbapi_connection, _record) -> None:

@@ -11,7 +11,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from resources.instance import OPEN_SHARDS, LocalSqliteEventLogStorage, LocalSqliteRunStorage
-from tests.helpers import REPO, instance_home, open_instance
+from tests.helpers import REPO, instance_home, open_instance, wait_for
 
 
 @dg.op
@@ -84,3 +84,22 @@ def test_a_forked_child_writes_through_connections_of_its_own_and_leaves_its_par
         [sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_the_live_log_of_a_run_gets_the_events_its_writer_commits(tmp_path):
+    """The UI streams a run's events through `watch` (a watchdog on the run's files); the writer's connection stays
+    open, so its commits go to the shard's WAL and not to the `.db` file until a checkpoint: both are watched."""
+    home = instance_home(tmp_path / "home")
+    with open_instance(home) as instance:
+        run = instance.get_run_by_id(tiny.execute_in_process(instance=instance).run_id)
+        seen: list[str] = []
+
+        def callback(entry, _cursor) -> None:
+            seen.append(entry.message)
+
+        instance.event_log_storage.watch(run.run_id, None, callback)
+        try:
+            instance.report_engine_event("after the watch began", run)
+            wait_for(lambda: "after the watch began" in seen, 120, "the watched run's new event")
+        finally:
+            instance.event_log_storage.end_watch(run.run_id, callback)
