@@ -13,6 +13,8 @@ last committed events but never corrupts a database. The data root's write-once 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -20,12 +22,17 @@ from contextlib import contextmanager
 
 import dagster._check as check
 import sqlalchemy as db
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from dagster._config import StringSource
+from dagster._core.storage.event_log.schema import SqlEventLogStorageMetadata
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
     SqliteEventLogStorageWatchdog,
 )
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.sql import get_alembic_config
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from sqlalchemy.pool import StaticPool
 from watchdog.events import PatternMatchingEventHandler
@@ -81,6 +88,22 @@ class LocalSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def _initdb(self, engine: db.engine.Engine, for_index_shard: bool = False) -> None:
+        """Dagster's shard set-up, without reading its alembic scripts (two loads of 90 migration files, 26 of the
+        34 ms a run's new shard took) where the outcome is known: a shard at the head revision is left as it is, and
+        an empty file gets the tables and the head stamp, as Dagster's would. Anything else (an older shard, another
+        process creating the same one) goes to Dagster's own, which migrates and retries."""
+        with contextlib.suppress(db.exc.DBAPIError), engine.connect() as conn:
+            context = MigrationContext.configure(conn)
+            if context.get_current_revision() == _scripts().get_current_head():
+                return
+            if not db.inspect(conn).get_table_names():
+                SqlEventLogStorageMetadata.create_all(conn)
+                context.stamp(_scripts(), "head")
+                conn.commit()
+                return
+        super()._initdb(engine, for_index_shard)
 
     def watch(self, run_id: str, cursor: str | None, callback) -> None:
         """Dagster's `watch` (the UI's live logs of a run), told of the run's WAL file too."""
@@ -149,3 +172,9 @@ class LocalSqliteRunStorage(SqliteRunStorage):
         if self._engine is not None:
             self._engine.dispose()
         super().dispose()
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """Dagster's alembic scripts of the event log, read once per process."""
+    return ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__))

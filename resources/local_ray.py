@@ -259,7 +259,7 @@ class LocalCluster:
                         os.kill(pid, sig)
                 deadline = time.monotonic() + STOP_GRACE_S
                 while time.monotonic() < deadline and not all([_gone(p) for p in group]):
-                    time.sleep(0.05)
+                    time.sleep(0.01)  # a killed process is gone in a few ms: three groups at 50 ms polls took 0.16 s
                 if all(_gone(p) for p in group):
                     break
         with contextlib.suppress(FileNotFoundError):

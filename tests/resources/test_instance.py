@@ -2,6 +2,7 @@
 DAGSTER_HOME (deploy/local/dagster.yaml's config): Dagster's own files and readers, WAL with unsynced commits, a
 bounded set of open shards, and forked processes (the job workers of `curation run`) on connections of their own."""
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -37,8 +38,18 @@ def test_runs_are_dagsters_own_files_in_wal_with_normal_sync_and_few_open_shards
         with runs.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
         ours = {run_id: [e.dagster_event_type for e in instance.all_logs(run_id)] for run_id in ids}
-    # Dagster's stock classes read the same files: an instance could go back to the default config
+    # Dagster's stock classes read the same files: an instance could go back to the default config; a run's shard
+    # has the tables, indexes and alembic stamp of one Dagster creates
     stock_events = SqliteEventLogStorage(str(home / "history" / "runs"))
+    with stock_events.run_connection("made-by-dagster"):
+        pass
+
+    def schema(shard: str) -> list:
+        with sqlite3.connect(home / "history" / "runs" / f"{shard}.db") as conn:
+            tables = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str)
+            return [tables, conn.execute("SELECT version_num FROM alembic_version").fetchall()]
+
+    assert schema(ids[0]) == schema("made-by-dagster")
     stock_runs = SqliteRunStorage.from_local(str(home / "history"))
     for run_id in ids:
         assert [e.dagster_event_type for e in stock_events.get_logs_for_run(run_id)] == ours[run_id]
