@@ -1,6 +1,6 @@
-"""The event log storage of the embedded default instance (`deploy/local/dagster.yaml`): Dagster's SQLite event log
-(a database per run under `<DAGSTER_HOME>/history/runs/`, plus `index.db`; the same files, readable by the stock
-class) with its connections kept open.
+"""The run and event log storage of the embedded default instance (`deploy/local/dagster.yaml`): Dagster's SQLite
+storage (`<DAGSTER_HOME>/history/runs.db`, and a database per run under `history/runs/` plus `index.db`; the same
+files, readable by the stock classes) with its connections kept open.
 
 Dagster's `SqliteEventLogStorage` makes an engine and opens a connection for every event it stores and every read:
 closing the last connection to a WAL database checkpoints it, and every commit is synced, so a run of two steps
@@ -144,8 +144,7 @@ class LocalSqliteRunStorage(SqliteRunStorage):
     per query) and `synchronous=NORMAL` commits."""
 
     def __init__(self, conn_string: str, inst_data=None):
-        self._engine = None
-        self._pid = os.getpid()
+        self._engine, self._pid = _pooled_engine(conn_string), os.getpid()
         super().__init__(conn_string, inst_data)
 
     @classmethod
@@ -158,20 +157,23 @@ class LocalSqliteRunStorage(SqliteRunStorage):
 
     @contextmanager
     def connect(self) -> Iterator[db.engine.Connection]:
-        if self._engine is None or self._pid != os.getpid():
-            if self._engine is not None:  # a fork's copy: its connections belong to the parent
-                _INHERITED.append(self._engine)
-            # SQLAlchemy's pool for a SQLite file (QueuePool): a connection is returned to it, open, after each use
-            self._engine = db.create_engine(self._conn_string)
-            db.event.listen(self._engine, "connect", _wal_unsynced)
-            self._pid = os.getpid()
+        if self._pid != os.getpid():  # a fork's copy: its connections belong to the parent
+            _INHERITED.append(self._engine)
+            self._engine, self._pid = _pooled_engine(self._conn_string), os.getpid()
         with self._engine.connect() as conn, conn.begin():
             yield conn
 
     def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        self._engine.dispose()
         super().dispose()
+
+
+def _pooled_engine(conn_string: str) -> db.engine.Engine:
+    """An engine with SQLAlchemy's pool for a SQLite file (QueuePool): a connection goes back to it, open, after each
+    use, whichever thread used it."""
+    engine = db.create_engine(conn_string)
+    db.event.listen(engine, "connect", _wal_unsynced)
+    return engine
 
 
 @functools.cache
