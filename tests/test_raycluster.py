@@ -37,7 +37,7 @@ from resources.ray_zones import (
     worker_zone_problems,
 )
 from tests.helpers import _origin_checkout
-from tests.podsecurity import UID, assert_hardened
+from tests.podsecurity import assert_hardened
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

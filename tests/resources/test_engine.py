@@ -24,7 +24,6 @@ from tests.helpers import ensure_ray, ray_dir
 os.environ.update(RAY_ENV)  # Ray reads the loopback rule when it is imported: before `import ray`
 import ray.cloudpickle  # noqa: E402
 
-
 # The task functions below live in this test module, which Ray's workers cannot import: ship them by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
