@@ -64,6 +64,28 @@ def row_ranges(sizes: pl.Series, max_rows: int, max_bytes: int) -> list[tuple[in
     return list(zip(ranges["offset"].to_list(), ranges["length"].to_list(), strict=True))
 
 
+def range_frames(frames: Iterable[pl.DataFrame], ranges: Iterable[tuple[int, int]]) -> Iterator[pl.DataFrame]:
+    """The rows of each (offset, length) of `ranges` (consecutive from row 0, as `row_ranges` makes them), cut in
+    order from `frames`, a stream of one table's rows in order (`LazyFrame.collect_batches()`): every row is decoded
+    once. A `slice(offset, length)` of a Parquet scan per range decodes each row group it touches again: a 1-row-group
+    mixture of 25 tasks was decoded 25 times (0.42 s of the driver's CPU, 0.04 s streamed)."""
+    stream = iter(frames)
+    held: list[pl.DataFrame] = []
+    rows = position = 0
+    for offset, length in ranges:
+        if offset != position:
+            raise ValueError(f"range ({offset}, {length}) does not start where the one before ended ({position})")
+        while rows < length:
+            frame = next(stream, None)
+            if frame is None:
+                raise ValueError(f"the frames end {length - rows} rows short of range ({offset}, {length})")
+            held.append(frame)
+            rows += frame.height
+        joined = pl.concat(held, rechunk=False)
+        yield joined.slice(0, length)
+        held, rows, position = [joined.slice(length)], rows - length, position + length
+
+
 def empty_frame(schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=dict(schema))
 

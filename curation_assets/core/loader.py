@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from curation_assets.core import megatron
-from curation_assets.core.frames import read_parquet_bytes
+from curation_assets.core.frames import range_frames, read_parquet_bytes
 
 Mode = Literal["offline", "online"]
 
@@ -101,9 +101,11 @@ class OnlineSource:
         ends = spans.cum_sum().to_numpy()
         first = int(np.searchsorted(ends, from_token, side="right"))  # first document not wholly before from_token
         offset = int(ends[first - 1]) if first else 0
-        for start in range(first, len(ends), self.batch):
-            texts = self.docs.slice(start, self.batch).select("text").collect().to_series().to_list()
-            for j, ids in enumerate(self.encode(texts)):
+        starts = range(first, len(ends), self.batch)
+        ranges = [(start - first, min(self.batch, len(ends) - start)) for start in starts]
+        batches = range_frames(self.docs.slice(first).select("text").collect_batches(), ranges)
+        for start, batch in zip(starts, batches, strict=True):
+            for j, ids in enumerate(self.encode(batch["text"].to_list())):
                 if ids.size + 1 != spans[start + j]:
                     raise ValueError(
                         f"document {start + j} encodes to {ids.size} tokens, the mixture counted "

@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from curation_assets.core.dedup import DedupParams, ledger_summary, signatures
-from curation_assets.core.frames import StepOutput, empty_frame, read_parquet_bytes, row_ranges
+from curation_assets.core.frames import StepOutput, empty_frame, range_frames, read_parquet_bytes, row_ranges
 from curation_assets.core.minhash import (
     PAIR_SCHEMA,
     attach_signatures,
@@ -104,7 +104,7 @@ def build_signatures(cfg, version: str) -> list:
         enforce_transfers(cost_guard, [cost_guard.data_root(0)])
         sizes = docs.select(pl.col("text").str.len_bytes()).collect().to_series()
         ranges = row_ranges(sizes, SIGNATURE_PART_ROWS, SIGNATURE_TASK_BYTES)  # as filtered's tasks
-        tasks = (SignatureTask(docs.slice(start, length).collect(), params, source) for start, length in ranges)
+        tasks = (SignatureTask(batch, params, source) for batch in range_frames(docs.collect_batches(), ranges))
         labels = (f"{source} rows {start}-{start + length - 1}" for start, length in ranges)
         progress = Progress(total=len(ranges))
         seen = {"rows": 0, "bytes": 0}

@@ -43,6 +43,7 @@ from curation_assets.core.frames import (
     StepOutput,
     TokenEstimate,
     drop_bytes,
+    range_frames,
     row_ranges,
     sample_tokens,
 )
@@ -144,7 +145,7 @@ def build(cfg, version: str, with_model: bool) -> list:
         lists = url_lists(cfg, context.partition_key)
         tasks = (
             FilterTask(
-                batch=raw.slice(start, length).collect(),
+                batch=batch,
                 params=params,
                 lid_model=lid.model_path,
                 quality_model=model_files["model.bin"] if model_files else None,
@@ -152,7 +153,7 @@ def build(cfg, version: str, with_model: bool) -> list:
                 endpoint_url=store.endpoint_url,
                 region=store.region,
             )
-            for start, length in ranges
+            for batch in range_frames(raw.collect_batches(), ranges)
         )
         progress = Progress(total=2 * len(ranges))  # two passes
 

@@ -13,7 +13,7 @@ import polars as pl
 
 from curation_assets.config import version_of
 from curation_assets.core import megatron
-from curation_assets.core.frames import FileSetOutput, read_parquet_bytes, row_ranges
+from curation_assets.core.frames import FileSetOutput, range_frames, read_parquet_bytes, row_ranges
 from curation_assets.core.tokens import (
     BATCH,
     FORMAT,
@@ -126,8 +126,8 @@ def build(cfg, version: str) -> list:
             )
 
         def encoded(progress: Progress | None = None) -> Iterator[list[np.ndarray]]:
-            texts = (mixed.select("text").slice(start, n).collect()["text"].to_list() for start, n in ranges)
-            tasks = (EncodeTask(batch, tokenizer.encoding) for batch in texts)
+            texts = range_frames(mixed.select("text").collect_batches(), ranges)
+            tasks = (EncodeTask(batch["text"].to_list(), tokenizer.encoding) for batch in texts)
             labels = (f"documents {start}-{start + n - 1}" for start, n in ranges)
             return run_tasks(context, engine, encode_task, tasks, labels, progress)
 

@@ -2,6 +2,8 @@
 built from these counts: tests/steps/test_metadata.py.)"""
 
 import polars as pl
+import pyarrow.parquet as pq
+import pytest
 
 from curation_assets.core.frames import (
     TOKEN_SAMPLE_RATE,
@@ -13,6 +15,7 @@ from curation_assets.core.frames import (
     funnel_markdown,
     mark_dropped,
     parquet_bytes,
+    range_frames,
     read_parquet_bytes,
     row_ranges,
     sample_tokens,
@@ -172,3 +175,21 @@ def test_row_ranges_cover_every_row_in_order_bounded_by_rows_and_by_bytes():
         assert n <= 3 and sizes.slice(start, n).sum() < 10 + sizes[start + n - 1]
     assert row_ranges(pl.Series([1] * 7), max_rows=3, max_bytes=100) == [(0, 3), (3, 3), (6, 1)]
     assert row_ranges(pl.Series([], dtype=pl.Int64), max_rows=3, max_bytes=10) == []
+
+
+def test_range_frames_cuts_a_stream_into_the_ranges_whatever_its_batches(tmp_path):
+    docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(23)], "text": ["x" * (i % 7) for i in range(23)]})
+    ranges = row_ranges(docs["text"].str.len_bytes(), max_rows=4, max_bytes=9)
+    expected = [docs.slice(start, n) for start, n in ranges]
+    for cuts in ([23], [1] * 23, [5, 0, 11, 7]):  # one frame, one row per frame, uneven with an empty frame
+        frames = [docs.slice(sum(cuts[:k]), n) for k, n in enumerate(cuts)]
+        got = list(range_frames(frames, ranges))
+        assert [f.height for f in got] == [n for _, n in ranges]
+        assert all(g.equals(e) for g, e in zip(got, expected, strict=True))
+    pq.write_table(docs.to_arrow(), tmp_path / "docs.parquet", row_group_size=6)  # a scan streams row groups
+    scanned = list(range_frames(pl.scan_parquet(tmp_path / "docs.parquet").collect_batches(), ranges))
+    assert pl.concat(scanned).equals(docs) and [f.height for f in scanned] == [n for _, n in ranges]
+    with pytest.raises(ValueError, match="rows short"):
+        list(range_frames([docs.head(5)], [(0, 4), (4, 4)]))
+    with pytest.raises(ValueError, match="does not start where"):
+        list(range_frames([docs], [(0, 4), (5, 4)]))
