@@ -54,7 +54,6 @@ class EncodeTask:
     encoding: str  # a tiktoken name or a tokenizer.json's absolute path (`TokenizerResource.encoding`)
 
 
-
 def encode_task(task: EncodeTask) -> tuple[list[np.ndarray], int]:
     """The ids of one range of documents (no template tokens, special-token text as text), in order; runs in a Ray
     worker."""
