@@ -114,12 +114,13 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters (a odd, b) for `num_perm` and `seed`."""
-    # imported here: datasketch's package imports scipy (0.3 s), which only the processes that hash need
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme="affine32").permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    """datasketch's affine32 permutation parameters (a odd, b) for `num_perm` and `seed`: its
+    `MinHash._init_permutations` (datasketch 2.0.0, the pinned version; tests/core/test_minhash.py compares them),
+    drawn here rather than through a `MinHash`: the datasketch package imports scipy (0.4 CPU s in every process
+    that hashes, once per Ray runner)."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    return a, gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
 
 
 def minhash(hashes: np.ndarray, docs: np.ndarray, n_docs: int, num_perm: int, seed: int) -> np.ndarray:

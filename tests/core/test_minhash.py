@@ -1,14 +1,19 @@
 """core/minhash.py: signatures equal datasketch's MinHash values for the same shingles; the hash scheme is pinned."""
 
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from curation_assets.core.dedup import DedupParams, signatures
-from curation_assets.core.minhash import fmix64, minhash, normalize, shingle_hashes, word_hashes
+from curation_assets.core.minhash import fmix64, minhash, normalize, permutations, shingle_hashes, word_hashes
 from tests.core.test_dedup import ARTICLE, edit_words
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def texts_for_signatures() -> list[str]:
@@ -45,6 +50,17 @@ def test_signatures_are_datasketch_minhash_hash_values_for_the_same_shingles():
     for doc_id, sig in zip(frame["doc_id"], frame["sig"].to_numpy()):
         lsh.insert(doc_id, LeanMinHash(seed=params.seed, hashvalues=sig, scheme=params.scheme))
     assert sorted(lsh.query(LeanMinHash(seed=params.seed, hashvalues=ours[0], scheme=params.scheme))) == ["d0", "d1"]
+
+
+def test_permutations_are_datasketchs_without_importing_it():
+    for num_perm, seed in ((128, 1), (256, 42), (9, 0), (1, 2**32 - 1)):
+        a, b = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme="affine32").permutations
+        ours = permutations(num_perm, seed)
+        assert all(x.dtype == np.uint32 for x in ours)
+        assert np.array_equal(ours[0], a) and np.array_equal(ours[1], b)
+    clean = "import sys, curation_assets.core.minhash as m; m.permutations(128, 1); print('datasketch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", clean], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "False"  # a hashing worker does not pay datasketch's scipy import
 
 
 def test_hash_scheme_is_pinned():
