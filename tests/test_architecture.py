@@ -41,7 +41,9 @@ def test_the_pure_modules_import_neither_dagster_nor_boto3_nor_the_store():
 
 def test_the_walk_catches_a_forbidden_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import polars\n\ndef f():\n    from resources.store import ObjectStore\n    import dagster as dg\n")
+    module.write_text(
+        "import polars\n\ndef f():\n    from resources.store import ObjectStore\n    import dagster as dg\n"
+    )
     assert offending(imported_modules(module)) == ["dagster", "resources.store"]
 
 

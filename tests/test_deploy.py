@@ -174,9 +174,6 @@ def assert_valid(obj: dict) -> None:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for k8s {version}: {e.message}")
 
 
-
-
-
 # ---------------------------------------------------------------- dagster-k8s, offline
 
 

@@ -272,9 +272,6 @@ def kuberay_pods(rc: dict) -> dict[str, dict]:
     return pods
 
 
-
-
-
 def assert_ray_writable(pod: dict, where: str) -> None:
     """With a read-only root filesystem, Ray writes only to emptyDirs: /tmp/ray (session dir, shared by the head and
     the autoscaler) and /dev/shm (the object store, in memory, at most the container's memory limit)."""

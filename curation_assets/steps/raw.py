@@ -101,7 +101,6 @@ class ShardTask:
     encoding: str
 
 
-
 def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
     """Read one shard (`core.readers.read_shard`) and count the tokens of its seeded token sample
     (`core.frames.sample_tokens`); runs in a Ray worker."""

@@ -33,7 +33,6 @@ class GenerateTask:
     max_work: int | None
 
 
-
 def generate_task(task: GenerateTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame], int]:
     """`core.synthesis.generated` + token counts of one chunk, and the seeds it skipped; runs in a Ray worker."""
     made, skipped = generated(task.seeds, task.generator, generate, task.max_work)
