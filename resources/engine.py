@@ -176,6 +176,7 @@ class Progress:
     def metadata(self) -> dict[str, object]:
         wall = time.perf_counter() - self.started
         docs = sum(t.docs for t in self.tasks)
+        cpu, busy = sum(t.cpu_seconds for t in self.tasks), sum(t.seconds for t in self.tasks)
         return {
             "task_engine": self.engine,
             "tasks": len(self.tasks),
@@ -183,6 +184,10 @@ class Progress:
             "task_docs_per_s": round(docs / wall, 1) if wall > 0 else 0.0,
             "task_max_peak_rss_mb": round(max((t.peak_rss_bytes for t in self.tasks), default=0) / 2**20, 1),
             "task_max_seconds": round(max((t.seconds for t in self.tasks), default=0.0), 3),
+            # the tasks' CPU time, and its share of their wall time: below 1, tasks waited for a core (more processes
+            # than CPUs on the node: another step's driver, another job's tasks) or for I/O
+            "task_cpu_s": round(cpu, 3),
+            "task_cpu_share": round(cpu / busy, 3) if busy > 0 else 0.0,
         }
 
 
@@ -345,5 +350,6 @@ class RayEngine(dg.ConfigurableResource):
             if log:
                 log(
                     f"{stats.label}: {len(progress.tasks)}/{progress.total} tasks done, {stats.docs} docs in "
-                    f"{stats.seconds:.2f} s, peak RSS {stats.peak_rss_bytes / 2**20:.0f} MB"
+                    f"{stats.seconds:.2f} s (CPU {stats.cpu_seconds:.2f} s), "
+                    f"peak RSS {stats.peak_rss_bytes / 2**20:.0f} MB"
                 )

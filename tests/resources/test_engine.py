@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from curation_assets.config import DEFAULT_THRESHOLDS
-from resources.engine import CHAOS_DIR, RUNNER, RayEngine, TaskRunner, code_version
+from resources.engine import CHAOS_DIR, RUNNER, Progress, RayEngine, TaskRunner, TaskStats, code_version
 from resources.local_ray import RAY_ENV, LocalCluster, _gone
 from resources.ray_zones import RAY_ZONE_LABEL
 from tests.background import background
@@ -71,9 +71,28 @@ def armed(name: str, label: str) -> Path:
     return chaos / f"killed-{name}"
 
 
+def burn(item: int) -> tuple[int, int]:
+    """About `item` x 10^5 additions of CPU work."""
+    return sum(range(item * 100_000)), 1
+
+
 def test_workers_zero_runs_the_tasks_in_this_process_without_ray():
     engine = RayEngine(workers=0, state_dir="unused")
     assert list(engine.map(worker_pid, range(3), ["a", "b", "c"])) == [os.getpid()] * 3
+    progress, lines = Progress(total=2), []
+    assert len(list(engine.map(burn, [20, 20], ["x", "y"], lines.append, progress))) == 2
+    md = progress.metadata()
+    assert md["tasks"] == 2 and md["task_cpu_s"] > 0 and 0 < md["task_cpu_share"]
+    assert re.fullmatch(r"y: 2/2 tasks done, 1 docs in [\d.]+ s \(CPU [\d.]+ s\), peak RSS \d+ MB", lines[-1])
+
+
+def test_progress_rolls_up_the_tasks_cpu_and_its_share_of_their_wall_time():
+    """A share below 1: the tasks waited for a core (or for I/O), e.g. more busy processes than CPUs on the node."""
+    tasks = [TaskStats("a", 2.0, 10, 2**20, 1.5), TaskStats("b", 1.0, 5, 2**21, 0.75)]
+    md = Progress(total=2, tasks=tasks).metadata()
+    assert (md["task_cpu_s"], md["task_cpu_share"], md["task_max_seconds"]) == (2.25, 0.75, 2.0)
+    assert (md["task_max_peak_rss_mb"], md["tasks"]) == (2.0, 2)
+    assert Progress(total=0).metadata()["task_cpu_share"] == 0.0
 
 
 # --- a cluster of its own, and steps through it ------------------------------------------------------------------
