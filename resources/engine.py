@@ -1,6 +1,7 @@
 """The data-parallel engine of the heavy steps: Ray. A step (the Dagster step process, or a step pod in the cluster) is
-the Ray driver; each task runs a pure core on one shard and returns its result; the step consumes the results in
-shard order (never completion order), so the output is the same whatever the number of workers.
+the Ray driver; each task runs a pure core on one shard and returns its result (or what it wrote: a part of the
+step's staging version, `resources.versions.PartSink`); the step consumes the results in shard order (never
+completion order), so the output is the same whatever the number of workers.
 
 - Locally: one embedded Ray cluster per Dagster instance (`resources/local_ray.py`), started on demand on loopback
   (`ray start --head`) with `workers` CPUs (default: the machine's cores), recorded in

@@ -44,14 +44,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
 
-from curation_assets.core.frames import parquet_bytes, verify_page_checksums
+from curation_assets.core.frames import DATA, parquet_bytes, verify_page_checksums
 from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
 from resources.store import ObjectStore, Store
-from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, Version
+from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, PartSink, Version
 
-# the table folders of a frame output's version (a side table's folder is its name)
-DATA, DROPPED = "data", "dropped"
+# the dropped rows' table folder of a frame output's version (`DATA`: the kept rows'; a side table's is its name)
+DROPPED = "dropped"
 
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
@@ -281,17 +281,21 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
 
     def _write_step(self, out: Any, version: Version) -> dict[str, Any]:
-        parts, rows, nbytes, tokens, part_bytes = [], 0, 0, None, 0
-        for frame in out.kept_parts():
-            if frame.height == 0 and parts:
+        parts, rows, nbytes, tokens = [], 0, 0, None
+        sink = PartSink(version.final, version.staging, self.store.endpoint_url, self.store.region)
+        for index, part in enumerate(out.kept_parts(sink)):
+            if isinstance(part, pl.DataFrame):  # a part the step made itself: written here, the same way
+                part = sink.write(index, part)
+            if part is None:  # an empty part left out
                 continue
-            data = parquet_bytes(frame)
-            parts.append(version.write(f"{DATA}/part-{len(parts):05d}.parquet", data))
-            nbytes += len(data)
-            part_bytes = nbytes
-            rows += frame.height
-            if "n_tokens" in frame.columns:  # document tables; a signature or ledger table has no tokens
-                tokens = (tokens or 0) + int(frame["n_tokens"].sum())
+            if part.index != index:
+                raise ValueError(f"kept part {index} came back as part {part.index}: parts are stored in step order")
+            parts.append(version.adopt(part))
+            nbytes += part.nbytes
+            rows += part.rows
+            if part.tokens is not None:  # document tables; a signature or ledger table has no tokens
+                tokens = (tokens or 0) + part.tokens
+        part_bytes = nbytes
         dropped = out.dropped_frame()
         dropped_files = []
         if dropped.height:

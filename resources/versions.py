@@ -31,9 +31,13 @@ import re
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from resources.store import Store, join, kind_of, relative
+import polars as pl
+
+from curation_assets.core.frames import WrittenPart, keeps_part, parquet_bytes, part_name
+from resources.store import Store, join, kind_of, relative, store_for
 
 MANIFEST = "_latest.json"
 UNPARTITIONED = "_all"
@@ -94,6 +98,14 @@ class Version:
         self.digests[name] = hashlib.sha256(data).hexdigest()
         return f"{self.path}/{name}"
 
+    def adopt(self, part: WrittenPart) -> str:
+        """Record kept part `part`, written into this version by its task (`PartSink`); returns its path relative to
+        the data root, as `write` does."""
+        name = part_name(part.index)
+        self.written.append(f"{self.final}/{name}")
+        self.digests[name] = part.sha256
+        return f"{self.path}/{name}"
+
     @property
     def content(self) -> str:
         """The content address of the files written so far: sha256 over their sorted (name, sha256 of bytes) pairs.
@@ -110,6 +122,42 @@ class Version:
             shutil.rmtree(self.staging, ignore_errors=True)
         else:
             self.store.delete_prefix(self.final)
+
+
+@dataclass(frozen=True)
+class PartSink:
+    """Where a step's tasks write the kept parts of the version being staged (picklable: it travels with the tasks to
+    the Ray workers, which must see the data root: an S3 root, or a local one on the same machine). `write` stores
+    part `index` as the IO manager would have (the one Parquet encoding, the same name) and returns what the manifest
+    records of it; the version is published only when every part is in and the step succeeded, and an aborted one
+    takes its parts with it (`Version.abort`)."""
+
+    final: str  # the version's URI
+    staging: str | None  # its local staging folder (None: S3, each part a create-only PUT to its final key)
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+    def write(self, index: int, frame: pl.DataFrame) -> WrittenPart | None:
+        """Store `frame` as kept part `index`; None (nothing written) for an empty part after the first
+        (`keeps_part`). A task re-run by Ray after its worker died writes the same bytes again: a local part is
+        replaced, an S3 part that exists with these bytes is kept (anything else is refused)."""
+        if not keeps_part(index, frame):
+            return None
+        data, name = parquet_bytes(frame), part_name(index)
+        if self.staging:
+            path = os.path.join(self.staging, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:  # a part half-written by a killed worker is rewritten by its retry
+                f.write(data)
+        else:
+            uri, store = f"{self.final}/{name}", store_for(self.final, self.endpoint_url, self.region)
+            try:
+                store.write_bytes(uri, data, create_only=True)
+            except FileExistsError:
+                if store.read_bytes(uri) != data:
+                    raise
+        tokens = int(frame["n_tokens"].sum() or 0) if "n_tokens" in frame.columns else None
+        return WrittenPart(index, frame.height, tokens, len(data), hashlib.sha256(data).hexdigest())
 
 
 def begin(store: Store, base_uri: str, root: str, version: str, staging_root: str | None) -> Version:

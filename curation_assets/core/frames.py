@@ -300,6 +300,32 @@ def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pl.Data
     return pl.from_arrow(table)
 
 
+DATA = "data"  # a version's table folder of kept rows
+
+
+def part_name(index: int) -> str:
+    """The file of a version's kept part `index`: named by the part's place in the step's order (its shard or batch),
+    so the name does not depend on which process wrote it or when."""
+    return f"{DATA}/part-{index:05d}.parquet"
+
+
+def keeps_part(index: int, frame: pl.DataFrame) -> bool:
+    """Whether kept part `index` is stored: every non-empty one, and part 0 even when empty (the output's schema)."""
+    return index == 0 or frame.height > 0
+
+
+@dataclass(frozen=True)
+class WrittenPart:
+    """A kept part already written into the staging version by the task that made it (the IO manager's part sink,
+    `resources.versions.PartSink`): what the manifest records of it, so its rows never travel to the step."""
+
+    index: int
+    rows: int
+    tokens: int | None  # sum of `n_tokens` (document tables); None for a table without it
+    nbytes: int
+    sha256: str
+
+
 def meta_json(meta: Mapping[str, object]) -> str:
     """Serialise a meta mapping deterministically (sorted keys, UTF-8 kept)."""
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
@@ -319,7 +345,11 @@ class Added:
 class StepOutput:
     """What a step wrapper returns; the IO manager persists it and reports it through `step_metadata`.
 
-    `kept` is one frame or an iterator of frames (one Parquet part each, so a step can stream shard by shard).
+    `kept` is one frame, an iterator of frames (one Parquet part each, so a step can stream shard by shard), or a
+    callable given the IO manager's part sink (`resources.versions.PartSink`) that yields, for part 0, 1, 2... in
+    order, a frame (written by the IO manager), or what its task returned from `sink.write(index, frame)`: a
+    `WrittenPart`, or None for an empty part left out (`keeps_part`). Tasks that write their own parts send no row
+    to the step.
     `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
     rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
     `extra` (more metadata) may be a callable too, read after streaming (e.g. the tasks' progress).
@@ -328,7 +358,7 @@ class StepOutput:
     checks read that record, never this object.
     """
 
-    kept: pl.DataFrame | Iterable[pl.DataFrame]
+    kept: pl.DataFrame | Iterable[pl.DataFrame] | Callable[[object], Iterable[pl.DataFrame | WrittenPart | None]]
     dropped: pl.DataFrame | Callable[[], pl.DataFrame]
     rows_in: int | Callable[[], int]
     bytes_in: int | Callable[[], int]
@@ -339,8 +369,11 @@ class StepOutput:
     estimate: TokenEstimate | Callable[[], TokenEstimate] | None = None  # tokens not counted (read after streaming)
     trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
-    def kept_parts(self) -> Iterator[pl.DataFrame]:
-        yield from ([self.kept] if isinstance(self.kept, pl.DataFrame) else self.kept)
+    def kept_parts(self, sink: object) -> Iterator[pl.DataFrame | WrittenPart | None]:
+        if isinstance(self.kept, pl.DataFrame):
+            yield self.kept
+        else:
+            yield from (self.kept(sink) if callable(self.kept) else self.kept)
 
     def dropped_frame(self) -> pl.DataFrame:
         return self.dropped() if callable(self.dropped) else self.dropped

@@ -18,17 +18,15 @@ The driver holds only the edge lists; the ledger is written in parts, in the sin
 equals it byte for byte (`core.minhash.cluster_signatures` runs the same stages in one process).
 """
 
-import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from curation_assets.core.dedup import DedupParams, ledger_summary, signatures
-from curation_assets.core.frames import StepOutput, empty_frame, range_frames, read_parquet_bytes, row_ranges
+from curation_assets.core.frames import StepOutput, empty_frame, range_frames, row_ranges
 from curation_assets.core.minhash import (
     PAIR_SCHEMA,
     attach_signatures,
@@ -49,6 +47,7 @@ from curation_assets.steps.common import (
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.io_manager import LOAD, PARTS, ParquetIOManager
+from resources.scratch import Scratch
 from resources.store import ObjectStore
 
 # One stored part per ~20,000 rows of `filtered` (~11 MB): dedup_clusters' shuffle reads every part once and each of
@@ -139,40 +138,6 @@ def n_partitions(n_docs: int, workers: int, shuffle_docs: int) -> int:
 
 
 @dataclass(frozen=True)
-class Scratch:
-    """A run's scratch folder (`ParquetIOManager.scratch_uri`), readable and writable by every task."""
-
-    uri: str
-    endpoint_url: str | None
-    region: str
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore(endpoint_url=self.endpoint_url, region=self.region)
-
-    def write(self, name: str, frame: pl.DataFrame, by: str) -> tuple[str, int]:
-        """Write `frame` (sorted by `by`) with one row group per value of `by`, so a reader filtering on it reads only
-        its own; returns the file's URI and size."""
-        buf = io.BytesIO()
-        with pq.ParquetWriter(buf, frame.to_arrow().schema, compression="zstd") as writer:
-            for group in frame.partition_by(by, maintain_order=True):
-                writer.write_table(group.to_arrow())
-        uri = f"{self.uri}/{name}"
-        data = buf.getvalue()
-        self.store.write_bytes(uri, data)
-        return uri, len(data)
-
-    def read(self, uris: list[str], by: str, value: int) -> pl.DataFrame:
-        """The rows with `by == value` of scratch files written by `write` (row groups of other values skipped)."""
-        opts = self.store.storage_options(uris[0])
-        return pl.scan_parquet(uris, storage_options=opts).filter(pl.col(by) == value).collect()
-
-    def read_signatures(self, uri: str) -> np.ndarray:
-        """The `sig` matrix of one stored signature part, every page's CRC verified."""
-        return read_parquet_bytes(self.store.read_bytes(uri), columns=["sig"]).get_column("sig").to_numpy()
-
-
-@dataclass(frozen=True)
 class ShuffleTask:
     """One stored signature part: the shuffle's map side."""
 
@@ -186,7 +151,7 @@ class ShuffleTask:
 def shuffle_task(task: ShuffleTask) -> tuple[tuple[str, int], int]:
     """Write the part's shuffle rows (`core.minhash.shuffle_rows`) to scratch, a row group per hash partition."""
     p = task.params
-    sigs = read_parquet_bytes(task.scratch.store.read_bytes(task.uri))
+    sigs = task.scratch.get(task.uri)
     rows = shuffle_rows(
         sigs, task.index, bands=p.bands, rows=p.rows, n_parts=task.n_parts, priority=p.priority, near=p.near
     )
@@ -222,7 +187,7 @@ class SideTask:
 
 def side_task(task: SideTask) -> tuple[tuple[str, int], int]:
     """Attach side a's signatures; write `idx, b_loc, b_part, sig_a` to scratch, a row group per side-b part."""
-    sig_a = attach_signatures(task.pairs, task.scratch.read_signatures(task.uri), "a")
+    sig_a = attach_signatures(task.pairs, task.scratch.get(task.uri, ["sig"]).get_column("sig").to_numpy(), "a")
     rows = task.pairs.select("idx", "b_loc", b_part=part_of(pl.col("b_loc"))).with_columns(
         sig_a=pl.Series(sig_a, dtype=pl.Array(pl.UInt32, sig_a.shape[1]))
     )
@@ -242,7 +207,7 @@ class JaccardTask:
 def jaccard_task(task: JaccardTask) -> tuple[pl.DataFrame, int]:
     """`idx, jaccard`: the estimated Jaccard of each pair, side b's signatures read from this part."""
     rows = task.scratch.read(task.sides, "b_part", task.index)
-    sig_b = attach_signatures(rows, task.scratch.read_signatures(task.uri), "b")
+    sig_b = attach_signatures(rows, task.scratch.get(task.uri, ["sig"]).get_column("sig").to_numpy(), "b")
     est = estimated_jaccard(np.asarray(rows.get_column("sig_a").to_numpy()), sig_b)
     return rows.select("idx", jaccard=pl.Series(est, dtype=pl.Float64)), rows.height
 
@@ -308,7 +273,7 @@ def cluster_parts(
         jac = pair_jaccard(clustered.select(a_loc="label_loc", b_loc="loc"), "jaccard")
         out = ledger(clustered, pl.Series(jac, dtype=pl.Float64))
     finally:
-        scratch.store.delete_prefix(scratch.uri)
+        scratch.clear()
     figures = {
         "shuffle_partitions": n_parts,
         "candidate_edges": cand.height,

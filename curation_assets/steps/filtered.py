@@ -3,9 +3,11 @@ quality model's cut, with PII redacted from the text that passes the rules (`cor
 per-document decision ledger beside the output. Checks: `drop_rate`, `no_cross_zone_bytes`.
 
 Two passes over batches of raw, each batch a Ray task: pass 1 marks a batch (a row range of raw: URL filter, language
-ID, rules, quality score, PII redaction) and the driver spills it to a local scratch directory (memory stays a few
-batches), then the partition-wide quality cut settles the ledger; pass 2 sends each spilled batch with its slice of
-the ledger back to a task, which splits it into kept and dropped rows. Pass 1 also counts in how many documents each
+ID, rules, quality score, PII redaction), writes the marked batch to the step's scratch folder (`resources/scratch.py`)
+and returns only its ledger rows, then the partition-wide quality cut settles the ledger; pass 2 sends each batch's
+slice of the ledger to a task, which reads the marked batch back, splits it into kept and dropped rows and writes the
+kept ones as its part of the staging version (`resources.versions.PartSink`): no text returns to the step but the
+dropped rows. Pass 1 also counts in how many documents each
 line occurs (`core/boilerplate.py`); the driver merges the counts, and pass 2 removes the lines of the source's
 boilerplate (in >= `boilerplate_min_docs` documents) from the kept text, dropping a document left empty
 (`boilerplate_only`); the ledger gets the counts.
@@ -18,7 +20,6 @@ tokens an estimate from a seeded 1/8 sample of them (`core.frames.TokenEstimate`
 
 import functools
 import itertools
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from curation_assets.core.frames import (
     DROPPED_SAMPLE_RATE,
     StepOutput,
     TokenEstimate,
+    WrittenPart,
     drop_bytes,
     range_frames,
     row_ranges,
@@ -59,8 +61,11 @@ from curation_assets.steps.common import (
 from resources.classifiers import LanguageIdResource, QualityModel
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
+from resources.io_manager import ParquetIOManager
+from resources.scratch import Scratch
 from resources.store import ObjectStore
 from resources.tokenizer import TokenizerResource, task_tokenizer
+from resources.versions import PartSink
 
 # A task's row range: BATCH_DOCS documents or BATCH_BYTES of text, whichever comes first (`core.frames.row_ranges`),
 # so a task's memory follows its bytes (a 4,096-document range of long manuals peaked at 1.1 GB), and a source of a
@@ -79,6 +84,8 @@ class FilterTask:
     urls: UrlLists | None  # the URL filter's lists (read once by the driver: workers need not see the files)
     endpoint_url: str | None
     region: str
+    scratch: Scratch  # where the marked batch waits for pass 2
+    index: int
 
 
 @functools.cache
@@ -91,38 +98,47 @@ def _quality(uri: str, endpoint_url: str | None, region: str) -> QualityModel:
     return QualityModel.from_files({"model.bin": uri}, ObjectStore(endpoint_url=endpoint_url, region=region))
 
 
-def mark_task(task: FilterTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame | None], int]:
+def mark_task(task: FilterTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame | None, str], int]:
     """Pass 1 on one batch (`core.filtering.mark_batch`) and, with boilerplate removal on, the document frequency of
-    its lines (`core.boilerplate.line_doc_counts`); runs in a Ray worker, models loaded once per worker."""
+    its lines (`core.boilerplate.line_doc_counts`); runs in a Ray worker, models loaded once per worker. The marked
+    batch goes to scratch, the step gets its ledger (`core.filtering.ledger_of`), the counts and the file's URI."""
     batch, p = task.batch, task.params
     score = _quality(task.quality_model, task.endpoint_url, task.region).score if task.quality_model else None
     lines = line_doc_counts(batch["text"], p.boilerplate_min_chars) if p.boilerplate_min_docs else None
-    return (mark_batch(batch, p, _lid(task.lid_model).predict, score, task.urls), lines), batch.height
+    marked = mark_batch(batch, p, _lid(task.lid_model).predict, score, task.urls)
+    return (ledger_of(marked), lines, task.scratch.put(f"marked-{task.index:05d}.parquet", marked)), batch.height
 
 
 @dataclass(frozen=True)
 class SplitTask:
     """A marked batch of pass 1 and its final `drop_reason`s (the ledger's slice): the unit of work of pass 2."""
 
-    marked: pl.DataFrame
+    marked: str  # its file in scratch
+    scratch: Scratch
     reasons: pl.Series
     boilerplate: pl.Series | None  # the source's boilerplate line hashes; None: line removal off
     min_chars: int
     encoding: str
+    sink: PartSink  # where the kept rows go: kept part `part` of the version being staged
+    part: int
 
 
-def split_task(task: SplitTask) -> tuple[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame], int]:
-    """Pass 2 on one batch: (kept rows, boilerplate lines removed and `n_tokens` counted; dropped rows; the line
-    removal per kept row, or None; the dropped rows' token sample), via `core.filtering.apply_decisions`,
-    `core.boilerplate.strip_kept` and `core.frames.sample_tokens`; runs in a Ray worker."""
-    keep, gone = apply_decisions(task.marked, task.reasons)
+def split_task(
+    task: SplitTask,
+) -> tuple[tuple[WrittenPart | None, pl.DataFrame, pl.DataFrame | None, pl.DataFrame], int]:
+    """Pass 2 on one batch: (its kept rows, boilerplate lines removed and `n_tokens` counted, as written into the
+    staging version; dropped rows; the line removal per kept row, or None; the dropped rows' token sample), via
+    `core.filtering.apply_decisions`, `core.boilerplate.strip_kept` and `core.frames.sample_tokens`; runs in a Ray
+    worker."""
+    marked = task.scratch.get(task.marked)
+    keep, gone = apply_decisions(marked, task.reasons)
     removed = None
     if task.boilerplate is not None:  # line removal after every decision: the ledger's counts, in order
         keep, emptied, removed = strip_kept(keep, task.boilerplate, task.min_chars)
         gone = pl.concat([gone, emptied], how="diagonal_relaxed")
     tokenizer = task_tokenizer(task.encoding)
     sample = sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE)
-    return (with_tokens(keep, tokenizer), gone, removed, sample), task.marked.height
+    return (task.sink.write(task.part, with_tokens(keep, tokenizer)), gone, removed, sample), marked.height
 
 
 def build(cfg, version: str, with_model: bool) -> list:
@@ -130,7 +146,7 @@ def build(cfg, version: str, with_model: bool) -> list:
     `quality_model` file set is an input (name -> URI)."""
     t = cfg.thresholds.filtered
 
-    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine, tokenizer):
+    def materialize(context, raw: pl.LazyFrame, model_files, lid, cost_guard, store, engine, tokenizer, io_manager):
         params = t.for_source(context.partition_key)
         sizes = raw.select(pl.col("text").str.len_bytes()).collect().to_series()
         size = int(sizes.sum() or 0)
@@ -143,6 +159,8 @@ def build(cfg, version: str, with_model: bool) -> list:
                 )
         ranges = row_ranges(sizes, BATCH_DOCS, BATCH_BYTES)
         lists = url_lists(cfg, context.partition_key)
+        where = io_manager.scratch_uri(f"filtered/{context.partition_key}", context.run.run_id)
+        scratch = Scratch(where, store.endpoint_url, store.region)
         tasks = (
             FilterTask(
                 batch=batch,
@@ -152,52 +170,62 @@ def build(cfg, version: str, with_model: bool) -> list:
                 urls=lists,
                 endpoint_url=store.endpoint_url,
                 region=store.region,
+                scratch=scratch,
+                index=k,
             )
-            for batch in range_frames(raw.collect_batches(), ranges)
+            for k, batch in enumerate(range_frames(raw.collect_batches(), ranges))
         )
         progress = Progress(total=2 * len(ranges))  # two passes
 
         def labels() -> Iterator[str]:
             return (f"{context.partition_key} rows {start}-{start + length - 1}" for start, length in ranges)
 
-        spill = tempfile.TemporaryDirectory(prefix="filtered-")
-        ledgers = []
+        ledgers, spilled = [], []
         lines = DocFrequency(size, params.boilerplate_min_chars) if params.boilerplate_min_docs else None
-        for k, (marked, counts) in enumerate(run_tasks(context, engine, mark_task, tasks, labels(), progress)):
-            marked.write_parquet(f"{spill.name}/batch-{k:05d}.parquet")
-            ledgers.append(ledger_of(marked))
-            if lines is not None:
-                lines.add(counts)
-        ledger = partition_ledger(ledgers, params)
+        try:
+            for batch_ledger, counts, uri in run_tasks(context, engine, mark_task, tasks, labels(), progress):
+                ledgers.append(batch_ledger)
+                spilled.append(uri)
+                if lines is not None:
+                    lines.add(counts)
+            ledger = partition_ledger(ledgers, params)
+            boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
+        except BaseException:
+            scratch.clear()
+            raise
         side = {"ledger": ledger}
-        boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
         dropped: list[pl.DataFrame] = []
         removed: list[pl.DataFrame] = []
         samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
 
-        def kept() -> Iterator[pl.DataFrame]:
+        def kept(sink: PartSink) -> Iterator[WrittenPart | None]:
             starts = [0, *itertools.accumulate(batch.height for batch in ledgers)]
             tasks = (
                 SplitTask(
-                    marked=pl.read_parquet(f"{spill.name}/batch-{k:05d}.parquet"),
+                    marked=spilled[k],
+                    scratch=scratch,
                     reasons=ledger[DROP_REASON].slice(starts[k], starts[k + 1] - starts[k]),
                     boilerplate=boilerplate,
                     min_chars=params.boilerplate_min_chars,
                     encoding=tokenizer.encoding,
+                    sink=sink,
+                    part=k,
                 )
                 for k in range(len(ledgers))
             )
             split = run_tasks(context, engine, split_task, tasks, (f"{label} (pass 2)" for label in labels()), progress)
-            for keep, gone, counts, sample in split:
-                dropped.append(gone)
-                if counts is not None:
-                    removed.append(counts)
-                samples.append(sample)
-                yield keep  # the text as stored: every edit is done
+            try:
+                for keep, gone, counts, sample in split:
+                    dropped.append(gone)
+                    if counts is not None:
+                        removed.append(counts)
+                    samples.append(sample)
+                    yield keep  # the text as stored, every edit done: written by its task
+            finally:
+                scratch.clear()
 
         @functools.cache  # read by the IO manager, then by the estimate
         def dropped_frame() -> pl.DataFrame:
-            spill.cleanup()
             # the IO manager reads `side` after this: every document's removed lines
             side["ledger"] = settle_ledger(ledger, removed if boilerplate is not None else None)
             if dropped:
@@ -206,7 +234,7 @@ def build(cfg, version: str, with_model: bool) -> list:
 
         yield dg.Output(
             StepOutput(
-                kept=kept(),
+                kept=kept,
                 dropped=dropped_frame,
                 rows_in=ledger.height,
                 bytes_in=size,
@@ -242,8 +270,9 @@ def build(cfg, version: str, with_model: bool) -> list:
             store: ObjectStore,
             engine: RayEngine,
             tokenizer: TokenizerResource,
+            io_manager: dg.ResourceParam[ParquetIOManager],
         ):
-            yield from materialize(context, raw, quality_model, lid, cost_guard, store, engine, tokenizer)
+            yield from materialize(context, raw, quality_model, lid, cost_guard, store, engine, tokenizer, io_manager)
 
     else:
 
@@ -256,7 +285,8 @@ def build(cfg, version: str, with_model: bool) -> list:
             store: ObjectStore,
             engine: RayEngine,
             tokenizer: TokenizerResource,
+            io_manager: dg.ResourceParam[ParquetIOManager],
         ):
-            yield from materialize(context, raw, None, lid, cost_guard, store, engine, tokenizer)
+            yield from materialize(context, raw, None, lid, cost_guard, store, engine, tokenizer, io_manager)
 
     return [filtered]

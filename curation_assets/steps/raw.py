@@ -19,12 +19,12 @@ from curation_assets.core.frames import (
     QUARANTINE_SCHEMA,
     StepOutput,
     TokenEstimate,
+    WrittenPart,
     empty_frame,
     sample_tokens,
 )
 from curation_assets.core.readers import (
     SUPPORTED_FORMATS,
-    ShardResult,
     detect_format,
     estimate_records_lost,
     read_shard,
@@ -35,6 +35,7 @@ from resources.engine import Progress, RayEngine
 from resources.metadata import MOVED
 from resources.store import ObjectStore, kind_of
 from resources.tokenizer import TokenizerResource, task_tokenizer
+from resources.versions import PartSink
 
 
 def resolve_source(cfg, store: ObjectStore, name: str):
@@ -99,11 +100,25 @@ class ShardTask:
     endpoint_url: str | None
     region: str
     encoding: str
+    sink: PartSink  # where the shard's documents go: kept part `part` of the version being staged
+    part: int
 
 
-def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
-    """Read one shard (`core.readers.read_shard`) and count the tokens of its seeded token sample
-    (`core.frames.sample_tokens`); runs in a Ray worker."""
+@dataclass(frozen=True)
+class ShardRead:
+    """What a shard's task returns to the step: its part as written, and the shard's figures (not its documents)."""
+
+    part: WrittenPart | None
+    docs: int
+    text_bytes: int
+    bytes_read: int
+    quarantine: pl.DataFrame
+    sample: pl.DataFrame  # the seeded token sample (`core.frames.sample_tokens`)
+
+
+def read_task(task: ShardTask) -> tuple[ShardRead, int]:
+    """Read one shard (`core.readers.read_shard`), write its documents as a part of the staging version and count the
+    tokens of its seeded token sample (`core.frames.sample_tokens`); runs in a Ray worker."""
     with ObjectStore(endpoint_url=task.endpoint_url, region=task.region).open(task.uri) as stream:
         res = read_shard(
             stream,
@@ -116,7 +131,11 @@ def read_task(task: ShardTask) -> tuple[tuple[ShardResult, pl.DataFrame], int]:
             html=task.html,
             max_doc_bytes=task.max_doc_bytes,
         )
-    return (res, sample_tokens(res.docs, task_tokenizer(task.encoding).count_tokens)), res.docs.height
+    docs = res.docs
+    sample = sample_tokens(docs, task_tokenizer(task.encoding).count_tokens)
+    text_bytes = int(docs["text"].str.len_bytes().sum() or 0)
+    read = ShardRead(task.sink.write(task.part, docs), docs.height, text_bytes, res.bytes_read, res.quarantine, sample)
+    return read, docs.height
 
 
 def records_accounted(md: dict[str, object]) -> tuple[bool, dict[str, object]]:
@@ -189,35 +208,39 @@ def build(cfg, version: str) -> list:
         seen = {"docs": 0, "bytes": 0, "text_bytes": 0}
         samples: list[pl.DataFrame] = []
 
-        tasks = [
-            ShardTask(
-                uri=uri,
-                shard=names[uri],
-                fmt=formats[uri],
-                source=source.name,
-                text_field=source.text_field,
-                id_field=source.id_field,
-                url_field=source.url_field,
-                html=source.html,
-                max_doc_bytes=t.for_source(source.name).max_doc_bytes,
-                endpoint_url=store.endpoint_url,
-                region=store.region,
-                encoding=tokenizer.encoding,
+        def tasks(sink: PartSink) -> Iterator[ShardTask]:
+            return (
+                ShardTask(
+                    uri=uri,
+                    shard=names[uri],
+                    fmt=formats[uri],
+                    source=source.name,
+                    text_field=source.text_field,
+                    id_field=source.id_field,
+                    url_field=source.url_field,
+                    html=source.html,
+                    max_doc_bytes=t.for_source(source.name).max_doc_bytes,
+                    endpoint_url=store.endpoint_url,
+                    region=store.region,
+                    encoding=tokenizer.encoding,
+                    sink=sink,
+                    part=k + 1,
+                )
+                for k, (uri, _) in enumerate(files)
             )
-            for uri, _ in files
-        ]
-        progress = Progress(total=len(tasks))
 
-        def shards() -> Iterator[pl.DataFrame]:
+        progress = Progress(total=len(files))
+
+        def shards(sink: PartSink) -> Iterator[pl.DataFrame | WrittenPart | None]:
             # a source whose every record is broken still has an (empty) part
             yield empty_frame(DOC_SCHEMA)
-            for res, sample in run_tasks(context, engine, read_task, tasks, [t.shard for t in tasks], progress):
-                seen["docs"] += res.docs.height
-                seen["bytes"] += res.bytes_read
-                seen["text_bytes"] += int(res.docs["text"].str.len_bytes().sum() or 0)
-                quarantine.append(res.quarantine)
-                samples.append(sample)
-                yield res.docs
+            for read in run_tasks(context, engine, read_task, tasks(sink), [names[u] for u, _ in files], progress):
+                seen["docs"] += read.docs
+                seen["bytes"] += read.bytes_read
+                seen["text_bytes"] += read.text_bytes
+                quarantine.append(read.quarantine)
+                samples.append(read.sample)
+                yield read.part
 
         @functools.cache
         def lost() -> pl.DataFrame:
@@ -229,7 +252,7 @@ def build(cfg, version: str) -> list:
             return filled.with_columns(pl.col("records_lost").fill_null(1))
 
         out = StepOutput(
-            kept=shards(),
+            kept=shards,
             dropped=lost,
             rows_in=lambda: seen["docs"] + lost()["records_lost"].sum(),
             bytes_in=lambda: seen["bytes"],

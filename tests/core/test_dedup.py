@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from benchmarks.dedup_eval import read_shard, score, source_shards
 from curation_assets.core.dedup import DedupParams, cluster, dedup_docs, signatures
 from curation_assets.core.frames import parquet_bytes
-from curation_assets.steps.dedup import Scratch, cluster_parts
+from curation_assets.steps.dedup import cluster_parts
 from resources.engine import RayEngine
+from resources.scratch import Scratch
 from resources.store import ObjectStore
 from tests.background import background, workers
 from tests.helpers import find_shared_corpus

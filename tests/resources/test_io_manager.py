@@ -18,7 +18,7 @@ from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
 from resources.metadata import MAX_KEYS
 from resources.store import ObjectStore
-from resources.versions import MANIFEST, staging_dir_for
+from resources.versions import MANIFEST, PartSink, staging_dir_for
 
 RUN_ID = "r" * 36
 
@@ -77,7 +77,14 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     io = io_for(where)
     parts = [docs(3), docs(0), docs(2)]
     ledger = pl.DataFrame({"doc_id": ["s0", "d0"], "decision": ["keep", "drop"]})
+
+    def kept(sink):  # part 0 made by the step itself; parts 1 and 2 written by their tasks through the sink
+        yield parts[0]
+        yield sink.write(1, parts[1])  # empty after the first: nothing written
+        yield sink.write(2, parts[2])
+
     out = step_output(parts, dropped=2, extra={"note": "x"}, side={"ledger": ledger})
+    out.kept = kept
     before = dict(vars(out))
     md = write(io, out)
     assert vars(out) == before  # the output object is never changed
@@ -87,12 +94,13 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     version = manifest["version"]
     assert version.startswith(RUN_ID[:8] + "-") and manifest["run_id"] == RUN_ID
     v, rel = f"{root}/{version}", f"filtered/web/{version}"
-    # an empty part after the first is skipped; one part per streamed frame, then dropped rows, then side tables,
-    # each table in a folder of its own; the manifest's paths are relative to the data root
+    # an empty part after the first is left out (its number with it: a part is named by its place in the step's
+    # order); then dropped rows, then side tables, each table in a folder of its own; the manifest's paths are
+    # relative to the data root
     assert manifest == {
         "version": version,
         "run_id": RUN_ID,
-        "parts": [f"{rel}/data/part-00000.parquet", f"{rel}/data/part-00001.parquet"],
+        "parts": [f"{rel}/data/part-00000.parquet", f"{rel}/data/part-00002.parquet"],
         "dropped": [f"{rel}/dropped/part-00000.parquet"],
         "side": {"ledger": f"{rel}/ledger/part-00000.parquet"},
         "rows": 5,
@@ -106,12 +114,12 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     }
     want = {
         "data/part-00000.parquet": parquet_bytes(parts[0]),
-        "data/part-00001.parquet": parquet_bytes(parts[2]),
+        "data/part-00002.parquet": parquet_bytes(parts[2]),
         "dropped/part-00000.parquet": parquet_bytes(dropped_docs(2)),
         "ledger/part-00000.parquet": parquet_bytes(ledger),
     }
     assert {x.key: where.store.read_bytes(x.uri) for x in where.store.list_since(v, None)} == want  # nothing else
-    assert manifest["part_bytes"] == len(want["data/part-00000.parquet"]) + len(want["data/part-00001.parquet"])
+    assert manifest["part_bytes"] == len(want["data/part-00000.parquet"]) + len(want["data/part-00002.parquet"])
     assert manifest["bytes"] == sum(map(len, want.values()))
     assert manifest["content"] == content_of(want)
 
@@ -144,7 +152,7 @@ def test_a_step_output_is_written_reported_and_loaded(where):
     assert io.scan(dg.AssetKey("filtered"), "web", dropped=True).collect()["drop_reason"].to_list() == ["too_short"] * 2
     assert io.manifest(dg.AssetKey("filtered"), "web") == {  # the manifest with its paths resolved under the root
         **manifest,
-        "parts": [f"{v}/data/part-00000.parquet", f"{v}/data/part-00001.parquet"],
+        "parts": [f"{v}/data/part-00000.parquet", f"{v}/data/part-00002.parquet"],
         "dropped": [f"{v}/dropped/part-00000.parquet"],
         "side": {"ledger": f"{v}/ledger/part-00000.parquet"},
     }
@@ -216,15 +224,40 @@ def test_a_failed_write_leaves_nothing_and_releases_the_lock(where):
         yield docs(2)
         raise RuntimeError("the step failed while streaming")
 
-    with pytest.raises(RuntimeError, match="while streaming"):
-        write(io, StepOutput(kept=parts(), dropped=dropped_docs(0), rows_in=2, bytes_in=1, config_version="v1"))
+    def written_by_tasks(sink):  # parts its tasks wrote into the staging version go with it
+        yield sink.write(0, docs(2))
+        yield sink.write(1, docs(1))
+        raise RuntimeError("the step failed while streaming")
+
+    def out_of_order(sink):
+        yield sink.write(1, docs(2))
+
     nothing = [f"{where.root}/filtered/web/{'*/' * depth}*" for depth in range(3)]
-    assert [where.store.expand(pattern) for pattern in nothing] == [[], [], []]
+    for kept, error in ((parts(), "while streaming"), (written_by_tasks, "while streaming"), (out_of_order, "order")):
+        with pytest.raises((RuntimeError, ValueError), match=error):
+            write(io, StepOutput(kept=kept, dropped=dropped_docs(0), rows_in=2, bytes_in=1, config_version="v1"))
+        assert [where.store.expand(pattern) for pattern in nothing] == [[], [], []]
     with pytest.raises(TypeError, match="cannot persist dict"):
         write(io, {"not": "an output"})
     assert [where.store.expand(pattern) for pattern in nothing] == [[], [], []]
     write(io, step_output([docs(1)], 0))  # the lock was released both times
     assert io.scan(dg.AssetKey("filtered"), "web").collect().height == 1
+
+
+def test_a_part_written_again_by_a_retried_task_is_the_same_part_and_other_bytes_are_refused(where):
+    # Ray re-runs a task whose worker died after writing its part: the retry writes the same bytes again
+    version = f"{where.root}/filtered/web/v"
+    staging = None if where.root.startswith("s3://") else f"{staging_dir_for(where.root)}/filtered/web/v"
+    sink = PartSink(version, staging, where.store.endpoint_url, where.store.region)
+    first = sink.write(3, docs(2))
+    assert sink.write(3, docs(2)) == first
+    assert (first.index, first.rows, first.tokens) == (3, 2, 6)
+    stored = where.store.read_bytes(f"{version}/data/part-00003.parquet") if staging is None else None
+    if staging is None:  # write-once on S3: another content under the same name is refused, the first kept
+        with pytest.raises(FileExistsError):
+            sink.write(3, docs(3))
+        assert where.store.read_bytes(f"{version}/data/part-00003.parquet") == stored
+    assert sink.write(4, docs(0)) is None and sink.write(0, docs(0)).rows == 0  # part 0 is kept even when empty
 
 
 def test_a_data_root_in_another_zone_is_refused_before_anything_is_written(tmp_path):
