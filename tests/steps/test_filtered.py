@@ -104,6 +104,9 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     assert estimated["sample_docs"] >= 1 and set(estimated["dropped"]) == {"url_blocked", "url_domain_blocked"}
     assert "| dropped: url_blocked | 1 | ~" in md["funnel"] and md["tokens"] == kept["n_tokens"].sum()
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
+    # the marked batches waited for pass 2 in the step's scratch folder, beside the data root, and are gone
+    scratch = tmp_path / ".data.staging" / "scratch" / "filtered"
+    assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
 
 
 FOOTER = "This page is mirrored from the village archive; all rights reserved by the library board."
