@@ -16,6 +16,7 @@ driver; ../shared/notes/ray.md): by default it rewrites loopback to the machine'
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import gc
 import hashlib
@@ -77,8 +78,8 @@ def _peak_rss() -> int:
 
 
 # Fault injection for the reliability tests (and chaos drills on a real cluster): with CURATION_CHAOS_DIR set in the
-# workers' environment, a file `<dir>/kill-once<suffix>` holding a label substring arms it: the first task whose label
-# contains it SIGKILLs its own worker after its work and before its result is returned (renaming the file to
+# workers' environment, a file `<dir>/kill-once<suffix>` holding a label pattern arms it (a substring, `*` matching
+# anything: `books rows * (pass 2)`): the first task whose label contains it SIGKILLs its own worker after its work and before its result is returned (renaming the file to
 # `killed<suffix>` first, so exactly one task fires per armed file; several drills may be armed at once).
 CHAOS_DIR = "CURATION_CHAOS_DIR"
 
@@ -92,7 +93,7 @@ def _chaos(label: str) -> None:
             match = armed.read_text()
         except FileNotFoundError:  # another task fired first
             continue
-        if not match or match not in label:
+        if not match or not fnmatch.fnmatchcase(label, f"*{match}*"):
             continue
         try:
             armed.rename(armed.with_name("killed" + armed.name.removeprefix("kill-once")))

@@ -234,7 +234,8 @@ def build(cfg, version: str) -> list:
         def shards(sink: PartSink) -> Iterator[pl.DataFrame | WrittenPart | None]:
             # a source whose every record is broken still has an (empty) part
             yield empty_frame(DOC_SCHEMA)
-            for read in run_tasks(context, engine, read_task, tasks(sink), [names[u] for u, _ in files], progress):
+            labels = [f"{source.name} {names[u]}" for u, _ in files]
+            for read in run_tasks(context, engine, read_task, tasks(sink), labels, progress):
                 seen["docs"] += read.docs
                 seen["bytes"] += read.bytes_read
                 seen["text_bytes"] += read.text_bytes

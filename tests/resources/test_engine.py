@@ -239,9 +239,10 @@ def _engine_runs(tmp: Path) -> types.SimpleNamespace:
         out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())})
         out.killed = armed("novels", f"{SOURCE} rows")  # filtered's task labels are `<source> rows <first>-<last>`
         # tasks that write their part into the staging version before they are killed: a pass-2 task of filtered
-        # (its labels end in `(pass 2)`) and raw's task of the second shard (labelled with the shard's name)
-        out.killed_pass_2 = armed("novels-pass-2", "(pass 2)")
-        out.killed_raw = armed("novels-raw", "part-00001")
+        # (`<source> rows <first>-<last> (pass 2)`) and raw's task of the second shard (`<source> <shard>`); only
+        # this source's (a drill is armed for the whole session: another test's task must not fire it)
+        out.killed_pass_2 = armed("novels-pass-2", f"{SOURCE} rows * (pass 2)")
+        out.killed_raw = armed("novels-raw", f"{SOURCE} part-00001")
         out.external = run_books(tmp, "external", {"CURATION_RAY_ADDRESS": address})
     finally:
         out.stopped = local.stop()
@@ -323,7 +324,8 @@ def test_a_step_through_an_external_ray_head_writes_what_the_embedded_cluster_wr
 def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_output_is_unchanged(engine_runs):
     assert engine_runs.killed.read_text() == f"{SOURCE} rows"  # a filtered task's worker was SIGKILLed ...
     # ... and the workers of a filtered pass-2 task and of a raw task, after each wrote its part: Ray re-ran them
-    assert engine_runs.killed_pass_2.read_text() == "(pass 2)" and engine_runs.killed_raw.read_text() == "part-00001"
+    assert engine_runs.killed_pass_2.read_text() == f"{SOURCE} rows * (pass 2)"
+    assert engine_runs.killed_raw.read_text() == f"{SOURCE} part-00001"
     for asset in ("raw", "filtered"):  # ... and no trace of any is left
         assert outputs(engine_runs.external, asset) == outputs(engine_runs.embedded, asset), asset
 
