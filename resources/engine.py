@@ -279,23 +279,31 @@ class RayEngine(dg.ConfigurableResource):
             ready, _ = ray.wait(list(running), num_returns=1 if block else len(running), timeout=None if block else 0)
             free.extend(running.pop(ref) for ref in ready)
 
-        for item, label in pairs:
-            while not free:  # each task goes to an idle runner: a slow shard never holds the others back
-                settle(block=True)
-            runner = free.pop()
-            ref = runner.run.remote(fn, item, label)
-            running[ref] = runner
-            queue.append((label, ref))
-            settle(block=False)
-            while queue and (queue[0][1] not in running or len(queue) > window):  # in item order
+        try:
+            for item, label in pairs:
+                while not free:  # each task goes to an idle runner: a slow shard never holds the others back
+                    settle(block=True)
+                runner = free.pop()
+                ref = runner.run.remote(fn, item, label)
+                running[ref] = runner
+                queue.append((label, ref))
+                settle(block=False)
+                while queue and (queue[0][1] not in running or len(queue) > window):  # in item order
+                    head_label, head = queue.popleft()
+                    if head in running:
+                        free.append(running.pop(head))  # collected below: its runner is idle once it returns
+                    yield self._collect(head_label, head, log, progress)
+            while queue:
                 head_label, head = queue.popleft()
-                if head in running:
-                    free.append(running.pop(head))  # collected below: its runner is idle once it returns
+                running.pop(head, None)
                 yield self._collect(head_label, head, log, progress)
-        while queue:
-            head_label, head = queue.popleft()
-            running.pop(head, None)
-            yield self._collect(head_label, head, log, progress)
+        finally:
+            # A failed (or abandoned) step: its tasks still in flight may write (a part of the staging version, a
+            # scratch file). Wait for them, so that none writes after the step has deleted what it staged.
+            pending = list(set(running) | {ref for _, ref in queue})
+            if pending:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    ray.wait(pending, num_returns=len(pending))
 
     def _cluster_starting(self) -> bool:
         """Whether this process has not joined a cluster yet and another is starting the embedded one."""

@@ -40,6 +40,19 @@ def fail_on_three(item: int) -> tuple[int, int]:
     return item, 1
 
 
+def fail_while_another_writes(item: tuple[int, str]) -> tuple[int, int]:
+    """Item 0 fails; item 1 (in flight on the other runner) writes `late` in `folder` after item 0 has failed."""
+    k, folder = item
+    if k == 0:
+        Path(folder, "failed").touch()
+        raise ValueError("a broken shard")
+    while not Path(folder, "failed").exists():
+        time.sleep(0.01)
+    time.sleep(0.5)  # well after the failure reached the driver: without the wait, the step would be gone by now
+    Path(folder, "late").touch()
+    return k, 1
+
+
 def worker_pid(item: int) -> tuple[int, int]:
     return os.getpid(), 1
 
@@ -156,6 +169,13 @@ try:
     out["failed"] = list(engine.map(t.fail_on_three, range(5), labels))
 except RuntimeError as e:
     out["failed"] = str(e)
+# a failed step returns once its tasks still in flight have ended: none writes after the step cleaned up
+import os, tempfile
+folder = tempfile.mkdtemp()
+try:
+    list(engine.map(t.fail_while_another_writes, [(0, folder), (1, folder)], ["fails", "writes late"]))
+except RuntimeError as e:
+    out["late"] = [str(e), os.path.exists(f"{folder}/late")]
 killed = t.armed("unit", "chaos-b")
 out["pids"] = list(engine.map(t.worker_pid, range(3), ["a", "chaos-b", "c"]))
 out["killed"] = killed.read_text()
@@ -257,6 +277,8 @@ def engine_runs():
 def test_results_come_back_in_item_order_and_a_failed_task_names_its_item(engine_runs):
     assert engine_runs.unit["ordered"] == [0, 1, 4, 9, 16]  # later items finished first
     assert engine_runs.unit["failed"] == "task shard-3 failed: ValueError: a broken shard"
+    # the task in flight beside the failed one had written its file when the failure reached the step
+    assert engine_runs.unit["late"] == ["task fails failed: ValueError: a broken shard", True]
 
 
 def test_a_runner_whose_code_is_not_its_drivers_refuses_to_start():
