@@ -3,7 +3,9 @@
 Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://bucket/prefix`)::
 
     <root>/<asset>/<partition>/_latest.json            manifest of the current version (written last, atomically)
-    <root>/<asset>/<partition>/<version>/data/part-NNNNN.parquet     kept rows, one file per streamed part
+    <root>/<asset>/<partition>/<version>/data/part-NNNNN.parquet     kept rows, one file per streamed part (N its
+                                                                   place in the step's order; an empty part after
+                                                                   the first is left out, its number with it)
     <root>/<asset>/<partition>/<version>/dropped/part-00000.parquet  dropped / quarantined rows with `drop_reason`
     <root>/<asset>/<partition>/<version>/<name>/part-00000.parquet   a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
