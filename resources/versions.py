@@ -68,6 +68,25 @@ def new_version_id(run_id: str) -> str:
     return f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
 
 
+def stage_file(store: Store, final: str, staging: str | None, name: str, data: bytes, same_again: bool = False) -> None:
+    """Write the file `name` of the version `final` being staged: into its local staging folder (a file half-written
+    by a killed writer is rewritten by the next write), or as a create-only PUT of its final key on S3. `same_again`:
+    an S3 object that exists with these very bytes is accepted (a task re-run after its worker died); any other
+    existing object is refused (FileExistsError)."""
+    if staging:
+        path = os.path.join(staging, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    uri = f"{final}/{name}"
+    try:
+        store.write_bytes(uri, data, create_only=True)
+    except FileExistsError:
+        if not same_again or store.read_bytes(uri) != data:
+            raise
+
+
 class Version:
     """One version being written. Locally its files go to a staging directory and `commit` renames it into place
     complete (atomic on one filesystem); on S3 each file is a write-once PUT and `abort` deletes what was written.
@@ -87,13 +106,7 @@ class Version:
         """Write the file `name` (`<table>/<file>` puts it in a table folder) of this version; returns its path
         relative to the data root (what the manifest records)."""
         uri = f"{self.final}/{name}"
-        if self.staging:
-            staged = os.path.join(self.staging, name)
-            os.makedirs(os.path.dirname(staged), exist_ok=True)
-            with open(staged, "wb") as f:
-                f.write(data)
-        else:
-            self.store.write_bytes(uri, data, create_only=True)
+        stage_file(self.store, self.final, self.staging, name, data)
         self.written.append(uri)
         self.digests[name] = hashlib.sha256(data).hexdigest()
         return f"{self.path}/{name}"
@@ -144,18 +157,8 @@ class PartSink:
         if not keeps_part(index, frame):
             return None
         data, name = parquet_bytes(frame), part_name(index)
-        if self.staging:
-            path = os.path.join(self.staging, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:  # a part half-written by a killed worker is rewritten by its retry
-                f.write(data)
-        else:
-            uri, store = f"{self.final}/{name}", store_for(self.final, self.endpoint_url, self.region)
-            try:
-                store.write_bytes(uri, data, create_only=True)
-            except FileExistsError:
-                if store.read_bytes(uri) != data:
-                    raise
+        store = store_for(self.final, self.endpoint_url, self.region)
+        stage_file(store, self.final, self.staging, name, data, same_again=True)
         tokens = int(frame["n_tokens"].sum() or 0) if "n_tokens" in frame.columns else None
         return WrittenPart(index, frame.height, tokens, len(data), hashlib.sha256(data).hexdigest())
 
