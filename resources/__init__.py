@@ -70,6 +70,7 @@ def build_resources(
             state_dir=settings.ray_dir,
             # in the cluster (a placement is given) every Ray worker must be in a zonal data root's zone
             data_zone=settings.data_root_zone if placement else None,
+            data_root=settings.data_root,
         ),
     }
 

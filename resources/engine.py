@@ -22,6 +22,7 @@ import gc
 import hashlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -33,7 +34,8 @@ import dagster as dg
 
 from resources.cost_guard import OVERRIDE_TAG, CrossZoneTransferError
 from resources.local_ray import RAY_ENV, LocalCluster, _libc
-from resources.ray_zones import ray_node_zones, worker_zone_problems
+from resources.ray_zones import foreign_nodes, local_root_problems, ray_node_zones, worker_zone_problems
+from resources.store import kind_of
 
 # Tasks whose worker died (SIGKILL, OOM, a node lost) are re-run by Ray; an exception raised by the core is not.
 MAX_RETRIES = 3
@@ -42,6 +44,7 @@ NAMESPACE = "curation"
 # workers down: a live actor keeps its node busy.
 RUNNER_IDLE_S = 600.0
 RUNNER = "curation-runner"  # the runner pool's actor names: `<RUNNER>-<code version>-<index>`
+_SEES_ROOT: set[tuple[str, str]] = set()  # (node ID, local data root) that a probe found the root on
 DRIVER_SLOT = "CURATION_DRIVER_SLOT"  # which of the drivers running at once this process is (unset: its PID)
 
 
@@ -211,11 +214,14 @@ class RayEngine(dg.ConfigurableResource):
     state_dir: str
     # the AZ of the data root when it is zonal: every worker must be in it (the cost guard's zone rule)
     data_zone: str | None = None
+    # the data root: a local directory requires every node that runs tasks to be this machine (they write there)
+    data_root: str | None = None
 
     def connect(self, override: str | None = None) -> None:
-        """Join the cluster (once per process), starting the embedded one if it is not up. A cluster whose workers
-        are not all in the data root's zone is refused (CrossZoneTransferError) unless `override` (the run's
-        transfer-override reason) is given."""
+        """Join the cluster (once per process), starting the embedded one if it is not up. With a local directory as
+        the data root, a cluster with a node on another machine that does not see it is refused (RuntimeError, no
+        override: its tasks' parts would be lost); a cluster whose workers are not all in the data root's zone is
+        refused (CrossZoneTransferError) unless `override` (the run's transfer-override reason) is given."""
         if self.address is None or self.address.startswith(("127.0.0.1:", "localhost:")):
             # the driver's side of the loopback rule: read by Ray when it is imported, so set before the import
             os.environ.update(RAY_ENV)
@@ -224,9 +230,42 @@ class RayEngine(dg.ConfigurableResource):
         if not ray.is_initialized():
             address = self.address or LocalCluster(Path(self.state_dir)).start(self.workers or os.cpu_count() or 1)[0]
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
-        problems = worker_zone_problems(ray_node_zones(ray.nodes()), self.data_zone)
+        nodes = ray.nodes()
+        if self.data_root is not None and kind_of(self.data_root) == "local":
+            strays = local_root_problems(self._unseen(foreign_nodes(nodes, socket.gethostname())), self.data_root)
+            if strays:
+                raise RuntimeError("; ".join(strays))
+        problems = worker_zone_problems(ray_node_zones(nodes), self.data_zone)
         if problems and not override:
             raise CrossZoneTransferError("; ".join(problems) + f" (override with the run tag {OVERRIDE_TAG})")
+
+    def _unseen(self, nodes: list) -> list:
+        """Of `nodes` (on other machines), those on which a file this process has just written under the local data
+        root is not there: one probe task pinned to each node, once per process and node."""
+        import uuid
+
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in nodes if (n["NodeID"], self.data_root) not in _SEES_ROOT]
+        if not nodes:
+            return []
+        marker = Path(self.data_root, f".ray-probe-{uuid.uuid4().hex}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        try:
+            probe = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
+            refs = [
+                probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    str(marker)
+                )
+                for n in nodes
+            ]
+            seen = ray.get(refs)
+        finally:
+            marker.unlink(missing_ok=True)
+        _SEES_ROOT.update((n["NodeID"], self.data_root) for n, ok in zip(nodes, seen, strict=True) if ok)
+        return [n for n, ok in zip(nodes, seen, strict=True) if not ok]
 
     def map(
         self,

@@ -2,7 +2,10 @@
 bucket in one AZ) may only hand its shards to Ray workers in that AZ; a worker in another AZ, or one that may run in
 any AZ, would move the step's data across AZs (README "Cost guard").
 
-Pure and stdlib only. Three entry points:
+Also the local data root's rule (`foreign_nodes`, `local_root_problems`): a local directory as the data root is
+where the tasks write, so every Ray node on another machine that runs tasks must see it (a shared mount).
+
+Pure and stdlib only. Three entry points for zones:
 - `worker_zone_problems(worker_zones, data_zone)`: the rule. Empty list = allowed. The Ray engine calls it at
   connect time with the zones read from the Ray nodes (`ray_node_zones(ray.nodes())`) and refuses the step unless
   the run carries the cost guard's override tag.
@@ -49,6 +52,29 @@ def worker_zone_problems(worker_zones: Mapping[str, str | None], data_zone: str 
             f"its tasks would move the step's data across AZs"
         )
     return problems
+
+
+def foreign_nodes(nodes: Iterable[Mapping[str, Any]], host: str) -> list[Mapping[str, Any]]:
+    """The Ray nodes that can run tasks and are not this machine (`host`: its hostname, as Ray reports a node's
+    `NodeManagerHostname`); dead nodes and nodes without a CPU run no task."""
+    return [
+        node
+        for node in nodes
+        if node.get("Alive", True) and node.get("Resources", {}).get("CPU") and node.get("NodeManagerHostname") != host
+    ]
+
+
+def local_root_problems(unseen: Iterable[Mapping[str, Any]], local_root: str) -> list[str]:
+    """One message per Ray node on another machine that does not see the local data root `local_root` (a file this
+    machine wrote there is not there on it). A task writes its part into the step's staging version, and its scratch
+    files, under the data root of the node it runs on: without a shared mount that is the node's own disk, and the
+    step would publish a version whose parts are not where every reader looks."""
+    return [
+        f"Ray node {node.get('NodeManagerHostname')!r} ({node.get('NodeManagerAddress')}) does not see the local data "
+        f"root {local_root}: its tasks would write their parts to that node's own disk; use an s3:// data root (or "
+        f"mount the same directory on every node)"
+        for node in unseen
+    ]
 
 
 def ray_node_zones(nodes: Iterable[Mapping[str, Any]], zone_label: str = RAY_ZONE_LABEL) -> dict[str, str | None]:

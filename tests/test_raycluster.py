@@ -31,6 +31,8 @@ from resources.ray_zones import (
     DEFAULT_ZONE_LABEL,
     RAY_GROUP_LABEL,
     RAY_ZONE_LABEL,
+    foreign_nodes,
+    local_root_problems,
     pod_zones,
     ray_node_zones,
     raycluster_worker_zones,
@@ -627,6 +629,26 @@ def test_ray_node_zones_reads_the_zone_label_of_the_nodes_that_run_tasks():
     local = [{"NodeID": "1" * 56, "Alive": True, "Labels": {"ray.io/node-id": "1" * 56}, "Resources": {"CPU": 2.0}}]
     assert ray_node_zones(local) == {f"node {'1' * 12}": None}
     assert worker_zone_problems(ray_node_zones(local), None) == []
+
+
+def test_a_local_data_root_refuses_a_ray_node_on_another_machine_that_does_not_see_it():
+    """Tasks write their parts under the data root of the node they run on: a local directory must be on every node."""
+
+    def node(host, cpu=2.0, alive=True):
+        return {
+            "NodeManagerHostname": host,
+            "NodeManagerAddress": f"10.0.0.{len(host)}",
+            "Alive": alive,
+            "Resources": {"CPU": cpu} if cpu else {},
+        }
+
+    here = [node("laptop"), node("laptop")]
+    assert foreign_nodes(here, "laptop") == []  # never probed
+    away = [*here, node("ray-worker-1"), node("ray-head", cpu=0), node("ray-worker-2", alive=False)]
+    assert foreign_nodes(away, "laptop") == [away[2]]  # the head runs no task, a dead node none
+    (problem,) = local_root_problems([away[2]], "/data/curation")
+    assert "'ray-worker-1'" in problem and "/data/curation" in problem and "s3://" in problem
+    assert local_root_problems([], "/data/curation") == []  # every node saw the probe's file: a shared mount
 
 
 def test_raycluster_worker_zones_reads_nodeselector_and_required_affinity():

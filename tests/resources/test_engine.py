@@ -158,7 +158,7 @@ def outputs(root: Path, asset: str) -> dict[str, bytes]:
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = """
-import json, sys
+import json, sys, tempfile
 from resources.cost_guard import CrossZoneTransferError
 from resources.engine import RUNNER, RayEngine
 from tests.resources import test_engine as t
@@ -205,6 +205,11 @@ for zone, override in (("use1-az4", None), ("use1-az6", None), ("use1-az6", "mig
         out["zones"][f"{zone} {override}"] = "ok"
     except CrossZoneTransferError as e:
         out["zones"][f"{zone} {override}"] = str(e)
+# a local data root: every node of this cluster is this machine, where the tasks write; probed as if it were another
+# machine's, the node sees the file the driver wrote there
+local = RayEngine(address=sys.argv[1], state_dir="unused", data_root=tempfile.mkdtemp())
+local.connect()
+out["local_root"] = {"connect": "ok", "unseen": local._unseen(ray.nodes()), "left": os.listdir(local.data_root)}
 print("UNIT " + json.dumps(out))
 """
 
@@ -324,6 +329,12 @@ def test_a_data_root_in_another_zone_than_the_ray_workers_is_refused_unless_over
     zones = engine_runs.unit["zones"]
     assert zones["use1-az4 None"] == "ok" and zones["use1-az6 migration"] == "ok"
     assert "use1-az4" in zones["use1-az6 None"] and "curation/allow-transfer" in zones["use1-az6 None"]
+
+
+def test_a_local_data_root_is_accepted_when_every_node_sees_it(engine_runs):
+    """A node on another machine must see the local data root (a shared mount): probed with a file the driver wrote
+    there (the refusal's wording: test_raycluster.py, local_root_problems)."""
+    assert engine_runs.unit["local_root"] == {"connect": "ok", "unseen": [], "left": []}
 
 
 def test_the_local_cluster_listens_on_loopback_only_is_reused_and_stops_by_its_own_pids(engine_runs):
