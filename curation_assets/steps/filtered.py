@@ -161,28 +161,31 @@ def build(cfg, version: str, with_model: bool) -> list:
         lists = url_lists(cfg, context.partition_key)
         where = io_manager.scratch_uri(f"filtered/{context.partition_key}", context.run.run_id)
         scratch = Scratch(where, store.endpoint_url, store.region)
-        tasks = (
-            FilterTask(
-                batch=batch,
-                params=params,
-                lid_model=lid.model_path,
-                quality_model=model_files["model.bin"] if model_files else None,
-                urls=lists,
-                endpoint_url=store.endpoint_url,
-                region=store.region,
-                scratch=scratch,
-                index=k,
-            )
-            for k, batch in enumerate(range_frames(raw.collect_batches(), ranges))
-        )
-        progress = Progress(total=2 * len(ranges))  # two passes
-
-        def labels() -> Iterator[str]:
-            return (f"{context.partition_key} rows {start}-{start + length - 1}" for start, length in ranges)
-
-        ledgers, spilled = [], []
-        lines = DocFrequency(size, params.boilerplate_min_chars) if params.boilerplate_min_docs else None
+        # The marked batches wait in scratch from pass 1 to pass 2, which the IO manager drives while it consumes
+        # `kept` (cleared there when it ends); cleared here too when pass 1 fails, and when the IO manager fails
+        # before it reads `kept` (another run holds the writer lock: Dagster then closes this generator).
         try:
+            tasks = (
+                FilterTask(
+                    batch=batch,
+                    params=params,
+                    lid_model=lid.model_path,
+                    quality_model=model_files["model.bin"] if model_files else None,
+                    urls=lists,
+                    endpoint_url=store.endpoint_url,
+                    region=store.region,
+                    scratch=scratch,
+                    index=k,
+                )
+                for k, batch in enumerate(range_frames(raw.collect_batches(), ranges))
+            )
+            progress = Progress(total=2 * len(ranges))  # two passes
+
+            def labels() -> Iterator[str]:
+                return (f"{context.partition_key} rows {start}-{start + length - 1}" for start, length in ranges)
+
+            ledgers, spilled = [], []
+            lines = DocFrequency(size, params.boilerplate_min_chars) if params.boilerplate_min_docs else None
             for batch_ledger, counts, uri in run_tasks(context, engine, mark_task, tasks, labels(), progress):
                 ledgers.append(batch_ledger)
                 spilled.append(uri)
@@ -190,66 +193,67 @@ def build(cfg, version: str, with_model: bool) -> list:
                     lines.add(counts)
             ledger = partition_ledger(ledgers, params)
             boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
-        except BaseException:
-            scratch.clear()
-            raise
-        side = {"ledger": ledger}
-        dropped: list[pl.DataFrame] = []
-        removed: list[pl.DataFrame] = []
-        samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
+            side = {"ledger": ledger}
+            dropped: list[pl.DataFrame] = []
+            removed: list[pl.DataFrame] = []
+            samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
 
-        def kept(sink: PartSink) -> Iterator[WrittenPart | None]:
-            starts = [0, *itertools.accumulate(batch.height for batch in ledgers)]
-            tasks = (
-                SplitTask(
-                    marked=spilled[k],
-                    scratch=scratch,
-                    reasons=ledger[DROP_REASON].slice(starts[k], starts[k + 1] - starts[k]),
-                    boilerplate=boilerplate,
-                    min_chars=params.boilerplate_min_chars,
-                    encoding=tokenizer.encoding,
-                    sink=sink,
-                    part=k,
+            def kept(sink: PartSink) -> Iterator[WrittenPart | None]:
+                starts = [0, *itertools.accumulate(batch.height for batch in ledgers)]
+                tasks = (
+                    SplitTask(
+                        marked=spilled[k],
+                        scratch=scratch,
+                        reasons=ledger[DROP_REASON].slice(starts[k], starts[k + 1] - starts[k]),
+                        boilerplate=boilerplate,
+                        min_chars=params.boilerplate_min_chars,
+                        encoding=tokenizer.encoding,
+                        sink=sink,
+                        part=k,
+                    )
+                    for k in range(len(ledgers))
                 )
-                for k in range(len(ledgers))
-            )
-            split = run_tasks(context, engine, split_task, tasks, (f"{label} (pass 2)" for label in labels()), progress)
-            try:
-                for keep, gone, counts, sample in split:
-                    dropped.append(gone)
-                    if counts is not None:
-                        removed.append(counts)
-                    samples.append(sample)
-                    yield keep  # the text as stored, every edit done: written by its task
-            finally:
-                scratch.clear()
+                split = run_tasks(
+                    context, engine, split_task, tasks, (f"{label} (pass 2)" for label in labels()), progress
+                )
+                try:
+                    for keep, gone, counts, sample in split:
+                        dropped.append(gone)
+                        if counts is not None:
+                            removed.append(counts)
+                        samples.append(sample)
+                        yield keep  # the text as stored, every edit done: written by its task
+                finally:  # pass 2 runs inside the IO manager, while this generator waits at its yield
+                    scratch.clear()
 
-        @functools.cache  # read by the IO manager, then by the estimate
-        def dropped_frame() -> pl.DataFrame:
-            # the IO manager reads `side` after this: every document's removed lines
-            side["ledger"] = settle_ledger(ledger, removed if boilerplate is not None else None)
-            if dropped:
-                return pl.concat(dropped, how="diagonal_relaxed")
-            return pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
+            @functools.cache  # read by the IO manager, then by the estimate
+            def dropped_frame() -> pl.DataFrame:
+                # the IO manager reads `side` after this: every document's removed lines
+                side["ledger"] = settle_ledger(ledger, removed if boilerplate is not None else None)
+                if dropped:
+                    return pl.concat(dropped, how="diagonal_relaxed")
+                return pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
 
-        yield dg.Output(
-            StepOutput(
-                kept=kept,
-                dropped=dropped_frame,
-                rows_in=ledger.height,
-                bytes_in=size,
-                config_version=version,
-                estimate=lambda: TokenEstimate.of(
-                    samples, cfg.tokenizer.name, dropped_bytes=drop_bytes(dropped_frame()), rate=DROPPED_SAMPLE_RATE
-                ),
-                extra={
-                    **progress.metadata(),
-                    "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
-                    "pii_redacted": pii_totals(ledger),
-                },
-                side=side,
+            yield dg.Output(
+                StepOutput(
+                    kept=kept,
+                    dropped=dropped_frame,
+                    rows_in=ledger.height,
+                    bytes_in=size,
+                    config_version=version,
+                    estimate=lambda: TokenEstimate.of(
+                        samples, cfg.tokenizer.name, dropped_bytes=drop_bytes(dropped_frame()), rate=DROPPED_SAMPLE_RATE
+                    ),
+                    extra={
+                        **progress.metadata(),
+                        "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
+                        "pii_redacted": pii_totals(ledger),
+                    },
+                    side=side,
+                )
             )
-        )
+        finally:
+            scratch.clear()
 
     doc = (
         "Raw documents that pass the URL blocklists, language ID, Gopher repetition + quality, C4 and FineWeb quality "

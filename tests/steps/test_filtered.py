@@ -11,6 +11,7 @@ import yaml
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets.defs import build_definitions
 from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+from resources import locks
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
 from resources.store import ObjectStore
@@ -38,9 +39,9 @@ DOCS = [
 ]
 
 
-def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[dict, pl.DataFrame, ParquetIOManager]:
-    """`raw` and `filtered` of a one-shard source `forum` made of `rows`, with `filtered.default` = `filtered_default`
-    (every other threshold bundled): filtered's metadata, its ledger with each document's JSON `id`, the IO manager."""
+def forum(tmp_path, rows: list[dict], filtered_default: dict) -> dg.Definitions:
+    """The definitions of a one-shard source `forum` made of `rows`, with `filtered.default` = `filtered_default`
+    (every other threshold bundled), its data root `tmp_path / "data"`."""
     data = tmp_path / "forum"
     data.mkdir()
     (data / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -58,7 +59,13 @@ def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[di
         recipe=str(tmp_path / "recipe.yaml"),
         thresholds=str(tmp_path / "thresholds.yaml"),
     )
-    defs = build_definitions(load_config(settings.sources, settings.recipe, settings.thresholds), settings)
+    return build_definitions(load_config(settings.sources, settings.recipe, settings.thresholds), settings)
+
+
+def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[dict, pl.DataFrame, ParquetIOManager]:
+    """`raw` and `filtered` of `forum`: filtered's metadata, its ledger with each document's JSON `id`, the IO
+    manager."""
+    defs, root = forum(tmp_path, rows, filtered_default), tmp_path / "data"
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["forum"])
         for job in (INGEST_SOURCE, CURATE_SOURCE):
@@ -105,6 +112,33 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     assert "| dropped: url_blocked | 1 | ~" in md["funnel"] and md["tokens"] == kept["n_tokens"].sum()
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
     # the marked batches waited for pass 2 in the step's scratch folder, beside the data root, and are gone
+    scratch = tmp_path / ".data.staging" / "scratch" / "filtered"
+    assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
+
+
+def test_the_marked_batches_leave_scratch_when_the_io_manager_fails_before_pass_2(tmp_path, monkeypatch):
+    """Another run holds filtered's writer lock for `forum` past the IO manager's wait (shortened here): pass 2, which
+    the IO manager drives, never starts, the run fails naming the lock, nothing is published, and the batches pass 1
+    left in scratch are gone."""
+    defs = forum(tmp_path, [{"id": i, "text": t} for i, _, t in DOCS], {})
+    io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard())
+    _, held = io._lock(dg.AssetKey("filtered"), "forum")
+    wait = locks.writer_lock
+    monkeypatch.setattr(locks, "writer_lock", lambda lock, name, _timeout_s, log_to=None: wait(lock, name, 0.5, log_to))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("source", ["forum"])
+        assert defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key="forum", instance=instance).success
+        assert held.try_acquire()
+        try:
+            run = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
+                partition_key="forum", instance=instance, raise_on_error=False
+            )
+        finally:
+            held.release()
+    assert not run.success
+    (failure,) = [e for e in run.all_events if e.is_step_failure]
+    assert "filtered.forum stayed locked" in failure.step_failure_data.error.to_string()
+    assert io.manifest(dg.AssetKey("filtered"), "forum") is None
     scratch = tmp_path / ".data.staging" / "scratch" / "filtered"
     assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
 
