@@ -6,7 +6,9 @@ Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://buc
     <root>/<asset>/<partition>/<version>/data/part-NNNNN.parquet     kept rows, one file per streamed part (N its
                                                                    place in the step's order; an empty part after
                                                                    the first is left out, its number with it)
-    <root>/<asset>/<partition>/<version>/dropped/part-00000.parquet  dropped / quarantined rows with `drop_reason`
+    <root>/<asset>/<partition>/<version>/dropped/part-NNNNN.parquet  dropped / quarantined rows with `drop_reason`
+                                                                   (numbered as the kept parts; every empty one
+                                                                   is left out)
     <root>/<asset>/<partition>/<version>/<name>/part-00000.parquet   a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
     <root>/<asset>/<partition>/<version>/trace.json             the step's trace (run tag curation/trace)
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +49,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
 
-from curation_assets.core.frames import DATA, parquet_bytes, verify_page_checksums
+from curation_assets.core.frames import DATA, DROPPED, DropTally, WrittenPart, parquet_bytes, verify_page_checksums
 from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
 from resources.store import ObjectStore, Store
 from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, PartSink, Version
-
-# the dropped rows' table folder of a frame output's version (`DATA`: the kept rows'; a side table's is its name)
-DROPPED = "dropped"
 
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
@@ -64,6 +64,31 @@ LOAD, PARTS = "curation/load", "parts"
 
 class CorruptFileError(RuntimeError):
     """A stored part whose page checksums do not match its bytes (a flipped bit on disk or in transit)."""
+
+
+def _adopt(
+    parts: Iterable[pl.DataFrame | WrittenPart | None], table: str, sink: PartSink, version: Version
+) -> tuple[list[str], int, int, int | None, DropTally]:
+    """Record a step's parts of `table` in step order (a frame the step made itself is written here, through the same
+    sink as its tasks'; None is an empty part left out): (their paths, rows, bytes, tokens or None, `DropTally`)."""
+    paths, rows, nbytes, tokens, drops = [], 0, 0, None, DropTally()
+    for index, part in enumerate(parts):
+        if isinstance(part, pl.DataFrame):
+            part = sink.write(index, part, table)
+        if part is None:
+            continue
+        if (part.index, part.table) != (index, table):
+            raise ValueError(
+                f"{table} part {index} came back as {part.table} part {part.index}: parts are stored in step order"
+            )
+        paths.append(version.adopt(part))
+        rows += part.rows
+        nbytes += part.nbytes
+        if part.tokens is not None:  # document tables; a signature or ledger table has no tokens
+            tokens = (tokens or 0) + part.tokens
+        if part.drops is not None:
+            drops += part.drops
+    return paths, rows, nbytes, tokens, drops
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -182,7 +207,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         )
         try:
             files = self._write_files(obj, out) if isinstance(obj, FileSetOutput) else self._write_step(obj, out)
-            dropped = files.pop("dropped_frame", None)
+            drops = files.pop("drops", None)
             content = out.content  # of the data files (a trace, written next, is not data)
             current = self.stored_manifest(context.asset_key, partition)
             # Content addressing: a rerun that wrote the current version's files byte for byte publishes nothing (a
@@ -212,7 +237,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         sc = self._step_context(context)
         if sc is not None:  # the materialization's data version: automation follows only a change of content
             sc.set_data_version(context.asset_key, dg.DataVersion(content))
-        self._report(context, obj, root, versions.resolved(manifest, self.base_uri), dropped)
+        self._report(context, obj, root, versions.resolved(manifest, self.base_uri), drops)
 
     def _provenance(self, context: dg.OutputContext) -> dict[str, Any]:
         """What a version was made from, for `curation run` to decide what is unchanged from the data root alone:
@@ -228,12 +253,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         }
 
     def _report(
-        self, context: dg.OutputContext, obj: Any, root: str, manifest: dict[str, Any], dropped: pl.DataFrame | None
+        self, context: dg.OutputContext, obj: Any, root: str, manifest: dict[str, Any], drops: DropTally | None
     ) -> None:
         """The materialization's metadata (`resources.metadata`), from what the manifest says is the current version:
         a frame output's step metadata, or the file-set step's own (its Output's) with the bytes actually written; the
         one `cost` table prices every byte the step moved (data root reads and writes, raw's source reads)."""
-        from curation_assets.core.frames import drop_bytes, drop_counts, drop_tokens
         from resources.metadata import MOVED, published, step_metadata
 
         if "files" in manifest:
@@ -245,15 +269,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             metadata = step_metadata(
                 rows_in=obj.resolve(obj.rows_in),
                 rows_out=manifest["rows"],
-                drops=drop_counts(dropped),
+                drops=drops.rows,
                 bytes_in=obj.resolve(obj.bytes_in),
                 bytes_out=manifest["bytes"],
                 config_version=obj.config_version,
                 tokens_out=manifest["tokens"],
-                tokens_dropped=drop_tokens(dropped),
+                tokens_dropped=drops.tokens,
                 added=obj.added,
                 extra=extra,
-                bytes_dropped=drop_bytes(dropped),
+                bytes_dropped=drops.nbytes,
                 estimate=obj.token_estimate(),
             )
             details = {f"side_{n}": u for n, u in manifest["side"].items()}
@@ -283,27 +307,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
 
     def _write_step(self, out: Any, version: Version) -> dict[str, Any]:
-        parts, rows, nbytes, tokens = [], 0, 0, None
         sink = PartSink(version.final, version.staging, self.store.endpoint_url, self.store.region)
-        for index, part in enumerate(out.kept_parts(sink)):
-            if isinstance(part, pl.DataFrame):  # a part the step made itself: written here, the same way
-                part = sink.write(index, part)
-            if part is None:  # an empty part left out
-                continue
-            if part.index != index:
-                raise ValueError(f"kept part {index} came back as part {part.index}: parts are stored in step order")
-            parts.append(version.adopt(part))
-            nbytes += part.nbytes
-            rows += part.rows
-            if part.tokens is not None:  # document tables; a signature or ledger table has no tokens
-                tokens = (tokens or 0) + part.tokens
-        part_bytes = nbytes
-        dropped = out.dropped_frame()
-        dropped_files = []
-        if dropped.height:
-            data = parquet_bytes(dropped)
-            dropped_files.append(version.write(f"{DROPPED}/part-00000.parquet", data))
-            nbytes += len(data)
+        parts, rows, part_bytes, tokens, _ = _adopt(out.kept_parts(sink), DATA, sink, version)
+        dropped, rows_dropped, dropped_bytes, _, drops = _adopt(out.dropped_parts(), DROPPED, sink, version)
+        nbytes = part_bytes + dropped_bytes
         side = {}
         for name, table in out.side.items():
             if name in (DATA, DROPPED):
@@ -313,14 +320,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             nbytes += len(data)
         return {
             "parts": parts,
-            "dropped": dropped_files,
+            "dropped": dropped,
             "side": side,
             "rows": rows,
-            "rows_dropped": dropped.height,
+            "rows_dropped": rows_dropped,
             "tokens": tokens,
             "bytes": nbytes,
             "part_bytes": part_bytes,
-            "dropped_frame": dropped,
+            "drops": drops,
         }
 
     def _write_files(self, out: Any, version: Version) -> dict[str, Any]:

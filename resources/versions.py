@@ -36,7 +36,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curation_assets.core.frames import WrittenPart, keeps_part, parquet_bytes, part_name
+from curation_assets.core.frames import DATA, DROPPED, DropTally, WrittenPart, keeps_part, parquet_bytes, part_name
 from resources.store import Store, join, kind_of, relative, store_for
 
 MANIFEST = "_latest.json"
@@ -112,9 +112,9 @@ class Version:
         return f"{self.path}/{name}"
 
     def adopt(self, part: WrittenPart) -> str:
-        """Record kept part `part`, written into this version by its task (`PartSink`); returns its path relative to
-        the data root, as `write` does."""
-        name = part_name(part.index)
+        """Record `part`, written into this version by its task (`PartSink`); returns its path relative to the data
+        root, as `write` does."""
+        name = part_name(part.index, part.table)
         self.written.append(f"{self.final}/{name}")
         self.digests[name] = part.sha256
         return f"{self.path}/{name}"
@@ -139,28 +139,30 @@ class Version:
 
 @dataclass(frozen=True)
 class PartSink:
-    """Where a step's tasks write the kept parts of the version being staged (picklable: it travels with the tasks to
-    the Ray workers, which must see the data root: an S3 root, or a local one on the same machine). `write` stores
-    part `index` as the IO manager would have (the one Parquet encoding, the same name) and returns what the manifest
-    records of it; the version is published only when every part is in and the step succeeded, and an aborted one
-    takes its parts with it (`Version.abort`)."""
+    """Where a step's tasks write the parts (kept or dropped rows) of the version being staged (picklable: it travels
+    with the tasks to the Ray workers, which must see the data root: an S3 root, or a local one on the same machine).
+    `write` stores part `index` as the IO manager would have (the one Parquet encoding, the same name) and returns
+    what the manifest records of it; the version is published only when every part is in and the step succeeded, and
+    an aborted one takes its parts with it (`Version.abort`)."""
 
     final: str  # the version's URI
     staging: str | None  # its local staging folder (None: S3, each part a create-only PUT to its final key)
     endpoint_url: str | None = None
     region: str = "us-east-1"
 
-    def write(self, index: int, frame: pl.DataFrame) -> WrittenPart | None:
-        """Store `frame` as kept part `index`; None (nothing written) for an empty part after the first
-        (`keeps_part`). A task re-run by Ray after its worker died writes the same bytes again: a local part is
-        replaced, an S3 part that exists with these bytes is kept (anything else is refused)."""
-        if not keeps_part(index, frame):
+    def write(self, index: int, frame: pl.DataFrame, table: str = DATA) -> WrittenPart | None:
+        """Store `frame` as part `index` of `table` (kept rows, or `DROPPED` rows with their `DropTally`); None
+        (nothing written) for an empty part left out (`keeps_part`). A task re-run by Ray after its worker died
+        writes the same bytes again: a local part is replaced, an S3 part that exists with these bytes is kept
+        (anything else is refused)."""
+        if not keeps_part(index, frame, table):
             return None
-        data, name = parquet_bytes(frame), part_name(index)
+        data, name = parquet_bytes(frame), part_name(index, table)
         store = store_for(self.final, self.endpoint_url, self.region)
         stage_file(store, self.final, self.staging, name, data, same_again=True)
         tokens = int(frame["n_tokens"].sum() or 0) if "n_tokens" in frame.columns else None
-        return WrittenPart(index, frame.height, tokens, len(data), hashlib.sha256(data).hexdigest())
+        drops = DropTally.of(frame) if table == DROPPED else None
+        return WrittenPart(index, frame.height, tokens, len(data), hashlib.sha256(data).hexdigest(), table, drops)
 
 
 def begin(store: Store, base_uri: str, root: str, version: str, staging_root: str | None) -> Version:

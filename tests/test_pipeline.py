@@ -9,6 +9,7 @@ import re
 import types
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -204,6 +205,14 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
         mixed, tokenized = latest(instance, "mixed", None), latest(instance, "tokenized", None)
         # without a target the mixture is the largest that repeats nothing: bounded by the scarcest component
         assert mixed["tokens"] > 1_000_000 and tokenized["tokens"] == mixed["tokens"] + mixed["rows_out"]  # + EOTs
+        books = latest(instance, "filtered", "books")
+    # filtered's pass-2 tasks write their batch's dropped rows too: one part per batch that dropped any, one schema
+    # (the folder reads as one table), and what the step reports per reason is what the parts hold
+    parts = sorted(Path(books["uri"], "dropped").glob("part-*.parquet"))
+    assert len(parts) == books["details"]["tasks"] // 2 > 1  # a task per batch in each of the two passes
+    dropped = pl.scan_parquet(Path(books["uri"], "dropped", "*.parquet")).collect()
+    counts = dict(dropped.group_by("drop_reason").len().iter_rows())
+    assert counts == books["details"]["drops"] and sum(counts.values()) == books["details"]["rows_dropped"]
     assert raw["web"]["rows_out"] == raw["web-warc"]["rows_out"] == 1904  # JSONL.zst + Parquet == WARC
     # the same extraction from both containers (raw's tokens are estimates, from samples of other doc_ids)
     assert raw["web"]["details"]["text_bytes"] == raw["web-warc"]["details"]["text_bytes"]

@@ -301,29 +301,54 @@ def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pl.Data
 
 
 DATA = "data"  # a version's table folder of kept rows
+DROPPED = "dropped"  # ... and of dropped rows (with `drop_reason`)
 
 
-def part_name(index: int) -> str:
-    """The file of a version's kept part `index`: named by the part's place in the step's order (its shard or batch),
-    so the name does not depend on which process wrote it or when."""
-    return f"{DATA}/part-{index:05d}.parquet"
+def part_name(index: int, table: str = DATA) -> str:
+    """The file of part `index` of a version's table (kept or dropped rows): named by the part's place in the step's
+    order (its shard or batch), so the name does not depend on which process wrote it or when."""
+    return f"{table}/part-{index:05d}.parquet"
 
 
-def keeps_part(index: int, frame: pl.DataFrame) -> bool:
-    """Whether kept part `index` is stored: every non-empty one, and part 0 even when empty (the output's schema)."""
-    return index == 0 or frame.height > 0
+def keeps_part(index: int, frame: pl.DataFrame, table: str = DATA) -> bool:
+    """Whether part `index` of `table` is stored: every non-empty one, and kept part 0 even when empty (the output's
+    schema; a step that drops nothing has no dropped part)."""
+    return frame.height > 0 or (index == 0 and table == DATA)
+
+
+@dataclass(frozen=True)
+class DropTally:
+    """Per `drop_reason` of dropped rows: their rows, tokens and bytes (`drop_counts`, `drop_tokens`,
+    `drop_bytes`), added up over a step's dropped parts, so the step's report never needs the rows themselves."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    nbytes: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dropped: pl.DataFrame) -> DropTally:
+        return cls(drop_counts(dropped), drop_tokens(dropped), drop_bytes(dropped))
+
+    def __add__(self, other: DropTally) -> DropTally:
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {r: a.get(r, 0) + b.get(r, 0) for r in sorted(a.keys() | b.keys())}
+
+        return DropTally(add(self.rows, other.rows), add(self.tokens, other.tokens), add(self.nbytes, other.nbytes))
 
 
 @dataclass(frozen=True)
 class WrittenPart:
-    """A kept part already written into the staging version by the task that made it (the IO manager's part sink,
-    `resources.versions.PartSink`): what the manifest records of it, so its rows never travel to the step."""
+    """A part already written into the staging version by the task that made it (the IO manager's part sink,
+    `resources.versions.PartSink`): what the manifest and the report record of it, so its rows never travel to the
+    step."""
 
     index: int
     rows: int
     tokens: int | None  # sum of `n_tokens` (document tables); None for a table without it
     nbytes: int
     sha256: str
+    table: str = DATA
+    drops: DropTally | None = None  # of a dropped part
 
 
 def meta_json(meta: Mapping[str, object]) -> str:
@@ -350,8 +375,9 @@ class StepOutput:
     order, a frame (written by the IO manager), or what its task returned from `sink.write(index, frame)`: a
     `WrittenPart`, or None for an empty part left out (`keeps_part`). Tasks that write their own parts send no row
     to the step.
-    `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs); its
-    rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
+    `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs): one
+    frame (dropped part 0), or, in order, what its tasks returned from `sink.write(index, frame, DROPPED)` (a
+    `WrittenPart` with its `DropTally`, or None for an empty part); its rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
     `extra` (more metadata) may be a callable too, read after streaming (e.g. the tasks' progress).
     `side` holds named tables persisted next to the output (e.g. filtered's per-document decision ledger).
     The IO manager persists it and reports what it wrote in the materialization's metadata (`step_metadata`); the
@@ -359,7 +385,7 @@ class StepOutput:
     """
 
     kept: pl.DataFrame | Iterable[pl.DataFrame] | Callable[[object], Iterable[pl.DataFrame | WrittenPart | None]]
-    dropped: pl.DataFrame | Callable[[], pl.DataFrame]
+    dropped: pl.DataFrame | Callable[[], pl.DataFrame | Iterable[WrittenPart | None]]
     rows_in: int | Callable[[], int]
     bytes_in: int | Callable[[], int]
     config_version: str
@@ -375,8 +401,12 @@ class StepOutput:
         else:
             yield from (self.kept(sink) if callable(self.kept) else self.kept)
 
-    def dropped_frame(self) -> pl.DataFrame:
-        return self.dropped() if callable(self.dropped) else self.dropped
+    def dropped_parts(self) -> Iterator[pl.DataFrame | WrittenPart | None]:
+        dropped = self.dropped() if callable(self.dropped) else self.dropped
+        if isinstance(dropped, pl.DataFrame):
+            yield dropped
+        else:
+            yield from dropped
 
     def resolve(self, value: int | Callable[[], int]) -> int:
         return int(value() if callable(value) else value)

@@ -3,8 +3,8 @@
 `decontam_index` (`core/decontam.py: mark_contaminated`). Checks: `drop_rate`, `no_cross_zone_bytes`.
 
 Both are per-document decisions, so each row range of filtered (as filtered's tasks cut them) is a Ray task: it gets
-its documents' rows of the ledger and the eval-set index, writes its kept documents as its part of the staging
-version and returns the dropped ones."""
+its documents' rows of the ledger and the eval-set index and writes its kept and its dropped documents as its parts
+of the staging version: no document returns to the step."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ import polars as pl
 from curation_assets.core.decontam import Index, mark_contaminated
 from curation_assets.core.dedup import apply_ledger
 from curation_assets.core.filtering import BATCH_DOCS
-from curation_assets.core.frames import StepOutput, WrittenPart, range_frames, row_ranges, split_kept
+from curation_assets.core.frames import DROPPED, StepOutput, WrittenPart, range_frames, row_ranges, split_kept
 from curation_assets.core.minhash import empty_ledger
 from curation_assets.steps.common import drop_rate, enforce_transfers, failed_checks_of_latest, run_tasks, step
 from curation_assets.steps.filtered import BATCH_BYTES
@@ -32,16 +32,18 @@ class DedupedTask:
     batch: pl.DataFrame
     ledger: pl.DataFrame  # the ledger rows of the batch's documents (doc_id, cluster_id, drop_reason)
     index: Index
-    sink: PartSink  # where the kept documents go: kept part `part` of the version being staged
+    sink: PartSink  # where its documents go: part `part` of the kept and of the dropped ones of the version staged
     part: int
 
 
-def deduped_task(task: DedupedTask) -> tuple[tuple[WrittenPart | None, pl.DataFrame, pl.Series], int]:
-    """(the kept documents as written, the dropped ones, the kept documents' cluster ids) of one row range, via
-    `core.dedup.apply_ledger` and `core.decontam.mark_contaminated`; runs in a Ray worker."""
+def deduped_task(task: DedupedTask) -> tuple[tuple[WrittenPart | None, WrittenPart | None, pl.Series], int]:
+    """(the kept documents and the dropped ones, each as written into the staging version; the kept documents'
+    cluster ids) of one row range, via `core.dedup.apply_ledger` and `core.decontam.mark_contaminated`; runs in a Ray
+    worker."""
     kept, dropped = split_kept(mark_contaminated(apply_ledger(task.batch, task.ledger), task.index))
     part = task.sink.write(task.part, kept.drop("dup_cluster", "eval_set", "eval_ngram"))
-    return (part, dropped, kept["dup_cluster"].drop_nulls().unique()), task.batch.height
+    gone = task.sink.write(task.part, dropped, DROPPED)
+    return (part, gone, kept["dup_cluster"].drop_nulls().unique()), task.batch.height
 
 
 def build(cfg, version: str) -> list:
@@ -93,7 +95,7 @@ def build(cfg, version: str) -> list:
         yield dg.Output(
             StepOutput(
                 kept=kept,
-                dropped=lambda: pl.concat(seen["dropped"], how="diagonal_relaxed"),
+                dropped=lambda: seen["dropped"],
                 rows_in=sizes.len(),
                 bytes_in=lambda: seen["bytes"],
                 config_version=version,

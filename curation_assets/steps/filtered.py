@@ -5,9 +5,10 @@ per-document decision ledger beside the output. Checks: `drop_rate`, `no_cross_z
 Two passes over batches of raw, each batch a Ray task: pass 1 marks a batch (a row range of raw: URL filter, language
 ID, rules, quality score, PII redaction), writes the marked batch to the step's scratch folder (`resources/scratch.py`)
 and returns only its ledger rows, then the partition-wide quality cut settles the ledger; pass 2 sends each batch's
-slice of the ledger to a task, which reads the marked batch back, splits it into kept and dropped rows and writes the
-kept ones as its part of the staging version (`resources.versions.PartSink`): no text returns to the step but the
-dropped rows. Pass 1 also counts in how many documents each
+slice of the ledger to a task, which reads the marked batch back, splits it into kept and dropped rows and writes
+both as its parts of the staging version (`resources.versions.PartSink`), returning their counts and, per drop
+reason, their rows, tokens and bytes (`core.frames.DropTally`): no text returns to the step, so the step's memory
+follows a batch, not the source. Pass 1 also counts in how many documents each
 line occurs (`core/boilerplate.py`); the driver merges the counts, and pass 2 removes the lines of the source's
 boilerplate (in >= `boilerplate_min_docs` documents) from the kept text, dropping a document left empty
 (`boilerplate_only`); the ledger gets the counts.
@@ -40,11 +41,12 @@ from curation_assets.core.filtering import (
 )
 from curation_assets.core.frames import (
     DROP_REASON,
+    DROPPED,
     DROPPED_SAMPLE_RATE,
+    DropTally,
     StepOutput,
     TokenEstimate,
     WrittenPart,
-    drop_bytes,
     range_frames,
     row_ranges,
     sample_tokens,
@@ -119,15 +121,16 @@ class SplitTask:
     boilerplate: pl.Series | None  # the source's boilerplate line hashes; None: line removal off
     min_chars: int
     encoding: str
-    sink: PartSink  # where the kept rows go: kept part `part` of the version being staged
+    sink: PartSink  # where its rows go: part `part` of the kept and of the dropped rows of the version being staged
     part: int
 
 
 def split_task(
     task: SplitTask,
-) -> tuple[tuple[WrittenPart | None, pl.DataFrame, pl.DataFrame | None, pl.DataFrame], int]:
-    """Pass 2 on one batch: (its kept rows, boilerplate lines removed and `n_tokens` counted, as written into the
-    staging version; dropped rows; the line removal per kept row, or None; the dropped rows' token sample), via
+) -> tuple[tuple[WrittenPart | None, WrittenPart | None, pl.DataFrame | None, pl.DataFrame], int]:
+    """Pass 2 on one batch: (its kept rows, boilerplate lines removed and `n_tokens` counted, and its dropped rows
+    (every column of `gone`: the same for every batch), each as written into the staging version; the line removal
+    per kept row, or None; the dropped rows' token sample), via
     `core.filtering.apply_decisions`, `core.boilerplate.strip_kept` and `core.frames.sample_tokens`; runs in a Ray
     worker."""
     marked = task.scratch.get(task.marked)
@@ -138,7 +141,8 @@ def split_task(
         gone = pl.concat([gone, emptied], how="diagonal_relaxed")
     tokenizer = task_tokenizer(task.encoding)
     sample = sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE)
-    return (task.sink.write(task.part, with_tokens(keep, tokenizer)), gone, removed, sample), marked.height
+    kept, dropped = task.sink.write(task.part, with_tokens(keep, tokenizer)), task.sink.write(task.part, gone, DROPPED)
+    return (kept, dropped, removed, sample), marked.height
 
 
 def build(cfg, version: str, with_model: bool) -> list:
@@ -194,7 +198,7 @@ def build(cfg, version: str, with_model: bool) -> list:
             ledger = partition_ledger(ledgers, params)
             boilerplate = lines.frequent(params.boilerplate_min_docs) if lines is not None else None
             side = {"ledger": ledger}
-            dropped: list[pl.DataFrame] = []
+            dropped: list[WrittenPart | None] = []
             removed: list[pl.DataFrame] = []
             samples: list[pl.DataFrame] = []  # the dropped documents' token sample, per batch
 
@@ -226,25 +230,25 @@ def build(cfg, version: str, with_model: bool) -> list:
                 finally:  # pass 2 runs inside the IO manager, while this generator waits at its yield
                     scratch.clear()
 
-            @functools.cache  # read by the IO manager, then by the estimate
-            def dropped_frame() -> pl.DataFrame:
+            def dropped_parts() -> list[WrittenPart | None]:
                 # the IO manager reads `side` after this: every document's removed lines
                 side["ledger"] = settle_ledger(ledger, removed if boilerplate is not None else None)
-                if dropped:
-                    return pl.concat(dropped, how="diagonal_relaxed")
-                return pl.DataFrame(schema={"doc_id": pl.String, DROP_REASON: pl.String})
+                return dropped
 
             yield dg.Output(
                 StepOutput(
                     kept=kept,
-                    dropped=dropped_frame,
+                    dropped=dropped_parts,
                     rows_in=ledger.height,
                     bytes_in=size,
                     config_version=version,
                     estimate=lambda: TokenEstimate.of(
-                        samples, cfg.tokenizer.name, dropped_bytes=drop_bytes(dropped_frame()), rate=DROPPED_SAMPLE_RATE
+                        samples,
+                        cfg.tokenizer.name,
+                        dropped_bytes=sum((p.drops for p in dropped if p), DropTally()).nbytes,
+                        rate=DROPPED_SAMPLE_RATE,
                     ),
-                    extra={
+                    extra=lambda: {  # after pass 2: its tasks count too
                         **progress.metadata(),
                         "rule_value_distributions": dg.MetadataValue.md(distributions_markdown(ledger)),
                         "pii_redacted": pii_totals(ledger),
