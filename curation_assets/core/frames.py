@@ -377,7 +377,8 @@ class StepOutput:
     to the step.
     `dropped` is produced after `kept` is exhausted (a callable, so a streaming step can fill it while it runs): one
     frame (dropped part 0), or, in order, what its tasks returned from `sink.write(index, frame, DROPPED)` (a
-    `WrittenPart` with its `DropTally`, or None for an empty part); its rows carry `drop_reason`. `rows_in` / `bytes_in` may likewise be callables read after streaming.
+    `WrittenPart` with its `DropTally`, or None for an empty part); its rows carry `drop_reason`.
+    `rows_in` / `bytes_in` may likewise be callables read after streaming.
     `extra` (more metadata) may be a callable too, read after streaming (e.g. the tasks' progress).
     `side` holds named tables persisted next to the output (e.g. filtered's per-document decision ledger).
     The IO manager persists it and reports what it wrote in the materialization's metadata (`step_metadata`); the
