@@ -214,7 +214,7 @@ class RayEngine(dg.ConfigurableResource):
     state_dir: str
     # the AZ of the data root when it is zonal: every worker must be in it (the cost guard's zone rule)
     data_zone: str | None = None
-    # the data root: a local directory requires every node that runs tasks to be this machine (they write there)
+    # the data root: a local directory must be seen by every node that runs tasks (they write there), probed at connect
     data_root: str | None = None
 
     def connect(self, override: str | None = None) -> None:
