@@ -82,8 +82,9 @@ def _peak_rss() -> int:
 
 # Fault injection for the reliability tests (and chaos drills on a real cluster): with CURATION_CHAOS_DIR set in the
 # workers' environment, a file `<dir>/kill-once<suffix>` holding a label pattern arms it (a substring, `*` matching
-# anything: `books rows * (pass 2)`): the first task whose label contains it SIGKILLs its own worker after its work and before its result is returned (renaming the file to
-# `killed<suffix>` first, so exactly one task fires per armed file; several drills may be armed at once).
+# anything: `books rows * (pass 2)`): the first task whose label contains it SIGKILLs its own worker after its work
+# and before its result is returned (renaming the file to `killed<suffix>` first, so exactly one task fires per armed
+# file; several drills may be armed at once).
 CHAOS_DIR = "CURATION_CHAOS_DIR"
 
 

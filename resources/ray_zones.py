@@ -54,14 +54,15 @@ def worker_zone_problems(worker_zones: Mapping[str, str | None], data_zone: str 
     return problems
 
 
+def runs_tasks(node: Mapping[str, Any]) -> bool:
+    """Whether a node of `ray.nodes()` can run tasks: alive, with a CPU (the head of a RayCluster has `num-cpus: 0`)."""
+    return bool(node.get("Alive", True) and node.get("Resources", {}).get("CPU"))
+
+
 def foreign_nodes(nodes: Iterable[Mapping[str, Any]], host: str) -> list[Mapping[str, Any]]:
-    """The Ray nodes that can run tasks and are not this machine (`host`: its hostname, as Ray reports a node's
-    `NodeManagerHostname`); dead nodes and nodes without a CPU run no task."""
-    return [
-        node
-        for node in nodes
-        if node.get("Alive", True) and node.get("Resources", {}).get("CPU") and node.get("NodeManagerHostname") != host
-    ]
+    """The Ray nodes that can run tasks (`runs_tasks`) and are not this machine (`host`: its hostname, as Ray
+    reports a node's `NodeManagerHostname`)."""
+    return [node for node in nodes if runs_tasks(node) and node.get("NodeManagerHostname") != host]
 
 
 def local_root_problems(unseen: Iterable[Mapping[str, Any]], local_root: str) -> list[str]:
@@ -85,7 +86,7 @@ def ray_node_zones(nodes: Iterable[Mapping[str, Any]], zone_label: str = RAY_ZON
     maps to None (its zone is unknown, which `worker_zone_problems` treats as unpinned)."""
     by_group: dict[str, dict[str, str | None]] = {}
     for node in nodes:
-        if not node.get("Alive", True) or not node.get("Resources", {}).get("CPU"):
+        if not runs_tasks(node):
             continue
         labels = node.get("Labels") or {}
         node_id = str(node.get("NodeID", ""))
