@@ -275,7 +275,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 config_version=obj.config_version,
                 tokens_out=manifest["tokens"],
                 tokens_dropped=drops.tokens,
-                added=obj.added,
+                added=obj.addition(),
                 extra=extra,
                 bytes_dropped=drops.nbytes,
                 estimate=obj.token_estimate(),

@@ -206,6 +206,15 @@ def test_shared_corpus_in_every_format_runs_the_whole_graph(shared_corpus):
         # without a target the mixture is the largest that repeats nothing: bounded by the scarcest component
         assert mixed["tokens"] > 1_000_000 and tokenized["tokens"] == mixed["tokens"] + mixed["rows_out"]  # + EOTs
         books = latest(instance, "filtered", "books")
+        deduped, synthetic = latest(instance, "deduped", "books"), latest(instance, "synthetic", "books")
+    # synthetic's tasks write their row range's documents and what each generator made of its seeds, so no document
+    # returns to the step: more parts than tasks, one schema, deduped's documents first (in order), then the made ones
+    docs = pl.scan_parquet(Path(deduped["uri"], "data", "*.parquet")).collect()
+    made = pl.scan_parquet(Path(synthetic["uri"], "data", "*.parquet")).collect()
+    assert len(list(Path(synthetic["uri"], "data").glob("part-*.parquet"))) > synthetic["details"]["tasks"] > 1
+    assert made.head(docs.height).select(docs.columns).equals(docs) and made.height == synthetic["rows_out"]
+    generated = made.slice(docs.height)
+    assert generated.height == synthetic["details"]["synthetic_docs"] > 0 and generated["generator"].null_count() == 0
     # filtered's pass-2 tasks write their batch's dropped rows too: one part per batch that dropped any, one schema
     # (the folder reads as one table), and what the step reports per reason is what the parts hold
     parts = sorted(Path(books["uri"], "dropped").glob("part-*.parquet"))

@@ -90,6 +90,15 @@ def empty_frame(schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=dict(schema))
 
 
+def conform(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` with exactly `schema`'s columns in its order (a missing one as typed nulls), so parts that tasks write
+    apart read as one table; `schema` is what `pl.concat(..., how="diagonal_relaxed")` of the parts would give."""
+    extra = [c for c in frame.columns if c not in schema]
+    if extra:
+        raise ValueError(f"columns {extra} are not in the table's schema {list(schema)}")
+    return pl.concat([empty_frame(schema), frame], how="diagonal_relaxed")
+
+
 def stable_id(*parts: object) -> str:
     """A 32-hex-digit id that depends only on `parts` (blake2b-128 over their unit-separated text)."""
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
@@ -392,7 +401,7 @@ class StepOutput:
     config_version: str
     extra: dict[str, object] | Callable[[], dict[str, object]] = field(default_factory=dict)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
-    added: Added | None = None
+    added: Added | Callable[[], Added] | None = None  # a callable is read after streaming
     estimate: TokenEstimate | Callable[[], TokenEstimate] | None = None  # tokens not counted (read after streaming)
     trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
 
@@ -415,6 +424,10 @@ class StepOutput:
     def metadata(self) -> dict[str, object]:
         """`extra`, resolved (call after the parts were consumed)."""
         return self.extra() if callable(self.extra) else self.extra
+
+    def addition(self) -> Added | None:
+        """`added`, resolved (call after the parts were consumed)."""
+        return self.added() if callable(self.added) else self.added
 
     def token_estimate(self) -> TokenEstimate | None:
         """`estimate`, resolved (call after the parts were consumed)."""

@@ -102,16 +102,20 @@ def generated(
     return pl.DataFrame(rows, schema=SYNTH_SCHEMA) if rows else empty_frame(SYNTH_SCHEMA), skipped
 
 
+def llm_seeds_of(docs: pl.DataFrame, params: SynthParams) -> pl.DataFrame:
+    """The LLM templates' seeds: their own Bernoulli(`llm_rate`) sample of the documents with >= `min_chars`."""
+    long_enough = pl.col("text").str.len_chars() >= params.min_chars
+    return docs.filter(seed_selected(docs["doc_id"], params.llm_rate, salt="llm:") & long_enough)
+
+
 def llm_generated(
-    docs: pl.DataFrame,
+    llm_seeds: pl.DataFrame,
     params: SynthParams,
     llm: Callable[[str, list[str]], list[dict | None]],
     llm_params: dict | None = None,
 ) -> pl.DataFrame:
-    """The LLM templates' rows over their own Bernoulli(`llm_rate`) sample, through `llm(template_id, texts) ->
-    [result | None]` (None: failed or over budget, no row)."""
-    long_enough = pl.col("text").str.len_chars() >= params.min_chars
-    llm_seeds = docs.filter(seed_selected(docs["doc_id"], params.llm_rate, salt="llm:") & long_enough)
+    """The LLM templates' rows over `llm_seeds` (`llm_seeds_of`), through `llm(template_id, texts) -> [result |
+    None]` (None: failed or over budget, no row)."""
     rows = []
     for template in params.llm_templates:
         results = llm(template, llm_seeds["text"].to_list())
@@ -129,16 +133,17 @@ def synthesize(
     llm_params: dict | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Synthetic documents (SYNTH_SCHEMA: DOC_SCHEMA + provenance) from `docs` (DOC_SCHEMA): each programmatic
-    generator over `seeds_of(docs)` in order, then the LLM templates (`llm_generated`). Every row carries
-    parent_doc_id, generator, template_id, model and gen_params (also in `meta`); doc_id = stable_id(generator,
-    template, parent, k). Also the seeds a generator skipped (SKIPPED_SCHEMA). The `synthetic` step runs the same
-    pieces, the generators as Ray tasks over seed chunks."""
+    generator over `seeds_of(docs)` in order, then the LLM templates (`llm_generated` over `llm_seeds_of(docs)`).
+    Every row carries parent_doc_id, generator, template_id, model and gen_params (also in `meta`); doc_id =
+    stable_id(generator, template, parent, k). Also the seeds a generator skipped (SKIPPED_SCHEMA). The `synthetic`
+    step runs the same pieces, the generators as Ray tasks over row ranges of `docs` (a seed's documents depend on
+    that seed alone, so the rows are the same however the seeds are cut)."""
     if params.llm_templates and llm is None:
         raise ValueError("LLM templates configured but no LLM backend")
     seeds = seeds_of(docs, params)
     runs = [generated(seeds, name, generate, params.max_work) for name in params.generators]
     parts = [made for made, _ in runs]
     if params.llm_templates:
-        parts.append(llm_generated(docs, params, llm, llm_params))
+        parts.append(llm_generated(llm_seeds_of(docs, params), params, llm, llm_params))
     skipped = [empty_frame(SKIPPED_SCHEMA), *(skips for _, skips in runs)]
     return pl.concat([empty_frame(SYNTH_SCHEMA), *parts]), pl.concat(skipped)

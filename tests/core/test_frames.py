@@ -9,6 +9,7 @@ from curation_assets.core.frames import (
     TOKEN_SAMPLE_RATE,
     TokenEstimate,
     approx,
+    conform,
     drop_bytes,
     drop_counts,
     drop_tokens,
@@ -193,3 +194,11 @@ def test_range_frames_cuts_a_stream_into_the_ranges_whatever_its_batches(tmp_pat
         list(range_frames([docs.head(5)], [(0, 4), (4, 4)]))
     with pytest.raises(ValueError, match="does not start where"):
         list(range_frames([docs], [(0, 4), (5, 4)]))
+
+
+def test_conform_gives_a_part_the_tables_columns_in_order_with_typed_nulls_and_refuses_unknown_ones():
+    schema = {"doc_id": pl.String(), "n_tokens": pl.Int64(), "generator": pl.String()}
+    part = conform(pl.DataFrame({"n_tokens": [3], "doc_id": ["a"]}), schema)
+    assert part.schema == pl.Schema(schema) and part.row(0) == ("a", 3, None)
+    with pytest.raises(ValueError, match="lang"):
+        conform(pl.DataFrame({"doc_id": ["a"], "lang": ["en"]}), schema)
