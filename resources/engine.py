@@ -16,6 +16,7 @@ driver; ../shared/notes/ray.md): by default it rewrites loopback to the machine'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import functools
 import gc
@@ -58,6 +59,17 @@ class TaskStats:
     docs: int
     peak_rss_bytes: int
     cpu_seconds: float = 0.0
+    trace: bytes | None = None  # the task's own Viztracer trace (Chrome trace-event JSON) in a traced run
+
+
+@dataclass
+class StepTrace:
+    """A traced step (run tag `curation/trace`): the Viztracer of the step's own process and, in item order, the
+    stats of its tasks that ran on Ray, each carrying the task's own trace (`RayEngine.map(traces=...)`). The IO
+    manager stores them beside the output: `trace.json` and `tasks/<n>-<label>.json`."""
+
+    tracer: object
+    tasks: list[TaskStats] = field(default_factory=list)
 
 
 @functools.cache
@@ -106,13 +118,41 @@ def _chaos(label: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_task(fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
-    """Run `fn(item)` in a Ray worker and measure it. `fn` returns (result, documents processed)."""
+# Calls shorter than this are left out of traces (a step's and its tasks'): per-record helpers would otherwise make a
+# trace of a few MB of input weigh 100 MB, and a step's time is in its batch-level calls.
+MIN_TRACED_US = 50
+
+
+def run_task(fn: Callable, item: object, label: str, traced: bool = False) -> tuple[object, TaskStats]:
+    """Run `fn(item)` in a Ray worker and measure it (`traced`: under a Viztracer of its own, whose trace the stats
+    carry). `fn` returns (result, documents processed)."""
     _peak_rss_reset()
+    tracer = None
+    if traced:
+        from viztracer import VizTracer
+
+        # not registered as the process's global tracer: the runner keeps no tracer (nor its buffer) past the task
+        tracer = VizTracer(verbose=0, min_duration=MIN_TRACED_US, register_global=False)
+        tracer.start()
     start, cpu = time.perf_counter(), time.process_time()
-    result, docs = fn(item)
+    try:
+        result, docs = fn(item)
+    finally:
+        if tracer is not None:
+            tracer.stop()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    trace = _trace_bytes(tracer) if tracer is not None else None
     _chaos(label)
-    return result, TaskStats(label, time.perf_counter() - start, int(docs), _peak_rss(), time.process_time() - cpu)
+    return result, TaskStats(label, seconds, int(docs), _peak_rss(), cpu, trace)
+
+
+def _trace_bytes(tracer) -> bytes:
+    """A stopped tracer's Chrome trace-event JSON."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
+        tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
+        return Path(tmp, "trace.json").read_bytes()
 
 
 class TaskRunner:
@@ -135,9 +175,9 @@ class TaskRunner:
         self.idle_s = RUNNER_IDLE_S
         self.lingering = False
 
-    async def run(self, fn: Callable, item: object, label: str) -> tuple[object, TaskStats]:
+    async def run(self, fn: Callable, item: object, label: str, traced: bool = False) -> tuple[object, TaskStats]:
         # synchronous work inside an async method: it holds the event loop, so a runner runs one task at a time
-        result = run_task(fn, item, label)
+        result = run_task(fn, item, label, traced)
         self.last_used = time.monotonic()
         return result
 
@@ -276,13 +316,15 @@ class RayEngine(dg.ConfigurableResource):
         log: Callable[[str], None] | None = None,
         progress: Progress | None = None,
         override: str | None = None,
-        inline: bool = False,
+        traces: list[TaskStats] | None = None,
     ) -> Iterator[object]:
         """`fn(item)` for every item as Ray tasks (one CPU each), results yielded in item order; at most twice the
         cluster's CPUs in flight, so the driver holds a bounded number of results. `fn` must be importable (a module
-        function) and return (result, documents). A task that fails for good raises, naming its item's label."""
+        function) and return (result, documents). A task that fails for good raises, naming its item's label.
+        With `traces` (a traced step), each task on Ray runs under a Viztracer of its own and its stats, trace
+        included, are appended there in item order; a task run in this process is in the step's own trace."""
         pairs = zip(items, labels)  # noqa: B905 - labels may be an endless generator
-        if inline or self.workers == 0:  # in this process, in order (a traced run: its trace shows every task)
+        if self.workers == 0:  # in this process, in order
             for item, label in pairs:
                 yield self._run_here(fn, item, label, log, progress)
             return
@@ -324,7 +366,7 @@ class RayEngine(dg.ConfigurableResource):
                 while not free:  # each task goes to an idle runner: a slow shard never holds the others back
                     settle(block=True)
                 runner = free.pop()
-                ref = runner.run.remote(fn, item, label)
+                ref = runner.run.remote(fn, item, label, traces is not None)
                 running[ref] = runner
                 queue.append((label, ref))
                 settle(block=False)
@@ -332,11 +374,11 @@ class RayEngine(dg.ConfigurableResource):
                     head_label, head = queue.popleft()
                     if head in running:
                         free.append(running.pop(head))  # collected below: its runner is idle once it returns
-                    yield self._collect(head_label, head, log, progress)
+                    yield self._collect(head_label, head, log, progress, traces)
             while queue:
                 head_label, head = queue.popleft()
                 running.pop(head, None)
-                yield self._collect(head_label, head, log, progress)
+                yield self._collect(head_label, head, log, progress, traces)
         finally:
             # A failed (or abandoned) step: its tasks still in flight may write (a part of the staging version, a
             # scratch file). Wait for them, so that none writes after the step has deleted what it staged.
@@ -382,7 +424,7 @@ class RayEngine(dg.ConfigurableResource):
         return runners
 
     @staticmethod
-    def _collect(label: str, ref, log, progress: Progress | None) -> object:
+    def _collect(label: str, ref, log, progress: Progress | None, traces: list[TaskStats] | None) -> object:
         import ray
 
         try:
@@ -390,7 +432,9 @@ class RayEngine(dg.ConfigurableResource):
         except ray.exceptions.RayError as e:
             cause = getattr(e, "cause", None) or e  # the core's own exception, without Ray's wrapping
             raise RuntimeError(f"task {label} failed: {type(cause).__name__}: {cause}") from e
-        RayEngine._record(stats, log, progress)
+        if traces is not None:
+            traces.append(stats)
+        RayEngine._record(dataclasses.replace(stats, trace=None), log, progress)  # the roll-up holds no trace
         return result
 
     @staticmethod

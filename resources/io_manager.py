@@ -12,6 +12,7 @@ Layout under the data root (`CURATION_DATA_ROOT`, a local directory or `s3://buc
     <root>/<asset>/<partition>/<version>/<name>/part-00000.parquet   a side table (filtered: `ledger`)
     <root>/<asset>/<partition>/<version>/<name>                 a FileSetOutput (tokenized: see its module)
     <root>/<asset>/<partition>/<version>/trace.json             the step's trace (run tag curation/trace)
+    <root>/<asset>/<partition>/<version>/tasks/NNNNN-<label>.json  the trace of each of its tasks on Ray
     <root>/<asset>/<partition>/_removed/<version>.json  audit record of a version removed by `cli remove-version`
 
 Unpartitioned assets use the partition folder `_all`. Each table of a version (kept rows, dropped rows, each side
@@ -26,9 +27,9 @@ lock in `resources.locks`. Guarantees: tests/test_reliability.py and tests/resou
 
 Paths in a manifest are relative to the data root (`versions.resolved` resolves them; absolute ones, from manifests
 written before, are used as they are), so a root copied or moved elsewhere still loads. The manifest (`_latest.json`)
-of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`,
-`rows`, `rows_dropped`, `tokens`, `bytes`, `part_bytes` (and `trace`); of a `FileSetOutput` `version`, `run_id`,
-`files` (name -> path), `bytes` (and `trace`). Both also record `content` (the version's content hash, also the
+of a frame output (`StepOutput`) has `version`, `run_id`, `parts`, `dropped`, `side`, `rows`, `rows_dropped`,
+`tokens`, `bytes`, `part_bytes` (and `trace`, `task_traces`); of a `FileSetOutput` `version`, `run_id`, `files`
+(name -> path), `bytes` (and `trace`, `task_traces`). Both also record `content` (the version's content hash, also the
 materialization's Dagster data version), `config_version` (the asset's code version) and `inputs` (what the version
 was made from: label -> content of each upstream version loaded, or the source listing of raw), so the data root
 alone says whether an asset partition is current (`curation run`'s skip decision). A version whose content equals
@@ -40,10 +41,11 @@ metadata.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
@@ -54,6 +56,9 @@ from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
 from resources.store import ObjectStore, Store
 from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, PartSink, Version
+
+if TYPE_CHECKING:
+    from resources.engine import StepTrace
 
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
@@ -216,7 +221,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             lock.assert_held()  # a writer that lost its lock (paused past its S3 lease, taken over) publishes nothing
             if not unchanged:
                 if obj.trace is not None:
-                    files["trace"] = self._save_trace(obj.trace, out)
+                    files["trace"], files["task_traces"] = self._save_trace(obj.trace, out)
                 out.commit()
         except BaseException:
             out.abort()  # nothing of a failed write stays under the root
@@ -283,6 +288,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             details = {f"side_{n}": u for n, u in manifest["side"].items()}
         if obj.trace is not None:
             metadata["trace"] = dg.MetadataValue.path(manifest["trace"])
+            if manifest["task_traces"]:  # the folder of the tasks' own traces, one file per task on Ray
+                metadata["task_traces"] = dg.MetadataValue.path(manifest["task_traces"][0].rsplit("/", 1)[0])
             metadata["trace_viewer"] = dg.MetadataValue.url("https://ui.perfetto.dev")  # Open trace file
         moved = [
             *moved,
@@ -299,12 +306,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             )
         )
 
-    def _save_trace(self, tracer: Any, out: Version) -> str:
-        """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open)."""
-        tracer.stop()
+    def _save_trace(self, trace: StepTrace, out: Version) -> tuple[str, list[str]]:
+        """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open) as
+        `trace.json`, and each of its tasks' traces as `tasks/<n>-<label>.json` (n: the task's place in the step)."""
+        trace.tracer.stop()
         with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
-            tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
-            return out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
+            trace.tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
+            step = out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
+        tasks = [
+            out.write(f"tasks/{n:05d}-{re.sub(r'[^A-Za-z0-9.]+', '-', t.label).strip('-')}.json", t.trace)
+            for n, t in enumerate(trace.tasks)
+        ]
+        return step, tasks
 
     def _write_step(self, out: Any, version: Version) -> dict[str, Any]:
         sink = PartSink(version.final, version.staging, self.store.endpoint_url, self.store.region)

@@ -46,7 +46,7 @@ KEEP_VERSIONS = 3
 # Outputs that cost GPU-hours or dollars to remake: no code path deletes or overwrites one of their versions.
 PROTECTED = ("synthetic", "tokenized")
 # the manifest keys that hold file paths: lists, name -> path maps, one path
-PATH_LISTS, PATH_MAPS, PATH_ONE = ("parts", "dropped"), ("side", "files"), ("trace",)
+PATH_LISTS, PATH_MAPS, PATH_ONE = ("parts", "dropped", "task_traces"), ("side", "files"), ("trace",)
 log = logging.getLogger(__name__)
 
 

@@ -403,7 +403,7 @@ class StepOutput:
     side: dict[str, pl.DataFrame] = field(default_factory=dict)
     added: Added | Callable[[], Added] | None = None  # a callable is read after streaming
     estimate: TokenEstimate | Callable[[], TokenEstimate] | None = None  # tokens not counted (read after streaming)
-    trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
+    trace: object = None  # a traced step's `resources.engine.StepTrace`: saved beside the output
 
     def kept_parts(self, sink: object) -> Iterator[pl.DataFrame | WrittenPart | None]:
         if isinstance(self.kept, pl.DataFrame):
@@ -443,7 +443,7 @@ class FileSetOutput:
     """
 
     files: Iterable[tuple[str, bytes]]
-    trace: object = None  # a running VizTracer (run tag curation/trace): stopped and saved beside the output
+    trace: object = None  # a traced step's `resources.engine.StepTrace`: saved beside the output
 
 
 def funnel_markdown(

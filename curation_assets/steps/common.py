@@ -19,7 +19,7 @@ import polars as pl
 
 from curation_assets.config import Freshness, PodSize
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, Transfer
-from resources.engine import Progress, RayEngine
+from resources.engine import MIN_TRACED_US, Progress, RayEngine, StepTrace
 from resources.tokenizer import TokenizerResource
 
 # One partition per source, registered from the sources config (`curation run`, the `register_sources` sensor or the
@@ -129,11 +129,17 @@ def run_tasks(
     labels: Iterable[str],
     progress: Progress | None = None,
 ) -> Iterator[object]:
-    """`engine.map` for a step: task progress in the step's log, the run's transfer override for the zone rule; a
-    traced run (`curation/trace`) runs the tasks in the step's own process, so its trace shows their work."""
-    tags = context.run.tags
+    """`engine.map` for a step: task progress in the step's log, the run's transfer override for the zone rule; in a
+    traced run (`curation/trace`) each task on Ray records a trace of its own, stored beside the step's."""
+    trace = _TRACING.get(id(context))
     return engine.map(
-        fn, items, labels, context.log.info, progress, override=tags.get(OVERRIDE_TAG), inline=TRACE_TAG in tags
+        fn,
+        items,
+        labels,
+        context.log.info,
+        progress,
+        override=context.run.tags.get(OVERRIDE_TAG),
+        traces=trace.tasks if trace is not None else None,
     )
 
 
@@ -227,16 +233,16 @@ def no_cross_zone_bytes(md: dict[str, object]) -> tuple[bool, dict[str, object]]
 NO_CROSS_ZONE = ("the step moved no byte across an AZ or region (measured, not estimated)", no_cross_zone_bytes)
 
 
-# Calls shorter than this are left out of traces: per-record helpers would otherwise make a trace of a few MB of
-# input weigh 100 MB, and a step's time is in its batch-level calls.
-MIN_TRACED_US = 50
+# The traced steps running in this process, by id of their context (`run_tasks` finds its step's trace there).
+_TRACING: dict[int, StepTrace] = {}
 
 
 def traceable(fn):
-    """Run an asset's step under Viztracer when its run carries the tag `curation/trace` (any value). The tracer
-    rides on the step's output; the IO manager stops it once the output is persisted (so lazy work done while
-    writing is in the trace) and stores `trace.json` beside the output. Viztracer's ring buffer (1M entries by
-    default) bounds the memory a long step's trace can take; the oldest entries go first."""
+    """Run an asset's step under Viztracer when its run carries the tag `curation/trace` (any value); its tasks on
+    Ray each record a trace of their own (`run_tasks`). The `resources.engine.StepTrace` rides on the step's output;
+    the IO manager stops the tracer once the output is persisted (so lazy work done while writing is in the trace)
+    and stores `trace.json` and the tasks' traces beside the output. Viztracer's ring buffer (1M entries by default)
+    bounds the memory a long step's trace can take; the oldest entries go first."""
 
     @functools.wraps(fn)
     def step(context, *args, **kwargs):
@@ -245,15 +251,17 @@ def traceable(fn):
             return
         from viztracer import VizTracer
 
-        tracer = VizTracer(verbose=0, min_duration=MIN_TRACED_US)
-        tracer.start()
+        trace = StepTrace(VizTracer(verbose=0, min_duration=MIN_TRACED_US))
+        _TRACING[id(context)] = trace
+        trace.tracer.start()
         try:
             for event in fn(context, *args, **kwargs):
                 if isinstance(event, dg.Output):
-                    event.value.trace = tracer
+                    event.value.trace = trace
                 yield event
         finally:
-            if tracer.enable:  # the step failed before its output was persisted
-                tracer.stop()
+            del _TRACING[id(context)]
+            if trace.tracer.enable:  # the step failed before its output was persisted
+                trace.tracer.stop()
 
     return step

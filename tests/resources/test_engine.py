@@ -19,7 +19,7 @@ from resources.engine import CHAOS_DIR, RUNNER, Progress, RayEngine, TaskRunner,
 from resources.local_ray import RAY_ENV, LocalCluster, _gone
 from resources.ray_zones import RAY_ZONE_LABEL
 from tests.background import background
-from tests.helpers import ensure_ray, ray_dir
+from tests.helpers import ensure_ray, latest, open_instance, ray_dir
 
 os.environ.update(RAY_ENV)  # Ray reads the loopback rule when it is imported: before `import ray`
 import ray.cloudpickle  # noqa: E402
@@ -112,22 +112,26 @@ def test_progress_rolls_up_the_tasks_cpu_and_its_share_of_their_wall_time():
 SAMPLE = Path(__file__).resolve().parents[2] / "curation_assets" / "sample"
 SOURCE = "novels"  # the bundled books under a name no other run of the session uses (task labels name the source)
 RUN_BOOKS = f"""
+import os, sys
 import dagster as dg
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions, config_for
-from curation_assets.steps.common import source_partitions
+from curation_assets.steps.common import TRACE_TAG, source_partitions
 settings = Settings.from_env()
 defs = build_definitions(config_for(settings), settings)
+tags = {{TRACE_TAG: "1"}} if sys.argv[1:] == ["traced"] else None
 with dg.DagsterInstance.get() as instance:
     instance.add_dynamic_partitions(source_partitions.name, ["{SOURCE}"])
     for job in ("ingest_source", "curate_source"):
-        assert defs.resolve_job_def(job).execute_in_process(partition_key="{SOURCE}", instance=instance).success, job
+        result = defs.resolve_job_def(job).execute_in_process(partition_key="{SOURCE}", instance=instance, tags=tags)
+        assert result.success, job
 """
 
 
-def run_books(tmp: Path, name: str, ray: dict[str, str]) -> Path:
+def run_books(tmp: Path, name: str, ray: dict[str, str], traced: bool = False) -> Path:
     """ingest_source + curate_source of the bundled books (no quality model: no background source) in a process of
-    its own, through the Ray cluster `ray` names; returns the data root."""
+    its own, through the Ray cluster `ray` names (`traced`: with the run tag curation/trace); returns the data root
+    (its Dagster home is `home-<name>` beside it)."""
     home, root = tmp / f"home-{name}", tmp / f"root-{name}"
     home.mkdir()
     (tmp / "sources.yaml").write_text(f"sources:\n  - name: {SOURCE}\n    uris: ['{SAMPLE}/books/*']\n    licence: x\n")
@@ -143,7 +147,8 @@ def run_books(tmp: Path, name: str, ray: dict[str, str]) -> Path:
         "CURATION_THRESHOLDS": str(tmp / "thresholds.yaml"),
         **ray,
     }
-    done = subprocess.run([sys.executable, "-c", RUN_BOOKS], env=env, capture_output=True, text=True)
+    cmd = [sys.executable, "-c", RUN_BOOKS, *(["traced"] if traced else [])]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 
@@ -261,7 +266,8 @@ def _engine_runs(tmp: Path) -> types.SimpleNamespace:
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         (starting,) = [line for line in done.stdout.decode().splitlines() if line.startswith("STARTING ")]
         out.starting = json.loads(starting.removeprefix("STARTING "))
-        out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())})
+        # traced: its tasks on Ray record traces of their own, and it writes what the untraced external run writes
+        out.embedded = run_books(tmp, "embedded", {"CURATION_RAY_DIR": str(ray_dir())}, traced=True)
         out.killed = armed("novels", f"{SOURCE} rows")  # filtered's task labels are `<source> rows <first>-<last>`
         # tasks that write their part into the staging version before they are killed: a pass-2 task of filtered
         # (`<source> rows <first>-<last> (pass 2)`) and raw's task of the second shard (`<source> <shard>`); only
@@ -361,6 +367,26 @@ def test_a_worker_killed_in_the_middle_of_a_filtered_task_is_retried_and_the_out
     assert engine_runs.killed_raw.read_text() == f"{SOURCE} part-00001"
     for asset in ("raw", "filtered"):  # ... and no trace of any is left
         assert outputs(engine_runs.external, asset) == outputs(engine_runs.embedded, asset), asset
+
+
+def test_a_traced_step_on_ray_links_a_trace_of_each_of_its_tasks(engine_runs):
+    """The run tag curation/trace: the step's own trace and, in a folder the materialization links, each task's trace
+    from the Ray worker that ran it, showing the core's work there (its output: the test above)."""
+    with open_instance(engine_runs.embedded.parent / "home-embedded") as instance:
+        for asset, work in (("raw", "read_shard"), ("filtered", "mark_batch")):
+            md = latest(instance, asset, SOURCE)
+            manifest = json.loads((engine_runs.embedded / asset / SOURCE / "_latest.json").read_text())
+            traces = [engine_runs.embedded / t for t in manifest["task_traces"]]
+            assert md["trace"] == str(engine_runs.embedded / manifest["trace"])
+            assert md["task_traces"] == str(Path(md["uri"], "tasks")) == str(traces[0].parent)
+            details = md["details"]
+            assert details["tasks"] - details["tasks_in_process"] == len(traces) > 1, asset  # one per task on Ray
+            names = set()
+            for n, path in enumerate(traces):
+                assert path.name.startswith(f"{n:05d}-{SOURCE}-"), path.name  # its place and its label
+                events = json.loads(path.read_text())["traceEvents"]
+                names |= {e["name"].split(" (")[0] for e in events if e.get("ph") == "X"}
+            assert work in names, (asset, sorted(names)[:20])
 
 
 ORPHAN = """

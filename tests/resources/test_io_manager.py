@@ -15,6 +15,7 @@ import pytest
 
 from curation_assets.core.frames import DOC_SCHEMA, FileSetOutput, StepOutput, empty_frame, parquet_bytes
 from resources.cost_guard import CostGuard
+from resources.engine import StepTrace, TaskStats
 from resources.io_manager import ParquetIOManager
 from resources.metadata import MAX_KEYS
 from resources.store import ObjectStore
@@ -199,11 +200,18 @@ def test_a_trace_is_saved_beside_the_output(where):
                 f.write('{"traceEvents": []}')
 
     tracer = Tracer()
-    md = write(io_for(where), FileSetOutput(files=iter([("a", b"a")]), trace=tracer), "tokenized", None)
+    task = TaskStats("web rows 0-9 (pass 2)", 1.0, 10, 0, trace=b'{"traceEvents": [{"ph": "X"}]}')  # ran on Ray
+    trace = StepTrace(tracer, [task])
+    md = write(io_for(where), FileSetOutput(files=iter([("a", b"a")]), trace=trace), "tokenized", None)
     manifest = json.loads(where.store.read_bytes(f"{where.root}/tokenized/_all/{MANIFEST}"))
-    assert tracer.stopped and manifest["trace"] == f"tokenized/_all/{manifest['version']}/trace.json"
+    version = f"tokenized/_all/{manifest['version']}"
+    assert tracer.stopped and manifest["trace"] == f"{version}/trace.json"
     assert md["trace"] == f"{where.root}/{manifest['trace']}" and md["trace_viewer"] == "https://ui.perfetto.dev"
     assert where.store.read_bytes(md["trace"]) == b'{"traceEvents": []}' and manifest["bytes"] == 1
+    # each task's own trace, named by its place and label, in a folder the materialization links
+    assert manifest["task_traces"] == [f"{version}/tasks/00000-web-rows-0-9-pass-2.json"]
+    assert md["task_traces"] == f"{where.root}/{version}/tasks"
+    assert where.store.read_bytes(f"{where.root}/{manifest['task_traces'][0]}") == task.trace
 
 
 def test_old_versions_are_pruned_locally_and_the_newest_three_kept(tmp_path):
