@@ -58,9 +58,11 @@ def corpus_sources(corpus: Path, scale: int, tmp: Path) -> Path:
 
 
 def thresholds(tmp: Path) -> Path:
-    # web-warc repeats web: corpus-wide dedup removes it whole, which deduped's drop_rate check would stop
+    # web-warc repeats web: corpus-wide dedup removes it whole, which deduped's drop_rate check would stop; and with
+    # `--scale K` every document is there K times, so dedup removes (K - 1) / K of the corpus, over the removal band
     t = yaml.safe_load((ROOT / "curation_assets/config/thresholds.yaml").read_text())
     t["deduped"]["max_drop_rate"] = 1.0
+    t["deduped"]["default"] = {**(t["deduped"].get("default") or {}), "removal_band": [0.0, 1.0]}
     out = tmp / "thresholds.yaml"
     out.write_text(yaml.safe_dump(t))
     return out

@@ -101,18 +101,27 @@ def presample(docs: pl.LazyFrame, rows: int, params: TrainingParams) -> pl.LazyF
 
 def training_set(docs: pl.DataFrame, params: TrainingParams) -> tuple[pl.DataFrame, dict[str, int]]:
     """`docs` (doc_id, source, text) -> (doc_id, source, label, held_out, line) and the documents left out per
-    reason (`repeated_text`, `over_class_cap`). Labels come from the source: reference -> hq, background -> cc."""
+    reason (`text_in_both_classes`, `repeated_text`, `over_class_cap`). Labels come from the source: reference ->
+    hq, background -> cc."""
     labelled = docs.with_columns(
         pl.when(pl.col("source").is_in(params.reference)).then(pl.lit(HQ)).otherwise(pl.lit(CC)).alias("label"),
         one_line(pl.col("text")).alias("line"),
         sample_key(params.seed).alias("_key"),
-    )
-    unique = labelled.filter(pl.col("line").is_unique())
+    ).sort("_key", "doc_id")
+    # A text under both labels teaches nothing: every copy is left out. Copies of a text under one label count once
+    # (the first by the seeded key), as in a deduplicated training set: a corpus of repeated shards still trains.
+    both = pl.col("label").n_unique().over("line") > 1
+    unique = labelled.filter(~both).unique(subset="line", keep="first", maintain_order=True)
+    ambiguous = labelled.filter(both).height
     cap = min(params.max_per_class, *(unique.filter(pl.col("label") == x).height for x in (HQ, CC)))
-    capped = unique.sort("_key", "doc_id").filter(pl.int_range(pl.len()).over("label") < cap)
+    capped = unique.filter(pl.int_range(pl.len()).over("label") < cap)
     split = sample_key(params.seed + 1) % 1_000_000 < int(params.held_out * 1_000_000)
     out = capped.sort("label", "doc_id").select("doc_id", "source", "label", split.alias("held_out"), "line")
-    left_out = {"repeated_text": docs.height - unique.height, "over_class_cap": unique.height - capped.height}
+    left_out = {
+        "text_in_both_classes": ambiguous,
+        "repeated_text": docs.height - ambiguous - unique.height,
+        "over_class_cap": unique.height - capped.height,
+    }
     return out, {k: v for k, v in left_out.items() if v}
 
 

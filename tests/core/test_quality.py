@@ -38,15 +38,16 @@ def docs_frame(n_hq: int, n_cc: int) -> pl.DataFrame:
 
 def test_training_set_labels_by_source_balances_classes_and_leaves_repeated_texts_out():
     docs = docs_frame(300, 120)
-    docs = docs.with_columns(
-        pl.when(pl.col("doc_id") == "c1").then(pl.lit("web page 0")).otherwise("text").alias("text")
-    )
+    shared = {"c1": "web page 0", "c2": "web page 0", "c3": "book text 0\nsecond line"}  # c0's text; h0's
+    docs = docs.with_columns(pl.col("doc_id").replace_strict(shared, default=pl.col("text")).alias("text"))
     train, left_out = training_set(docs, TrainingParams(held_out=0.25))
-    assert left_out == {"repeated_text": 2, "over_class_cap": 300 - 118}  # c0 and c1 share a text: both out
+    # c0, c1, c2 share a text under one label: it counts once; h0 and c3 share one under both labels: both out
+    assert left_out == {"text_in_both_classes": 2, "repeated_text": 2, "over_class_cap": 299 - 117}
     counts = dict(train.group_by("label").len().iter_rows())
-    assert counts == {HQ: 118, CC: 118}
+    assert counts == {HQ: 117, CC: 117}
     assert set(train.filter(pl.col("label") == HQ)["source"]) == {"books"}
-    assert not train["doc_id"].is_in(["c0", "c1"]).any()
+    assert not train["doc_id"].is_in(["h0", "c3"]).any()
+    assert train.filter(pl.col("line") == "web page 0").height == 1
     first = train.filter(pl.col("label") == HQ).row(0, named=True)
     assert first["line"] == f"book text {first['doc_id'][1:]} second line"
     share = train["held_out"].mean()

@@ -51,9 +51,10 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
     assert abs(ledger["kept"].sum() / survivors.height - fraction) <= 0.02
     assert cut["quality_score"].max() <= ledger.filter("kept")["quality_score"].min()
     assert cut["drop_value"].equals(cut["quality_score"])
-    # the cut is by scores that spread, not by differences in the third decimal of 0.50
+    # the cut is by scores that spread, not by differences in the third decimal of 0.50 (an undertrained model's
+    # scores span ~0.006 there; a trained one puts web's survivors 0.05-0.2 apart, depending on its training set)
     survivor_scores = survivors["quality_score"]
-    assert survivor_scores.quantile(0.99) - survivor_scores.quantile(0.01) > 0.1
+    assert survivor_scores.quantile(0.99) - survivor_scores.quantile(0.01) > 0.05
     assert cut["quality_score"].max() < 0.5
 
 
