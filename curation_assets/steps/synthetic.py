@@ -145,7 +145,7 @@ def build(cfg, version: str) -> list:
                 seen["skipped"].append(result.skipped)
                 yield result.docs
             for g in range(len(params.generators)):
-                yield from (made[g] for made in seen["made"])
+                yield from (parts[g] for parts in seen["made"])
             if client is not None:
                 seeds = pl.concat(seen["llm_seeds"])
                 frame = with_tokens(llm_generated(seeds, params, llm, synth_backend.llm_params), tokenizer)
