@@ -141,13 +141,13 @@ def run_task(fn: Callable, item: object, label: str, traced: bool = False) -> tu
         if tracer is not None:
             tracer.stop()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    trace = _trace_bytes(tracer) if tracer is not None else None
+    trace = trace_json(tracer) if tracer is not None else None
     _chaos(label)
     return result, TaskStats(label, seconds, int(docs), _peak_rss(), cpu, trace)
 
 
-def _trace_bytes(tracer) -> bytes:
-    """A stopped tracer's Chrome trace-event JSON."""
+def trace_json(tracer) -> bytes:
+    """A stopped Viztracer's Chrome trace-event JSON (what Perfetto and chrome://tracing open): a task's, a step's."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="trace-") as tmp:

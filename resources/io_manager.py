@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -54,6 +52,7 @@ from pydantic import Field, PrivateAttr
 from curation_assets.core.frames import DATA, DROPPED, DropTally, WrittenPart, parquet_bytes, verify_page_checksums
 from resources import locks, versions
 from resources.cost_guard import OVERRIDE_TAG, CostGuard, CrossZoneTransferError, TransferPlan
+from resources.engine import trace_json
 from resources.store import ObjectStore, Store
 from resources.versions import KEEP_VERSIONS, MANIFEST, UNPARTITIONED, PartSink, Version
 
@@ -310,9 +309,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         """Stop the step's tracer and store its Chrome trace-event JSON (what Perfetto and chrome://tracing open) as
         `trace.json`, and each of its tasks' traces as `tasks/<n>-<label>.json` (n: the task's place in the step)."""
         trace.tracer.stop()
-        with tempfile.TemporaryDirectory(prefix="trace-") as tmp:
-            trace.tracer.save(output_file=f"{tmp}/trace.json", verbose=0)
-            step = out.write("trace.json", Path(f"{tmp}/trace.json").read_bytes())
+        step = out.write("trace.json", trace_json(trace.tracer))
         tasks = [
             out.write(f"tasks/{n:05d}-{re.sub(r'[^A-Za-z0-9.]+', '-', t.label).strip('-')}.json", t.trace)
             for n, t in enumerate(trace.tasks)
