@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dedup_eval import read_shard, score, source_shards  # noqa: E402
 from curation_assets.config import load_config  # noqa: E402
-from curation_assets.core.boilerplate import DocFrequency, line_doc_counts, strip_kept  # noqa: E402
+from curation_assets.core.boilerplate import DocFrequency, frequent_lines, line_doc_counts, strip_kept  # noqa: E402
 from curation_assets.core.dedup import DedupParams, cluster, signatures  # noqa: E402
 from curation_assets.core.filtering import BATCH_DOCS  # noqa: E402
 
@@ -74,12 +74,12 @@ def main() -> None:
         freq = DocFrequency(int(docs["text"].str.len_bytes().sum()), min_chars)
         for batch in docs.iter_slices(BATCH_DOCS):
             freq.add(line_doc_counts(batch["text"], min_chars))
-        keep, gone, counts = strip_kept(docs, freq.frequent(min_docs), min_chars)
+        keep, gone, counts = strip_kept(docs, frequent_lines(freq.counts(), min_docs), min_chars)
         after.append(keep)
         removed.append(counts.with_columns(pl.lit(source).alias("source")))
         print(
             f"{source}: {docs.height} docs, lines in >= {min_docs} docs (>= {min_chars} chars): "
-            f"{freq.frequent(min_docs).len()}; removed {int(counts['boilerplate_lines'].sum())} lines, "
+            f"{frequent_lines(freq.counts(), min_docs).len()}; removed {int(counts['boilerplate_lines'].sum())} lines, "
             f"{int(counts['boilerplate_bytes'].sum()):,} bytes from {int((counts['boilerplate_lines'] > 0).sum())} "
             f"docs; {gone.height} left empty (boilerplate_only)"
         )

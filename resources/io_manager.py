@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 # run tag: the fingerprint of a source's files (`curation run` sets it on ingest runs); raw's manifest records it
 SOURCES_TAG = "curation/sources"
 # An input whose AssetIn metadata has {LOAD: PARTS} loads as {partition: {"parts": [URIs], "rows": n,
-# "part_bytes": n}} (from its manifest): for a step whose tasks read the parts themselves (dedup_clusters' shuffle).
+# "part_bytes": n, "side": {name: URI}}} (from its manifest): for a step whose tasks read the parts themselves
+# (dedup_clusters' shuffle, filtered's passes over annotated).
 LOAD, PARTS = "curation/load", "parts"
 
 
@@ -419,7 +420,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return self._require(key, None)
         keys = context.asset_partition_keys
         if (context.definition_metadata or {}).get(LOAD) == PARTS:  # the reader's tasks read (and CRC-check) them
-            return {pk: {k: m.get(k) for k in ("parts", "rows", "part_bytes")} for pk, m in found.items()}
+            return {pk: {k: m.get(k) for k in ("parts", "rows", "part_bytes", "side")} for pk, m in found.items()}
         if context.has_partition_key and len(keys) == 1:
             return self._require(key, keys[0])
         out = {}

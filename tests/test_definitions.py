@@ -1,4 +1,4 @@
-"""The code location: the ten assets in order with code versions, checks and pod sizes; the executor by environment;
+"""The code location: the eleven assets in order with code versions, checks and pod sizes; the executor by environment;
 the register_sources sensor; the nightly schedules."""
 
 import json
@@ -13,6 +13,7 @@ from curation_assets.defs.deployment import deployment
 
 ASSETS = [
     "raw",
+    "annotated",
     "quality_model",
     "filtered",
     "dedup_signatures",
@@ -32,9 +33,12 @@ def defs_for(**settings) -> dg.Definitions:
 def test_graph_is_the_assets_in_order_with_versions_checks_and_pod_sizes():
     graph = defs_for().resolve_asset_graph()
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSETS)
-    chain = [a for a in ASSETS if a != "decontam_index"]  # the index is a root: eval files, not documents
+    # the index is a root (eval files, not documents); the model trains on raw, beside annotated (no model needed)
+    chain = [a for a in ASSETS if a not in ("decontam_index", "annotated")]
     for up, down in zip(chain, chain[1:]):
         assert dg.AssetKey(up) in graph.get(dg.AssetKey(down)).parent_keys
+    assert graph.get(dg.AssetKey("annotated")).parent_keys == {dg.AssetKey("raw")}
+    assert dg.AssetKey("annotated") in graph.get(dg.AssetKey("filtered")).parent_keys
     assert graph.get(dg.AssetKey("decontam_index")).parent_keys == set()
     assert graph.get(dg.AssetKey("decontam_index")).child_keys == {dg.AssetKey("deduped")}
     assert graph.get(dg.AssetKey("decontam_index")).partitions_def is None
@@ -146,7 +150,7 @@ def test_curation_run_job_graph_lets_a_source_go_on_without_waiting_for_the_othe
 
     # the longest remaining chain first: a small quality source's raw (the model waits on it) before a larger
     # source's; among sources of one job, the larger first; every node before the nodes that need it
-    first = critical_path(graph, {"web": 10, "books": 2, "code": 8})
+    first = critical_path(graph, {"web": 10, "books": 2, "code": 3})
     assert first[("ingest_source", "books")] > first[("ingest_source", "code")]
     assert first[("curate_source", "web")] > first[("curate_source", "code")] > first[("curate_source", "books")]
     assert all(first[need] > first[node] for node, needs in graph.items() for need in needs)

@@ -314,12 +314,14 @@ class PerSourceStep(DropRateStep):
         merged = {**self.default.model_dump(), **own.model_dump(exclude_unset=True)}
         return type(self.default).model_validate(merged)
 
-    def data_params(self) -> dict[str, Any]:
+    def data_params(self, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """What changes the step's output: the bound of its check, every source's params (but `exclude`d ones)."""
         return {
             "max_drop_rate": self.max_drop_rate,
-            "default": self.default.model_dump(mode="json"),
+            "default": self.default.model_dump(mode="json", exclude=set(exclude)),
             "per_source": {
-                s: o.model_dump(mode="json", exclude_unset=True) for s, o in sorted(self.per_source.items())
+                s: o.model_dump(mode="json", exclude_unset=True, exclude=set(exclude))
+                for s, o in sorted(self.per_source.items())
             },
         }
 

@@ -1,12 +1,13 @@
-"""`filtered`: raw docs -> docs passing datatrove's URL filter (`core/urls.py`), fastText language ID, datatrove's
-Gopher repetition + Gopher quality + C4 quality + FineWeb quality rules, and a cut by the DCLM-style fastText quality
-classifier (`quality_model`), which scores every document; the text of the documents that pass every rule has its
-e-mail and public IP addresses redacted (datatrove's PIIFormatter, `core/pii.py`).
+"""`annotated` and `filtered`: raw docs -> docs passing datatrove's URL filter (`core/urls.py`), fastText language ID,
+datatrove's Gopher repetition + Gopher quality + C4 quality + FineWeb quality rules (`annotate_batch`: no model), the
+text of the documents that pass them with its e-mail and public IP addresses redacted (datatrove's PIIFormatter,
+`core/pii.py`); then a cut by the DCLM-style fastText quality classifier (`quality_model`), which scores the documents
+every heuristic rule passed (`score_batch`, `partition_ledger`).
 
 Pure polars core (no Dagster, no I/O) on top; statistics come from `filter_rules.features` (vectorised); every rule is
 a (condition, measured value) pair, and `mark_dropped` keeps the first failing rule. Rule order is datatrove's FineWeb
 recipe (`examples/fineweb.py`): URLFilter -> LanguageFilter -> GopherRepetition -> GopherQuality -> C4Quality ->
-FineWebQuality, then the quality classifier; PIIFormatter last, on what is kept. Reasons are datatrove's (URL ones
+FineWebQuality, PIIFormatter on what they keep, then the quality classifier. Reasons are datatrove's (URL ones
 prefixed `url_`, C4 and FineWeb ones `c4_` / `fineweb_`, since datatrove reuses names such as `empty` across
 filters). A threshold of None disables its rule (datatrove: 0/None).
 Parity with datatrove 0.10.1 is measured by tests/test_filtered_parity.py (words: see filter_rules' docstring).
@@ -38,7 +39,12 @@ LANG_DECISION_MARGIN = 0.1
 # (at most LANG_MAX_CHUNKS, longer chunks then)
 LANG_CHUNK_CHARS = 125
 LANG_MAX_CHUNKS = 80
+# A task's row range (`core.frames.row_ranges`) in the per-source document steps: BATCH_DOCS documents or BATCH_BYTES
+# of text, whichever comes first, so a task's memory follows its bytes (a 4,096-document range of long manuals peaked
+# at 1.1 GB), and a source of a few thousand long documents still makes a task per core.
 BATCH_DOCS = 4096
+BATCH_BYTES = 4 * 2**20
+QUALITY_CUT = frozenset({"quality_keep_fraction", "min_quality_score"})  # FilterParams of the classifier's cut
 # our reason -> datatrove 0.10.1's reason (where they differ), for the parity test and the funnel table
 DATATROVE_REASON = {
     "url_domain_blocked": "domain",
@@ -115,7 +121,7 @@ class FilterParams(BaseModel):
     # DCLM-style quality classifier (the `quality_model` asset): keep the top fraction of the documents that pass
     # every heuristic, by hq probability, and/or those scoring >= min_quality_score
     quality_keep_fraction: float | None = Field(default=None, gt=0, le=1)
-    min_quality_score: float | None = None
+    min_quality_score: float | None = None  # QUALITY_CUT: applied by `filtered` alone, after `annotated`
     lang_max_chars: int = LANG_MAX_CHARS
     # datatrove PIIFormatter (FineWeb), on the text of the documents that pass every rule: placeholders are chosen
     # per address by hash (one address, one placeholder), not datatrove's cross-document counter
@@ -239,8 +245,6 @@ def _rules(p: FilterParams) -> dict[str, tuple[pl.Expr, pl.Expr]]:
         ]:
             if thr is not None:
                 rules[name] = (value > thr, value)
-    if p.min_quality_score is not None:
-        rules["low_quality_score"] = (c("quality_score") < p.min_quality_score, c("quality_score"))
     return rules
 
 
@@ -298,10 +302,9 @@ def filter_docs(
     docs: pl.DataFrame,
     params: FilterParams,
     lang: pl.DataFrame,
-    quality: pl.Series | None = None,
     urls: UrlLists | None = None,
 ) -> pl.DataFrame:
-    """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise), `quality_score` (when given) +
+    """Return `docs` + `lang`, `lang_score` (from `lang`, aligned row-wise) +
     `drop_reason` (null = kept) + `drop_value` (the measured value behind the first failing rule) + `values` (a struct
     of every rule's measured value, for the ledger and the funnel's distributions; a duplicated-n-gram value under its
     threshold is an upper bound of datatrove's, see filter_rules).
@@ -315,8 +318,6 @@ def filter_docs(
     scored = docs.with_columns(
         lang["lang"].cast(pl.String).alias("lang"), lang["lang_score"].cast(pl.Float64).alias("lang_score")
     )
-    if quality is not None:
-        scored = scored.with_columns(quality.cast(pl.Float64).alias("quality_score"))
     url_feats = None
     if params.url_filter:
         url = docs["url"] if "url" in docs.columns else pl.Series("url", [None] * docs.height, pl.String)
@@ -519,23 +520,37 @@ def distributions_markdown(ledger: pl.DataFrame) -> str:
     return "\n".join([head, "|---|---:|" + "---:|" * len(qs), *rows])
 
 
-def mark_batch(
-    batch: pl.DataFrame,
-    params: FilterParams,
-    predict_lang: Callable,
-    score_quality: Callable[[list[str]], list[float]] | None,
-    urls: UrlLists | None = None,
+def annotate_batch(
+    batch: pl.DataFrame, params: FilterParams, predict_lang: Callable, urls: UrlLists | None = None
 ) -> pl.DataFrame:
-    """Pass 1 on one batch of documents: `filter_docs` with its language labels, the URL lists and, when a quality
-    model is given, every document's `quality_score` (P(hq) of its text as one line, `quality.one_line`); then the
-    PII of the documents that passed every rule redacted (`redact_kept`). No token is counted: the step counts the
-    kept documents' tokens once their text is final."""
+    """The model-free part of filtering on one batch of documents: `filter_docs` (language labels, the URL lists,
+    every heuristic rule; the classifier's comes in `score_batch`), then the PII of the documents that passed them redacted (`redact_kept`). Returns `batch` +
+    `lang`, `lang_score`, `drop_reason` (the first failing heuristic rule; null = passed), `drop_value`, `values`,
+    `pii_emails`, `pii_ips`. No token is counted: `filtered` counts the kept documents' tokens once their text is
+    final."""
     lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars, threshold=params.min_lang_score)
-    quality = None
-    if score_quality is not None:
-        lines = batch.select(one_line(pl.col("text"))).to_series().to_list()
-        quality = pl.Series(score_quality(lines), dtype=pl.Float64)
-    return redact_kept(filter_docs(batch, params, lang, quality, urls), params)
+    return redact_kept(filter_docs(batch, params, lang, urls), params)
+
+
+def score_batch(
+    annotated: pl.DataFrame, params: FilterParams, score_quality: Callable[[list[str]], list[float]]
+) -> pl.DataFrame:
+    """The quality classifier on an annotated batch (`annotate_batch`): + `quality_score`, P(hq) of the text as one
+    line (`quality.one_line`) of each document every heuristic rule passed (null for the others: the classifier
+    comes last in the pipeline, as in DCLM, which scores the text heuristic filtering left), then the
+    `min_quality_score` rule on them."""
+    alive = annotated[DROP_REASON].is_null()
+    rows = alive.arg_true()
+    lines = annotated.select(one_line(pl.col("text").gather(rows))).to_series().to_list()
+    scores = pl.Series("quality_score", [None] * annotated.height, pl.Float64)
+    scored = annotated.with_columns(scores.scatter(rows, pl.Series(score_quality(lines), dtype=pl.Float64)))
+    if params.min_quality_score is None:
+        return scored
+    low = pl.col(DROP_REASON).is_null() & (pl.col("quality_score") < params.min_quality_score)
+    return scored.with_columns(
+        pl.when(low).then(pl.lit("low_quality_score")).otherwise(pl.col(DROP_REASON)).alias(DROP_REASON),
+        pl.when(low).then(pl.col("quality_score")).otherwise(pl.col("drop_value")).alias("drop_value"),
+    )
 
 
 def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.DataFrame:

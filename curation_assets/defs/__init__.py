@@ -1,4 +1,4 @@
-"""The code location `curation_assets.defs`: ten assets, their checks, jobs, schedules, sensors, resources and the
+"""The code location `curation_assets.defs`: eleven assets, their checks, jobs, schedules, sensors, resources and the
 executor, wired in one place.
 
 Loaded lazily (`@dg.definitions`): the environment is read when Dagster loads the location, not at import time.
@@ -13,6 +13,7 @@ from curation_assets.defs.deployment import deployment
 from curation_assets.defs.jobs import INGEST_SOURCE, build_jobs, schedules
 from curation_assets.defs.sensors import automation_sensor, landing_sensors, register_sources_sensor, with_automation
 from curation_assets.steps import (
+    annotated,
     decontam_index,
     dedup,
     deduped,
@@ -32,6 +33,7 @@ def build_definitions(cfg: CurationConfig, settings: Settings) -> dg.Definitions
     model = cfg.quality_model_params  # None: no source of a class is configured (no model, no scores)
     steps = [
         *raw.build(cfg, v["raw"]),
+        *annotated.build(cfg, v["annotated"]),
         *(quality_model.build(cfg, model, v["quality_model"]) if model else []),
         *filtered.build(cfg, v["filtered"], with_model=model is not None),
         *dedup.build_signatures(cfg, v["dedup_signatures"]),

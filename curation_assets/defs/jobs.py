@@ -1,6 +1,7 @@
 """Jobs and schedules: the six stages of a nightly rebuild.
 
-Jobs in the order a full rebuild runs them: per source its documents read; the quality classifier trained on the
+Jobs in the order a full rebuild runs them: per source its documents read and annotated (language ID, the heuristic
+rules: what needs no model); the quality classifier trained on the
 reference and background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
 every source's signatures (reduce) with the eval sets' n-gram index; per source the ledger and the index applied and
 synthetic data; the mixture.
@@ -12,6 +13,7 @@ from curation_assets.steps.common import source_partitions
 
 ASSETS = (
     "raw",
+    "annotated",
     "quality_model",
     "filtered",
     "dedup_signatures",
@@ -30,7 +32,7 @@ FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
 SOURCE_JOBS = (INGEST_SOURCE, CURATE_SOURCE, FINISH_SOURCE)  # partitioned by source; the others run once
 JOB_ASSETS = {  # in rebuild order
-    INGEST_SOURCE: ("raw",),
+    INGEST_SOURCE: ("raw", "annotated"),
     TRAIN_QUALITY: ("quality_model",),
     CURATE_SOURCE: ("filtered", "dedup_signatures"),
     DEDUPE_CORPUS: ("decontam_index", "dedup_clusters"),
@@ -38,9 +40,11 @@ JOB_ASSETS = {  # in rebuild order
     BUILD_MIXTURE: ("mixed", "tokenized"),
 }
 JOB_DESCRIPTIONS = {
-    INGEST_SOURCE: "raw for one source partition (read, parsed, quarantined)",
+    INGEST_SOURCE: "raw -> annotated for one source partition (read, parsed, quarantined; language ID, heuristic "
+    "rules, PII: everything that needs no model)",
     TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
-    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (after train_quality_model)",
+    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (the quality cut; after "
+    "train_quality_model)",
     DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority) and "
     "the eval sets' n-gram index (decontamination)",
     FINISH_SOURCE: "deduped -> synthetic for one source partition (after dedupe_corpus)",
@@ -49,16 +53,17 @@ JOB_DESCRIPTIONS = {
 
 
 # Seconds per MB of a source's input, of a job on one core: the critical-path weights of `curation run`'s order
-# (measured here over the shared corpus, `benchmarks/bench_graph.py` with one worker: ingest 0.13-0.58 s/MB (HTML the
-# most), curate 0.56-2.6, finish 0.06-0.6; the corpus-wide jobs per MB of every source's input). A source's input is
-# its files until its raw is written, then raw (the text every later job reads: a WARC's headers and markup are gone).
+# (measured here over the shared corpus, `benchmarks/bench_graph.py` with one worker: ingest 0.48-1.76 s/MB (a
+# WARC's gzip the least, HTML the most), curate 0.26-0.63, finish 0.04-0.37; the corpus-wide jobs per MB of every
+# source's input). A source's input is its files until its raw is written, then raw (the text every later job reads: a
+# WARC's headers and markup are gone).
 JOB_COST = {
-    INGEST_SOURCE: 0.3,
-    TRAIN_QUALITY: 0.35,
-    CURATE_SOURCE: 1.5,
-    DEDUPE_CORPUS: 0.04,
-    FINISH_SOURCE: 0.2,
-    BUILD_MIXTURE: 0.13,
+    INGEST_SOURCE: 0.9,
+    TRAIN_QUALITY: 0.2,
+    CURATE_SOURCE: 0.5,
+    DEDUPE_CORPUS: 0.03,
+    FINISH_SOURCE: 0.15,
+    BUILD_MIXTURE: 0.09,
 }
 Node = tuple[str, str | None]  # (job, source partition or None)
 

@@ -29,6 +29,7 @@ TRACE_TAG = "curation/trace"  # run tag: trace each step with Viztracer (see `tr
 # The UI's asset group of each step: one group per stage, so the global lineage lays out in stage columns.
 STAGE_GROUPS = {
     "raw": "ingest",
+    "annotated": "ingest",
     "quality_model": "curate",
     "filtered": "curate",
     "dedup_signatures": "dedup",

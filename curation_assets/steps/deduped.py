@@ -14,11 +14,10 @@ import polars as pl
 
 from curation_assets.core.decontam import Index, mark_contaminated
 from curation_assets.core.dedup import apply_ledger
-from curation_assets.core.filtering import BATCH_DOCS
+from curation_assets.core.filtering import BATCH_BYTES, BATCH_DOCS
 from curation_assets.core.frames import DROPPED, StepOutput, WrittenPart, range_frames, row_ranges, split_kept
 from curation_assets.core.minhash import empty_ledger
 from curation_assets.steps.common import drop_rate, enforce_transfers, failed_checks_of_latest, run_tasks, step
-from curation_assets.steps.filtered import BATCH_BYTES
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.versions import PartSink

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from curation_assets.core.filtering import BATCH_DOCS
+from curation_assets.core.filtering import BATCH_BYTES, BATCH_DOCS
 from curation_assets.core.frames import (
     DOC_SCHEMA,
     Added,
@@ -39,7 +39,6 @@ from curation_assets.core.synthesis import (
     seeds_of,
 )
 from curation_assets.steps.common import drop_rate, enforce_transfers, run_tasks, step, with_tokens
-from curation_assets.steps.filtered import BATCH_BYTES
 from resources.cost_guard import CostGuard
 from resources.engine import Progress, RayEngine
 from resources.store import ObjectStore

@@ -5,6 +5,7 @@ import pytest
 
 from curation_assets.core.boilerplate import (
     DocFrequency,
+    frequent_lines,
     line_doc_counts,
     normalized_line,
     remove_lines,
@@ -49,7 +50,7 @@ def test_doc_frequency_merges_batches_and_keeps_only_lines_seen_twice():
     got = {h: n for h, n in freq.counts().iter_rows()}
     want = {seeded_hash(norm([t])[0]): n for t, n in [(FOOTER, 3), (MIRROR, 2), ("a unique line number one", 2)]}
     assert got == want  # lines seen once are only a bit in the bitmap, not a row
-    assert freq.frequent(3).to_list() == [seeded_hash(norm([FOOTER])[0])]
+    assert frequent_lines(freq.counts(), 3).to_list() == [seeded_hash(norm([FOOTER])[0])]
 
 
 def test_doc_frequency_is_exact_whatever_the_batching():

@@ -243,11 +243,12 @@ def test_lid176_labels_english_german_japanese():
 
 def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_fraction():
     from curation_assets.core.filtering import (
+        annotate_batch,
         apply_decisions,
         distributions_markdown,
         ledger_of,
-        mark_batch,
         partition_ledger,
+        score_batch,
     )
     from curation_assets.core.frames import drop_counts, funnel_markdown
 
@@ -260,8 +261,10 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     def score(batch):
         return [len(t) % 97 / 97 for t in batch]
 
-    # pass 1 per batch, then the partition-wide cut (as the `filtered` step runs them)
-    marked = [mark_batch(batch, params, english, score) for batch in (docs.slice(0, 20), docs.slice(20))]
+    # per batch: annotated (no model), then scored, then the partition-wide cut (as `annotated` and `filtered` run them)
+    marked = [
+        score_batch(annotate_batch(batch, params, english), params, score) for batch in (docs.slice(0, 20), docs.slice(20))
+    ]
     ledger = partition_ledger([ledger_of(m) for m in marked], params)
     assert ledger.columns == [
         "doc_id",
@@ -278,6 +281,7 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     short = ledger.filter(pl.col("doc_id") == "d40").row(0, named=True)
     assert short["drop_reason"] == "gopher_short_doc" and short["drop_value"] == 20 and not short["kept"]
     assert short["values"]["gopher_short_doc"] == 20 and short["lang_score"] == 0.9
+    assert short["quality_score"] is None  # dropped by a heuristic rule: never reaches the classifier
     passed = 40  # every prose doc passes the heuristics; the classifier keeps round(0.25 * 40) of them
     assert ledger["kept"].sum() == 10
     cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
@@ -296,7 +300,7 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
     funnel = funnel_markdown(ledger.height, 10, drop_counts(pl.concat(dropped)), None, {})
     assert "| dropped: low_quality_score | 30 |  | 71.4% `" in funnel and "| **kept** | 10 |  | 23.8% `" in funnel
     table = distributions_markdown(ledger)
-    assert "| gopher_short_doc | 42 |" in table and "| quality_score | 42 |" in table and "| lang_score | 42 |" in table
+    assert "| gopher_short_doc | 42 |" in table and "| quality_score | 40 |" in table and "| lang_score | 42 |" in table
 
 
 def test_c4_line_removing_variant_rewrites_kept_text():
@@ -311,11 +315,36 @@ def test_c4_line_removing_variant_rewrites_kept_text():
     assert "JavaScript" not in out["text"][0] and "menu" not in out["text"][0]
     assert out["text"][0].startswith("Curation pipelines turn raw crawled text into training data.")
     # pass 2 keeps the text C4 rewrote (the step counts its tokens then: tests/steps/test_filtered.py)
-    from curation_assets.core.filtering import apply_decisions, mark_batch
+    from curation_assets.core.filtering import annotate_batch, apply_decisions
 
-    marked = mark_batch(docs, p, english, None)
+    marked = annotate_batch(docs, p, english)
     keep, _ = apply_decisions(marked, marked["drop_reason"])
     assert keep["text"].to_list() == out["text"].to_list() and "n_tokens" not in keep.columns
+
+
+def test_the_classifier_scores_only_what_the_heuristics_passed_and_its_threshold_is_the_last_rule():
+    from curation_assets.core.filtering import score_batch
+
+    annotated = pl.DataFrame(
+        {
+            "doc_id": ["a", "b", "c"],
+            "text": ["good\ntext", "weak text", "short"],
+            "drop_reason": [None, None, "gopher_short_doc"],
+            "drop_value": [None, None, 1.0],
+        }
+    )
+    seen = []
+
+    def score(lines):
+        seen.extend(lines)
+        return [0.9 if line.startswith("good") else 0.2 for line in lines]
+
+    out = score_batch(annotated, FilterParams(min_quality_score=0.5), score)
+    assert seen == ["good text", "weak text"]  # one line each (DCLM's normalisation), the dropped one never scored
+    assert out["quality_score"].to_list() == [0.9, 0.2, None]
+    assert out["drop_reason"].to_list() == [None, "low_quality_score", "gopher_short_doc"]
+    assert out["drop_value"].to_list() == [None, 0.2, 1.0]
+    assert score_batch(annotated, FilterParams(), score)["drop_reason"].to_list() == [None, None, "gopher_short_doc"]
 
 
 def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
@@ -338,13 +367,13 @@ def test_the_quality_cut_ranks_only_the_documents_that_passed_every_rule():
 
 
 def test_pii_is_redacted_in_the_documents_that_pass_every_rule_and_counted_in_the_ledger():
-    from curation_assets.core.filtering import apply_decisions, ledger_of, mark_batch, partition_ledger, pii_totals
+    from curation_assets.core.filtering import annotate_batch, apply_decisions, ledger_of, partition_ledger, pii_totals
 
     pii = " Write to jane.doe@example.org from 93.184.216.34, not from 10.0.0.1 on the office network."
     texts = [PROSE + pii, "Too short: jane.doe@example.org", PROSE]
     docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "text": texts})
     params = FilterParams(c4_quality=False, top_n_grams=None)
-    marked = mark_batch(docs, params, english, None)
+    marked = annotate_batch(docs, params, english)
     ledger = partition_ledger([ledger_of(marked)], params)
     assert ledger["drop_reason"].to_list() == [None, "gopher_short_doc", None]
     assert ledger["pii_emails"].to_list() == [1, None, 0] and ledger["pii_ips"].to_list() == [1, None, 0]
@@ -355,7 +384,7 @@ def test_pii_is_redacted_in_the_documents_that_pass_every_rule_and_counted_in_th
     assert redacted.startswith(PROSE) and keep["text"][1] == PROSE
     assert gone["text"][0] == texts[1]  # a dropped document keeps its text as it came
     assert not {"pii_emails", "pii_ips"} & set(keep.columns)
-    off = mark_batch(
-        docs, FilterParams(c4_quality=False, top_n_grams=None, redact_emails=False, redact_ips=False), english, None
+    off = annotate_batch(
+        docs, FilterParams(c4_quality=False, top_n_grams=None, redact_emails=False, redact_ips=False), english
     )
     assert off["text"].to_list() == texts and off["pii_emails"].null_count() == 3

@@ -111,15 +111,20 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     assert estimated["sample_docs"] >= 1 and set(estimated["dropped"]) == {"url_blocked", "url_domain_blocked"}
     assert "| dropped: url_blocked | 1 | ~" in md["funnel"] and md["tokens"] == kept["n_tokens"].sum()
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
-    # the marked batches waited for pass 2 in the step's scratch folder, beside the data root, and are gone
-    scratch = tmp_path / ".data.staging" / "scratch" / "filtered"
-    assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
+    # annotated (ingest_source: no model) holds every raw document in raw's order with its verdict, dropping none
+    annotated = io.scan(dg.AssetKey("annotated"), "forum").collect()
+    raw = io.scan(dg.AssetKey("raw"), "forum").collect()
+    assert annotated["doc_id"].to_list() == raw["doc_id"].to_list()
+    assert annotated.filter(pl.col("drop_reason").is_not_null())["drop_reason"].sort().to_list() == [
+        "url_blocked",
+        "url_domain_blocked",
+    ]
+    assert io.scan(dg.AssetKey("annotated"), "forum", dropped=True) is None
 
 
-def test_the_marked_batches_leave_scratch_when_the_io_manager_fails_before_pass_2(tmp_path, monkeypatch):
+def test_a_writer_lock_held_past_the_wait_fails_the_step_before_pass_2_and_publishes_nothing(tmp_path, monkeypatch):
     """Another run holds filtered's writer lock for `forum` past the IO manager's wait (shortened here): pass 2, which
-    the IO manager drives, never starts, the run fails naming the lock, nothing is published, and the batches pass 1
-    left in scratch are gone."""
+    the IO manager drives, never starts, the run fails naming the lock, and nothing is published."""
     defs = forum(tmp_path, [{"id": i, "text": t} for i, _, t in DOCS], {})
     io = ParquetIOManager(base_uri=str(tmp_path / "data"), store=ObjectStore(), cost_guard=CostGuard())
     _, held = io._lock(dg.AssetKey("filtered"), "forum")
@@ -139,8 +144,6 @@ def test_the_marked_batches_leave_scratch_when_the_io_manager_fails_before_pass_
     (failure,) = [e for e in run.all_events if e.is_step_failure]
     assert "filtered.forum stayed locked" in failure.step_failure_data.error.to_string()
     assert io.manifest(dg.AssetKey("filtered"), "forum") is None
-    scratch = tmp_path / ".data.staging" / "scratch" / "filtered"
-    assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
 
 
 FOOTER = "This page is mirrored from the village archive; all rights reserved by the library board."
