@@ -149,7 +149,8 @@ def is_current(
     sources: str | None,
 ) -> bool:
     """Whether the data root's manifests say each of `assets` (one job's, in order) is current for `partition`: made
-    with today's config version from today's inputs (`sources`: raw's source fingerprint), and no blocking check of
+    with today's config version from today's inputs (`sources`: the source fingerprint a root asset, raw, records),
+    and no blocking check of
     its latest materialization in this instance failed (on the same data it fails again: the job runs and stops
     the stages after it, as it did)."""
     import dagster as dg
@@ -159,7 +160,9 @@ def is_current(
     for asset in assets:
         key = dg.AssetKey(asset)
         m = io.manifest(key, partition)
-        want = {**current_inputs(io, graph, instance, asset, partition), **({"sources": sources} if sources else {})}
+        want = current_inputs(io, graph, instance, asset, partition)
+        if sources and not graph.get(key).parent_keys:
+            want["sources"] = sources
         if m is None or m.get("config_version") != config_versions[asset] or m.get("inputs") != want:
             return False
         checks = [c.name for c in graph.get_check_keys_for_assets([key])]

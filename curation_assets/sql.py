@@ -5,7 +5,7 @@ names (`parts`, `dropped`, `side`, `files`, relative to the data root or, writte
 version, never a staged one, wherever the root was copied or moved. A partitioned asset's rows
 get a `source` column (the partition) where the data has none (filtered's ledger, for one). Views (VIEWS):
 
-    raw, filtered, dedup_signatures, deduped, synthetic, mixed   each asset's kept rows
+    raw, annotated, filtered, dedup_signatures, deduped, synthetic, mixed   each asset's kept rows
     quarantine        raw's quarantined records (drop_reason, shard, location, detail, record_id, ...)
     filter_ledger     filtered's per-document decisions (kept, drop_reason, drop_value, lang, scores, values)
     dedup_ledger      the cluster ledger (dedup_clusters: cluster_id, kept, kept_doc_id, drop_reason, jaccard)
@@ -63,6 +63,7 @@ class View:
 VIEWS = {
     "raw": View("raw", "parts"),
     "quarantine": View("raw", "dropped"),
+    "annotated": View("annotated", "parts"),
     "filtered": View("filtered", "parts"),
     "filter_ledger": View("filtered", "side:ledger"),
     "dedup_signatures": View("dedup_signatures", "parts"),

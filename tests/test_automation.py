@@ -150,7 +150,7 @@ def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_q
     assert graph.get(dg.AssetKey("raw")).automation_condition is None
     for key in ("filtered", "mixed", "tokenized"):
         assert graph.get(dg.AssetKey(key)).automation_condition == GATED_FOLLOW, key
-    for key in ("quality_model", "dedup_signatures", "deduped"):
+    for key in ("annotated", "quality_model", "dedup_signatures", "deduped"):
         assert graph.get(dg.AssetKey(key)).automation_condition == FOLLOW, key
 
     def tick(cursor):
@@ -164,7 +164,10 @@ def test_downstream_follows_an_updated_source_and_filtered_waits_for_a_passing_q
             report(instance, graph, "raw", source, f"raw-{source}")
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("quality_model")) == 1  # its reference and background changed
+        assert result.get_requested_partitions(dg.AssetKey("annotated")) == {"web", "books"}  # needs no model
         assert result.get_num_requested(dg.AssetKey("filtered")) == 0  # no model yet
+        for source in ("web", "books"):
+            report(instance, graph, "annotated", source, f"annotated-{source}")
         report(instance, graph, "quality_model", None, "model-1", passed=False)  # below its held-out bar: not used
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("filtered")) == 0
@@ -211,7 +214,10 @@ def test_a_no_op_rematerialization_of_raw_launches_nothing_downstream(tmp_path):
             ingest(source)
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("quality_model")) == 1
+        assert result.get_requested_partitions(dg.AssetKey("annotated")) == {"web", "books"}
         report(instance, graph, "quality_model", None, "model-1")
+        for source in texts:
+            report(instance, graph, "annotated", source, f"annotated-{source}")
         result = tick(result.cursor)
         assert result.get_requested_partitions(dg.AssetKey("filtered")) == {"web", "books"}
         versions = {s: io.versions(dg.AssetKey("raw"), s) for s in texts}
@@ -227,7 +233,7 @@ def test_a_no_op_rematerialization_of_raw_launches_nothing_downstream(tmp_path):
         ingest("web")
         result = tick(result.cursor)
         assert result.get_num_requested(dg.AssetKey("quality_model")) == 1  # web is its background
-        assert result.get_requested_partitions(dg.AssetKey("filtered")) == {"web"}
+        assert result.get_requested_partitions(dg.AssetKey("annotated")) == {"web"}
 
 
 def test_a_failed_blocking_check_on_one_source_holds_mixed_back_until_it_passes(tmp_path):

@@ -46,7 +46,7 @@ def curation_run(tmp: Path, **env) -> types.SimpleNamespace:
 
 
 # the steps whose metadata reports their tasks (tokenized's is taken before its shards stream: it logs them only)
-TASK_STEPS = {"raw", "filtered", "dedup_signatures", "synthetic"}
+TASK_STEPS = {"raw", "annotated", "filtered", "dedup_signatures", "synthetic"}
 
 
 def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_no_op(sample_run, capsys):
@@ -70,8 +70,9 @@ def test_embedded_default_runs_every_asset_with_rows_and_tokens_and_reruns_as_a_
                 } <= set(md)
                 assert "| **cost** | $" in md["cost"] and details["cost"]["cross_az_bytes"] == 0, (asset, part)
                 # the funnel: documents and tokens in, per drop reason and kept, each with its bar (the dedup
-                # signatures and ledger and the quality model's training set have rows, not tokens)
-                rows_only = asset.startswith("dedup_") or asset in ("quality_model", "decontam_index")
+                # signatures and ledger, the quality model's training set and annotated, raw's documents with their
+                # verdicts, have rows, not tokens)
+                rows_only = asset.startswith("dedup_") or asset in ("annotated", "quality_model", "decontam_index")
                 # (rows a step adds, the mixture's repeats and synthetic's documents, are rows of their own: kept
                 # counts input documents, and no share of the input exceeds 100 %)
                 if asset == "raw":  # raw counts no token (filtered counts what it keeps): an estimate, labelled so

@@ -16,7 +16,8 @@ from tests.helpers import latest, local_settings, open_instance, stage
 WORK = {
     "raw": "read_shard",
     "quality_model": "training_set",
-    "filtered": "mark_batch",
+    "annotated": "annotate_batch",
+    "filtered": "score_batch",
     "dedup_signatures": "signatures",
 }
 

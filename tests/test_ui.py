@@ -5,7 +5,7 @@ A background job (tests/background.py: it starts with the session and runs besid
 shape deploy/ runs in the cluster), against a throw-away DAGSTER_HOME (DefaultRunCoordinator: runs launch without a
 daemon) and a throw-away CURATION_DATA_ROOT. Through GraphQL it registers the `books` partition and runs
 `ingest_source` for it; then
-- test_graphql_curate_books: the location `curation` is LOADED with exactly the nine assets, the run succeeded, `raw`
+- test_graphql_curate_books: the location `curation` is LOADED with exactly the eleven assets, the run succeeded, `raw`
   partition `books` is materialized by that run with rows_in / rows_out / tokens_est > 0, and
   raw's checks records_accounted and drop_rate (and any other check on raw) passed against that materialization;
 - test_browser_asset_pages: headless Debian chromium, driven by playwright, renders raw's partitions view with `books`
@@ -331,6 +331,7 @@ def test_graphql_curate_books(webserver, books_run):
     assert keys == sorted(ASSETS)
     assert {"/".join(n["assetKey"]["path"]): (n["partitionDefinition"] or {}).get("name") for n in nodes} == {
         "raw": "source",
+        "annotated": "source",
         "quality_model": None,
         "filtered": "source",
         "dedup_signatures": "source",

@@ -43,8 +43,7 @@ JOB_DESCRIPTIONS = {
     INGEST_SOURCE: "raw -> annotated for one source partition (read, parsed, quarantined; language ID, heuristic "
     "rules, PII: everything that needs no model)",
     TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
-    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (the quality cut; after "
-    "train_quality_model)",
+    CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (the quality cut; after train_quality_model)",
     DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority) and "
     "the eval sets' n-gram index (decontamination)",
     FINISH_SOURCE: "deduped -> synthetic for one source partition (after dedupe_corpus)",

@@ -127,7 +127,10 @@ def split_task(
         gone = pl.concat([gone, emptied], how="diagonal_relaxed")
     tokenizer = task_tokenizer(task.encoding)
     sample = sample_tokens(gone, tokenizer.count_tokens, DROPPED_SAMPLE_RATE)
-    kept, dropped = task.sink.write(task.index, with_tokens(keep, tokenizer)), task.sink.write(task.index, gone, DROPPED)
+    kept, dropped = (
+        task.sink.write(task.index, with_tokens(keep, tokenizer)),
+        task.sink.write(task.index, gone, DROPPED),
+    )
     return (kept, dropped, removed, sample), marked.height
 
 
@@ -159,7 +162,7 @@ def build(cfg, version: str, with_model: bool) -> list:
         progress = Progress(total=2 * len(parts))  # two passes
 
         def labels() -> Iterator[str]:
-            return (f"{context.partition_key} part {k}" for k in range(len(parts)))
+            return (f"{context.partition_key} annotated part {k}" for k in range(len(parts)))
 
         scored = run_tasks(
             context, engine, score_task, (ScoreTask(uri, params, model, *where) for uri in parts), labels(), progress

@@ -263,7 +263,8 @@ def test_ledger_records_decision_value_and_scores_and_the_quality_cut_keeps_the_
 
     # per batch: annotated (no model), then scored, then the partition-wide cut (as `annotated` and `filtered` run them)
     marked = [
-        score_batch(annotate_batch(batch, params, english), params, score) for batch in (docs.slice(0, 20), docs.slice(20))
+        score_batch(annotate_batch(batch, params, english), params, score)
+        for batch in (docs.slice(0, 20), docs.slice(20))
     ]
     ledger = partition_ledger([ledger_of(m) for m in marked], params)
     assert ledger.columns == [

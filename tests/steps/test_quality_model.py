@@ -44,7 +44,10 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
         assert report["held_out_auc"] == md["held_out_auc"] and report["params"]["reference"] == ["books"]
 
         ledger = pl.read_parquet(latest(instance, "filtered", "web")["details"]["side_ledger"])
-    assert ledger["quality_score"].is_not_null().all()  # every document is scored, dropped ones too
+    # every document the heuristic rules passed is scored (the classifier comes last), no other
+    scored = pl.col("kept") | pl.col("drop_reason").is_in(["low_quality_score", "boilerplate_only"])
+    assert ledger.filter(scored)["quality_score"].is_not_null().all()
+    assert ledger.filter(~scored)["quality_score"].is_null().all() and ledger.filter(~scored).height > 0
     cut = ledger.filter(pl.col("drop_reason") == "low_quality_score")
     survivors = ledger.filter(pl.col("kept") | (pl.col("drop_reason") == "low_quality_score"))
     fraction = cfg.thresholds.filtered.for_source("web").quality_keep_fraction
@@ -59,7 +62,7 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
 
 
 def test_a_model_whose_scores_do_not_separate_fails_the_blocking_check_and_filtered_refuses_it(tmp_path, sample_run):
-    """raw of web and books staged from the shared run; the model trained at DCLM's 10 epochs without the small-sample
+    """raw and annotated of web and books staged from the shared run; the model trained at DCLM's 10 epochs without the small-sample
     epoch floor: on ~120 documents it ranks the held-out set (AUC above min_auc) with every score at 0.50 +- 0.003."""
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
     thresholds["quality_model"]["default"]["min_updates"] = 0
@@ -67,7 +70,8 @@ def test_a_model_whose_scores_do_not_separate_fails_the_blocking_check_and_filte
     path.write_text(yaml.safe_dump(thresholds))
     root = tmp_path / "data"
     for source in ("web", "books"):
-        stage(sample_run.root, root, "raw", source)
+        for asset in ("raw", "annotated"):
+            stage(sample_run.root, root, asset, source)
     settings = local_settings(data_root=str(root), thresholds=str(path))
     defs = build_definitions(load_config(thresholds=path), settings)
     with dg.DagsterInstance.ephemeral() as instance:

@@ -145,7 +145,7 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     ]
     assert io.scan(dg.AssetKey("dedup_signatures"), "books").collect().height > 0
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curation", Prefix="out/")["Contents"]]
-    assert {k.split("/")[1] for k in keys} == {"raw", "filtered", "dedup_signatures"}
+    assert {k.split("/")[1] for k in keys} == {"raw", "annotated", "filtered", "dedup_signatures"}
 
 
 @pytest.mark.s3
