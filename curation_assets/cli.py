@@ -1,8 +1,8 @@
 """`curation run|table|versions|remove-version|prune|validate|sql|paths|sources`: the graph on a persistent instance.
 
 `run` registers every configured source as a `source` partition and runs the jobs, each as soon as the ones it
-needs are done (`defs.jobs.job_graph`): `ingest_source` per source, `train_quality_model` (after its sources' raw),
-`curate_source` per source (after its raw and the model), `dedupe_corpus`, `finish_source` per source,
+needs are done (`defs.jobs.job_graph`): `ingest_source` per source, `annotate_source` per source (after its raw)
+and `train_quality_model` (after its sources' raw), `curate_source` per source (after its annotated and the model), `dedupe_corpus`, `finish_source` per source,
 `build_mixture`; then prints the per-asset table. A job whose prerequisite failed is not run (one line says so).
 A job is skipped when the data root says its outputs are current: every asset's manifest records the config version it
 was made with and its inputs (the content of each upstream version it read; raw: its source files' fingerprint), and

@@ -315,6 +315,8 @@ def test_two_instances_sharing_a_data_root_never_skip_on_each_others_outputs(tmp
         assert ran(b, instance_b) == {
             "ingest_source[web]": "skipped",
             "ingest_source[books]": "skipped",
+            "annotate_source[web]": "skipped",  # a quality cut is not annotated's config
+            "annotate_source[books]": "skipped",
             "train_quality_model": "skipped",
             "curate_source[web]": "ok",  # filtered's config version covers every source's thresholds
             "curate_source[books]": "ok",
@@ -329,6 +331,8 @@ def test_two_instances_sharing_a_data_root_never_skip_on_each_others_outputs(tmp
         assert {job for job, how in again.items() if how == "skipped"} == {
             "ingest_source[web]",
             "ingest_source[books]",
+            "annotate_source[web]",
+            "annotate_source[books]",
             "train_quality_model",
         }, again
         assert contents() == mine

@@ -86,7 +86,7 @@ def test_daily_schedules_ingest_and_curate_every_registered_source():
             repository_def=defs.get_repository_def(),
             scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc),
         )
-        for schedule in ("ingest_sources_daily", "curate_sources_daily"):
+        for schedule in ("ingest_sources_daily", "annotate_sources_daily", "curate_sources_daily"):
             requests = defs.resolve_schedule_def(schedule).evaluate_tick(ctx).run_requests
             assert [(r.partition_key, r.run_key) for r in requests] == [
                 ("web", "web:2026-11-26"),
@@ -94,13 +94,15 @@ def test_daily_schedules_ingest_and_curate_every_registered_source():
             ]
         finish = defs.resolve_schedule_def("finish_sources_daily").evaluate_tick(ctx).run_requests
         assert [r.partition_key for r in finish] == ["web", "books"]
-    # the nightly rebuild, stage after stage: read, quality model, map, corpus-wide dedup, per-source finish, mixture
+    # the nightly rebuild, stage after stage: read, annotations beside the quality model, map, corpus-wide dedup,
+    # per-source finish, mixture
     nightly = [
         (s.cron_schedule, s.job_name)
         for s in sorted(defs.schedules, key=lambda s: tuple(map(int, s.cron_schedule.split()[1::-1])))
     ]
     assert nightly == [
         ("0 1 * * *", "ingest_source"),
+        ("30 1 * * *", "annotate_source"),
         ("30 1 * * *", "train_quality_model"),
         ("0 2 * * *", "curate_source"),
         ("0 3 * * *", "dedupe_corpus"),
@@ -135,18 +137,20 @@ def test_pod_sizes_come_from_config_and_do_not_change_code_versions(tmp_path):
 
 
 def test_curation_run_job_graph_lets_a_source_go_on_without_waiting_for_the_others():
-    """`curation run`'s order (`job_graph`): a source's curate_source needs only its own raw and the quality model,
-    which needs only its reference and background sources' raw; the corpus-wide jobs need every source."""
+    """`curation run`'s order (`job_graph`): a source's curate_source needs only its own annotated and the quality
+    model, which needs only its reference and background sources' raw (the annotations run while it trains); the
+    corpus-wide jobs need every source."""
     from curation_assets.defs.jobs import critical_path, job_graph
 
     graph = job_graph(["web", "books", "code"], ("books", "web"))
     assert graph[("train_quality_model", None)] == {("ingest_source", "books"), ("ingest_source", "web")}
-    assert graph[("curate_source", "code")] == {("ingest_source", "code"), ("train_quality_model", None)}
+    assert graph[("annotate_source", "code")] == {("ingest_source", "code")}
+    assert graph[("curate_source", "code")] == {("annotate_source", "code"), ("train_quality_model", None)}
     assert graph[("dedupe_corpus", None)] == {("curate_source", s) for s in ("web", "books", "code")}
     assert graph[("finish_source", "web")] == {("dedupe_corpus", None)}
     assert graph[("build_mixture", None)] == {("finish_source", s) for s in ("web", "books", "code")}
     assert ("train_quality_model", None) not in job_graph(["code"], None)
-    assert job_graph(["code"], None)[("curate_source", "code")] == {("ingest_source", "code")}
+    assert job_graph(["code"], None)[("curate_source", "code")] == {("annotate_source", "code")}
 
     # the longest remaining chain first: a small quality source's raw (the model waits on it) before a larger
     # source's; among sources of one job, the larger first; every node before the nodes that need it

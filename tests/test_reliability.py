@@ -236,7 +236,7 @@ def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProces
     import yaml
 
     from curation_assets.defs import build_definitions
-    from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+    from curation_assets.defs.jobs import ANNOTATE_SOURCE, CURATE_SOURCE, INGEST_SOURCE
 
     sources = tmp_path / "s3-sources.yaml"
     sources.write_text(
@@ -251,11 +251,12 @@ def curate_books_on_s3(tmp_path, endpoint: str, root: str) -> dg.ExecuteInProces
     defs = build_definitions(load_config(settings.sources, settings.recipe), settings)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["books"])
-        ingest = defs.resolve_job_def(INGEST_SOURCE).execute_in_process(
-            partition_key="books", instance=instance, raise_on_error=False
-        )
-        if not ingest.success:
-            return ingest
+        for job in (INGEST_SOURCE, ANNOTATE_SOURCE):
+            ingest = defs.resolve_job_def(job).execute_in_process(
+                partition_key="books", instance=instance, raise_on_error=False
+            )
+            if not ingest.success:
+                return ingest
         return defs.resolve_job_def(CURATE_SOURCE).execute_in_process(
             partition_key="books", instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("filtered")]
         )

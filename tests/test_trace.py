@@ -8,7 +8,7 @@ import dagster as dg
 from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
 from curation_assets.defs import build_definitions
-from curation_assets.defs.jobs import ASSETS, CURATE_SOURCE, INGEST_SOURCE, TRAIN_QUALITY
+from curation_assets.defs.jobs import ANNOTATE_SOURCE, ASSETS, CURATE_SOURCE, INGEST_SOURCE, TRAIN_QUALITY
 from curation_assets.steps.common import TRACE_TAG
 from tests.helpers import latest, local_settings, open_instance, stage
 
@@ -30,7 +30,8 @@ def test_a_traced_run_stores_a_perfetto_trace_beside_each_output(tmp_path, sampl
     mats = {}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["web", "books"])
-        for job, partition in ((INGEST_SOURCE, "web"), (TRAIN_QUALITY, None), (CURATE_SOURCE, "web")):
+        jobs = ((INGEST_SOURCE, "web"), (ANNOTATE_SOURCE, "web"), (TRAIN_QUALITY, None), (CURATE_SOURCE, "web"))
+        for job, partition in jobs:
             result = defs.resolve_job_def(job).execute_in_process(
                 partition_key=partition, instance=instance, tags={TRACE_TAG: "1"}
             )

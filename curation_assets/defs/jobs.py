@@ -1,8 +1,8 @@
-"""Jobs and schedules: the six stages of a nightly rebuild.
+"""Jobs and schedules: the seven stages of a nightly rebuild.
 
-Jobs in the order a full rebuild runs them: per source its documents read and annotated (language ID, the heuristic
-rules: what needs no model); the quality classifier trained on the
-reference and background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
+Jobs in the order a full rebuild runs them: per source its documents read; per source its documents annotated
+(language ID, the heuristic rules: what needs no model) while the quality classifier trains on the reference and
+background sources; per source up to its MinHash signatures (map); the corpus-wide clustering over
 every source's signatures (reduce) with the eval sets' n-gram index; per source the ledger and the index applied and
 synthetic data; the mixture.
 """
@@ -25,14 +25,21 @@ ASSETS = (
     "tokenized",
 )
 INGEST_SOURCE = "ingest_source"
+ANNOTATE_SOURCE = "annotate_source"
 TRAIN_QUALITY = "train_quality_model"
 CURATE_SOURCE = "curate_source"
 DEDUPE_CORPUS = "dedupe_corpus"
 FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
-SOURCE_JOBS = (INGEST_SOURCE, CURATE_SOURCE, FINISH_SOURCE)  # partitioned by source; the others run once
+SOURCE_JOBS = (
+    INGEST_SOURCE,
+    ANNOTATE_SOURCE,
+    CURATE_SOURCE,
+    FINISH_SOURCE,
+)  # partitioned by source; the others run once
 JOB_ASSETS = {  # in rebuild order
-    INGEST_SOURCE: ("raw", "annotated"),
+    INGEST_SOURCE: ("raw",),
+    ANNOTATE_SOURCE: ("annotated",),
     TRAIN_QUALITY: ("quality_model",),
     CURATE_SOURCE: ("filtered", "dedup_signatures"),
     DEDUPE_CORPUS: ("decontam_index", "dedup_clusters"),
@@ -40,8 +47,9 @@ JOB_ASSETS = {  # in rebuild order
     BUILD_MIXTURE: ("mixed", "tokenized"),
 }
 JOB_DESCRIPTIONS = {
-    INGEST_SOURCE: "raw -> annotated for one source partition (read, parsed, quarantined; language ID, heuristic "
-    "rules, PII: everything that needs no model)",
+    INGEST_SOURCE: "raw for one source partition (read, parsed, quarantined)",
+    ANNOTATE_SOURCE: "annotated for one source partition (language ID, URL lists, heuristic rules, PII: everything "
+    "of filtering that needs no model; runs while train_quality_model trains)",
     TRAIN_QUALITY: "the DCLM-style quality classifier, trained on raw of its reference and background sources",
     CURATE_SOURCE: "filtered -> dedup_signatures for one source partition (the quality cut; after train_quality_model)",
     DEDUPE_CORPUS: "near-duplicate clusters over every source's stored signatures (cross-source, by priority) and "
@@ -52,12 +60,13 @@ JOB_DESCRIPTIONS = {
 
 
 # Seconds per MB of a source's input, of a job on one core: the critical-path weights of `curation run`'s order
-# (measured here over the shared corpus, `benchmarks/bench_graph.py` with one worker: ingest 0.48-1.76 s/MB (a
-# WARC's gzip the least, HTML the most), curate 0.26-0.63, finish 0.04-0.37; the corpus-wide jobs per MB of every
-# source's input). A source's input is its files until its raw is written, then raw (the text every later job reads: a
+# (measured here over the shared corpus, `benchmarks/bench_graph.py` with one worker: ingest 0.06-1.04 s/MB (HTML
+# the most), annotate 0.47-0.73, curate 0.24-0.62, finish 0.04-0.37; the corpus-wide jobs per MB of every source's
+# input). A source's input is its files until its raw is written, then raw (the text every later job reads: a
 # WARC's headers and markup are gone).
 JOB_COST = {
-    INGEST_SOURCE: 0.9,
+    INGEST_SOURCE: 0.3,
+    ANNOTATE_SOURCE: 0.6,
     TRAIN_QUALITY: 0.2,
     CURATE_SOURCE: 0.5,
     DEDUPE_CORPUS: 0.03,
@@ -70,12 +79,14 @@ Node = tuple[str, str | None]  # (job, source partition or None)
 def job_graph(sources: list[str], quality_sources: tuple[str, ...] | None) -> dict[Node, set[Node]]:
     """Every (job, partition) of a full rebuild -> the ones it needs first (`quality_sources`: the quality model's
     reference and background sources, None without a model). Per-source jobs of different sources are independent:
-    a source's curate_source needs only its own raw (and the model), so it need not wait for the other sources'."""
+    a source's curate_source needs only its own annotated (and the model), so it need not wait for the other
+    sources'; the model needs only its sources' raw, so the annotations run while it trains (on one thread)."""
     model = {(TRAIN_QUALITY, None)} if quality_sources is not None else set()
     graph: dict[Node, set[Node]] = {(INGEST_SOURCE, s): set() for s in sources}
+    graph |= {(ANNOTATE_SOURCE, s): {(INGEST_SOURCE, s)} for s in sources}
     if quality_sources is not None:
         graph[(TRAIN_QUALITY, None)] = {(INGEST_SOURCE, s) for s in quality_sources}
-    graph |= {(CURATE_SOURCE, s): {(INGEST_SOURCE, s), *model} for s in sources}
+    graph |= {(CURATE_SOURCE, s): {(ANNOTATE_SOURCE, s), *model} for s in sources}
     graph[(DEDUPE_CORPUS, None)] = {(CURATE_SOURCE, s) for s in sources}
     graph |= {(FINISH_SOURCE, s): {(DEDUPE_CORPUS, None)} for s in sources}
     graph[(BUILD_MIXTURE, None)] = {(FINISH_SOURCE, s) for s in sources}
@@ -128,13 +139,13 @@ def build_jobs(ingest_config: dg.PartitionedConfig | None, with_model: bool) -> 
 # soon as their inputs change, so the schedules are the floor, not the only trigger).
 SCHEDULES = {
     INGEST_SOURCE: ("0 1 * * *", "ingest_sources_daily"),
+    ANNOTATE_SOURCE: ("30 1 * * *", "annotate_sources_daily"),
     TRAIN_QUALITY: ("30 1 * * *", "train_quality_model_daily"),
     CURATE_SOURCE: ("0 2 * * *", "curate_sources_daily"),
     DEDUPE_CORPUS: ("0 3 * * *", "dedupe_corpus_daily"),
     FINISH_SOURCE: ("30 3 * * *", "finish_sources_daily"),
     BUILD_MIXTURE: ("0 5 * * *", "build_mixture_daily"),
 }
-PER_SOURCE = (INGEST_SOURCE, CURATE_SOURCE, FINISH_SOURCE)
 
 
 def schedules(jobs: dict[str, dg.JobDefinition]) -> list[dg.ScheduleDefinition]:
@@ -151,7 +162,7 @@ def schedules(jobs: dict[str, dg.JobDefinition]) -> list[dg.ScheduleDefinition]:
 
     return [
         per_source(job, *SCHEDULES[name])
-        if name in PER_SOURCE
+        if name in SOURCE_JOBS
         else dg.ScheduleDefinition(
             job=job, cron_schedule=SCHEDULES[name][0], execution_timezone="UTC", name=SCHEDULES[name][1]
         )

@@ -4,7 +4,7 @@ redacted; beside them, as the side table `line_counts`, the document frequency o
 `filtered`'s boilerplate removal). Nothing is dropped here: `filtered` applies the verdicts with the quality model's.
 Checks: `no_cross_zone_bytes`.
 
-It needs no model, so `ingest_source` makes it while `train_quality_model` trains (fastText trains on one thread),
+It needs no model, so `annotate_source` makes it while `train_quality_model` trains (fastText trains on one thread),
 and a retrained model or another quality cut re-runs only `filtered`'s scoring and decisions, never language ID and
 the rules.
 

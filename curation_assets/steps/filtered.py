@@ -143,7 +143,7 @@ def build(cfg, version: str, with_model: bool) -> list:
         params = t.for_source(context.partition_key)
         stored = annotated.get(context.partition_key)
         if stored is None:
-            raise dg.Failure(f"annotated[{context.partition_key}] has not been materialized (job ingest_source)")
+            raise dg.Failure(f"annotated[{context.partition_key}] has not been materialized (job annotate_source)")
         enforce_transfers(cost_guard, [cost_guard.data_root(int(stored["part_bytes"] or 0))])
         if model_files is not None:
             failed = failed_checks_of_latest(context.instance, "quality_model", ["held_out_quality"], [None])

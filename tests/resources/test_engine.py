@@ -122,14 +122,14 @@ defs = build_definitions(config_for(settings), settings)
 tags = {{TRACE_TAG: "1"}} if sys.argv[1:] == ["traced"] else None
 with dg.DagsterInstance.get() as instance:
     instance.add_dynamic_partitions(source_partitions.name, ["{SOURCE}"])
-    for job in ("ingest_source", "curate_source"):
+    for job in ("ingest_source", "annotate_source", "curate_source"):
         result = defs.resolve_job_def(job).execute_in_process(partition_key="{SOURCE}", instance=instance, tags=tags)
         assert result.success, job
 """
 
 
 def run_books(tmp: Path, name: str, ray: dict[str, str], traced: bool = False) -> Path:
-    """ingest_source + curate_source of the bundled books (no quality model: no background source) in a process of
+    """ingest_source, annotate_source and curate_source of the bundled books (no quality model: no background source) in a process of
     its own, through the Ray cluster `ray` names (`traced`: with the run tag curation/trace); returns the data root
     (its Dagster home is `home-<name>` beside it)."""
     home, root = tmp / f"home-{name}", tmp / f"root-{name}"

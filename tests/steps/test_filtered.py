@@ -10,7 +10,7 @@ import yaml
 
 from curation_assets.config import DEFAULT_THRESHOLDS, load_config
 from curation_assets.defs import build_definitions
-from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+from curation_assets.defs.jobs import ANNOTATE_SOURCE, CURATE_SOURCE, INGEST_SOURCE
 from resources import locks
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
@@ -68,7 +68,7 @@ def run_filtered(tmp_path, rows: list[dict], filtered_default: dict) -> tuple[di
     defs, root = forum(tmp_path, rows, filtered_default), tmp_path / "data"
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["forum"])
-        for job in (INGEST_SOURCE, CURATE_SOURCE):
+        for job in (INGEST_SOURCE, ANNOTATE_SOURCE, CURATE_SOURCE):
             assert defs.resolve_job_def(job).execute_in_process(partition_key="forum", instance=instance).success
         md = latest(instance, "filtered", "forum")
     io = ParquetIOManager(base_uri=str(root), store=ObjectStore(), cost_guard=CostGuard())
@@ -111,7 +111,7 @@ def test_url_drops_and_pii_redaction_through_the_step(tmp_path):
     assert estimated["sample_docs"] >= 1 and set(estimated["dropped"]) == {"url_blocked", "url_domain_blocked"}
     assert "| dropped: url_blocked | 1 | ~" in md["funnel"] and md["tokens"] == kept["n_tokens"].sum()
     assert not {"pii_emails", "pii_ips"} & set(kept.columns)
-    # annotated (ingest_source: no model) holds every raw document in raw's order with its verdict, dropping none
+    # annotated (annotate_source: no model) holds every raw document in raw's order with its verdict, dropping none
     annotated = io.scan(dg.AssetKey("annotated"), "forum").collect()
     raw = io.scan(dg.AssetKey("raw"), "forum").collect()
     assert annotated["doc_id"].to_list() == raw["doc_id"].to_list()
@@ -132,7 +132,8 @@ def test_a_writer_lock_held_past_the_wait_fails_the_step_before_pass_2_and_publi
     monkeypatch.setattr(locks, "writer_lock", lambda lock, name, _timeout_s, log_to=None: wait(lock, name, 0.5, log_to))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source", ["forum"])
-        assert defs.resolve_job_def(INGEST_SOURCE).execute_in_process(partition_key="forum", instance=instance).success
+        for job in (INGEST_SOURCE, ANNOTATE_SOURCE):
+            assert defs.resolve_job_def(job).execute_in_process(partition_key="forum", instance=instance).success
         assert held.try_acquire()
         try:
             run = defs.resolve_job_def(CURATE_SOURCE).execute_in_process(

@@ -13,7 +13,7 @@ from curation_assets.config import load_config
 from curation_assets.config.settings import Settings
 from curation_assets.core.readers import detect_format, read_shard
 from curation_assets.defs import build_definitions
-from curation_assets.defs.jobs import CURATE_SOURCE, INGEST_SOURCE
+from curation_assets.defs.jobs import ANNOTATE_SOURCE, CURATE_SOURCE, INGEST_SOURCE
 from curation_assets.steps.raw import shard_names
 from resources.cost_guard import CostGuard
 from resources.io_manager import ParquetIOManager
@@ -133,7 +133,8 @@ def test_sources_and_outputs_on_s3(tmp_path, s3_endpoint):
     with dg.instance_for_test() as instance:
         assert curate(settings, instance).success
         defs = build_definitions(load_config(settings.sources, settings.recipe), settings)
-        assert defs.resolve_job_def(CURATE_SOURCE).execute_in_process(partition_key="books", instance=instance).success
+        for job in (ANNOTATE_SOURCE, CURATE_SOURCE):
+            assert defs.resolve_job_def(job).execute_in_process(partition_key="books", instance=instance).success
     io = ParquetIOManager(
         base_uri=settings.data_root, store=ObjectStore(endpoint_url=s3_endpoint), cost_guard=CostGuard()
     )
