@@ -124,7 +124,7 @@ def max_task_rss(home: Path) -> float:
 
     os.environ["DAGSTER_HOME"] = str(home)
     with dg.DagsterInstance.get() as instance:
-        keys = [dg.AssetKey(a) for a in ("raw", "filtered", "dedup_signatures", "synthetic")]
+        keys = [dg.AssetKey(a) for a in ("raw", "annotated", "filtered", "dedup_signatures", "synthetic")]
         values = []
         for key in keys:
             records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
