@@ -569,7 +569,7 @@ def partition_ledger(ledgers: list[pl.DataFrame], params: FilterParams) -> pl.Da
 
 
 def apply_decisions(marked: pl.DataFrame, reasons: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pass 2 on one marked batch: its final `drop_reason`s (the ledger's slice for these rows) -> (kept rows without
-    the rule columns, dropped rows with their `drop_reason`)."""
+    """Pass 2 on one annotated (and scored) batch: its final `drop_reason`s (the ledger's slice for these rows) ->
+    (kept rows without the rule columns, dropped rows with their `drop_reason`)."""
     decided = marked.drop("values", "drop_value", DROP_REASON, *PII_COLUMNS).with_columns(reasons.alias(DROP_REASON))
     return split_kept(decided)
