@@ -1,6 +1,5 @@
 """A step's scratch folder: intermediate files its Ray tasks exchange during one run (dedup_clusters' shuffle),
-written and read by the tasks themselves, so the rows never
-travel through the step's process. Where it is: `ParquetIOManager.scratch_uri` (beside a local data root, never under
+written and read by the tasks themselves, so the rows never travel through the step's process. Where it is: `ParquetIOManager.scratch_uri` (beside a local data root, never under
 it; `_scratch/` of an S3 root). The step deletes it when it is done (`clear`), failed or not."""
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow.parquet as pq
 
-from curation_assets.core.frames import parquet_bytes, read_parquet_bytes
+from curation_assets.core.frames import read_parquet_bytes
 from resources.store import ObjectStore
 
 
@@ -27,15 +26,8 @@ class Scratch:
     def store(self) -> ObjectStore:
         return ObjectStore(endpoint_url=self.endpoint_url, region=self.region)
 
-    def put(self, name: str, frame: pl.DataFrame) -> str:
-        """Write `frame` as `name` (the one Parquet encoding: page checksums); returns its URI. A task re-run after
-        its worker died writes it again."""
-        uri = f"{self.uri}/{name}"
-        self.store.write_bytes(uri, parquet_bytes(frame))
-        return uri
-
     def get(self, uri: str, columns: list[str] | None = None) -> pl.DataFrame:
-        """A file written by `put` (or any stored part), every page's CRC verified."""
+        """A stored part (a step's input read by its tasks), every page's CRC verified."""
         return read_parquet_bytes(self.store.read_bytes(uri), columns=columns)
 
     def write(self, name: str, frame: pl.DataFrame, by: str) -> tuple[str, int]:
