@@ -74,12 +74,13 @@ def main() -> None:
         freq = DocFrequency(int(docs["text"].str.len_bytes().sum()), min_chars)
         for batch in docs.iter_slices(BATCH_DOCS):
             freq.add(line_doc_counts(batch["text"], min_chars))
-        keep, gone, counts = strip_kept(docs, frequent_lines(freq.counts(), min_docs), min_chars)
+        frequent = frequent_lines(freq.counts(), min_docs)
+        keep, gone, counts = strip_kept(docs, frequent, min_chars)
         after.append(keep)
         removed.append(counts.with_columns(pl.lit(source).alias("source")))
         print(
             f"{source}: {docs.height} docs, lines in >= {min_docs} docs (>= {min_chars} chars): "
-            f"{frequent_lines(freq.counts(), min_docs).len()}; removed {int(counts['boilerplate_lines'].sum())} lines, "
+            f"{frequent.len()}; removed {int(counts['boilerplate_lines'].sum())} lines, "
             f"{int(counts['boilerplate_bytes'].sum()):,} bytes from {int((counts['boilerplate_lines'] > 0).sum())} "
             f"docs; {gone.height} left empty (boilerplate_only)"
         )

@@ -1,9 +1,10 @@
 """`curation run|table|versions|remove-version|prune|validate|sql|paths|sources`: the graph on a persistent instance.
 
 `run` registers every configured source as a `source` partition and runs the jobs, each as soon as the ones it
-needs are done (`defs.jobs.job_graph`): `ingest_source` per source, `annotate_source` per source (after its raw)
-and `train_quality_model` (after its sources' raw), `curate_source` per source (after its annotated and the model), `dedupe_corpus`, `finish_source` per source,
-`build_mixture`; then prints the per-asset table. A job whose prerequisite failed is not run (one line says so).
+needs are done (`defs.jobs.job_graph`): `ingest_source` per source, `annotate_source` per source (after its raw) and
+`train_quality_model` (after its sources' raw), `curate_source` per source (after its annotated and the model),
+`dedupe_corpus`, `finish_source` per source, `build_mixture`; then prints the per-asset table. A job whose prerequisite
+failed is not run (one line says so).
 A job is skipped when the data root says its outputs are current: every asset's manifest records the config version it
 was made with and its inputs (the content of each upstream version it read; raw: its source files' fingerprint), and
 these equal what the job would use now (and this instance recorded no failed blocking check on them). The data root,
@@ -150,9 +151,8 @@ def is_current(
 ) -> bool:
     """Whether the data root's manifests say each of `assets` (one job's, in order) is current for `partition`: made
     with today's config version from today's inputs (`sources`: the source fingerprint a root asset, raw, records),
-    and no blocking check of
-    its latest materialization in this instance failed (on the same data it fails again: the job runs and stops
-    the stages after it, as it did)."""
+    and no blocking check of its latest materialization in this instance failed (on the same data it fails again:
+    the job runs and stops the stages after it, as it did)."""
     import dagster as dg
 
     from curation_assets.steps.common import failed_checks_of_latest

@@ -1,6 +1,7 @@
-"""A step's scratch folder: intermediate files its Ray tasks exchange during one run (dedup_clusters' shuffle),
-written and read by the tasks themselves, so the rows never travel through the step's process. Where it is: `ParquetIOManager.scratch_uri` (beside a local data root, never under
-it; `_scratch/` of an S3 root). The step deletes it when it is done (`clear`), failed or not."""
+"""A step's scratch folder: intermediate files its Ray tasks exchange during one run (dedup_clusters' shuffle), written
+and read by the tasks themselves, so the rows never travel through the step's process. Where it is:
+`ParquetIOManager.scratch_uri` (beside a local data root, never under it; `_scratch/` of an S3 root). The step deletes
+it when it is done (`clear`), failed or not."""
 
 from __future__ import annotations
 

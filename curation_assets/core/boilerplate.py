@@ -7,13 +7,14 @@ Pure polars/numpy (no Dagster, no I/O), in three stages:
 
 1. `line_doc_counts(texts, min_chars)`, per batch: the document frequency of every counted line hash of the batch
    (`hash` UInt64, `docs` UInt32; a line counts once per document).
-2. `DocFrequency`, in `annotated`'s driver: the batches' counts merged, stored as its `line_counts` side table. Memory: a bitmap of the hashes seen once (8 bits per
-   possible counted line, i.e. about text bytes / `min_chars` bytes rounded up to a power of two: 4 MiB for
-   59 MB of text; at most 2^32 bits = 512 MiB) plus an exact table of the hashes seen in two or
-   more documents only (12 bytes each; 7,894 for the shared corpus's web), never one row per distinct line. A bitmap
-   collision counts a line's first document twice (a line in exactly `min_docs - 1` documents is then removed too):
-   the bitmap is at most 1/8 full, so at worst 1 in 8 new lines collide (every line exactly `min_chars` long), far
-   fewer in practice. `frequent_lines(counts, min_docs)` returns the hashes in at least `min_docs` documents.
+2. `DocFrequency`, in `annotated`'s driver: the batches' counts merged, stored as its `line_counts` side table.
+   Memory: a bitmap of the hashes seen once (8 bits per possible counted line, i.e. about text bytes / `min_chars`
+   bytes rounded up to a power of two: 4 MiB for 59 MB of text; at most 2^32 bits = 512 MiB) plus an exact table of
+   the hashes seen in two or more documents only (12 bytes each; 7,894 for the shared corpus's web), never one row
+   per distinct line. A bitmap collision counts a line's first document twice (a line in exactly `min_docs - 1`
+   documents is then removed too): the bitmap is at most 1/8 full, so at worst 1 in 8 new lines collide (every line
+   exactly `min_chars` long), far fewer in practice. `frequent_lines(counts, min_docs)` returns the hashes in at
+   least `min_docs` documents.
 3. `remove_lines(docs, frequent, min_chars)`, per kept batch: the documents without those lines, + `boilerplate_lines`
    and `boilerplate_bytes` (what was removed, UTF-8 bytes including the newlines); `strip_kept` drops a document
    left without text (`boilerplate_only`) and `settle_ledger` writes both into filtered's decision ledger.

@@ -523,11 +523,11 @@ def distributions_markdown(ledger: pl.DataFrame) -> str:
 def annotate_batch(
     batch: pl.DataFrame, params: FilterParams, predict_lang: Callable, urls: UrlLists | None = None
 ) -> pl.DataFrame:
-    """The model-free part of filtering on one batch of documents: `filter_docs` (language labels, the URL lists,
-    every heuristic rule; the classifier's comes in `score_batch`), then the PII of the documents that passed them redacted (`redact_kept`). Returns `batch` +
-    `lang`, `lang_score`, `drop_reason` (the first failing heuristic rule; null = passed), `drop_value`, `values`,
-    `pii_emails`, `pii_ips`. No token is counted: `filtered` counts the kept documents' tokens once their text is
-    final."""
+    """The model-free part of filtering on one batch of documents: `filter_docs` (language labels, the URL lists, every
+    heuristic rule; the classifier's comes in `score_batch`), then the PII of the documents that passed them redacted
+    (`redact_kept`). Returns `batch` + `lang`, `lang_score`, `drop_reason` (the first failing heuristic rule; null =
+    passed), `drop_value`, `values`, `pii_emails`, `pii_ips`. No token is counted: `filtered` counts the kept documents'
+    tokens once their text is final."""
     lang = lang_labels(predict_lang, batch["text"], params.lang_max_chars, threshold=params.min_lang_score)
     return redact_kept(filter_docs(batch, params, lang, urls), params)
 

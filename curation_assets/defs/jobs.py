@@ -31,12 +31,8 @@ CURATE_SOURCE = "curate_source"
 DEDUPE_CORPUS = "dedupe_corpus"
 FINISH_SOURCE = "finish_source"
 BUILD_MIXTURE = "build_mixture"
-SOURCE_JOBS = (
-    INGEST_SOURCE,
-    ANNOTATE_SOURCE,
-    CURATE_SOURCE,
-    FINISH_SOURCE,
-)  # partitioned by source; the others run once
+# partitioned by source; the others run once
+SOURCE_JOBS = (INGEST_SOURCE, ANNOTATE_SOURCE, CURATE_SOURCE, FINISH_SOURCE)
 JOB_ASSETS = {  # in rebuild order
     INGEST_SOURCE: ("raw",),
     ANNOTATE_SOURCE: ("annotated",),

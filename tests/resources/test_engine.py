@@ -129,9 +129,9 @@ with dg.DagsterInstance.get() as instance:
 
 
 def run_books(tmp: Path, name: str, ray: dict[str, str], traced: bool = False) -> Path:
-    """ingest_source, annotate_source and curate_source of the bundled books (no quality model: no background source) in a process of
-    its own, through the Ray cluster `ray` names (`traced`: with the run tag curation/trace); returns the data root
-    (its Dagster home is `home-<name>` beside it)."""
+    """ingest_source, annotate_source and curate_source of the bundled books (no quality model: no background
+    source) in a process of its own, through the Ray cluster `ray` names (`traced`: with the run tag
+    curation/trace); returns the data root (its Dagster home is `home-<name>` beside it)."""
     home, root = tmp / f"home-{name}", tmp / f"root-{name}"
     home.mkdir()
     (tmp / "sources.yaml").write_text(f"sources:\n  - name: {SOURCE}\n    uris: ['{SAMPLE}/books/*']\n    licence: x\n")
@@ -242,8 +242,9 @@ print("STARTING " + json.dumps({"driver": __import__("os").getpid(), "pids": pid
 @background.job("engine_runs", cost=65)
 def _engine_runs(tmp: Path) -> types.SimpleNamespace:
     """A Ray head of its own (`ray start --head` on loopback, as an operator's cluster): checked for loopback-only
-    listeners and reuse; plain tasks through it from a driver process of their own; the same two jobs through the session's embedded cluster (found by its state directory) and
-    through CURATION_RAY_ADDRESS with a filtered task's worker SIGKILLed (and workers of tasks that write parts); then the head is stopped."""
+    listeners and reuse; plain tasks through it from a driver process of their own; the same two jobs through the
+    session's embedded cluster (found by its state directory) and through CURATION_RAY_ADDRESS with a filtered task's
+    worker SIGKILLed (and workers of tasks that write parts); then the head is stopped."""
     ensure_ray()  # the session's cluster, for the embedded run
     local = LocalCluster(tmp / "ray")
     address, started = local.start(num_cpus=2, labels={RAY_ZONE_LABEL: "use1-az4"})  # as a zone-pinned worker group

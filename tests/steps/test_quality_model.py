@@ -62,8 +62,9 @@ def test_the_asset_trains_on_raw_reports_held_out_metrics_and_filtered_keeps_the
 
 
 def test_a_model_whose_scores_do_not_separate_fails_the_blocking_check_and_filtered_refuses_it(tmp_path, sample_run):
-    """raw and annotated of web and books staged from the shared run; the model trained at DCLM's 10 epochs without the small-sample
-    epoch floor: on ~120 documents it ranks the held-out set (AUC above min_auc) with every score at 0.50 +- 0.003."""
+    """raw and annotated of web and books staged from the shared run; the model trained at DCLM's 10 epochs without the
+    small-sample epoch floor: on ~120 documents it ranks the held-out set (AUC above min_auc) with every score at 0.50
+    +- 0.003."""
     thresholds = yaml.safe_load(DEFAULT_THRESHOLDS.read_text())
     thresholds["quality_model"]["default"]["min_updates"] = 0
     path = tmp_path / "thresholds.yaml"
